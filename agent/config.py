@@ -1,0 +1,159 @@
+"""Settings, read from the environment (and overridden by command-line flags).
+
+Every setting has a default pinned by a test, a docstring saying what it does, and
+a validation message that tells the operator what to write instead. The
+environment is a parameter, never read behind the caller's back, so tests pass
+their own.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from agent.errors import ConfigError
+
+#: The playbooks shipped with medic, used when MEDIC_PLAYBOOKS is not set.
+BUNDLED_PLAYBOOKS = Path(__file__).resolve().parent.parent / "playbooks"
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+def parse_duration(text: str | float | int) -> float:
+    """Seconds from ``30``, ``"30"``, ``"30s"``, ``"5m"``, ``"1.5h"``; ValueError otherwise."""
+    if isinstance(text, bool):
+        raise ValueError("a duration cannot be true or false")
+    if isinstance(text, int | float):
+        if text < 0:
+            raise ValueError("a duration cannot be negative")
+        return float(text)
+    found = _DURATION.match(text)
+    if not found:
+        raise ValueError(f"{text!r} is not a duration; write seconds like 30, or 30s, 5m, 1h")
+    return float(found.group(1)) * _UNIT_SECONDS[found.group(2)]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How one medic process behaves. Defaults are pinned in tests/unit/test_config.py."""
+
+    project: str | None = None
+    """Compose project to supervise (MEDIC_PROJECT). Unset: medic's own container's
+    project, else only containers labelled ``medic.enable=true``."""
+
+    interval: float = 30.0
+    """Seconds between polls (MEDIC_INTERVAL). Docker events trigger checks in between."""
+
+    playbooks: Path = BUNDLED_PLAYBOOKS
+    """Playbook file or folder (MEDIC_PLAYBOOKS)."""
+
+    settle: float = 60.0
+    """Seconds a container must stay healthy before its incidents are resolved (MEDIC_SETTLE)."""
+
+    crash_loop_deaths: int = 3
+    """Deaths within ``crash_loop_window`` that make a crash loop (MEDIC_CRASH_LOOP_DEATHS)."""
+
+    crash_loop_window: float = 300.0
+    """Seconds over which deaths are counted (MEDIC_CRASH_LOOP_WINDOW)."""
+
+    manual_stop_grace: float = 300.0
+    """A death this many seconds after a ``docker kill`` or ``docker stop`` is a person's
+    doing, not a crash (MEDIC_MANUAL_STOP_GRACE)."""
+
+    workers: int = 4
+    """Containers healed at the same time (MEDIC_WORKERS); one container is never
+    healed twice at once."""
+
+    stop_timeout: float = 10.0
+    """Seconds a restart or stop waits for the process to exit, when the playbook does
+    not say (MEDIC_STOP_TIMEOUT). Also how long ``medic run`` waits for in-flight
+    actions when asked to stop."""
+
+    dry_run: bool = False
+    """Detect and decide, but take no action (MEDIC_DRY_RUN, or ``--dry-run``)."""
+
+    log_format: str = "text"
+    """``text`` for people, ``json`` for one JSON object a line (MEDIC_LOG_FORMAT)."""
+
+    log_level: str = "INFO"
+    """Least severe log level shown (MEDIC_LOG_LEVEL)."""
+
+    docker_retry_attempts: int = 4
+    """Tries of one Docker call on a temporary error (MEDIC_DOCKER_RETRY_ATTEMPTS)."""
+
+    docker_retry_max_delay: float = 8.0
+    """Longest pause between two tries of one Docker call (MEDIC_DOCKER_RETRY_MAX_DELAY)."""
+
+    extra: Mapping[str, str] = field(default_factory=dict)
+    """Unused environment variables that start with MEDIC_, kept for ``medic doctor``."""
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        """Settings from ``environ`` (default: the process environment), then ``overrides``."""
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        known: set[str] = set()
+        for f in fields(cls):
+            if f.name == "extra":
+                continue
+            var = f"MEDIC_{f.name.upper()}"
+            known.add(var)
+            raw = env.get(var)
+            if raw is None or raw.strip() == "":
+                continue
+            values[f.name] = _convert(f.name, var, raw)
+        for name, value in overrides.items():
+            if value is not None:
+                values[name] = value
+        values["extra"] = {
+            k: v for k, v in env.items() if k.startswith("MEDIC_") and k not in known
+        }
+        settings = cls(**values)  # type: ignore[arg-type]
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the first setting that cannot work."""
+        if self.interval <= 0:
+            raise ConfigError("MEDIC_INTERVAL must be more than 0 seconds, like 30.")
+        if self.workers < 1:
+            raise ConfigError("MEDIC_WORKERS must be at least 1.")
+        if self.crash_loop_deaths < 2:
+            raise ConfigError("MEDIC_CRASH_LOOP_DEATHS must be at least 2.")
+        if self.docker_retry_attempts < 1:
+            raise ConfigError("MEDIC_DOCKER_RETRY_ATTEMPTS must be at least 1.")
+        if self.log_format not in ("text", "json"):
+            raise ConfigError(f"MEDIC_LOG_FORMAT must be text or json, not {self.log_format!r}.")
+        if self.log_level.upper() not in ("TRACE", "DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ConfigError(
+                f"MEDIC_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, not {self.log_level!r}."
+            )
+
+
+_BOOL_TRUE = {"1", "true", "yes", "on"}
+_BOOL_FALSE = {"0", "false", "no", "off"}
+
+
+def _convert(name: str, var: str, raw: str) -> object:
+    annotation = {f.name: f.type for f in fields(Settings)}[name]
+    text = raw.strip()
+    try:
+        if annotation == "float":
+            return parse_duration(text)
+        if annotation == "int":
+            return int(text)
+        if annotation == "bool":
+            if text.lower() in _BOOL_TRUE:
+                return True
+            if text.lower() in _BOOL_FALSE:
+                return False
+            raise ValueError("write true or false")
+        if annotation == "Path":
+            return Path(text)
+    except ValueError as e:
+        raise ConfigError(f"{var}={raw!r} is not valid: {e}.") from e
+    return text

@@ -1,0 +1,90 @@
+"""Every error medic raises on purpose, under one catchable base.
+
+Adapters translate their library's errors into these at the boundary, with
+``raise X(...) from e``, so that nothing above the adapters ever imports
+``docker`` or ``psycopg`` just to catch something. Whether a failure is worth
+retrying is a property of its type, not of its message::
+
+    MedicError
+    ├── ConfigError                 bad settings; the message says what to write
+    ├── PlaybookError               bad YAML playbook; names file, line and field
+    ├── DockerError                 anything the Docker engine refused or failed
+    │   ├── DockerUnavailable       socket missing or engine not answering   (temporary)
+    │   ├── DockerServerError       the engine answered 5xx                  (temporary)
+    │   ├── ContainerGone           the container no longer exists           (permanent)
+    │   └── DockerRequestError      the engine refused the request (4xx)     (permanent)
+    ├── ActionError                 an action ran but did not do its job     (permanent)
+    └── StoreError                  the incident store failed
+        └── StoreUnavailable        the database cannot be reached           (temporary)
+
+``TemporaryError`` is a mixin on the temporary ones; retry policies key on it.
+"""
+
+from __future__ import annotations
+
+
+class MedicError(Exception):
+    """Base of every error medic raises on purpose."""
+
+
+class TemporaryError(MedicError):
+    """A failure that may go away by itself; worth retrying after a delay."""
+
+
+class ConfigError(MedicError):
+    """Settings that cannot work. The message says which setting and what to write."""
+
+
+class PlaybookError(MedicError):
+    """One problem in one playbook file, located to the line and field."""
+
+    def __init__(self, message: str, *, file: str, line: int | None, field: str | None) -> None:
+        self.file = file
+        self.line = line
+        self.field = field
+        self.reason = message
+        where = file if line is None else f"{file}:{line}"
+        what = f" {field}:" if field else ""
+        super().__init__(f"{where}:{what} {message}")
+
+
+class PlaybookErrors(MedicError):
+    """Several playbook problems, reported together so a person fixes them in one pass."""
+
+    def __init__(self, errors: list[PlaybookError]) -> None:
+        self.errors = errors
+        lines = "\n".join(str(e) for e in errors)
+        count = len(errors)
+        super().__init__(f"{count} playbook error{'s' if count != 1 else ''}:\n{lines}")
+
+
+class DockerError(MedicError):
+    """The Docker engine refused a request or could not be reached."""
+
+
+class DockerUnavailable(DockerError, TemporaryError):
+    """The Docker socket is missing or the engine does not answer."""
+
+
+class DockerServerError(DockerError, TemporaryError):
+    """The engine answered with a server error (5xx); often transient."""
+
+
+class ContainerGone(DockerError):
+    """The container was removed between two looks at it."""
+
+
+class DockerRequestError(DockerError):
+    """The engine refused the request (4xx other than 404); retrying will not help."""
+
+
+class ActionError(MedicError):
+    """An action was carried out but did not do its job (for example exec exited non-zero)."""
+
+
+class StoreError(MedicError):
+    """The incident store failed."""
+
+
+class StoreUnavailable(StoreError, TemporaryError):
+    """The incident store cannot be reached right now."""

@@ -1,0 +1,365 @@
+"""The values that flow through one incident, from observation to record.
+
+Everything here is a frozen dataclass or an enum: the pipeline passes these
+between functions instead of sharing mutable dicts, so each stage can be tested
+on its own. Times are timezone-aware UTC datetimes; durations are seconds as
+floats, because that is how playbooks and settings write them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import NewType
+
+ContainerId = NewType("ContainerId", str)
+IncidentId = NewType("IncidentId", str)
+AttemptId = NewType("AttemptId", str)
+
+#: Labels medic reads. Compose sets the first two; people set the ``medic.*`` ones.
+PROJECT_LABEL = "com.docker.compose.project"
+SERVICE_LABEL = "com.docker.compose.service"
+IGNORE_LABEL = "medic.ignore"
+ENABLE_LABEL = "medic.enable"
+PLAYBOOK_LABEL = "medic.playbook"
+
+#: Evidence is flat so it serialises to JSON and prints as a table without surprises.
+EvidenceValue = str | int | float | bool | None
+Evidence = Mapping[str, EvidenceValue]
+
+
+class State(StrEnum):
+    """A container's state as Docker reports it."""
+
+    CREATED = "created"
+    RUNNING = "running"
+    PAUSED = "paused"
+    RESTARTING = "restarting"
+    REMOVING = "removing"
+    EXITED = "exited"
+    DEAD = "dead"
+
+
+class Health(StrEnum):
+    """A container's health-check status; ``none`` when it has no health check."""
+
+    NONE = "none"
+    STARTING = "starting"
+    HEALTHY = "healthy"
+    UNHEALTHY = "unhealthy"
+
+
+class Signal(StrEnum):
+    """What kind of trouble a finding reports. Order of severity: see ``SEVERITY``."""
+
+    UNHEALTHY = "unhealthy"
+    EXITED = "exited"
+    OOM_KILLED = "oom_killed"
+    CRASH_LOOP = "crash_loop"
+    DEAD = "dead"
+    LOG_MATCH = "log_match"
+    PROBE_FAILED = "probe_failed"
+
+
+#: When one container shows several signals at once, the most severe one is healed.
+SEVERITY: tuple[Signal, ...] = (
+    Signal.CRASH_LOOP,
+    Signal.OOM_KILLED,
+    Signal.DEAD,
+    Signal.EXITED,
+    Signal.UNHEALTHY,
+    Signal.PROBE_FAILED,
+    Signal.LOG_MATCH,
+)
+
+
+class ActionKind(StrEnum):
+    """What medic can do to a container."""
+
+    RESTART = "restart"
+    START = "start"
+    STOP = "stop"
+    EXEC = "exec"
+
+
+class IncidentStatus(StrEnum):
+    """Where an incident is in its life. See DESIGN.md, "Incident lifecycle"."""
+
+    OPEN = "open"
+    HEALING = "healing"
+    RESOLVED = "resolved"
+    ESCALATED = "escalated"
+
+
+ACTIVE_STATUSES = frozenset({IncidentStatus.OPEN, IncidentStatus.HEALING, IncidentStatus.ESCALATED})
+
+
+@dataclass(frozen=True)
+class ContainerRef:
+    """Who a container is: enough to name it in a log line, a table or a database row."""
+
+    id: ContainerId
+    name: str
+    project: str | None
+    service: str | None
+
+    @property
+    def short_id(self) -> str:
+        return self.id[:12]
+
+    @property
+    def label(self) -> str:
+        """How log lines name the container: its service where compose gave one."""
+        if self.service and self.service != self.name:
+            return f"{self.name} (service {self.service})"
+        return self.name
+
+
+@dataclass(frozen=True)
+class ContainerSnapshot:
+    """What medic saw of one container at one moment.
+
+    A snapshot from the list call (``detailed=False``) carries state, health and the
+    exit code; one from inspect (``detailed=True``) adds the rest. Only the Docker
+    gateway builds these, so it is the only code that reads Docker's attributes.
+    """
+
+    ref: ContainerRef
+    labels: Mapping[str, str]
+    image: str
+    state: State
+    health: Health
+    exit_code: int | None
+    observed_at: datetime
+    detailed: bool = False
+    oom_killed: bool = False
+    restart_count: int = 0
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    error: str | None = None
+    health_output: str | None = None
+    failing_streak: int = 0
+    restart_policy: str | None = None
+
+    @property
+    def is_healthy(self) -> bool:
+        """Running, and either passing its health check or having none."""
+        return self.state is State.RUNNING and self.health in (Health.HEALTHY, Health.NONE)
+
+    @property
+    def needs_closer_look(self) -> bool:
+        """Whether the list call's summary is not enough to tell that all is well."""
+        if self.state is State.RUNNING:
+            return self.health is Health.UNHEALTHY
+        if self.state is State.EXITED:
+            return self.exit_code != 0
+        return self.state in (State.DEAD, State.RESTARTING)
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One piece of trouble seen on one container."""
+
+    container: ContainerRef
+    signal: Signal
+    summary: str
+    observed_at: datetime
+    evidence: Evidence = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Action:
+    """One step of a playbook. Only the fields its kind uses are set."""
+
+    kind: ActionKind
+    timeout: float | None = None
+    command: tuple[str, ...] = ()
+    user: str | None = None
+
+    def describe(self) -> str:
+        if self.kind is ActionKind.EXEC:
+            return f"exec {' '.join(self.command)}"
+        if self.timeout is not None and self.kind in (ActionKind.RESTART, ActionKind.STOP):
+            return f"{self.kind} (stop timeout {self.timeout:g}s)"
+        return str(self.kind)
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Delays between attempts on one container, kubelet style."""
+
+    initial: float = 10.0
+    factor: float = 2.0
+    max: float = 300.0
+    reset_after: float = 600.0
+
+    def delay(self, attempts_so_far: int) -> float:
+        """Seconds to wait after the last attempt, when ``attempts_so_far`` were made."""
+        if attempts_so_far <= 0:
+            return 0.0
+        return float(min(self.max, self.initial * self.factor ** (attempts_so_far - 1)))
+
+
+@dataclass(frozen=True)
+class Escalation:
+    """When to stop acting and ask a person: ``after_attempts`` attempts ``within`` seconds."""
+
+    after_attempts: int = 3
+    within: float = 1800.0
+
+
+@dataclass(frozen=True)
+class Match:
+    """Which findings a playbook handles. Empty ``services`` or ``labels`` match anything."""
+
+    signals: frozenset[Signal]
+    services: frozenset[str] = frozenset()
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+    def matches(self, finding: Finding, labels: Mapping[str, str]) -> bool:
+        if finding.signal not in self.signals:
+            return False
+        if self.services and finding.container.service not in self.services:
+            return False
+        return all(labels.get(k) == v for k, v in self.labels.items())
+
+
+@dataclass(frozen=True)
+class Playbook:
+    """A named, ordered list of actions for the findings it matches."""
+
+    name: str
+    match: Match
+    actions: tuple[Action, ...]
+    backoff: Backoff = field(default_factory=Backoff)
+    escalation: Escalation = field(default_factory=Escalation)
+    description: str = ""
+    source: str = "<memory>"
+    line: int | None = None
+
+
+@dataclass(frozen=True)
+class HealingState:
+    """What ``decide`` needs to know about past healing of one container.
+
+    ``attempts`` holds the start times of the current streak: they are cleared once
+    the container has stayed healthy for ``reset_after`` seconds.
+    """
+
+    attempts: tuple[datetime, ...] = ()
+    circuit_open: bool = False
+    busy: bool = False
+    reset_after: float = 600.0
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Run ``actions`` on the container now."""
+
+    finding: Finding
+    playbook: Playbook
+    actions: tuple[Action, ...]
+    attempt: int
+
+
+@dataclass(frozen=True)
+class Wait:
+    """The container needs healing, but its backoff says not before ``until``."""
+
+    finding: Finding
+    playbook: Playbook
+    until: datetime
+    reason: str
+
+
+@dataclass(frozen=True)
+class Escalate:
+    """Healing is not working: stop acting on this container and ask a person."""
+
+    finding: Finding
+    playbook: Playbook
+    reason: str
+
+
+@dataclass(frozen=True)
+class Skip:
+    """Nothing will be done for this finding, and why."""
+
+    finding: Finding
+    reason: str
+
+
+Decision = Plan | Wait | Escalate | Skip
+
+
+@dataclass(frozen=True)
+class ActionResult:
+    """How one action went."""
+
+    action: Action
+    ok: bool
+    started_at: datetime
+    finished_at: datetime
+    error: str | None = None
+    output: str = ""
+
+    @property
+    def duration(self) -> float:
+        return (self.finished_at - self.started_at).total_seconds()
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One action taken for one incident, as recorded."""
+
+    id: AttemptId
+    incident_id: IncidentId
+    playbook: str
+    action: str
+    started_at: datetime
+    finished_at: datetime
+    ok: bool
+    error: str | None = None
+    output: str = ""
+
+    @property
+    def duration(self) -> float:
+        return (self.finished_at - self.started_at).total_seconds()
+
+
+@dataclass(frozen=True)
+class EvidenceEntry:
+    """One finding's evidence, kept on the incident it was added to."""
+
+    observed_at: datetime
+    summary: str
+    evidence: Evidence = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Incident:
+    """Trouble of one kind on one container, from first finding to resolution."""
+
+    id: IncidentId
+    container: ContainerRef
+    signal: Signal
+    status: IncidentStatus
+    opened_at: datetime
+    updated_at: datetime
+    summary: str
+    resolved_at: datetime | None = None
+    evidence: tuple[EvidenceEntry, ...] = ()
+    attempts: tuple[Attempt, ...] = ()
+    note: str | None = None
+
+    @property
+    def fingerprint(self) -> str:
+        """Groups incidents of the same kind on the same service across container ids."""
+        who = self.container.service or self.container.name
+        return f"{self.container.project or '-'}/{who}/{self.signal}"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in ACTIVE_STATUSES

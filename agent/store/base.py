@@ -1,0 +1,77 @@
+"""The interface every incident store implements, and the rules they share."""
+
+from __future__ import annotations
+
+import uuid
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from datetime import datetime
+
+from agent.errors import StoreError
+from agent.model import Attempt, ContainerId, Finding, Incident, IncidentId, IncidentStatus
+
+#: An incident keeps at most this many evidence entries: the first ones and the newest.
+MAX_EVIDENCE = 50
+
+
+class IncidentNotFound(StoreError):
+    """No incident has that id (or no single incident starts with that prefix)."""
+
+
+def new_id() -> str:
+    """A fresh id, made by medic rather than the database so that replays are idempotent."""
+    return uuid.uuid4().hex
+
+
+@dataclass(frozen=True)
+class IncidentQuery:
+    """Which incidents a listing wants; every field narrows the result."""
+
+    active_only: bool = False
+    service: str | None = None
+    since: datetime | None = None
+    container_id: ContainerId | None = None
+    limit: int | None = None
+
+
+class IncidentStore(ABC):
+    """Incidents and their attempts.
+
+    Rules every implementation keeps: at most one active incident (open, healing or
+    escalated) per container and signal; a finding for which one is active adds its
+    evidence to it; writes with an id that is already stored change nothing.
+    """
+
+    @abstractmethod
+    def record_finding(self, finding: Finding) -> Incident:
+        """Open an incident for the finding, or add its evidence to the active one."""
+
+    @abstractmethod
+    def record_attempt(self, attempt: Attempt) -> None:
+        """Store one attempt; the incident becomes ``healing`` unless it is escalated."""
+
+    @abstractmethod
+    def set_status(
+        self,
+        incident_id: IncidentId,
+        status: IncidentStatus,
+        *,
+        at: datetime,
+        note: str | None = None,
+    ) -> Incident:
+        """Move an incident to ``status``; resolving sets ``resolved_at``."""
+
+    @abstractmethod
+    def get(self, incident_id: str) -> Incident:
+        """One incident with its evidence and attempts, by id or unique id prefix."""
+
+    @abstractmethod
+    def list_incidents(self, query: IncidentQuery | None = None) -> list[Incident]:
+        """Incidents matching ``query``, newest first."""
+
+    def active_incidents(self, container_id: ContainerId | None = None) -> list[Incident]:
+        """Open, healing and escalated incidents, optionally of one container."""
+        return self.list_incidents(IncidentQuery(active_only=True, container_id=container_id))
+
+    def close(self) -> None:  # noqa: B027 - optional hook, most stores hold nothing
+        """Release connections; the default holds none."""

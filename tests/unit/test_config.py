@@ -1,0 +1,80 @@
+"""Settings: every default pinned, every bad value named with what to write."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent.config import BUNDLED_PLAYBOOKS, Settings, parse_duration
+from agent.errors import ConfigError
+
+
+def test_defaults_are_pinned() -> None:
+    s = Settings.from_env({})
+    assert s.project is None
+    assert s.interval == 30.0
+    assert s.playbooks == BUNDLED_PLAYBOOKS
+    assert BUNDLED_PLAYBOOKS.name == "playbooks"
+    assert s.settle == 60.0
+    assert s.crash_loop_deaths == 3
+    assert s.crash_loop_window == 300.0
+    assert s.manual_stop_grace == 300.0
+    assert s.workers == 4
+    assert s.stop_timeout == 10.0
+    assert s.dry_run is False
+    assert s.log_format == "text"
+    assert s.log_level == "INFO"
+    assert s.docker_retry_attempts == 4
+    assert s.docker_retry_max_delay == 8.0
+
+
+def test_environment_is_read_with_units() -> None:
+    s = Settings.from_env(
+        {
+            "MEDIC_PROJECT": "shop",
+            "MEDIC_INTERVAL": "1m",
+            "MEDIC_PLAYBOOKS": "/etc/medic/playbooks",
+            "MEDIC_DRY_RUN": "yes",
+            "MEDIC_WORKERS": "8",
+            "MEDIC_UNKNOWN": "x",
+        }
+    )
+    assert s.project == "shop"
+    assert s.interval == 60.0
+    assert s.playbooks == Path("/etc/medic/playbooks")
+    assert s.dry_run is True
+    assert s.workers == 8
+    assert s.extra == {"MEDIC_UNKNOWN": "x"}
+
+
+def test_flags_override_the_environment() -> None:
+    s = Settings.from_env({"MEDIC_INTERVAL": "30"}, interval=5.0, project=None)
+    assert s.interval == 5.0
+
+
+@pytest.mark.parametrize(
+    ("env", "says"),
+    [
+        ({"MEDIC_INTERVAL": "soon"}, "MEDIC_INTERVAL='soon' is not valid"),
+        ({"MEDIC_INTERVAL": "0"}, "MEDIC_INTERVAL must be more than 0"),
+        ({"MEDIC_WORKERS": "many"}, "MEDIC_WORKERS='many' is not valid"),
+        ({"MEDIC_DRY_RUN": "maybe"}, "write true or false"),
+        ({"MEDIC_LOG_FORMAT": "xml"}, "MEDIC_LOG_FORMAT must be text or json"),
+        ({"MEDIC_CRASH_LOOP_DEATHS": "1"}, "at least 2"),
+    ],
+)
+def test_bad_values_say_what_to_write(env: dict[str, str], says: str) -> None:
+    with pytest.raises(ConfigError, match=says.replace("(", r"\(")):
+        Settings.from_env(env)
+
+
+def test_durations() -> None:
+    assert parse_duration("30") == 30
+    assert parse_duration("1.5m") == 90
+    assert parse_duration("2h") == 7200
+    assert parse_duration("250ms") == 0.25
+    assert parse_duration(7) == 7
+    for bad in ("-1", "ten", "5 minutes", True):
+        with pytest.raises(ValueError):
+            parse_duration(bad)
