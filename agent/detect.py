@@ -1,0 +1,125 @@
+"""From a snapshot of one container to the trouble it shows. Pure: no I/O, no clock.
+
+What the snapshot alone cannot say (how often the container died lately, and
+whether a person stopped it) is passed in by the supervisor, which learns it
+from Docker's events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from agent.model import ContainerSnapshot, Finding, Health, Signal, State
+
+
+@dataclass(frozen=True)
+class CrashLoopRule:
+    """``deaths`` deaths within ``window`` seconds make a crash loop."""
+
+    deaths: int = 3
+    window: float = 300.0
+
+
+def deaths_within(deaths: Sequence[datetime], *, now: datetime, window: float) -> list[datetime]:
+    """The deaths no older than ``window`` seconds."""
+    horizon = now - timedelta(seconds=window)
+    return [d for d in deaths if d >= horizon]
+
+
+def detect(
+    snapshot: ContainerSnapshot,
+    *,
+    deaths: Sequence[datetime] = (),
+    stopped_by_person: bool = False,
+    crash_loop: CrashLoopRule = CrashLoopRule(),
+) -> list[Finding]:
+    """Every finding the snapshot shows, most severe first.
+
+    Exit code 0 is a finished job, not trouble. A container a person stopped
+    (``docker stop``, ``docker kill``, ``compose stop``) is left alone.
+    """
+    now = snapshot.observed_at
+    who = snapshot.ref.label
+    findings: list[Finding] = []
+
+    recent = deaths_within(deaths, now=now, window=crash_loop.window)
+    down = not snapshot.is_healthy or snapshot.state is State.RESTARTING
+    if len(recent) >= crash_loop.deaths and down and not stopped_by_person:
+        findings.append(
+            Finding(
+                container=snapshot.ref,
+                signal=Signal.CRASH_LOOP,
+                summary=(f"{who} died {len(recent)} times in the last {_span(crash_loop.window)}."),
+                observed_at=now,
+                evidence={
+                    "deaths": len(recent),
+                    "window_seconds": crash_loop.window,
+                    "last_death": max(recent).isoformat(),
+                    "exit_code": snapshot.exit_code,
+                    "restart_count": snapshot.restart_count,
+                },
+            )
+        )
+
+    if snapshot.state is State.DEAD:
+        findings.append(
+            Finding(
+                container=snapshot.ref,
+                signal=Signal.DEAD,
+                summary=f"{who} is dead: Docker could not stop or remove it cleanly.",
+                observed_at=now,
+                evidence={"error": snapshot.error, "exit_code": snapshot.exit_code},
+            )
+        )
+    elif snapshot.state is State.EXITED and snapshot.exit_code and not stopped_by_person:
+        evidence = {
+            "exit_code": snapshot.exit_code,
+            "finished_at": snapshot.finished_at.isoformat() if snapshot.finished_at else None,
+            "restart_count": snapshot.restart_count,
+            "error": snapshot.error,
+        }
+        if snapshot.oom_killed:
+            findings.append(
+                Finding(
+                    container=snapshot.ref,
+                    signal=Signal.OOM_KILLED,
+                    summary=f"{who} was killed for running out of memory "
+                    f"(exit code {snapshot.exit_code}).",
+                    observed_at=now,
+                    evidence=evidence,
+                )
+            )
+        else:
+            findings.append(
+                Finding(
+                    container=snapshot.ref,
+                    signal=Signal.EXITED,
+                    summary=f"{who} exited with code {snapshot.exit_code}.",
+                    observed_at=now,
+                    evidence=evidence,
+                )
+            )
+
+    if snapshot.state is State.RUNNING and snapshot.health is Health.UNHEALTHY:
+        streak = snapshot.failing_streak
+        failed = f" {streak} times in a row" if streak > 1 else ""
+        findings.append(
+            Finding(
+                container=snapshot.ref,
+                signal=Signal.UNHEALTHY,
+                summary=f"{who} is unhealthy: its health check failed{failed}.",
+                observed_at=now,
+                evidence={"health_output": snapshot.health_output, "failing_streak": streak},
+            )
+        )
+    return findings
+
+
+def _span(seconds: float) -> str:
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return f"{seconds / 3600:g} h"
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{seconds / 60:g} min"
+    return f"{seconds:g} s"
