@@ -9,19 +9,24 @@ gateway (tenacity); what reaches here is a final outcome, captured as an
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
+from typing import Any, TypeVar
 
 from loguru import logger
 
 from agent.docker_gateway import DockerGateway
 from agent.errors import ActionError, MedicError
 from agent.model import Action, ActionKind, ActionResult, ContainerId, ContainerRef, Plan
+
+T = TypeVar("T")
 
 #: How much of a command's output an attempt keeps: the end, where errors are.
 OUTPUT_EXCERPT = 2000
@@ -45,6 +50,54 @@ class InFlight:
     started_at: datetime
 
 
+class _DaemonPool:
+    """A fixed number of daemon worker threads.
+
+    Not ``ThreadPoolExecutor``: its workers are joined when the interpreter exits, so a
+    restart abandoned at shutdown (its stop timeout still running in the engine) would
+    hold ``medic run`` open long after it said it stopped.
+    """
+
+    def __init__(self, workers: int) -> None:
+        self._queue: queue.Queue[tuple[Future[Any], Callable[[], Any]] | None] = queue.Queue()
+        self._threads = [
+            threading.Thread(target=self._work, name=f"medic-act-{n}", daemon=True)
+            for n in range(workers)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, fn: Callable[[], T]) -> Future[T]:
+        future: Future[T] = Future()
+        self._queue.put((future, fn))
+        return future
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            future, fn = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn())
+            except BaseException as e:  # handed to whoever waits on the future
+                future.set_exception(e)
+
+    def shutdown(self) -> None:
+        """Cancel what has not started; running work is left to finish or be abandoned."""
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                item[0].cancel()
+        for _ in self._threads:
+            self._queue.put(None)
+
+
 class Actor:
     """Runs plans through the gateway, never two at once on one container."""
 
@@ -59,7 +112,7 @@ class Actor:
         self._gateway = gateway
         self._stop_timeout = stop_timeout
         self._now = now
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="medic-act")
+        self._pool = _DaemonPool(workers)
         self._lock = threading.Lock()
         self._in_flight: dict[ContainerId, tuple[InFlight, Future[list[ActionResult]]]] = {}
 
@@ -108,7 +161,7 @@ class Actor:
             if container.id in self._in_flight:
                 return False
             flight = InFlight(container, plan, self._now())
-            future = self._pool.submit(self.run_plan, container, plan)
+            future = self._pool.submit(partial(self.run_plan, container, plan))
             self._in_flight[container.id] = (flight, future)
 
         def finished(f: Future[list[ActionResult]]) -> None:
@@ -143,7 +196,7 @@ class Actor:
         done, not_done = wait_futures([f for _, f in pending.values()], timeout=timeout)
         finished = [flight for flight, f in pending.values() if f in done]
         abandoned = [flight for flight, f in pending.values() if f in not_done]
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool.shutdown()
         return finished, abandoned
 
     def _dispatch(self, container: ContainerRef, action: Action) -> str:

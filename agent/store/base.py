@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import uuid
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from agent.errors import StoreError
-from agent.model import Attempt, ContainerId, Finding, Incident, IncidentId, IncidentStatus
+from agent.model import (
+    Attempt,
+    ContainerId,
+    ContainerSnapshot,
+    Finding,
+    Incident,
+    IncidentId,
+    IncidentStatus,
+)
 
 #: An incident keeps at most this many evidence entries: the first ones and the newest.
 MAX_EVIDENCE = 50
@@ -72,6 +81,10 @@ class IncidentStore(ABC):
     def active_incidents(self, container_id: ContainerId | None = None) -> list[Incident]:
         """Open, healing and escalated incidents, optionally of one container."""
         return self.list_incidents(IncidentQuery(active_only=True, container_id=container_id))
+
+    def record_observations(self, snapshots: Sequence[ContainerSnapshot]) -> None:  # noqa: B027
+        """What every container looked like at one poll. A store samples what it keeps
+        (the memory store keeps none); called once per poll cycle."""
 
     def close(self) -> None:  # noqa: B027 - optional hook, most stores hold nothing
         """Release connections; the default holds none."""

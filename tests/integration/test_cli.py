@@ -1,0 +1,175 @@
+"""The ``medic`` command as an operator runs it: a real process, a real engine."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import ComposeProject, healthcheck, wait_for
+
+pytestmark = pytest.mark.docker
+
+FAST_PLAYBOOK = """\
+version: 1
+playbooks:
+  - name: start-exited
+    match: {signals: [exited]}
+    actions: [start]
+  - name: restart-unhealthy
+    match: {signals: [unhealthy]}
+    actions:
+      - restart: {timeout: 30s}
+"""
+
+
+def medic(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> Any:
+    return subprocess.run(
+        [sys.executable, "-m", "agent", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+
+
+def exits_once(project: ComposeProject) -> Any:
+    script = "if [ -f /tmp/ran ]; then while :; do sleep 1; done; fi; touch /tmp/ran; exit 4"
+    container = project.run("job", command=["sh", "-c", script])
+    wait_for(
+        lambda: container.reload() or container.status == "exited", timeout=10, message="job exited"
+    )
+    return container
+
+
+def test_once_json_reports_the_finding_the_plan_and_the_result(
+    compose_project: ComposeProject,
+) -> None:
+    job = exits_once(compose_project)
+    done = medic("once", "--json", "--project", compose_project.name)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    [finding] = report["findings"]
+    assert finding["container"] == job.name
+    assert finding["signal"] == "exited"
+    assert finding["evidence"]["exit_code"] == 4
+    [decision] = report["decisions"]
+    assert decision["decision"] == "act"
+    assert decision["playbook"] == "start-exited"
+    [result] = report["results"]
+    assert result["action"] == "start"
+    assert result["ok"] is True
+    job.reload()
+    assert job.status == "running"
+
+
+def test_once_dry_run_changes_nothing(compose_project: ComposeProject) -> None:
+    job = exits_once(compose_project)
+    done = medic("once", "--dry-run", "--project", compose_project.name)
+    assert done.returncode == 0, done.stderr
+    assert "exited with code 4" in done.stdout
+    assert "Dry run: nothing was done." in done.stdout
+    job.reload()
+    assert job.status == "exited"
+
+
+def test_run_refuses_a_broken_playbook_with_one_line_and_no_traceback(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yml"
+    bad.write_text(
+        "playbooks:\n  - name: x\n    match: {signals: [unhealty]}\n    actions: [start]\n"
+    )
+    done = medic("run", "--playbooks", str(bad), timeout=30)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert lines[0].startswith("medic will not start: 1 playbook error")
+    assert f"{bad}:3: playbooks[0].match.signals[0]:" in lines[1]
+    assert "unhealty" in lines[1]
+
+
+def test_playbooks_validate_reports_errors_as_json(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yml"
+    bad.write_text(
+        "playbooks:\n  - name: x\n    match: {signals: [exited]}\n    actions: [restrat]\n"
+    )
+    done = medic("playbooks", "validate", "--json", str(bad), timeout=30)
+    assert done.returncode == 1
+    document = json.loads(done.stdout)
+    assert document["valid"] is False
+    [error] = document["errors"]
+    assert error["line"] == 4
+    assert error["field"] == "playbooks[0].actions[0]"
+    ok = medic("playbooks", "validate", timeout=30)
+    assert ok.returncode == 0, ok.stderr
+    assert "restart-unhealthy" in ok.stdout
+
+
+def test_run_stops_on_sigterm_and_says_what_happened_to_work_in_flight(
+    compose_project: ComposeProject, tmp_path: Path
+) -> None:
+    books = tmp_path / "books.yml"
+    books.write_text(FAST_PLAYBOOK)
+    # Ignores SIGTERM, so medic's restart waits its 30 s stop timeout: in flight for long.
+    stubborn = compose_project.run(
+        "stubborn",
+        command=["sh", "-c", "rm -f /tmp/broken; while :; do sleep 0.2; done"],
+        healthcheck=healthcheck("test ! -f /tmp/broken"),
+    )
+    wait_for(
+        lambda: stubborn.reload() or "healthy" in str(stubborn.attrs["State"]["Health"]),
+        timeout=20,
+        message="healthy at first",
+    )
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "agent",
+            "run",
+            "--project",
+            compose_project.name,
+            "--playbooks",
+            str(books),
+            "--interval",
+            "1",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "MEDIC_LOG_FORMAT": "json", "MEDIC_STOP_TIMEOUT": "2"},
+    )
+    try:
+        stubborn.exec_run(["touch", "/tmp/broken"])
+        lines: list[dict[str, Any]] = []
+        assert process.stderr is not None
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            line = process.stderr.readline()
+            if not line:
+                break
+            lines.append(json.loads(line))
+            if "Healing it by playbook restart-unhealthy" in lines[-1]["message"]:
+                break
+        assert any("Healing it" in entry["message"] for entry in lines), lines
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        _, rest = process.communicate(timeout=30)
+        took = time.monotonic() - started
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0
+    messages = [json.loads(line)["message"] for line in rest.splitlines() if line.strip()]
+    assert "Signal SIGTERM received; medic is stopping." in messages
+    assert any(m.startswith("Abandoned healing") for m in messages), messages
+    assert messages[-1] == "medic stopped."
+    # MEDIC_STOP_TIMEOUT=2: it waited for the restart, but not its whole 30 s.
+    assert took < 20
+    for entry in lines:
+        assert {"time", "level", "message"} <= entry.keys()
