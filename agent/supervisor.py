@@ -64,6 +64,10 @@ EVENT_RECONNECT_DELAYS: tuple[float, ...] = (1, 2, 4, 8, 16, 30)
 #: Two deaths closer than this are the same death seen twice (event and inspect).
 SAME_DEATH = timedelta(seconds=1)
 
+#: ``docker kill -s HUP`` and friends ask a process to reload, not to stop: such a kill
+#: does not make the next death a person's doing. Docker reports the signal's number.
+RELOAD_SIGNALS = frozenset({"1", "10", "12", "28", "SIGHUP", "SIGUSR1", "SIGUSR2", "SIGWINCH"})
+
 #: Actions that make a container die. Their kill, die and stop events carry the engine's
 #: timestamp, taken while medic's request was in progress, so they fall inside the
 #: action's own [started, finished] window; a death after that is the container's own.
@@ -72,6 +76,13 @@ STOPPING_ACTIONS = frozenset({ActionKind.RESTART, ActionKind.STOP})
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def _stops(event: DockerEvent) -> bool:
+    """Whether the event is a person stopping the container (not a reload signal)."""
+    if event.kind == "stop":
+        return True
+    return event.kind == "kill" and event.attributes.get("signal") not in RELOAD_SIGNALS
 
 
 @dataclass
@@ -321,7 +332,7 @@ class Supervisor:
             logger.debug("Could not read past events of {}: {}.", tracked.ref.label, e)
             return False
         for event in history:
-            if event.kind in ("kill", "stop") and not self._by_own_action(tracked, event.at):
+            if _stops(event) and not self._by_own_action(tracked, event.at):
                 self._mark_stopped_by_person(tracked, event)
                 return True
         return False
@@ -384,6 +395,8 @@ class Supervisor:
         tracked = self._track(ref)
         kind = event.kind
         ours = self._by_own_action(tracked, event.at)
+        if kind == "kill" and not _stops(event):
+            return
         if kind in ("kill", "stop"):
             if not ours:
                 tracked.last_kill_at = event.at
@@ -580,9 +593,11 @@ class Supervisor:
             logger.bind(container=tracked.ref.name).info(
                 "{} recovered; automatic healing of it is on again.", tracked.ref.label
             )
+            # A fresh start, as when a person resolves it: the old streak would
+            # escalate the next failure before a single attempt.
+            tracked.healing = HealingState()
         tracked.incidents.clear()
         tracked.last_evidence.clear()
-        tracked.healing = replace(tracked.healing, circuit_open=False)
         tracked.last_said = ""
 
     def _forget(self, tracked: Tracked, why: str) -> None:

@@ -324,3 +324,63 @@ def test_a_slow_stop_of_one_container_does_not_delay_healing_of_another(
     assert slow_attempt.duration >= 7
     assert fast_attempt.started_at > slow_attempt.started_at
     assert fast_attempt.finished_at < slow_attempt.finished_at
+
+
+def test_an_exec_action_runs_inside_the_container_and_its_output_is_kept(
+    compose_project: ComposeProject, start_medic: Callable[..., Medic]
+) -> None:
+    clear = Action(ActionKind.EXEC, command=("sh", "-c", "rm -f /tmp/broken && echo cleared"))
+    books = (book("clear-broken-flag", [Signal.UNHEALTHY], clear),)
+    web = compose_project.run(
+        "web", command=["sh", "-c", SERVE], healthcheck=healthcheck(HEALTHY_UNLESS_BROKEN)
+    )
+    wait_for(lambda: health(web) == "healthy", timeout=20, message="web healthy at first")
+    first_start = started_at(web)
+    medic = start_medic(playbooks=books)
+
+    break_health(web)
+    wait_for(lambda: len(medic.attempts(web)) == 1, timeout=30, message="an exec attempt")
+    wait_for(lambda: health(web) == "healthy", timeout=20, message="healthy without a restart")
+    [attempt] = medic.attempts(web)
+    assert attempt.ok
+    assert attempt.output == "cleared"
+    assert started_at(web) == first_start
+
+
+def test_a_failing_exec_is_a_failed_attempt_with_its_exit_code(
+    compose_project: ComposeProject, start_medic: Callable[..., Medic]
+) -> None:
+    fail = Action(ActionKind.EXEC, command=("sh", "-c", "echo no such cache >&2; exit 7"))
+    books = (book("clear-cache", [Signal.UNHEALTHY], fail),)
+    web = compose_project.run(
+        "web", command=["sh", "-c", SERVE], healthcheck=healthcheck(HEALTHY_UNLESS_BROKEN)
+    )
+    wait_for(lambda: health(web) == "healthy", timeout=20, message="web healthy at first")
+    medic = start_medic(playbooks=books)
+    break_health(web)
+    wait_for(lambda: len(medic.attempts(web)) >= 1, timeout=30, message="an exec attempt")
+    attempt = medic.attempts(web)[0]
+    assert not attempt.ok
+    assert attempt.error is not None
+    assert "exit code 7" in attempt.error
+    assert "no such cache" in attempt.error
+
+
+def test_an_oom_killed_container_is_found_and_restarted(
+    compose_project: ComposeProject, start_medic: Callable[..., Medic]
+) -> None:
+    books = (book("restart-oom-killed", [Signal.OOM_KILLED], Action(ActionKind.RESTART)),)
+    medic = start_medic(playbooks=books)
+    # Grows a shell variable past the 16 MiB limit once; after the restart it just runs.
+    hog = (
+        "if [ -f /tmp/hogged ]; then while :; do sleep 0.2; done; fi; touch /tmp/hogged; "
+        "x=a; while :; do x=$x$x; done"
+    )
+    eater = compose_project.run(
+        "eater", command=["sh", "-c", hog], mem_limit="16m", memswap_limit="16m"
+    )
+    wait_for(lambda: len(medic.attempts(eater)) >= 1, timeout=60, message="a restart")
+    [incident] = medic.incidents(eater)
+    assert incident.signal is Signal.OOM_KILLED
+    assert incident.evidence[0].evidence["exit_code"] == 137
+    wait_for(lambda: eater.reload() or eater.status == "running", timeout=10, message="running")

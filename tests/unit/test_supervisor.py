@@ -235,3 +235,34 @@ def test_a_person_resolving_the_escalated_incident_turns_healing_back_on() -> No
     report = s2.run_once()
     assert [r.action.kind for _, _, rs in report.results for r in rs] == [ActionKind.START]
     assert len(store.list_incidents(IncidentQuery())) == 2
+
+
+def test_a_reload_signal_does_not_make_the_next_crash_a_persons_stop(
+    running: list[Supervisor],
+) -> None:
+    fake = FakeDocker()
+    web = fake.add("shop-web-1", labels("web"))
+    s = supervisor(fake)
+    run_in_thread(s, running)
+    wait_for(lambda: s.events_connected, timeout=5, message="events connected")
+    fake.emit(web, "kill", signal="1")
+    fake.crash(web)
+    wait_for(lambda: "start" in fake.requests, timeout=5, message="the crash healed")
+
+
+def test_recovering_from_an_escalation_starts_a_fresh_streak() -> None:
+    fake = FakeDocker()
+    web = fake.add("shop-web-1", labels("web"), state=State.EXITED, exit_code=1)
+    store = MemoryStore()
+    s = supervisor(fake, store, settle=0.0)
+    s.run_once()
+    [incident] = store.active_incidents()
+    store.set_status(incident.id, IncidentStatus.ESCALATED, at=incident.opened_at)
+    s = supervisor(fake, store, settle=0.0)
+    assert s.tracked[web.id].healing.circuit_open  # type: ignore[index]
+    s.run_once()  # running and healthy: recovered by itself
+    assert store.active_incidents() == []
+    assert s.tracked[web.id].healing.attempts == ()  # type: ignore[index]
+    fake.crash(web)
+    report = s.run_once()
+    assert [r.action.kind for _, _, rs in report.results for r in rs] == [ActionKind.START]
