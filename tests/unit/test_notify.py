@@ -1,0 +1,85 @@
+"""Notifications: once per incident and kind, rate-limited per service, never blocking."""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timedelta
+
+from factories import T0
+from helpers import wait_for
+
+from agent.notify import Notification, NotificationKind, NotificationQueue, Notifier, NotifyError
+
+
+class Recorder(Notifier):
+    def __init__(self, *, gate: threading.Event | None = None, fail: bool = False) -> None:
+        self.sent: list[Notification] = []
+        self.gate = gate
+        self.fail = fail
+
+    def send(self, notification: Notification) -> None:
+        if self.gate is not None:
+            self.gate.wait(timeout=10)
+        if self.fail:
+            raise NotifyError("webhook answered 500")
+        self.sent.append(notification)
+
+
+def note(
+    incident: str = "i1", kind: NotificationKind = NotificationKind.OPENED, fp: str = "shop/web/x"
+) -> Notification:
+    return Notification(kind, incident, fp, "title", "body", T0)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def test_each_incident_says_each_thing_once() -> None:
+    sent = Recorder()
+    q = NotificationQueue(sent)
+    q.send(note())
+    q.send(note())
+    q.send(note(kind=NotificationKind.RESOLVED))
+    q.close()
+    assert [n.kind for n in sent.sent] == [NotificationKind.OPENED, NotificationKind.RESOLVED]
+
+
+def test_a_flapping_service_is_rate_limited_and_the_next_message_says_how_many_were_held() -> None:
+    sent = Recorder()
+    clock = Clock()
+    q = NotificationQueue(sent, rate=2, per=60, now=clock)
+    for n in range(5):
+        q.send(note(incident=f"i{n}"))
+    q.send(note(incident="other", fp="shop/db/x"))  # another service is not held back
+    clock.now = T0 + timedelta(seconds=61)
+    q.send(note(incident="later"))
+    q.close()
+    assert [n.incident_id for n in sent.sent] == ["i0", "i1", "other", "later"]
+    assert "3 more notifications for shop/web/x were held back" in sent.sent[-1].body
+
+
+def test_a_slow_webhook_never_blocks_the_caller() -> None:
+    gate = threading.Event()
+    sent = Recorder(gate=gate)
+    q = NotificationQueue(sent)
+    for n in range(3):
+        q.send(note(incident=f"i{n}"))  # returns while the first send is still blocked
+    assert sent.sent == []
+    gate.set()
+    wait_for(lambda: len(sent.sent) == 3, timeout=5, message="all delivered")
+    q.close()
+
+
+def test_a_failing_webhook_is_counted_and_does_not_stop_the_queue() -> None:
+    failing = Recorder(fail=True)
+    q = NotificationQueue(failing)
+    q.send(note(incident="a"))
+    q.send(note(incident="b"))
+    q.close()
+    assert q.failed == 2
+    assert q.delivered == 0
