@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -30,6 +31,7 @@ from agent.decide import after_attempt, after_healthy, decide
 from agent.detect import CrashLoopRule, detect
 from agent.docker_gateway import DockerEvent, DockerGateway, EventStream
 from agent.errors import ContainerGone, DockerError, DockerUnavailable, StoreError
+from agent.metrics import Metrics
 from agent.model import (
     PROJECT_LABEL,
     SERVICE_LABEL,
@@ -53,6 +55,7 @@ from agent.model import (
     State,
     Wait,
 )
+from agent.notify import Notification, NotificationKind, Notifier
 from agent.observe import Scope, poll
 from agent.store import IncidentStore, new_id
 
@@ -135,6 +138,8 @@ class Supervisor:
         actor: Actor | None = None,
         now: Callable[[], datetime] = _utcnow,
         reconnect_delays: Sequence[float] = EVENT_RECONNECT_DELAYS,
+        notifier: Notifier | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._settings = settings
         self._gateway = gateway
@@ -143,6 +148,7 @@ class Supervisor:
         self._scope = scope
         self._now = now
         self._reconnect_delays = tuple(reconnect_delays)
+        self._notifier = notifier
         self._actor = actor or Actor(
             gateway, workers=settings.workers, stop_timeout=settings.stop_timeout, now=now
         )
@@ -153,7 +159,9 @@ class Supervisor:
         self._stop_reason: str | None = None
         self._stream: EventStream | None = None
         self._stream_lock = threading.Lock()
-        self.events_connected = False
+        self.metrics = metrics or Metrics()
+        self._events_connected = False
+        self._started_at = now()
         self.last_cycle_at: datetime | None = None
         self._report: CycleReport | None = None
         self._seed_from_store()
@@ -209,6 +217,16 @@ class Supervisor:
         self._stop_reason = reason
         self._stop.set()
 
+    @property
+    def events_connected(self) -> bool:
+        """Whether the Docker events stream is connected right now."""
+        return self._events_connected
+
+    @events_connected.setter
+    def events_connected(self, value: bool) -> None:
+        self._events_connected = value
+        self.metrics.events_connected.set(1 if value else 0)
+
     def in_flight(self) -> list[InFlight]:
         """Plans being carried out right now; safe from any thread."""
         return self._actor.in_flight()
@@ -223,23 +241,46 @@ class Supervisor:
     def _cycle(self, *, sync: bool) -> CycleReport:
         report = CycleReport(started_at=self._now())
         self._report = report
+        clock = time.monotonic()
         try:
             snapshots = poll(self._gateway, self._scope)
         except DockerError as e:
             report.error = str(e)
+            self.metrics.cycle_errors.inc()
             logger.warning("Could not list containers: {}. medic tries again at the next poll.", e)
+            self._report = None
             return report
-        report.containers = len(snapshots)
-        if not self._settings.dry_run:
-            self._store_call(partial(self._store.record_observations, snapshots))
-        seen = {s.ref.id for s in snapshots}
-        for snapshot in snapshots:
-            self._check(snapshot, sync=sync)
-        for gone in [t for cid, t in self._tracked.items() if cid not in seen]:
-            self._forget(gone, "it no longer exists")
+        try:
+            report.containers = len(snapshots)
+            if not self._settings.dry_run:
+                self._store_call(partial(self._store.record_observations, snapshots))
+            seen = {s.ref.id for s in snapshots}
+            for snapshot in snapshots:
+                self._check(snapshot, sync=sync)
+            for gone in [t for cid, t in self._tracked.items() if cid not in seen]:
+                self._forget(gone, "it no longer exists")
+        finally:
+            self._report = None
         self.last_cycle_at = report.started_at
-        self._report = None
+        self.metrics.cycles.inc()
+        self.metrics.cycle_seconds.observe(time.monotonic() - clock)
+        self.metrics.containers.set(report.containers)
+        self.metrics.open_incidents.set(sum(len(t.incidents) for t in self._tracked.values()))
         return report
+
+    def health(self) -> tuple[bool, dict[str, object]]:
+        """Alive when the last poll finished within three intervals (or medic just started)."""
+        now = self._now()
+        limit = timedelta(seconds=3 * self._settings.interval)
+        last = self.last_cycle_at
+        alive = (now - (last or self._started_at)) <= limit
+        return alive, {
+            "status": "ok" if alive else "stalled",
+            "last_cycle_at": last.isoformat() if last else None,
+            "interval_seconds": self._settings.interval,
+            "events_stream": "connected" if self.events_connected else "disconnected",
+            "actions_in_flight": len(self._actor.in_flight()),
+        }
 
     def _check(self, snapshot: ContainerSnapshot, *, sync: bool = False) -> None:
         tracked = self._track(snapshot.ref)
@@ -263,6 +304,8 @@ class Supervisor:
         )
         if not findings:
             return
+        for finding in findings:
+            self.metrics.findings.labels(signal=str(finding.signal)).inc()
         if self._report is not None:
             self._report.findings.extend(findings)
         for finding in findings:
@@ -501,6 +544,8 @@ class Supervisor:
         if self._report is not None:
             self._report.results.append((flight.container, plan, done.results))
         for result in done.results:
+            outcome = "ok" if result.ok else "error"
+            self.metrics.actions.labels(kind=str(result.action.kind), outcome=outcome).inc()
             if incident_id is not None:
                 self._record_attempt(incident_id, plan, result)
         failed = next((r for r in done.results if not r.ok), None)
@@ -532,6 +577,7 @@ class Supervisor:
 
     def _escalate(self, tracked: Tracked, decision: Escalate) -> None:
         now = self._now()
+        self.metrics.escalations.inc()
         tracked.healing = replace(tracked.healing, circuit_open=True)
         tracked.escalated_at = now
         tracked.wake_at = None
@@ -545,6 +591,18 @@ class Supervisor:
                     at=now,
                     note=decision.reason,
                 )
+            )
+        for signal, incident_id in tracked.incidents.items():
+            self._notify(
+                NotificationKind.ESCALATED,
+                incident_id,
+                ref=tracked.ref,
+                signal=signal,
+                title=f"medic escalated: {tracked.ref.service or tracked.ref.name} "
+                f"still shows {signal}",
+                body=f"{decision.reason}. Automatic healing of {tracked.ref.name} is paused "
+                "until it recovers or a person resolves the incident (medic incidents resolve "
+                f"{incident_id[:8]}).",
             )
         logger.bind(container=tracked.ref.name).warning(
             "Escalating {}: {}. Automatic healing of {} is paused until it recovers by itself "
@@ -589,6 +647,16 @@ class Supervisor:
                 or f"healthy for {self._settings.settle:g} s after {attempts} attempt"
                 f"{'s' if attempts != 1 else ''}",
             )
+            self._notify(
+                NotificationKind.RESOLVED,
+                incident_id,
+                ref=tracked.ref,
+                signal=signal,
+                title=f"medic: {tracked.ref.service or tracked.ref.name} recovered from {signal}",
+                body=f"Incident {incident_id[:8]} is resolved: "
+                + (note or f"healthy for {self._settings.settle:g} s after {attempts} attempt(s)")
+                + ".",
+            )
         if tracked.healing.circuit_open:
             logger.bind(container=tracked.ref.name).info(
                 "{} recovered; automatic healing of it is on again.", tracked.ref.label
@@ -621,6 +689,15 @@ class Supervisor:
             logger.bind(container=tracked.ref.name, incident=incident.id).info(
                 "Incident {} opened: {}", incident.id[:8], finding.summary
             )
+            details = [f"{k}: {v}" for k, v in finding.evidence.items() if v is not None]
+            self._notify(
+                NotificationKind.OPENED,
+                incident.id,
+                ref=tracked.ref,
+                signal=finding.signal,
+                title=f"medic: {tracked.ref.service or tracked.ref.name} shows {finding.signal}",
+                body="\n".join([finding.summary, *details, f"Incident {incident.id[:8]}."]),
+            )
         tracked.incidents[finding.signal] = incident.id
 
     def _record_attempt(self, incident_id: IncidentId, plan: Plan, result: ActionResult) -> None:
@@ -636,6 +713,22 @@ class Supervisor:
             output=result.output,
         )
         self._store_call(lambda: self._store.record_attempt(attempt))
+
+    def _notify(
+        self,
+        kind: NotificationKind,
+        incident_id: IncidentId,
+        *,
+        ref: ContainerRef,
+        signal: Signal,
+        title: str,
+        body: str,
+    ) -> None:
+        """Queue a notification; the notifier sends it off the healing path."""
+        if self._notifier is None:
+            return
+        fingerprint = f"{ref.project or '-'}/{ref.service or ref.name}/{signal}"
+        self._notifier.send(Notification(kind, incident_id, fingerprint, title, body, self._now()))
 
     def _record_abandoned(self, flight: InFlight) -> None:
         """An action cut short by medic stopping is still an attempt, and a failed one."""

@@ -1,0 +1,110 @@
+"""/healthz, /readyz and /metrics over real HTTP on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+
+import pytest
+from factories import T0
+from fakes import FakeDocker
+
+from agent.config import Settings
+from agent.http import StatusServer
+from agent.model import Action, ActionKind, Health, Match, Playbook, Signal, State
+from agent.observe import Scope
+from agent.store import MemoryStore
+from agent.supervisor import Supervisor
+
+LABELS = {"com.docker.compose.project": "shop", "com.docker.compose.service": "web"}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return int(response.status), response.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+@pytest.fixture
+def medic() -> Iterator[tuple[Supervisor, FakeDocker, Clock, str, list[bool]]]:
+    fake = FakeDocker()
+    clock = Clock()
+    supervisor = Supervisor(
+        settings=Settings(project="shop", interval=30),
+        gateway=fake,
+        store=MemoryStore(),
+        playbooks=[
+            Playbook("start", Match(frozenset({Signal.EXITED})), (Action(ActionKind.START),))
+        ],
+        scope=Scope(project="shop"),
+        now=clock,
+    )
+    ready = [True]
+    server = StatusServer(
+        health=supervisor.health,
+        ready=lambda: (ready[0], {"status": "ok" if ready[0] else "spool failing"}),
+        registry=supervisor.metrics.registry,
+        host="127.0.0.1",
+        port=0,
+    )
+    server.start()
+    yield supervisor, fake, clock, f"http://127.0.0.1:{server.port}", ready
+    server.stop()
+
+
+def test_healthz_is_ok_while_polls_happen_and_503_when_the_loop_stalls(
+    medic: tuple[Supervisor, FakeDocker, Clock, str, list[bool]],
+) -> None:
+    supervisor, _, clock, base, _ = medic
+    supervisor.run_once()
+    status, body = get(f"{base}/healthz")
+    assert status == 200
+    detail = json.loads(body)
+    assert detail["status"] == "ok"
+    assert detail["events_stream"] == "disconnected"
+    clock.now = T0 + timedelta(seconds=91)  # three 30 s intervals without a poll
+    status, body = get(f"{base}/healthz")
+    assert status == 503
+    assert json.loads(body)["status"] == "stalled"
+
+
+def test_readyz_follows_the_store(
+    medic: tuple[Supervisor, FakeDocker, Clock, str, list[bool]],
+) -> None:
+    _, _, _, base, ready = medic
+    assert get(f"{base}/readyz")[0] == 200
+    ready[0] = False
+    status, body = get(f"{base}/readyz")
+    assert status == 503
+    assert json.loads(body)["status"] == "spool failing"
+
+
+def test_metrics_count_cycles_findings_and_actions(
+    medic: tuple[Supervisor, FakeDocker, Clock, str, list[bool]],
+) -> None:
+    supervisor, fake, _, base, _ = medic
+    fake.add("shop-web-1", LABELS, state=State.EXITED, exit_code=1)
+    fake.add("shop-api-1", LABELS, health=Health.HEALTHY)
+    supervisor.run_once()
+    status, text = get(f"{base}/metrics")
+    assert status == 200
+    lines = set(text.splitlines())
+    assert "medic_cycles_total 1.0" in lines
+    assert "medic_containers 2.0" in lines
+    assert 'medic_findings_total{signal="exited"} 1.0' in lines
+    assert 'medic_actions_total{kind="start",outcome="ok"} 1.0' in lines
+    assert "medic_open_incidents 1.0" in lines
+    assert get(f"{base}/nope")[0] == 404
