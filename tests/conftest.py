@@ -19,7 +19,7 @@ import requests
 from helpers import BUSYBOX_IMAGE, ComposeProject
 
 # pytester lets a test check what the fixtures do when another test fails.
-pytest_plugins = ["pytester"]
+pytest_plugins = ["pytester", "pgfixtures"]
 
 DOCKER_FIXTURES = {"docker_client", "busybox_image", "compose_project"}
 

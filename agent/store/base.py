@@ -86,5 +86,13 @@ class IncidentStore(ABC):
         """What every container looked like at one poll. A store samples what it keeps
         (the memory store keeps none); called once per poll cycle."""
 
+    def readiness(self) -> tuple[bool, dict[str, object]]:
+        """Whether incidents are being recorded, for /readyz; memory always is."""
+        return True, {"status": "ok", "store": type(self).__name__}
+
     def close(self) -> None:  # noqa: B027 - optional hook, most stores hold nothing
         """Release connections; the default holds none."""
+
+    def pending_changes(self) -> int:
+        """Changes accepted but not yet durably stored where they belong (a spool's backlog)."""
+        return 0

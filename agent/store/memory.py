@@ -110,6 +110,16 @@ class MemoryStore(IncidentStore):
             self._incidents[incident.id] = updated
             return updated
 
+    def put(self, incident: Incident) -> None:
+        """Keep ``incident`` exactly as given, replacing any with its id.
+
+        For a store that mirrors another one (the spool's view of Postgres); the
+        rules above are the other store's to keep.
+        """
+        with self._lock:
+            self._incidents[incident.id] = incident
+            self._attempt_ids.update(a.id for a in incident.attempts)
+
     def get(self, incident_id: str) -> Incident:
         with self._lock:
             return self._find(incident_id)

@@ -1,0 +1,476 @@
+"""Keeps every incident change while Postgres is away, and writes it when it is back.
+
+medic must go on healing when its database is down, and the history people
+review must not have holes. ``SpoolingStore`` sits in front of the durable
+store: it decides what a finding means (a new incident or more evidence for the
+active one) from an in-memory view, turns that into an idempotent operation
+(``agent.store.ops``) and writes it. When the durable store is unreachable the
+operation is appended to ``spool.jsonl`` (one JSON line, flushed and fsync'd)
+and the call still succeeds. Pending operations are written in order on the next
+successful write, and by a background retry with backoff; the spool is cut only
+after they are committed. Because every operation carries its own id, a replay
+that is interrupted and repeated stores each change once.
+
+Health observations are samples, not history: they are not spooled.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from datetime import datetime
+from pathlib import Path
+
+from loguru import logger
+
+from agent.errors import StoreError, StoreUnavailable
+from agent.model import (
+    Attempt,
+    ContainerId,
+    ContainerSnapshot,
+    Finding,
+    Incident,
+    IncidentId,
+    IncidentStatus,
+)
+from agent.store.base import IncidentNotFound, IncidentQuery, IncidentStore, new_id
+from agent.store.memory import MemoryStore
+from agent.store.ops import (
+    AddEvidence,
+    BadSpoolLine,
+    OpenIncident,
+    Operation,
+    OperationStore,
+    RecordAttempt,
+    SetStatus,
+    from_json,
+    to_json,
+)
+
+#: Pauses between background attempts to write the spool; the last one repeats.
+RETRY_DELAYS: tuple[float, ...] = (1, 2, 4, 8, 15, 30)
+
+#: Spooled operations written in one transaction during a replay.
+REPLAY_BATCH = 500
+
+SPOOL_FILE = "spool.jsonl"
+REJECTED_FILE = "spool.rejected.jsonl"
+
+
+class SpoolError(StoreError):
+    """The spool file cannot be written: a change would be lost."""
+
+
+class SpoolingStore(IncidentStore):
+    """A durable store's front: writes through when it is reachable, spools when not."""
+
+    def __init__(
+        self,
+        backend: OperationStore,
+        *,
+        state_dir: Path,
+        retry_delays: Sequence[float] = RETRY_DELAYS,
+        batch: int = REPLAY_BATCH,
+        sleep: Callable[[float], object] | None = None,
+    ) -> None:
+        self._backend = backend
+        self._state_dir = state_dir
+        self.path = state_dir / SPOOL_FILE
+        self._rejected_path = state_dir / REJECTED_FILE
+        self._retry_delays = tuple(retry_delays) or (1.0,)
+        self._batch = max(1, batch)
+        self._view = MemoryStore()
+        self._lock = threading.RLock()
+        self._closed = threading.Event()
+        self._sleep = sleep
+        self._retry: threading.Thread | None = None
+        self._retrying = False
+        self._down = False
+        self._seeded = False
+        self._pending: list[Operation] = self._load()
+        for op in self._pending:
+            self._apply_to_view(op)
+        with self._lock:
+            self._replay()
+
+    # --- the IncidentStore interface -----------------------------------------------------------
+
+    def record_finding(self, finding: Finding) -> Incident:
+        with self._lock:
+            active = {
+                i.id
+                for i in self._view.active_incidents(finding.container.id)
+                if i.signal is finding.signal
+            }
+            incident = self._view.record_finding(finding)
+            op: Operation
+            if incident.id in active:
+                op = AddEvidence(
+                    new_id(),
+                    incident.id,
+                    finding.observed_at,
+                    finding.summary,
+                    dict(finding.evidence),
+                )
+            else:
+                op = OpenIncident(incident, new_id())
+            self._write(op)
+            return incident
+
+    def record_attempt(self, attempt: Attempt) -> None:
+        with self._lock:
+            self._know(attempt.incident_id)
+            self._view.record_attempt(attempt)
+            self._write(RecordAttempt(attempt))
+
+    def set_status(
+        self,
+        incident_id: IncidentId,
+        status: IncidentStatus,
+        *,
+        at: datetime,
+        note: str | None = None,
+    ) -> Incident:
+        with self._lock:
+            self._know(incident_id)
+            incident = self._view.set_status(incident_id, status, at=at, note=note)
+            self._write(SetStatus(new_id(), incident.id, status, at, note))
+            return incident
+
+    def get(self, incident_id: str) -> Incident:
+        with self._lock:
+            if self._flush():
+                try:
+                    return self._backend.get(incident_id)
+                except StoreUnavailable as e:
+                    self._went_down(e)
+            return self._view.get(incident_id)
+
+    def list_incidents(self, query: IncidentQuery | None = None) -> list[Incident]:
+        with self._lock:
+            if self._flush():
+                try:
+                    found = self._backend.list_incidents(query)
+                except StoreUnavailable as e:
+                    self._went_down(e)
+                else:
+                    self._mirror(found)
+                    return found
+            return self._view.list_incidents(query)
+
+    def active_incidents(self, container_id: ContainerId | None = None) -> list[Incident]:
+        """Active incidents; ones a person resolved in the database leave the view too."""
+        with self._lock:
+            if self._flush():
+                try:
+                    found = self._backend.active_incidents(container_id)
+                    still = {i.id for i in found}
+                    for mine in self._view.active_incidents(container_id):
+                        if mine.id not in still:
+                            self._view.put(self._backend.get(mine.id))
+                except StoreUnavailable as e:
+                    self._went_down(e)
+                else:
+                    self._mirror(found)
+                    return found
+            return self._view.active_incidents(container_id)
+
+    def record_observations(self, snapshots: Sequence[ContainerSnapshot]) -> None:
+        with self._lock:
+            if not self._flush():
+                return
+            try:
+                self._backend.record_observations(snapshots)
+            except StoreUnavailable as e:
+                self._went_down(e)
+
+    def pending_changes(self) -> int:
+        with self._lock:
+            return len(self._pending)
+
+    def close(self) -> None:
+        """Stop retrying in the background, try one last write, and close the backend."""
+        self._closed.set()
+        retry = self._retry
+        if retry is not None:
+            retry.join(timeout=10)
+        with self._lock:
+            self._flush()
+            if self._pending:
+                logger.warning(
+                    "{} incident changes are still spooled in {}; medic writes them to "
+                    "Postgres when it next starts and reaches it.",
+                    len(self._pending),
+                    self.path,
+                )
+        self._backend.close()
+
+    def replay(self) -> bool:
+        """Try the database now and write what is spooled; whether nothing is left pending."""
+        with self._lock:
+            return self._replay()
+
+    def readiness(self) -> tuple[bool, dict[str, object]]:
+        """Ready while Postgres answers, or while the spool can take the writes."""
+        pending = self.pending_changes()
+        if self.reachable:
+            return True, {"status": "ok", "database": "reachable", "spooled": pending}
+        writable = os.access(self._state_dir, os.W_OK)
+        return writable, {
+            "status": "spooling" if writable else "failing: the spool cannot be written",
+            "database": "unreachable",
+            "spooled": pending,
+            "spool": str(self.path),
+        }
+
+    @property
+    def reachable(self) -> bool:
+        """Whether the last use of the database worked."""
+        return not self._down
+
+    # --- writing and spooling ------------------------------------------------------------------
+
+    def _write(self, op: Operation) -> None:
+        if self._flush():
+            try:
+                self._backend.apply([op])
+                return
+            except StoreUnavailable as e:
+                self._went_down(e)
+        self._append(op)
+
+    def _append(self, op: Operation) -> None:
+        """Add ``op`` to the spool file durably, or raise SpoolError: never drop it silently."""
+        line = to_json(op) + "\n"
+        try:
+            self._state_dir.mkdir(parents=True, exist_ok=True)
+            # Evidence can hold health-check output: the spool is for medic's eyes only.
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            with os.fdopen(fd, "a", encoding="utf-8") as spool:
+                spool.write(line)
+                spool.flush()
+                os.fsync(spool.fileno())
+        except OSError as e:
+            logger.error(
+                "Cannot write the incident spool {} ({}), and Postgres is unreachable: this "
+                "change is lost. Make MEDIC_STATE_DIR writable and give it free space.",
+                self.path,
+                e,
+            )
+            raise SpoolError(f"cannot write the incident spool {self.path}: {e}") from e
+        self._pending.append(op)
+        self._start_retry()
+
+    def _went_down(self, error: StoreUnavailable) -> None:
+        """From now on, write to the spool and read the view until the retry gets through.
+
+        The supervisor's thread does not wait on an unreachable database again and
+        again: only the background retry tries it, with backoff.
+        """
+        if not self._down:
+            self._down = True
+            pending = f" ({len(self._pending)} pending)" if self._pending else ""
+            logger.warning(
+                "Postgres is unreachable ({}); incidents are spooled to {}{} and will be "
+                "written when it is back.",
+                error,
+                self.path,
+                pending,
+            )
+        self._start_retry()
+
+    def _flush(self) -> bool:
+        """Whether the database is in use and nothing is pending. Hold the lock."""
+        if self._down:
+            return False
+        return not self._pending or self._replay()
+
+    def _replay(self) -> bool:
+        """Write every pending operation in order, then refresh the view. Hold the lock."""
+        was_down = self._down
+        written = 0
+        try:
+            while self._pending:
+                batch = self._pending[: self._batch]
+                try:
+                    self._backend.apply(batch)
+                except StoreUnavailable:
+                    raise
+                except StoreError:
+                    batch = self._apply_one_by_one(batch)
+                del self._pending[: len(batch)]
+                written += len(batch)
+        except StoreUnavailable as e:
+            self._went_down(e)
+        finally:
+            if written:
+                self._rewrite()
+        if self._pending:
+            return False
+        if written:
+            logger.info("Wrote {} spooled changes to Postgres.", written)
+        if was_down or not self._seeded:
+            try:
+                self._mirror(self._backend.active_incidents())
+            except StoreUnavailable as e:
+                self._went_down(e)
+                return False
+            self._seeded = True
+        if was_down and not written:
+            logger.info("Postgres at {} is reachable again.", self._where())
+        self._down = False
+        return True
+
+    def _where(self) -> str:
+        return str(getattr(self._backend, "where", "the incident database"))
+
+    def _apply_one_by_one(self, batch: list[Operation]) -> list[Operation]:
+        """Write ``batch`` one operation a transaction, setting aside those refused."""
+        for op in batch:
+            try:
+                self._backend.apply([op])
+            except StoreUnavailable:
+                raise
+            except StoreError as e:
+                self._reject(op, e)
+        return batch
+
+    def _reject(self, op: Operation, error: StoreError) -> None:
+        logger.error(
+            "Postgres refused a spooled change ({}); it is kept in {} for a person to look at.",
+            error,
+            self._rejected_path,
+        )
+        try:
+            with self._rejected_path.open("a", encoding="utf-8") as out:
+                out.write(to_json(op) + "\n")
+                out.flush()
+                os.fsync(out.fileno())
+        except OSError as e:
+            logger.error("Cannot write {} either ({}); the change is lost.", self._rejected_path, e)
+
+    def _rewrite(self) -> None:
+        """Make the spool file hold exactly the pending operations."""
+        try:
+            if not self._pending:
+                with self.path.open("w", encoding="utf-8") as spool:
+                    spool.flush()
+                    os.fsync(spool.fileno())
+                return
+            tmp = self.path.with_suffix(".jsonl.tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_TRUNC | os.O_CREAT, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as spool:
+                spool.writelines(to_json(op) + "\n" for op in self._pending)
+                spool.flush()
+                os.fsync(spool.fileno())
+            os.replace(tmp, self.path)
+        except OSError as e:
+            # The written operations stay in the file; replaying them again is harmless.
+            logger.error("Cannot shorten the incident spool {}: {}.", self.path, e)
+
+    def _load(self) -> list[Operation]:
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return []
+        except OSError as e:
+            raise SpoolError(f"cannot read the incident spool {self.path}: {e}") from e
+        ops: list[Operation] = []
+        lines = text.splitlines()
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                ops.append(from_json(line))
+            except BadSpoolLine as e:
+                # Only the last line can be cut short, by a crash while writing it.
+                logger.warning("Skipping line {} of {}: {}.", number, self.path, e)
+        if ops:
+            logger.info("Found {} spooled incident changes in {}.", len(ops), self.path)
+        return ops
+
+    def _start_retry(self) -> None:
+        """Start the background retry unless it runs already. Hold the lock.
+
+        ``_retrying`` is set and cleared under the lock, so a retry that is about
+        to finish cannot leave a new outage without one.
+        """
+        if self._closed.is_set() or self._retrying:
+            return
+        self._retrying = True
+        self._retry = threading.Thread(target=self._retry_loop, name="medic-spool", daemon=True)
+        self._retry.start()
+
+    def _retry_loop(self) -> None:
+        failures = 0
+        while True:
+            delay = self._retry_delays[min(failures, len(self._retry_delays) - 1)]
+            if self._sleep is not None:
+                self._sleep(delay)
+            else:
+                self._closed.wait(delay)
+            with self._lock:
+                if self._closed.is_set():
+                    self._retrying = False
+                    return
+                try:
+                    done = self._replay()
+                except StoreError as e:
+                    logger.error(
+                        "Writing the spooled incident changes failed: {}. medic tries again "
+                        "in {:g} s.",
+                        e,
+                        self._retry_delays[min(failures + 1, len(self._retry_delays) - 1)],
+                    )
+                    done = False
+                if done:
+                    self._retrying = False
+                    return
+            failures += 1
+
+    # --- the in-memory view --------------------------------------------------------------------
+
+    def _mirror(self, incidents: Sequence[Incident]) -> None:
+        """Copy what the database says into the view, unless the view knows more."""
+        for incident in incidents:
+            if self._pending:
+                try:
+                    self._view.get(incident.id)
+                    continue
+                except IncidentNotFound:
+                    pass
+            known = self._known(incident.id)
+            if known is not None and known.evidence and not incident.evidence:
+                self._view.put(replace(incident, evidence=known.evidence))
+            else:
+                self._view.put(incident)
+
+    def _known(self, incident_id: str) -> Incident | None:
+        try:
+            found = self._view.get(incident_id)
+        except IncidentNotFound:
+            return None
+        return found if found.id == incident_id else None
+
+    def _know(self, incident_id: IncidentId) -> None:
+        """Make sure the view holds ``incident_id``, fetching it when only Postgres has it."""
+        if self._known(incident_id) is not None:
+            return
+        try:
+            self._view.put(self._backend.get(incident_id))
+        except StoreUnavailable as e:
+            self._went_down(e)
+
+    def _apply_to_view(self, op: Operation) -> None:
+        """Replay a spooled operation from an earlier run onto the view."""
+        try:
+            if isinstance(op, OpenIncident):
+                self._view.put(op.incident)
+            elif isinstance(op, RecordAttempt):
+                self._view.record_attempt(op.attempt)
+            elif isinstance(op, SetStatus):
+                self._view.set_status(op.incident_id, op.status, at=op.at, note=op.note)
+        except IncidentNotFound:
+            pass

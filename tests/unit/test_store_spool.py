@@ -1,0 +1,402 @@
+"""The spool: changes made while the database is away are kept on disk and written later."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from helpers import wait_for
+
+from agent.errors import StoreError, StoreUnavailable
+from agent.model import (
+    Attempt,
+    AttemptId,
+    ContainerId,
+    ContainerRef,
+    EvidenceEntry,
+    Finding,
+    Incident,
+    IncidentId,
+    IncidentStatus,
+    Signal,
+)
+from agent.store import IncidentQuery, MemoryStore, new_id
+from agent.store.memory import append_evidence
+from agent.store.migrate import available
+from agent.store.ops import (
+    AddEvidence,
+    BadSpoolLine,
+    OpenIncident,
+    Operation,
+    OperationStore,
+    RecordAttempt,
+    SetStatus,
+    from_json,
+    to_json,
+)
+from agent.store.spool import SpoolError, SpoolingStore
+
+T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+WEB = ContainerRef(ContainerId("c" * 64), "shop-web-1", "shop", "web")
+
+
+class FlakyDatabase(OperationStore):
+    """An honest stand-in for Postgres: applies operations idempotently, and can be down."""
+
+    def __init__(self) -> None:
+        self.rows = MemoryStore()
+        self.down = False
+        self.applied: list[Operation] = []
+        self.keys: set[str] = set()
+        self.lock = threading.Lock()
+
+    def _check(self) -> None:
+        if self.down:
+            raise StoreUnavailable("connection refused")
+
+    def apply(self, ops: Sequence[Operation]) -> None:
+        with self.lock:
+            self._check()
+            for op in ops:
+                key = _key(op)
+                if key in self.keys:
+                    continue
+                self.keys.add(key)
+                self.applied.append(op)
+                if isinstance(op, OpenIncident):
+                    self.rows.put(op.incident)
+                elif isinstance(op, AddEvidence):
+                    found = self.rows.get(op.incident_id)
+                    entry = EvidenceEntry(op.observed_at, op.summary, op.evidence)
+                    self.rows.put(replace(found, evidence=append_evidence(found.evidence, entry)))
+                elif isinstance(op, RecordAttempt):
+                    self.rows.record_attempt(op.attempt)
+                else:
+                    self.rows.set_status(op.incident_id, op.status, at=op.at, note=op.note)
+
+    def record_finding(self, finding: Finding) -> Incident:
+        raise AssertionError("the spooling store writes operations, never findings")
+
+    def record_attempt(self, attempt: Attempt) -> None:
+        raise AssertionError("the spooling store writes operations, never attempts")
+
+    def set_status(
+        self,
+        incident_id: IncidentId,
+        status: IncidentStatus,
+        *,
+        at: datetime,
+        note: str | None = None,
+    ) -> Incident:
+        raise AssertionError("the spooling store writes operations")
+
+    def get(self, incident_id: str) -> Incident:
+        self._check()
+        return self.rows.get(incident_id)
+
+    def list_incidents(self, query: IncidentQuery | None = None) -> list[Incident]:
+        self._check()
+        return self.rows.list_incidents(query)
+
+
+def _key(op: Operation) -> str:
+    if isinstance(op, OpenIncident):
+        return f"incident:{op.incident.id}"
+    if isinstance(op, AddEvidence):
+        return f"evidence:{op.entry_id}"
+    if isinstance(op, RecordAttempt):
+        return f"attempt:{op.attempt.id}"
+    return f"status:{op.change_id}"
+
+
+def finding(at: datetime, summary: str = "shop-web-1 exited with code 3.") -> Finding:
+    return Finding(WEB, Signal.EXITED, summary, at, {"exit_code": 3})
+
+
+def attempt(incident_id: IncidentId, at: datetime, *, ok: bool = True) -> Attempt:
+    return Attempt(
+        id=AttemptId(new_id()),
+        incident_id=incident_id,
+        playbook="start-exited",
+        action="start",
+        started_at=at,
+        finished_at=at + timedelta(seconds=1),
+        ok=ok,
+        error=None if ok else "no such container",
+    )
+
+
+def spooled_lines(path: Path) -> list[dict[str, object]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line]
+
+
+def test_writes_go_straight_to_the_database_when_it_is_reachable(tmp_path: Path) -> None:
+    db = FlakyDatabase()
+    store = SpoolingStore(db, state_dir=tmp_path)
+    incident = store.record_finding(finding(T0))
+    again = store.record_finding(finding(T0 + timedelta(seconds=5), "still exited"))
+    store.record_attempt(attempt(incident.id, T0 + timedelta(seconds=6)))
+    store.close()
+
+    assert again.id == incident.id
+    assert [type(op).__name__ for op in db.applied] == [
+        "OpenIncident",
+        "AddEvidence",
+        "RecordAttempt",
+    ]
+    stored = db.rows.get(incident.id)
+    assert stored.status is IncidentStatus.HEALING
+    assert len(stored.evidence) == 2
+    assert spooled_lines(tmp_path / "spool.jsonl") == []
+
+
+def test_changes_made_while_the_database_is_down_are_spooled_then_written_in_order(
+    tmp_path: Path,
+) -> None:
+    db = FlakyDatabase()
+    store = SpoolingStore(db, state_dir=tmp_path, retry_delays=(3600,))
+    db.down = True
+    incident = store.record_finding(finding(T0))
+    first = attempt(incident.id, T0 + timedelta(seconds=1), ok=False)
+    store.record_attempt(first)
+    store.set_status(incident.id, IncidentStatus.ESCALATED, at=T0 + timedelta(seconds=2))
+
+    assert db.applied == []
+    lines = spooled_lines(tmp_path / "spool.jsonl")
+    assert [line["op"] for line in lines] == ["open_incident", "record_attempt", "set_status"]
+    assert lines[0]["id"] == incident.id
+    assert lines[1]["id"] == first.id
+    assert store.pending_changes() == 3
+    assert (tmp_path / "spool.jsonl").stat().st_mode & 0o777 == 0o600
+    # Reads fall back to the in-memory view while the database is away.
+    assert store.get(incident.id[:8]).status is IncidentStatus.ESCALATED
+    assert [i.id for i in store.active_incidents(WEB.id)] == [incident.id]
+
+    db.down = False
+    assert store.replay() is True
+    assert [type(op).__name__ for op in db.applied] == [
+        "OpenIncident",
+        "RecordAttempt",
+        "SetStatus",
+    ]
+    assert db.rows.get(incident.id).status is IncidentStatus.ESCALATED
+    assert (tmp_path / "spool.jsonl").read_text() == ""
+    assert store.pending_changes() == 0
+    store.close()
+
+
+def test_the_background_retry_writes_the_spool_when_the_database_is_back(tmp_path: Path) -> None:
+    db = FlakyDatabase()
+    store = SpoolingStore(db, state_dir=tmp_path, retry_delays=(0.05,))
+    db.down = True
+    incident = store.record_finding(finding(T0))
+    assert store.pending_changes() == 1
+    db.down = False
+    wait_for(lambda: store.pending_changes() == 0, timeout=5, message="the spool to be written")
+    assert db.rows.get(incident.id).id == incident.id
+    assert store.reachable
+    store.close()
+
+
+def test_a_replay_repeated_after_a_crash_stores_each_change_once(tmp_path: Path) -> None:
+    db = FlakyDatabase()
+    store = SpoolingStore(db, state_dir=tmp_path, retry_delays=(3600,))
+    db.down = True
+    incident = store.record_finding(finding(T0))
+    store.record_attempt(attempt(incident.id, T0 + timedelta(seconds=1)))
+    spool = (tmp_path / "spool.jsonl").read_text()
+    store.close()
+
+    # The first replay committed, then medic died before the spool was cut.
+    db.down = False
+    db.apply([from_json(line) for line in spool.splitlines()])
+    (tmp_path / "spool.jsonl").write_text(spool)
+    restarted = SpoolingStore(db, state_dir=tmp_path, retry_delays=(3600,))
+    assert restarted.pending_changes() == 0
+    assert len(db.applied) == 2
+    assert len(db.rows.get(incident.id).attempts) == 1
+    # The restarted store knows the incident: a new finding adds evidence to it.
+    assert restarted.record_finding(finding(T0 + timedelta(seconds=9))).id == incident.id
+    restarted.close()
+
+
+def test_a_spool_left_by_an_earlier_run_is_written_at_start(tmp_path: Path) -> None:
+    db = FlakyDatabase()
+    db.down = True
+    store = SpoolingStore(db, state_dir=tmp_path, retry_delays=(3600,))
+    incident = store.record_finding(finding(T0))
+    store.close()
+    assert store.pending_changes() == 1
+
+    db.down = False
+    SpoolingStore(db, state_dir=tmp_path).close()
+    assert db.rows.get(incident.id).summary == "shop-web-1 exited with code 3."
+    assert (tmp_path / "spool.jsonl").read_text() == ""
+
+
+def test_a_line_cut_short_by_a_crash_is_skipped(tmp_path: Path) -> None:
+    db = FlakyDatabase()
+    db.down = True
+    store = SpoolingStore(db, state_dir=tmp_path, retry_delays=(3600,))
+    incident = store.record_finding(finding(T0))
+    store.close()
+    with (tmp_path / "spool.jsonl").open("a") as spool:
+        spool.write('{"op":"record_attempt","id":"ab')
+    db.down = False
+    SpoolingStore(db, state_dir=tmp_path).close()
+    assert [i.id for i in db.rows.list_incidents()] == [incident.id]
+
+
+def test_a_spool_that_cannot_be_written_is_a_loud_error(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    db = FlakyDatabase()
+    store = SpoolingStore(db, state_dir=state, retry_delays=(3600,))
+    state.write_text("a file where the state folder should be")
+    db.down = True
+    with pytest.raises(SpoolError, match="cannot write the incident spool"):
+        store.record_finding(finding(T0))
+    assert isinstance(SpoolError("x"), StoreError)
+    store.close()
+
+
+def test_a_state_folder_that_cannot_be_read_stops_medic_at_start(tmp_path: Path) -> None:
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the state folder should be")
+    with pytest.raises(SpoolError, match="cannot read the incident spool"):
+        SpoolingStore(FlakyDatabase(), state_dir=blocked)
+
+
+def test_a_person_resolving_in_the_database_leaves_the_view(tmp_path: Path) -> None:
+    db = FlakyDatabase()
+    store = SpoolingStore(db, state_dir=tmp_path)
+    incident = store.record_finding(finding(T0))
+    store.set_status(incident.id, IncidentStatus.ESCALATED, at=T0 + timedelta(seconds=1))
+    db.apply([SetStatus(new_id(), incident.id, IncidentStatus.RESOLVED, T0 + timedelta(hours=1))])
+
+    assert store.active_incidents(WEB.id) == []
+    # The next finding opens a new incident instead of adding to the resolved one.
+    assert store.record_finding(finding(T0 + timedelta(hours=2))).id != incident.id
+    store.close()
+
+
+@pytest.mark.parametrize(
+    "op",
+    [
+        OpenIncident(
+            Incident(
+                id=IncidentId("a" * 32),
+                container=WEB,
+                signal=Signal.EXITED,
+                status=IncidentStatus.OPEN,
+                opened_at=T0,
+                updated_at=T0,
+                summary="shop-web-1 exited with code 3.",
+                evidence=(EvidenceEntry(T0, "shop-web-1 exited with code 3.", {"exit_code": 3}),),
+            ),
+            entry_id="e" * 32,
+        ),
+        AddEvidence("e" * 32, IncidentId("a" * 32), T0, "again", {"exit_code": 3, "oom": False}),
+        RecordAttempt(attempt(IncidentId("a" * 32), T0, ok=False)),
+        SetStatus("s" * 32, IncidentId("a" * 32), IncidentStatus.RESOLVED, T0, "by hand: fixed"),
+    ],
+)
+def test_operations_survive_a_trip_through_a_spool_line(op: Operation) -> None:
+    line = to_json(op)
+    assert "\n" not in line
+    assert from_json(line) == op
+
+
+def test_a_line_that_is_no_operation_is_named() -> None:
+    with pytest.raises(BadSpoolLine, match="unknown operation 'drop_table'"):
+        from_json('{"op": "drop_table"}')
+    with pytest.raises(BadSpoolLine, match="cannot be read"):
+        from_json("{not json")
+
+
+class FailsAfter(FlakyDatabase):
+    """Goes down after ``batches`` successful writes, as a database dying mid-replay does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches_left: int | None = None
+
+    def apply(self, ops: Sequence[Operation]) -> None:
+        if self.batches_left is not None:
+            if self.batches_left == 0:
+                raise StoreUnavailable("the server closed the connection")
+            self.batches_left -= 1
+        super().apply(ops)
+
+
+def test_a_replay_cut_short_keeps_exactly_what_was_not_committed(tmp_path: Path) -> None:
+    db = FailsAfter()
+    store = SpoolingStore(db, state_dir=tmp_path, retry_delays=(3600,), batch=2)
+    db.down = True
+    incident = store.record_finding(finding(T0))
+    attempts = [attempt(incident.id, T0 + timedelta(seconds=n)) for n in range(4)]
+    for a in attempts:
+        store.record_attempt(a)
+    assert store.pending_changes() == 5
+
+    db.down = False
+    db.batches_left = 1  # the first batch (opened, first attempt) commits, then it dies
+    assert store.replay() is False
+    assert len(db.applied) == 2
+    left = spooled_lines(tmp_path / "spool.jsonl")
+    assert [line["id"] for line in left] == [a.id for a in attempts[1:]]
+    assert store.pending_changes() == 3
+    db.batches_left = None
+    assert store.replay() is True
+    assert len(db.rows.get(incident.id).attempts) == 4
+    store.close()
+
+
+class Refuses(FlakyDatabase):
+    """Refuses one attempt for good, as a database with a constraint medic broke would."""
+
+    def __init__(self, refused: str) -> None:
+        super().__init__()
+        self.refused = refused
+
+    def apply(self, ops: Sequence[Operation]) -> None:
+        if any(isinstance(op, RecordAttempt) and op.attempt.id == self.refused for op in ops):
+            raise StoreError("new row violates check constraint")
+        super().apply(ops)
+
+
+def test_a_change_the_database_refuses_is_set_aside_and_the_rest_written(tmp_path: Path) -> None:
+    bad = attempt(IncidentId("0" * 32), T0)
+    db = Refuses(bad.id)
+    store = SpoolingStore(db, state_dir=tmp_path, retry_delays=(3600,))
+    db.down = True
+    incident = store.record_finding(finding(T0))
+    store.record_attempt(replace(bad, incident_id=incident.id))
+    good = attempt(incident.id, T0 + timedelta(seconds=5))
+    store.record_attempt(good)
+    db.down = False
+    assert store.replay() is True
+    assert [a.id for a in db.rows.get(incident.id).attempts] == [good.id]
+    [rejected] = spooled_lines(tmp_path / "spool.rejected.jsonl")
+    assert rejected["id"] == bad.id
+    assert (tmp_path / "spool.jsonl").read_text() == ""
+    store.close()
+
+
+def test_migration_files_are_numbered_plain_sql_and_a_missing_set_is_an_error(
+    tmp_path: Path,
+) -> None:
+    names = [m.name for m in available()]
+    assert names[0] == "0001_incidents.sql"
+    assert [m.version for m in available()] == list(range(1, len(names) + 1))
+    with pytest.raises(StoreError, match="lacks its SQL files"):
+        available(tmp_path)
+    (tmp_path / "1_oops.sql").write_text("SELECT 1;")
+    with pytest.raises(StoreError, match=r"not named like 0001_what\.sql"):
+        available(tmp_path)
