@@ -1,0 +1,319 @@
+"""Reading compose files for build contexts and dependencies, and the order of dependents."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fakes import FakeDocker
+
+from agent.act import Actor
+from agent.compose import (
+    BuildSpec,
+    build_spec,
+    compose_dependencies,
+    config_files,
+    dependents_in_order,
+    depends_on_label,
+    load_compose,
+    merge_graphs,
+)
+from agent.docker_gateway import project_container_from_list
+from agent.errors import ActionError
+from agent.model import Action, ActionKind, State
+
+LABELS = {
+    "com.docker.compose.project.working_dir": "/srv/shop",
+    "com.docker.compose.project.config_files": "docker-compose.yml,/etc/shop/override.yml",
+}
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+# --- finding and reading the files -------------------------------------------------------
+
+
+def test_the_files_come_from_the_labels_relative_to_the_working_folder() -> None:
+    working_dir, files = config_files(LABELS)
+
+    assert working_dir == Path("/srv/shop")
+    assert files == (Path("/srv/shop/docker-compose.yml"), Path("/etc/shop/override.yml"))
+
+
+def test_a_container_without_compose_labels_cannot_be_traced_to_a_file() -> None:
+    with pytest.raises(ActionError, match="only containers made by docker compose"):
+        config_files({"com.docker.compose.project": "shop"})
+
+
+def test_later_files_override_earlier_ones_key_by_key(tmp_path: Path) -> None:
+    base = write(
+        tmp_path / "a.yml",
+        "services:\n  web:\n    build: {context: ., args: {A: '1'}}\n    depends_on: [db]\n",
+    )
+    override = write(tmp_path / "b.yml", "services:\n  web:\n    build: {args: {B: '2'}}\n")
+
+    merged = load_compose([base, override])
+
+    assert merged["services"]["web"] == {
+        "build": {"context": ".", "args": {"A": "1", "B": "2"}},
+        "depends_on": ["db"],
+    }
+
+
+def test_a_missing_file_points_at_the_mount_medic_needs(tmp_path: Path) -> None:
+    with pytest.raises(ActionError, match=r"mount the project folder at the same path"):
+        load_compose([tmp_path / "nope.yml"])
+
+
+def test_a_broken_file_is_an_action_error(tmp_path: Path) -> None:
+    with pytest.raises(ActionError, match="not valid YAML"):
+        load_compose([write(tmp_path / "c.yml", "services: [\n")])
+
+
+# --- build: -----------------------------------------------------------------------------
+
+
+def test_a_build_path_is_resolved_against_the_working_folder() -> None:
+    config = {"services": {"web": {"build": "./web/../app"}}}
+
+    assert build_spec(config, "web", Path("/srv/shop")) == BuildSpec(context=Path("/srv/shop/app"))
+
+
+def test_a_build_mapping_carries_dockerfile_args_and_target() -> None:
+    config = {
+        "services": {
+            "web": {
+                "build": {
+                    "context": "/opt/src",
+                    "dockerfile": "docker/Dockerfile.prod",
+                    "args": {"DEBUG": False, "VERSION": 2, "FROM_ENV": None},
+                    "target": "runtime",
+                }
+            },
+            "api": {"build": {"args": ["A=1", "B=x=y", "FROM_ENV"]}},
+        }
+    }
+
+    web = build_spec(config, "web", Path("/srv/shop"))
+    api = build_spec(config, "api", Path("/srv/shop"))
+
+    assert web == BuildSpec(
+        context=Path("/opt/src"),
+        dockerfile="docker/Dockerfile.prod",
+        args=(("DEBUG", "false"), ("VERSION", "2")),
+        target="runtime",
+    )
+    assert api == BuildSpec(context=Path("/srv/shop"), args=(("A", "1"), ("B", "x=y")))
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"services": {"web": {"image": "nginx"}}}, "has no build: section"),
+        ({"services": {}}, "has no service 'web'"),
+        ({"services": {"web": {"build": "https://github.com/x/y.git"}}}, "remote URL"),
+        ({"services": {"web": {"build": ["."]}}}, "neither a path nor a mapping"),
+    ],
+)
+def test_a_service_that_cannot_be_built_locally_says_why(
+    config: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ActionError, match=message):
+        build_spec(config, "web", Path("/srv/shop"))
+
+
+# --- dependencies ----------------------------------------------------------------------
+
+
+def test_dependencies_come_from_depends_on_in_both_forms_and_from_network_mode() -> None:
+    config = {
+        "services": {
+            "db": {"image": "postgres"},
+            "api": {"depends_on": ["db", "cache"]},
+            "worker": {"depends_on": {"api": {"condition": "service_healthy"}}},
+            "sidecar": {"network_mode": "service:api"},
+            "host": {"network_mode": "host"},
+        }
+    }
+
+    assert compose_dependencies(config) == {
+        "db": frozenset(),
+        "api": frozenset({"db", "cache"}),
+        "worker": frozenset({"api"}),
+        "sidecar": frozenset({"api"}),
+        "host": frozenset(),
+    }
+
+
+def test_compose_v2s_depends_on_label_names_the_services() -> None:
+    assert depends_on_label("db:service_healthy:false,cache:service_started:true") == {
+        "db",
+        "cache",
+    }
+    assert depends_on_label("") == frozenset()
+    assert depends_on_label(None) == frozenset()
+
+
+def test_dependents_come_parents_first_and_leave_out_unrelated_services() -> None:
+    graph = merge_graphs(
+        {"api": {"db"}, "worker": {"api"}, "report": {"worker", "api"}},
+        {"admin": {"db"}, "other": {"cache"}, "db": set()},
+    )
+
+    assert dependents_in_order(graph, "db") == ["admin", "api", "worker", "report"]
+    assert dependents_in_order(graph, "worker") == ["report"]
+    assert dependents_in_order(graph, "report") == []
+
+
+def test_a_cycle_among_the_dependents_is_an_error_naming_it() -> None:
+    graph = {"api": {"db", "worker"}, "worker": {"api"}}
+
+    with pytest.raises(ActionError, match="cycle: api -> worker -> api"):
+        dependents_in_order(graph, "db")
+
+
+def test_a_cycle_through_the_healed_service_is_an_error_too() -> None:
+    graph = {"db": {"b"}, "a": {"db"}, "b": {"a"}}
+
+    with pytest.raises(ActionError, match="cycle: db -> b -> a -> db"):
+        dependents_in_order(graph, "db")
+
+
+# --- the Actor, through the fake engine ----------------------------------------------------
+
+
+def service(name: str, **labels: str) -> dict[str, str]:
+    return {
+        "com.docker.compose.project": "shop",
+        "com.docker.compose.service": name,
+        **labels,
+    }
+
+
+def test_restart_dependents_restarts_in_order_and_skips_ignored_and_one_off_containers(
+    tmp_path: Path,
+) -> None:
+    write(
+        tmp_path / "compose.yml",
+        "services:\n  db: {}\n  api: {depends_on: [db]}\n  job: {depends_on: [db]}\n",
+    )
+    files = {
+        "com.docker.compose.project.working_dir": str(tmp_path),
+        "com.docker.compose.project.config_files": "compose.yml",
+    }
+    fake = FakeDocker()
+    db = fake.add("shop-db-1", service("db", **files))
+    fake.add("shop-api-1", service("api", **files))
+    fake.add("shop-worker-1", service("worker", **{"com.docker.compose.depends_on": "api:x:y"}))
+    fake.add("shop-job-run", service("job", **{"com.docker.compose.oneoff": "True"}))
+    fake.add("shop-admin-1", service("admin", **{"com.docker.compose.depends_on": "db:x:y"}))
+    quiet = {"com.docker.compose.depends_on": "db:x:y", "medic.ignore": "true"}
+    fake.add("shop-quiet-1", service("quiet", **quiet))
+    fake.add("other-api-1", {"com.docker.compose.project": "other"})
+    actor = Actor(fake)
+    try:
+        result = actor.run_action(fake.inspect(db.id).ref, Action(ActionKind.RESTART_DEPENDENTS))
+    finally:
+        actor.shutdown(timeout=1)
+
+    assert result.ok, result.error
+    assert result.output == "restarted in order: shop-admin-1, shop-api-1, shop-worker-1"
+    restarted = [e.name for e in fake.history if e.action == "restart"]
+    assert restarted == ["shop-admin-1", "shop-api-1", "shop-worker-1"]
+
+
+def test_restart_dependents_with_unreadable_compose_files_uses_the_labels_and_says_so() -> None:
+    files = {
+        "com.docker.compose.project.working_dir": "/nowhere",
+        "com.docker.compose.project.config_files": "compose.yml",
+    }
+    fake = FakeDocker()
+    db = fake.add("shop-db-1", service("db", **files))
+    fake.add("shop-api-1", service("api", **{"com.docker.compose.depends_on": "db:x:y"}))
+    actor = Actor(fake)
+    try:
+        result = actor.run_action(fake.inspect(db.id).ref, Action(ActionKind.RESTART_DEPENDENTS))
+    finally:
+        actor.shutdown(timeout=1)
+
+    assert result.ok, result.error
+    assert result.output.startswith("dependencies read from labels only: cannot read")
+    assert result.output.endswith("restarted in order: shop-api-1")
+
+
+def test_cache_clear_runs_the_path_script_then_each_command_then_restarts() -> None:
+    fake = FakeDocker()
+    app = fake.add("shop-app-1", service("app"))
+    action = Action(
+        ActionKind.CACHE_CLEAR,
+        paths=("/var/cache/app", "/tmp/x y"),
+        commands=(("redis-cli", "FLUSHALL"),),
+        restart=True,
+    )
+    actor = Actor(fake)
+    try:
+        result = actor.run_action(fake.inspect(app.id).ref, action)
+    finally:
+        actor.shutdown(timeout=1)
+
+    assert result.ok, result.error
+    assert fake.requests[-3:] == ["exec", "exec", "restart"]
+    # The fake echoes each command: paths are arguments after the script, not spliced in.
+    assert result.output.splitlines()[-2:] == ["redis-cli FLUSHALL", "restarted shop-app-1"]
+    assert "sh /var/cache/app /tmp/x y" in result.output
+
+
+def test_a_finished_job_is_left_alone_and_a_crashed_dependent_is_started_again() -> None:
+    fake = FakeDocker()
+    db = fake.add("shop-db-1", service("db"))
+    needs_db = {"com.docker.compose.depends_on": "db:service_started:false"}
+    fake.add("shop-migrate-1", service("migrate", **needs_db), state=State.EXITED, exit_code=0)
+    fake.add("shop-api-1", service("api", **needs_db), state=State.EXITED, exit_code=1)
+    actor = Actor(fake)
+    try:
+        result = actor.run_action(fake.inspect(db.id).ref, Action(ActionKind.RESTART_DEPENDENTS))
+    finally:
+        actor.shutdown(timeout=1)
+
+    assert result.ok, result.error
+    assert result.output == (
+        "left alone, finished or never started: shop-migrate-1\nrestarted in order: shop-api-1"
+    )
+    states = {c.name: c.state for c in fake.containers.values()}
+    assert states == {
+        "shop-db-1": State.RUNNING,
+        "shop-migrate-1": State.EXITED,
+        "shop-api-1": State.RUNNING,
+    }
+
+
+@pytest.mark.parametrize(
+    ("status", "state", "finished"),
+    [
+        ("Up 2 minutes", "running", False),
+        ("Exited (0) 5 minutes ago", "exited", True),
+        ("Exited (137) 5 minutes ago", "exited", False),
+        ("Created", "created", True),
+    ],
+)
+def test_list_entries_say_how_a_dependent_is_linked_and_whether_it_is_done(
+    status: str, state: str, finished: bool
+) -> None:
+    member = project_container_from_list(
+        {
+            "Id": "c" * 64,
+            "Names": ["/shop-sidecar-1"],
+            "State": state,
+            "Status": status,
+            "Labels": {"com.docker.compose.service": "sidecar"},
+            "HostConfig": {"NetworkMode": "container:" + "d" * 64},
+        }
+    )
+
+    assert (member.name, member.service) == ("shop-sidecar-1", "sidecar")
+    assert member.network_mode == "container:" + "d" * 64
+    assert member.finished is finished
