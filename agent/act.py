@@ -10,26 +10,61 @@ gateway (tenacity); what reaches here is a final outcome, captured as an
 from __future__ import annotations
 
 import queue
+import re
+import socket
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import wait as wait_futures
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, TypeVar
 
 from loguru import logger
 
-from agent.docker_gateway import DockerGateway
+from agent import compose
+from agent.docker_gateway import BuildRequest, DockerGateway, ProjectContainer
 from agent.errors import ActionError, MedicError
-from agent.model import Action, ActionKind, ActionResult, ContainerId, ContainerRef, Plan
+from agent.model import (
+    IGNORE_LABEL,
+    Action,
+    ActionKind,
+    ActionResult,
+    ContainerId,
+    ContainerRef,
+    Plan,
+)
 
 T = TypeVar("T")
 
 #: How much of a command's output an attempt keeps: the end, where errors are.
 OUTPUT_EXCERPT = 2000
+
+#: Removes the contents of each folder given as an argument, dot files included, and
+#: keeps the folder (its owner and mode matter to the program that fills it). Paths are
+#: passed as arguments, never pasted into the script, so no path needs quoting.
+CLEAR_PATHS_SCRIPT = """\
+status=0
+for dir in "$@"; do
+  if [ ! -d "$dir" ]; then
+    echo "$dir is not a folder in this container" >&2
+    status=1
+    continue
+  fi
+  rm -rf -- "$dir"/* "$dir"/.[!.]* "$dir"/..?* || status=1
+  echo "cleared $dir"
+done
+exit $status
+"""
+
+#: How long each cache_clear command may run. The engine cannot kill an exec, so
+#: without a limit a hung command would keep the container busy for good.
+CACHE_CLEAR_COMMAND_TIMEOUT = 300.0
+
+#: Compose's label for one-off containers (``docker compose run``): never restarted.
+ONEOFF_LABEL = "com.docker.compose.oneoff"
 
 
 def _utcnow() -> datetime:
@@ -108,27 +143,31 @@ class Actor:
         workers: int = 4,
         stop_timeout: float = 10.0,
         now: Callable[[], datetime] = _utcnow,
+        announce: Callable[[ContainerRef, Plan, Action], None] | None = None,
     ) -> None:
         self._gateway = gateway
+        self._announce = announce
         self._stop_timeout = stop_timeout
         self._now = now
         self._pool = _DaemonPool(workers)
         self._lock = threading.Lock()
         self._in_flight: dict[ContainerId, tuple[InFlight, Future[list[ActionResult]]]] = {}
 
-    def run_action(self, container: ContainerRef, action: Action) -> ActionResult:
+    def run_action(
+        self, container: ContainerRef, action: Action, plan: Plan | None = None
+    ) -> ActionResult:
         """Carry out one action and say how it went; never raises a MedicError."""
         started = self._now()
         clock = time.monotonic()
         output = ""
+        replaced_by: ContainerId | None = None
         error: str | None = None
         try:
-            output = self._dispatch(container, action)
+            output, replaced_by = self._dispatch(container, action, plan)
         except MedicError as e:
             error = str(e)
-        finished = self._now()
-        # The wall clock may be stepped during a long action; the monotonic span is honest.
-        finished = max(finished, started)
+        # A wall clock stepped back during a long action must not make a negative duration.
+        finished = max(self._now(), started)
         elapsed = time.monotonic() - clock
         logger.debug("{} on {} took {:.2f} s.", action.describe(), container.label, elapsed)
         return ActionResult(
@@ -138,16 +177,20 @@ class Actor:
             finished_at=finished,
             error=error,
             output=excerpt(output),
+            replaced_by=replaced_by,
         )
 
     def run_plan(self, container: ContainerRef, plan: Plan) -> list[ActionResult]:
         """Every action of the plan in order, stopping at the first that fails."""
         results: list[ActionResult] = []
         for action in plan.actions:
-            result = self.run_action(container, action)
+            result = self.run_action(container, action, plan)
             results.append(result)
             if not result.ok:
                 break
+            if result.replaced_by is not None:
+                # Later actions are for the container that took its place.
+                container = replace(container, id=result.replaced_by)
         return results
 
     def submit(
@@ -199,18 +242,20 @@ class Actor:
         self._pool.shutdown()
         return finished, abandoned
 
-    def _dispatch(self, container: ContainerRef, action: Action) -> str:
+    def _dispatch(
+        self, container: ContainerRef, action: Action, plan: Plan | None
+    ) -> tuple[str, ContainerId | None]:
         cid = container.id
         stop_timeout = action.timeout if action.timeout is not None else self._stop_timeout
         if action.kind is ActionKind.RESTART:
             self._gateway.restart(cid, timeout=stop_timeout)
-            return ""
+            return "", None
         if action.kind is ActionKind.START:
             self._gateway.start(cid)
-            return ""
+            return "", None
         if action.kind is ActionKind.STOP:
             self._gateway.stop(cid, timeout=stop_timeout)
-            return ""
+            return "", None
         if action.kind is ActionKind.EXEC:
             result = self._gateway.exec(
                 cid, action.command, user=action.user, timeout=action.timeout
@@ -222,5 +267,230 @@ class Actor:
                 raise ActionError(
                     f"{action.describe()} ended with {code}: {excerpt(result.output, 300)}"
                 )
-            return result.output
+            return result.output, None
+        if action.kind is ActionKind.RECREATE:
+            new_id = self._gateway.recreate(cid, timeout=stop_timeout)
+            return f"recreated as {new_id[:12]}", ContainerId(new_id)
+        if action.kind is ActionKind.REBUILD:
+            return self._rebuild(container, stop_timeout)
+        if action.kind is ActionKind.CACHE_CLEAR:
+            return self._cache_clear(container, action, stop_timeout), None
+        if action.kind is ActionKind.NOTIFY:
+            if self._announce is None or plan is None:
+                raise ActionError(
+                    "no notification destination is configured; set MEDIC_NOTIFY_URLS"
+                )
+            self._announce(container, plan, action)
+            return "queued for sending", None
+        if action.kind is ActionKind.RESTART_DEPENDENTS:
+            return self._restart_dependents(container, stop_timeout), None
         raise ActionError(f"medic does not know how to {action.kind}")  # pragma: no cover
+
+    def _rebuild(self, container: ContainerRef, stop_timeout: float) -> tuple[str, ContainerId]:
+        """Build the service's image from its compose build context, then recreate on it.
+
+        The build comes first and the container is touched only if it succeeds, so a
+        broken Dockerfile leaves the old container running.
+        """
+        snapshot = self._gateway.inspect(container.id)
+        service = container.service or snapshot.ref.service
+        if not service:
+            raise ActionError(
+                f"{container.label} has no compose service label; it cannot be rebuilt"
+            )
+        working_dir, files = compose.config_files(snapshot.labels)
+        spec = compose.build_spec(compose.load_compose(files), service, working_dir)
+        if not spec.context.is_dir():
+            raise ActionError(
+                f"the build context {spec.context} of service {service!r} is not a folder medic "
+                "can read; when medic runs in a container, mount the project folder at the same "
+                "path (see docs/actions.md)"
+            )
+        tag = snapshot.image
+        if not tag or tag.startswith("sha256:"):
+            raise ActionError(
+                f"{container.label} runs image {tag or '(none)'} by id, not by name, so a "
+                "rebuilt image could not replace it; give the service an image: name"
+            )
+        built = self._gateway.build_image(
+            BuildRequest(
+                context=str(spec.context),
+                tag=tag,
+                dockerfile=spec.dockerfile,
+                args=spec.args,
+                target=spec.target,
+            )
+        )
+        if built.image_id is None:
+            raise ActionError(
+                f"building {tag} from {spec.context} failed, and the container was left as it "
+                f"was; the build said:\n{excerpt(built.output, 1500)}"
+            )
+        logger.info("Image {} of {} was rebuilt as {}.", tag, container.label, built.image_id[:19])
+        new_id = self._gateway.recreate(container.id, timeout=stop_timeout)
+        return (
+            f"{built.output.rstrip()}\n"
+            f"rebuilt {tag} as {built.image_id[:19]}; recreated as {new_id[:12]}",
+            ContainerId(new_id),
+        )
+
+    def _cache_clear(self, container: ContainerRef, action: Action, stop_timeout: float) -> str:
+        """Empty the cache folders, run the cache commands, then restart if asked to."""
+        cid = container.id
+        outputs: list[str] = []
+        runs: list[tuple[str, tuple[str, ...]]] = []
+        if action.paths:
+            script = ("sh", "-c", CLEAR_PATHS_SCRIPT, "sh", *action.paths)
+            runs.append((f"clearing {', '.join(action.paths)}", script))
+        runs.extend((" ".join(command), command) for command in action.commands)
+        for what, command in runs:
+            result = self._gateway.exec(
+                cid, command, user=action.user, timeout=CACHE_CLEAR_COMMAND_TIMEOUT
+            )
+            outputs.append(result.output.strip())
+            if result.exit_code != 0:
+                code = (
+                    "no exit code" if result.exit_code is None else f"exit code {result.exit_code}"
+                )
+                raise ActionError(
+                    f"cache_clear: {what} ended with {code}: {excerpt(result.output, 300)}"
+                )
+        if action.restart:
+            self._gateway.restart(cid, timeout=stop_timeout)
+            outputs.append(f"restarted {container.name}")
+        return "\n".join(o for o in outputs if o)
+
+    def _restart_dependents(self, container: ContainerRef, stop_timeout: float) -> str:
+        """Restart the project's containers that depend on this one, parents first."""
+        if not container.project or not container.service:
+            raise ActionError(
+                f"{container.label} is not a compose service, so nothing depends on it"
+            )
+        members = self._gateway.project_containers(container.project)
+        notes: list[str] = []
+        graph = _dependency_graph(container, members, notes)
+        order = compose.dependents_in_order(graph, container.service)
+        replacement = _replacement(container, members)
+        done: list[str] = []
+        failed: list[str] = []
+        finished: list[str] = []
+        for service in order:
+            for member in sorted((m for m in members if m.service == service), key=_by_name):
+                if not _may_restart(member):
+                    continue
+                if member.finished:
+                    # A job that ran to completion (a migration, a seed) is not restarted:
+                    # running it again is not healing, and may not be harmless.
+                    finished.append(member.name)
+                    continue
+                try:
+                    target = _network_target(member)
+                    if replacement is not None and target and container.id.startswith(target):
+                        # Its network stack belonged to the container that was recreated:
+                        # a restart cannot join a namespace that is gone, so it is made
+                        # again on the new container's stack.
+                        self._gateway.recreate(
+                            member.id,
+                            timeout=stop_timeout,
+                            network_mode=f"container:{replacement.id}",
+                        )
+                        done.append(f"{member.name} (recreated on the new network stack)")
+                    else:
+                        self._gateway.restart(member.id, timeout=stop_timeout)
+                        done.append(member.name)
+                except MedicError as e:
+                    failed.append(f"{member.name}: {e}")
+        if done:
+            summary = f"restarted in order: {', '.join(done)}"
+        else:
+            summary = "restarted none" if failed else "no dependents to restart"
+        if finished:
+            notes.append(f"left alone, finished or never started: {', '.join(finished)}")
+        text = "\n".join([*notes, summary])
+        if failed:
+            raise ActionError(f"{text}; failed: {'; '.join(failed)}")
+        return text
+
+
+def _by_name(member: ProjectContainer) -> str:
+    return member.name
+
+
+def _own_id_prefix() -> str | None:
+    """This process's container id prefix, when it runs in a container.
+
+    Docker names a container's host after its short id unless told otherwise;
+    medic never acts on itself, so a dependent with that id is skipped.
+    """
+    hostname = socket.gethostname()
+    return hostname if re.fullmatch(r"[0-9a-f]{12}", hostname) else None
+
+
+def _may_restart(member: ProjectContainer) -> bool:
+    if member.labels.get(IGNORE_LABEL, "").lower() == "true":
+        return False
+    if member.labels.get(ONEOFF_LABEL, "").lower() == "true":
+        return False
+    own = _own_id_prefix()
+    return not (own and member.id.startswith(own))
+
+
+def _network_target(member: ProjectContainer) -> str | None:
+    """The container whose network stack ``member`` shares (an id or a name), if any."""
+    mode = member.network_mode
+    target = mode.removeprefix("container:") if mode.startswith("container:") else ""
+    return target or None
+
+
+def _find(members: list[ProjectContainer], ref: str) -> ProjectContainer | None:
+    for member in members:
+        if member.id.startswith(ref) or member.name == ref:
+            return member
+    return None
+
+
+def _replacement(
+    container: ContainerRef, members: list[ProjectContainer]
+) -> ProjectContainer | None:
+    """The container now holding the healed one's name, when it has a new id (recreated)."""
+    for member in members:
+        if member.name == container.name and member.id != container.id:
+            return member
+    return None
+
+
+def _dependency_graph(
+    container: ContainerRef, members: list[ProjectContainer], notes: list[str]
+) -> dict[str, frozenset[str]]:
+    """Service -> services it depends on, from compose files, labels and network modes."""
+    from_labels: dict[str, set[str]] = {}
+    for member in members:
+        if not member.service:
+            continue
+        needs = from_labels.setdefault(member.service, set())
+        needs.update(compose.depends_on_label(member.labels.get(compose.DEPENDS_ON_LABEL)))
+        target = _network_target(member)
+        if target is None:
+            continue
+        if container.id.startswith(target):
+            # The healed container itself, perhaps under an id that is gone by now.
+            needs.add(str(container.service))
+        else:
+            found = _find(members, target)
+            if found is not None and found.service:
+                needs.add(found.service)
+    from_files: dict[str, frozenset[str]] = {}
+    labelled = next((m.labels for m in members if compose.CONFIG_FILES_LABEL in m.labels), None)
+    if labelled is not None:
+        try:
+            _, files = compose.config_files(labelled)
+            from_files = compose.compose_dependencies(compose.load_compose(files))
+        except ActionError as e:
+            notes.append(f"dependencies read from labels only: {e}")
+            logger.warning(
+                "The compose files of project {} could not be read ({}); dependents are "
+                "found from container labels and network modes only.",
+                container.project,
+                e,
+            )
+    return compose.merge_graphs(from_labels, from_files)

@@ -7,28 +7,49 @@ to do, and exit status 2; ``--debug`` shows the traceback as well.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import signal
 import sys
-from collections.abc import Sequence
+import urllib.request
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
 
 from loguru import logger
 
 from agent import __version__, logs
-from agent.config import Settings
+from agent.config import Settings, parse_duration
 from agent.docker_gateway import DockerSDKGateway
+from agent.doctor import run_checks
 from agent.errors import ConfigError, DockerError, MedicError, PlaybookErrors
-from agent.model import Decision, Escalate, Plan, Playbook, Skip, Wait
+from agent.http import StatusServer
+from agent.model import (
+    Decision,
+    Escalate,
+    Incident,
+    IncidentStatus,
+    Plan,
+    Playbook,
+    Skip,
+    Wait,
+)
+from agent.notify import AppriseNotifier, NotificationQueue
 from agent.observe import own_container_id, resolve_scope
-from agent.output import dump_json, table
+from agent.output import cell, dump_json, table
 from agent.playbooks import check_paths, load_playbooks
-from agent.store import MemoryStore
+from agent.store import IncidentQuery, IncidentStore, MemoryStore
+from agent.store.postgres import PostgresStore, run_migrations
+from agent.store.spool import SpoolingStore
 from agent.supervisor import CycleReport, Supervisor
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+
+EXAMPLE_URL = "postgresql://medic:secret@db:5432/medic"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,7 +82,62 @@ def build_parser() -> argparse.ArgumentParser:
         "paths", nargs="*", type=Path, help="files or folders (default: MEDIC_PLAYBOOKS)"
     )
     validate.add_argument("--json", action="store_true", help="one JSON document on stdout")
+
+    db = commands.add_parser("db", help="work with the incident database (MEDIC_DATABASE_URL)")
+    db_commands = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    db_commands.add_parser("migrate", help="create or update the incident tables")
+
+    incidents = commands.add_parser(
+        "incidents", help="list incidents (active ones unless --all); show or resolve one"
+    )
+    which = incidents.add_mutually_exclusive_group()
+    which.add_argument(
+        "--open", action="store_true", help="only open, healing and escalated ones (default)"
+    )
+    which.add_argument("--all", action="store_true", help="resolved ones too")
+    incidents.add_argument("--service", help="only this compose service")
+    incidents.add_argument(
+        "--since", type=_since, help="only those opened since: 1h, 2d, or 2024-05-01T12:00"
+    )
+    incidents.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    incident_commands = incidents.add_subparsers(dest="incidents_command", metavar="ACTION")
+    show = incident_commands.add_parser(
+        "show", help="one incident's timeline of findings and attempts"
+    )
+    show.add_argument("id", help="incident id, or a unique prefix of it")
+    show.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    resolve = incident_commands.add_parser(
+        "resolve", help="close an incident by hand; automatic healing of its container resumes"
+    )
+    resolve.add_argument("id", help="incident id, or a unique prefix of it")
+    resolve.add_argument("--note", required=True, help="what was done, for the record")
+
+    status = commands.add_parser(
+        "status", help="the stack at a glance: containers, health, incidents, backoff, circuit"
+    )
+    status.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    status.add_argument(
+        "--url",
+        help="where medic run answers (default http://127.0.0.1:MEDIC_HTTP_PORT)",
+    )
+    doctor = commands.add_parser("doctor", help="check what medic needs, and say what to fix")
+    doctor.add_argument("--json", action="store_true", help="one JSON document on stdout")
     return parser
+
+
+def _since(text: str) -> datetime:
+    """``--since``: a duration back from now, or an ISO date or time (UTC unless it says)."""
+    try:
+        return datetime.now(UTC) - timedelta(seconds=parse_duration(text))
+    except ValueError:
+        pass
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither a duration like 1h or 2d nor a time like 2024-05-01T12:00"
+        ) from None
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -82,6 +158,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_once(settings, as_json=args.json)
         if args.command == "playbooks":
             return cmd_validate(args.paths or [settings.playbooks], as_json=args.json)
+        if args.command == "db":
+            return cmd_migrate(settings)
+        if args.command == "incidents":
+            if args.incidents_command == "show":
+                return cmd_show(settings, args.id, as_json=args.json)
+            if args.incidents_command == "resolve":
+                return cmd_resolve(settings, args.id, note=args.note)
+            query = IncidentQuery(active_only=not args.all, service=args.service, since=args.since)
+            return cmd_incidents(settings, query, as_json=args.json)
+        if args.command == "status":
+            url = args.url or f"http://127.0.0.1:{settings.http_port or 8080}"
+            return cmd_status(url, as_json=args.json)
+        if args.command == "doctor":
+            return cmd_doctor(settings, as_json=args.json)
     except PlaybookErrors as e:
         _fail(f"medic will not start: {e}", debug=debug, error=e)
         return EXIT_USAGE
@@ -105,7 +195,46 @@ def _fail(message: str, *, debug: bool, error: BaseException) -> None:
     print(message, file=sys.stderr)
 
 
-def _supervisor(settings: Settings) -> tuple[Supervisor, DockerSDKGateway]:
+def open_store(settings: Settings) -> IncidentStore:
+    """The store ``run`` and ``once`` record in: Postgres behind a spool, or memory only."""
+    if settings.database_url is None:
+        logger.warning(
+            "MEDIC_DATABASE_URL is not set, so incidents are kept in memory only and are lost "
+            "when medic stops. Set it to a Postgres URL like {} to keep them.",
+            EXAMPLE_URL,
+        )
+        return MemoryStore()
+    backend = PostgresStore(
+        settings.database_url,
+        migrate=True,
+        observation_interval=settings.observation_interval,
+        retention_days=settings.retention_days,
+    )
+    store = SpoolingStore(backend, state_dir=settings.state_dir)
+    if store.reachable:
+        logger.info("Incidents are recorded in Postgres at {}.", backend.where)
+    return store
+
+
+@contextmanager
+def _database(settings: Settings) -> Iterator[PostgresStore]:
+    """The Postgres store for the review commands, closed afterwards; or ConfigError
+    saying what to set."""
+    if settings.database_url is None:
+        raise ConfigError(
+            f"set MEDIC_DATABASE_URL to the incident database, like {EXAMPLE_URL}, "
+            "to use this command."
+        )
+    store = PostgresStore(settings.database_url, migrate=False)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def _supervisor(
+    settings: Settings,
+) -> tuple[Supervisor, DockerSDKGateway, IncidentStore]:
     playbooks = load_playbooks(settings.playbooks)
     gateway = DockerSDKGateway.from_env(
         pool_size=settings.workers + 4,
@@ -114,19 +243,27 @@ def _supervisor(settings: Settings) -> tuple[Supervisor, DockerSDKGateway]:
     )
     gateway.ping()
     scope = resolve_scope(settings.project, gateway, own_id=own_container_id())
+    store = open_store(settings)
+    notifier = None
+    if settings.notify_targets:
+        sender = AppriseNotifier(settings.notify_targets)
+        notifier = NotificationQueue(sender, rate=settings.notify_limit, per=3600)
+        logger.info("Notifications go to {} destination(s).", sender.count)
     supervisor = Supervisor(
         settings=settings,
         gateway=gateway,
-        store=MemoryStore(),
+        store=store,
         playbooks=playbooks,
         scope=scope,
+        notifier=notifier,
     )
+    supervisor.metrics.spool_depth.set_function(store.pending_changes)
     logger.debug("Loaded {} playbooks from {}.", len(playbooks), settings.playbooks)
-    return supervisor, gateway
+    return supervisor, gateway, store
 
 
 def cmd_run(settings: Settings) -> int:
-    supervisor, gateway = _supervisor(settings)
+    supervisor, gateway, store = _supervisor(settings)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         del frame
@@ -134,19 +271,117 @@ def cmd_run(settings: Settings) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    server = None
+    if settings.http_port:
+        try:
+            server = StatusServer(
+                health=supervisor.health,
+                ready=store.readiness,
+                registry=supervisor.metrics.registry,
+                status=supervisor.status,
+                port=settings.http_port,
+            )
+        except OSError as e:
+            store.close()
+            gateway.close()
+            raise ConfigError(
+                f"cannot serve /healthz on port {settings.http_port} ({e.strerror}); "
+                "set MEDIC_HTTP_PORT to a free port, or 0 for none."
+            ) from e
+        server.start()
     try:
         supervisor.run()
     finally:
+        if server is not None:
+            server.stop()
+        supervisor.close_notifier()
         gateway.close()
+        store.close()
     return EXIT_OK
 
 
+def cmd_status(url: str, *, as_json: bool) -> int:
+    """What the running daemon knows: it alone holds backoff and circuit state."""
+    try:
+        with urllib.request.urlopen(f"{url.rstrip('/')}/status", timeout=5) as response:
+            document = json.loads(response.read())
+    except (OSError, ValueError) as e:
+        raise ConfigError(
+            f"medic run does not answer at {url} ({e}). Run this inside medic's container "
+            "(docker compose exec medic medic status), or pass --url."
+        ) from e
+    if as_json:
+        dump_json(document)
+        return EXIT_OK
+    rows = []
+    for c in document["containers"]:
+        incidents = ", ".join(f"{i['id'][:8]} {i['signal']}" for i in c["incidents"]) or "-"
+        if c["stopped_by_person"]:
+            note = "stopped by a person"
+        elif c["action_in_flight"]:
+            note = "healing now"
+        elif c["circuit"] == "open":
+            note = "escalated: healing paused"
+        elif c["next_look_at"]:
+            note = f"next look {c['next_look_at'][11:19]}"
+        else:
+            note = "-"
+        rows.append(
+            (
+                c["container"],
+                c["service"],
+                c["state"],
+                c["health"],
+                incidents,
+                c["attempts_in_streak"],
+                note,
+            )
+        )
+    table(["container", "service", "state", "health", "incidents", "attempts", "note"], rows)
+    return EXIT_OK
+
+
+def cmd_doctor(settings: Settings, *, as_json: bool) -> int:
+    def connect() -> DockerSDKGateway:
+        return DockerSDKGateway.from_env(retry_attempts=1)
+
+    def probe_database(url: str) -> str:
+        store = PostgresStore(url, migrate=False)
+        try:
+            return store.describe()
+        finally:
+            store.close()
+
+    results = run_checks(settings, os.environ, connect=connect, probe_database=probe_database)
+    broken = [r for r in results if not r.ok]
+    if as_json:
+        dump_json(
+            {
+                "ok": not broken,
+                "checks": [
+                    {"name": r.name, "ok": r.ok, "detail": r.detail, "fix": r.fix or None}
+                    for r in results
+                ],
+            }
+        )
+    else:
+        table(
+            ["check", "ok", "detail", "what to do"],
+            [(r.name, r.ok, r.detail, "" if r.ok and not r.optional else r.fix) for r in results],
+            max_width=100,
+        )
+        if broken:
+            print(f"\n{len(broken)} check(s) failed; fix them and run medic doctor again.")
+    return EXIT_FAILED if broken else EXIT_OK
+
+
 def cmd_once(settings: Settings, *, as_json: bool) -> int:
-    supervisor, gateway = _supervisor(settings)
+    supervisor, gateway, store = _supervisor(settings)
     try:
         report = supervisor.run_once()
     finally:
         gateway.close()
+        store.close()
     if as_json:
         dump_json(report_document(report, dry_run=settings.dry_run))
     else:
@@ -295,6 +530,181 @@ def _playbook_summary(playbook: Playbook) -> dict[str, object]:
         "source": playbook.source,
         "line": playbook.line,
     }
+
+
+def cmd_migrate(settings: Settings) -> int:
+    with _database(settings) as store:
+        assert settings.database_url is not None
+        applied = run_migrations(settings.database_url)
+    if applied:
+        print(f"Applied {len(applied)} migration(s) to {store.where}: {', '.join(applied)}.")
+    else:
+        print(f"The incident tables at {store.where} are up to date.")
+    return EXIT_OK
+
+
+def cmd_incidents(settings: Settings, query: IncidentQuery, *, as_json: bool) -> int:
+    with _database(settings) as store:
+        incidents = store.list_incidents(query)
+    now = datetime.now(UTC)
+    if as_json:
+        dump_json([incident_document(i, now=now) for i in incidents])
+        return EXIT_OK
+    if not incidents:
+        which = "incidents" if not query.active_only else "active incidents"
+        print(f"No {which}{' of service ' + query.service if query.service else ''}.")
+        return EXIT_OK
+    table(
+        ["id", "service", "signal", "status", "opened", "duration", "attempts", "last action"],
+        [
+            (
+                i.id[:8],
+                i.container.service or i.container.name,
+                i.signal,
+                i.status,
+                i.opened_at,
+                _duration(i, now=now),
+                len(i.attempts),
+                _last_action(i),
+            )
+            for i in incidents
+        ],
+        max_width=60,
+    )
+    return EXIT_OK
+
+
+def cmd_show(settings: Settings, incident_id: str, *, as_json: bool) -> int:
+    with _database(settings) as store:
+        incident = store.get(incident_id)
+    now = datetime.now(UTC)
+    if as_json:
+        dump_json(incident_document(incident, now=now, detailed=True))
+        return EXIT_OK
+    c = incident.container
+    print(f"Incident {incident.id}")
+    print(f"  {incident.summary}")
+    print(f"  container  {c.name} ({c.short_id}), service {c.service or '-'}, project {c.project}")
+    print(f"  signal     {incident.signal}")
+    print(f"  status     {incident.status}" + (f": {incident.note}" if incident.note else ""))
+    print(f"  opened     {cell(incident.opened_at)}")
+    if incident.resolved_at is not None:
+        print(f"  resolved   {cell(incident.resolved_at)}")
+    print(f"  duration   {_duration(incident, now=now)}")
+    print()
+    rows: list[tuple[datetime, str, str, str]] = [
+        (e.observed_at, "finding", _evidence_text(e.summary, e.evidence), "")
+        for e in incident.evidence
+    ]
+    rows += [
+        (
+            a.started_at,
+            "attempt",
+            f"{a.action} (playbook {a.playbook}, {a.duration:.1f} s)",
+            "ok" if a.ok else f"failed: {a.error or 'no reason given'}",
+        )
+        for a in incident.attempts
+    ]
+    if incident.resolved_at is not None:
+        rows.append((incident.resolved_at, "resolved", incident.note or "", ""))
+    rows.sort(key=lambda r: r[0])
+    table(["time", "event", "detail", "outcome"], rows, max_width=100)
+    return EXIT_OK
+
+
+def cmd_resolve(settings: Settings, incident_id: str, *, note: str) -> int:
+    with _database(settings) as store:
+        incident = store.get(incident_id)
+        if not incident.is_active:
+            print(
+                f"Incident {incident.id[:8]} was already resolved at "
+                f"{cell(incident.resolved_at)}; nothing changed.",
+                file=sys.stderr,
+            )
+            return EXIT_FAILED
+        store.set_status(
+            incident.id, IncidentStatus.RESOLVED, at=datetime.now(UTC), note=f"by hand: {note}"
+        )
+    print(
+        f"Incident {incident.id[:8]} ({incident.signal} on {incident.container.label}) is "
+        f"resolved. A running medic heals {incident.container.name} automatically again."
+    )
+    return EXIT_OK
+
+
+def incident_document(
+    incident: Incident, *, now: datetime, detailed: bool = False
+) -> dict[str, object]:
+    """An incident as ``--json`` prints it: attempts are a count unless ``detailed``."""
+    last = incident.attempts[-1] if incident.attempts else None
+    end = incident.resolved_at or now
+    doc: dict[str, object] = {
+        "id": incident.id,
+        "project": incident.container.project,
+        "service": incident.container.service,
+        "container": incident.container.name,
+        "container_id": incident.container.id,
+        "signal": str(incident.signal),
+        "status": str(incident.status),
+        "summary": incident.summary,
+        "opened_at": incident.opened_at,
+        "resolved_at": incident.resolved_at,
+        "duration_seconds": round((end - incident.opened_at).total_seconds(), 3),
+        "attempts": len(incident.attempts),
+        "last_action": last.action if last else None,
+        "last_action_ok": last.ok if last else None,
+        "note": incident.note,
+        "fingerprint": incident.fingerprint,
+    }
+    if detailed:
+        doc["attempts"] = [
+            {
+                "id": a.id,
+                "playbook": a.playbook,
+                "action": a.action,
+                "started_at": a.started_at,
+                "finished_at": a.finished_at,
+                "ok": a.ok,
+                "error": a.error,
+                "output": a.output,
+            }
+            for a in incident.attempts
+        ]
+        doc["evidence"] = [
+            {"observed_at": e.observed_at, "summary": e.summary, "evidence": dict(e.evidence)}
+            for e in incident.evidence
+        ]
+    return doc
+
+
+def _duration(incident: Incident, *, now: datetime) -> str:
+    """How long the incident lasted (or has lasted so far), in the largest two units."""
+    seconds = int(((incident.resolved_at or now) - incident.opened_at).total_seconds())
+    seconds = max(seconds, 0)
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        text = f"{days}d {hours}h"
+    elif hours:
+        text = f"{hours}h {minutes}m"
+    elif minutes:
+        text = f"{minutes}m {secs}s"
+    else:
+        text = f"{secs}s"
+    return text if incident.resolved_at else f"{text}+"
+
+
+def _last_action(incident: Incident) -> str:
+    if not incident.attempts:
+        return "-"
+    last = incident.attempts[-1]
+    return f"{last.action}: {'ok' if last.ok else 'failed'}"
+
+
+def _evidence_text(summary: str, evidence: Mapping[str, object]) -> str:
+    details = ", ".join(f"{k}={v}" for k, v in evidence.items() if v is not None)
+    return f"{summary} ({details})" if details else summary
 
 
 if __name__ == "__main__":  # pragma: no cover

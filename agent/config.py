@@ -88,6 +88,32 @@ class Settings:
     docker_retry_max_delay: float = 8.0
     """Longest pause between two tries of one Docker call (MEDIC_DOCKER_RETRY_MAX_DELAY)."""
 
+    database_url: str | None = None
+    """libpq URL of the incident database (MEDIC_DATABASE_URL), like
+    ``postgresql://medic:secret@db:5432/medic``. Unset: incidents are kept in memory only."""
+
+    state_dir: Path = Path(".state")
+    """Folder for medic's own files (MEDIC_STATE_DIR): the spool of incident changes
+    written while Postgres is away (``spool.jsonl``)."""
+
+    retention_days: int = 30
+    """Days health observations are kept (MEDIC_RETENTION_DAYS); incidents are kept for good."""
+
+    observation_interval: float = 300.0
+    """A container's observation is stored when its state or health changed, or when this
+    many seconds passed since the last one stored (MEDIC_OBSERVATION_INTERVAL)."""
+
+    http_port: int = 8080
+    """Port of /healthz, /readyz, /metrics and /status in ``medic run`` (MEDIC_HTTP_PORT);
+    0 turns the server off."""
+
+    notify_urls: str = ""
+    """Where notifications go (MEDIC_NOTIFY_URLS): apprise URLs such as
+    ``slack://…`` or ``json://host/path``, separated by commas or spaces."""
+
+    notify_limit: int = 6
+    """Notifications per hour for one service and signal (MEDIC_NOTIFY_LIMIT)."""
+
     extra: Mapping[str, str] = field(default_factory=dict)
     """Unused environment variables that start with MEDIC_, kept for ``medic doctor``."""
 
@@ -116,8 +142,16 @@ class Settings:
         settings.validate()
         return settings
 
+    @property
+    def notify_targets(self) -> list[str]:
+        return [u for u in re.split(r"[\s,]+", self.notify_urls) if u]
+
     def validate(self) -> None:
         """Raise ConfigError naming the first setting that cannot work."""
+        if not 0 <= self.http_port <= 65535:
+            raise ConfigError("MEDIC_HTTP_PORT must be a port from 1 to 65535, or 0 for none.")
+        if self.notify_limit < 1:
+            raise ConfigError("MEDIC_NOTIFY_LIMIT must be at least 1 notification an hour.")
         if self.interval <= 0:
             raise ConfigError("MEDIC_INTERVAL must be more than 0 seconds, like 30.")
         if self.workers < 1:
@@ -126,6 +160,15 @@ class Settings:
             raise ConfigError("MEDIC_CRASH_LOOP_DEATHS must be at least 2.")
         if self.docker_retry_attempts < 1:
             raise ConfigError("MEDIC_DOCKER_RETRY_ATTEMPTS must be at least 1.")
+        if self.retention_days < 1:
+            raise ConfigError("MEDIC_RETENTION_DAYS must be at least 1, like 30.")
+        if self.database_url is not None and not self.database_url.startswith(
+            ("postgresql://", "postgres://")
+        ):
+            raise ConfigError(
+                "MEDIC_DATABASE_URL must be a libpq URL like "
+                "postgresql://medic:secret@db:5432/medic."
+            )
         if self.log_format not in ("text", "json"):
             raise ConfigError(f"MEDIC_LOG_FORMAT must be text or json, not {self.log_format!r}.")
         if self.log_level.upper() not in ("TRACE", "DEBUG", "INFO", "WARNING", "ERROR"):

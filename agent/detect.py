@@ -34,11 +34,15 @@ def detect(
     deaths: Sequence[datetime] = (),
     stopped_by_person: bool = False,
     crash_loop: CrashLoopRule = CrashLoopRule(),
+    acted_at: datetime | None = None,
 ) -> list[Finding]:
     """Every finding the snapshot shows, most severe first.
 
     Exit code 0 is a finished job, not trouble. A container a person stopped
-    (``docker stop``, ``docker kill``, ``compose stop``) is left alone.
+    (``docker stop``, ``docker kill``, ``compose stop``) is left alone. An
+    ``unhealthy`` status from a health check that ran before medic's last action
+    (``acted_at``) says nothing about that action yet: Docker keeps the old status
+    until the check runs again, so it is not a finding.
     """
     now = snapshot.observed_at
     who = snapshot.ref.label
@@ -102,7 +106,11 @@ def detect(
                 )
             )
 
-    if snapshot.state is State.RUNNING and snapshot.health is Health.UNHEALTHY:
+    if (
+        snapshot.state is State.RUNNING
+        and snapshot.health is Health.UNHEALTHY
+        and not health_is_stale(snapshot, acted_at)
+    ):
         streak = snapshot.failing_streak
         failed = f" {streak} times in a row" if streak > 1 else ""
         findings.append(
@@ -115,6 +123,12 @@ def detect(
             )
         )
     return findings
+
+
+def health_is_stale(snapshot: ContainerSnapshot, acted_at: datetime | None) -> bool:
+    """Whether the health status predates medic's last action on the container."""
+    checked = snapshot.health_checked_at
+    return acted_at is not None and checked is not None and checked < acted_at
 
 
 def _span(seconds: float) -> str:

@@ -6,14 +6,21 @@ single context manager, and retries temporary failures with tenacity (with an
 injectable sleep, so tests can read the delays without waiting).
 
 Every public method is one Docker API request, except ``exec`` (create, start,
-inspect) and the retries themselves; the benchmark counts requests at the HTTP
-layer to hold that promise.
+inspect), ``recreate`` and ``build_image`` (which are several by nature) and the
+retries themselves; the benchmark counts requests at the HTTP layer to hold that
+promise.
+
+Recreating a container from its inspect output lives here too, as the pure
+function ``create_args_from_inspect``: it decides which settings were the
+operator's and which only came from the image, and that decision needs Docker's
+attribute names, which no other module reads.
 """
 
 from __future__ import annotations
 
 import re
 import threading
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
@@ -58,6 +65,9 @@ T = TypeVar("T")
 #: (Passed to the SDK as a list: its filter encoder turns any other sequence into one string.)
 WATCHED_EVENTS = ("die", "oom", "start", "stop", "kill", "health_status", "destroy")
 
+#: One log line: when Docker received it, and the text.
+LogLine = tuple[datetime, str]
+
 #: How much of an exec's or a health check's output is kept as evidence.
 OUTPUT_LIMIT = 4000
 
@@ -93,6 +103,49 @@ class ExecResult:
 
     exit_code: int | None
     output: str
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    """What to build: a local context folder, tagged ``tag``."""
+
+    context: str
+    tag: str
+    dockerfile: str | None = None
+    args: tuple[tuple[str, str], ...] = ()
+    target: str | None = None
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """How a build went: the new image's id, or None when it failed, and what it printed."""
+
+    image_id: str | None
+    output: str
+
+    @property
+    def ok(self) -> bool:
+        return self.image_id is not None
+
+
+@dataclass(frozen=True)
+class ProjectContainer:
+    """One container of a compose project, as far as dependencies are concerned."""
+
+    id: ContainerId
+    name: str
+    service: str | None
+    labels: Mapping[str, str]
+    state: State
+    #: ``HostConfig.NetworkMode``: ``container:<id>`` ties it to another container.
+    network_mode: str
+    #: The exit code of an exited container, from the list call's status text.
+    exit_code: int | None = None
+
+    @property
+    def finished(self) -> bool:
+        """Never started, or ended by itself with code 0: a one-shot job that is done."""
+        return self.state is State.CREATED or (self.state is State.EXITED and self.exit_code == 0)
 
 
 class EventStream(ABC):
@@ -131,6 +184,26 @@ class DockerGateway(ABC):
     ) -> ExecResult: ...
 
     @abstractmethod
+    def recreate(
+        self, container_id: str, *, timeout: float, network_mode: str | None = None
+    ) -> ContainerId:
+        """Stop the container, replace it by one made with the same settings, start that.
+
+        Returns the new container's id. ``network_mode`` overrides the old setting
+        (used when the container it shared a network stack with was itself replaced).
+        Volumes are kept, anonymous ones included; if anything fails before the old
+        container is removed, the old one is put back as it was.
+        """
+
+    @abstractmethod
+    def build_image(self, spec: BuildRequest) -> BuildResult:
+        """``docker build``; a build that fails is a result with ``image_id`` None, not an error."""
+
+    @abstractmethod
+    def project_containers(self, project: str) -> list[ProjectContainer]:
+        """Every container of a compose project with what links it to others (one request)."""
+
+    @abstractmethod
     def events(self, label_filter: str, *, since: datetime | None) -> EventStream:
         """Events of containers carrying ``label_filter``, from ``since`` (or now) on."""
 
@@ -139,6 +212,11 @@ class DockerGateway(ABC):
         self, container_id: str, *, since: datetime, until: datetime
     ) -> list[DockerEvent]:
         """The engine's recorded events of one container in a past interval."""
+
+    @abstractmethod
+    def logs(self, container_id: str, *, since: datetime, limit: int = 1000) -> list[LogLine]:
+        """Log lines (stdout and stderr) written after ``since``, oldest first, at most
+        the last ``limit``."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
@@ -200,8 +278,18 @@ def snapshot_from_list(entry: Mapping[str, Any], now: datetime) -> ContainerSnap
         state=_state(entry.get("State")),
         health=health,
         exit_code=int(exit_match.group(1)) if exit_match else None,
+        ip_addresses=_ip_addresses(entry.get("NetworkSettings")),
         observed_at=now,
     )
+
+
+#: Docker's health-check interval when the container's configuration leaves it at 0.
+DEFAULT_HEALTH_INTERVAL = 30.0
+
+
+def _health_interval(config: Mapping[str, Any]) -> float:
+    nanos = (config.get("Healthcheck") or {}).get("Interval") or 0
+    return nanos / 1e9 if nanos else DEFAULT_HEALTH_INTERVAL
 
 
 def snapshot_from_inspect(attrs: Mapping[str, Any], now: datetime) -> ContainerSnapshot:
@@ -235,8 +323,26 @@ def snapshot_from_inspect(attrs: Mapping[str, Any], now: datetime) -> ContainerS
         error=str(state.get("Error") or "") or None,
         health_output=last_output,
         failing_streak=int(health_info.get("FailingStreak") or 0),
+        health_checked_at=parse_time(log[-1].get("Start")) if log else None,
+        health_interval=_health_interval(config) if health_info else None,
         restart_policy=policy,
+        ip_addresses=_ip_addresses(attrs.get("NetworkSettings")),
     )
+
+
+def parse_log_line(text: str) -> LogLine | None:
+    """``2026-11-21T16:20:01.123456789Z message`` (docker logs with timestamps)."""
+    stamp, _, message = text.partition(" ")
+    try:
+        at = parse_time(stamp)
+    except ValueError:
+        return None
+    return None if at is None else (at, message)
+
+
+def _ip_addresses(settings: Mapping[str, Any] | None) -> tuple[str, ...]:
+    networks = (settings or {}).get("Networks") or {}
+    return tuple(str(n["IPAddress"]) for n in networks.values() if n and n.get("IPAddress"))
 
 
 def event_from_json(raw: Mapping[str, Any]) -> DockerEvent | None:
@@ -256,6 +362,228 @@ def event_from_json(raw: Mapping[str, Any]) -> DockerEvent | None:
         at=at,
         attributes={str(k): str(v) for k, v in (actor.get("Attributes") or {}).items()},
     )
+
+
+def project_container_from_list(entry: Mapping[str, Any]) -> ProjectContainer:
+    """The dependency-relevant part of one entry of ``GET /containers/json``."""
+    labels: dict[str, str] = dict(entry.get("Labels") or {})
+    names = entry.get("Names") or [entry["Id"][:12]]
+    exit_match = _EXIT_IN_STATUS.match(str(entry.get("Status") or ""))
+    return ProjectContainer(
+        id=ContainerId(entry["Id"]),
+        name=str(names[0]).lstrip("/"),
+        service=labels.get(SERVICE_LABEL),
+        labels=labels,
+        state=_state(entry.get("State")),
+        network_mode=str((entry.get("HostConfig") or {}).get("NetworkMode") or ""),
+        exit_code=int(exit_match.group(1)) if exit_match else None,
+    )
+
+
+# --- recreating a container from what inspect says ----------------------------------------
+
+#: Config keys copied only when they differ from the image's: equal ones were inherited,
+#: and leaving them out lets a rebuilt image's new value take effect.
+_INHERITED_CONFIG = ("User", "WorkingDir", "Healthcheck", "StopSignal", "Shell", "OnBuild")
+
+#: Config keys that describe this container only and are passed on unchanged.
+_OWN_CONFIG = (
+    "Domainname",
+    "AttachStdin",
+    "AttachStdout",
+    "AttachStderr",
+    "Tty",
+    "OpenStdin",
+    "StdinOnce",
+    "NetworkDisabled",
+    "MacAddress",
+    "StopTimeout",
+)
+
+#: Network modes that are not a network to connect to.
+_SPECIAL_NETWORK_MODES = ("host", "none")
+
+#: Endpoint settings that can be given when connecting; the rest (IP, MAC, gateway,
+#: endpoint id) are assigned by the engine and would pin the old container's values.
+_ENDPOINT_KEYS = ("IPAMConfig", "Links", "DriverOpts")
+
+
+def create_args_from_inspect(
+    container_attrs: Mapping[str, Any], image_attrs: Mapping[str, Any]
+) -> dict[str, Any]:
+    """How to create the container again: ``{"name", "config", "connect"}``.
+
+    ``config`` is the body of ``POST /containers/create`` (with ``HostConfig`` and
+    ``NetworkingConfig`` for the first network); ``connect`` lists the other networks
+    as ``{"network", "aliases", "links", "ipv4_address", "ipv6_address",
+    "link_local_ips", "driver_opt"}`` to connect afterwards. ``image_attrs`` is the
+    inspect output of the image the container was created from: settings equal to
+    that image's are left out, so the recreated container inherits them afresh.
+
+    Anonymous volumes are bound by name, so their data stays with the new container.
+    The engine's own additions (the short id as hostname and network alias) are left
+    out; it adds them again for the new container.
+    """
+    attrs = container_attrs
+    config: Mapping[str, Any] = attrs.get("Config") or {}
+    image: Mapping[str, Any] = image_attrs.get("Config") or {}
+    host: dict[str, Any] = dict(attrs.get("HostConfig") or {})
+    short_id = str(attrs["Id"])[:12]
+
+    body: dict[str, Any] = {"Image": config.get("Image") or attrs.get("Image")}
+    for key in _OWN_CONFIG:
+        if config.get(key) not in (None, "", False):
+            body[key] = config[key]
+    for key in _INHERITED_CONFIG:
+        value = config.get(key)
+        if value not in (None, "", [], {}) and value != image.get(key):
+            body[key] = value
+    mode = str(host.get("NetworkMode") or "default")
+    # A container on another's network stack (or the host's) has that one's hostname,
+    # and the engine refuses to be given one; otherwise the short id is its default.
+    shared_stack = mode.startswith("container:") or mode == "host"
+    hostname = config.get("Hostname")
+    if hostname and hostname != short_id and not shared_stack:
+        body["Hostname"] = hostname
+    if shared_stack:
+        body.pop("Domainname", None)
+
+    image_env = set(image.get("Env") or ())
+    env = [item for item in config.get("Env") or () if item not in image_env]
+    if env:
+        body["Env"] = env
+
+    image_labels = image.get("Labels") or {}
+    labels = {k: v for k, v in (config.get("Labels") or {}).items() if image_labels.get(k) != v}
+    if labels:
+        body["Labels"] = labels
+
+    # The engine takes the image's Cmd only when no Entrypoint is given, so Cmd can be
+    # left to the image only together with an inherited Entrypoint.
+    entrypoint, cmd = config.get("Entrypoint"), config.get("Cmd")
+    if entrypoint and entrypoint != image.get("Entrypoint"):
+        body["Entrypoint"] = entrypoint
+        if cmd:
+            body["Cmd"] = cmd
+    elif cmd and cmd != image.get("Cmd"):
+        body["Cmd"] = cmd
+
+    image_ports = image.get("ExposedPorts") or {}
+    ports = {p: v for p, v in (config.get("ExposedPorts") or {}).items() if p not in image_ports}
+    if ports:
+        body["ExposedPorts"] = ports
+
+    host = _host_config(host, attrs)
+    networks: Mapping[str, Any] = (attrs.get("NetworkSettings") or {}).get("Networks") or {}
+    connect: list[dict[str, Any]] = []
+    if not mode.startswith("container:") and mode not in _SPECIAL_NETWORK_MODES and networks:
+        first = _primary_network(mode, networks)
+        endpoint = _endpoint(networks[first], short_id)
+        body["NetworkingConfig"] = {"EndpointsConfig": {first: endpoint}}
+        for name in networks:
+            if name != first:
+                connect.append(_connect_args(name, _endpoint(networks[name], short_id)))
+    body["HostConfig"] = host
+    return {"name": str(attrs.get("Name") or "").lstrip("/"), "config": body, "connect": connect}
+
+
+def _host_config(host: dict[str, Any], attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """HostConfig as inspect gives it, with anonymous volumes named and legacy links fixed."""
+    host = dict(host)
+    binds = list(host.get("Binds") or [])
+    mounts = [dict(m) for m in host.get("Mounts") or []]
+    runtime_mounts = attrs.get("Mounts") or []
+    by_target = {str(m.get("Destination")): m for m in runtime_mounts}
+    # A --mount volume without a source is anonymous: give it the name it got.
+    for mount in mounts:
+        if mount.get("Type") == "volume" and not mount.get("Source"):
+            found = by_target.get(str(mount.get("Target")))
+            if found and found.get("Name"):
+                mount["Source"] = found["Name"]
+    covered = {_bind_target(b) for b in binds} | {str(m.get("Target")) for m in mounts}
+    # Volumes that neither Binds nor Mounts name came from `-v /path` or the image's
+    # VOLUME: anonymous. Binding them by name keeps their data; a fresh container
+    # would get new, empty ones.
+    for mount in runtime_mounts:
+        target = str(mount.get("Destination"))
+        if mount.get("Type") == "volume" and mount.get("Name") and target not in covered:
+            binds.append(f"{mount['Name']}:{target}{'' if mount.get('RW', True) else ':ro'}")
+    if binds:
+        host["Binds"] = binds
+    if mounts:
+        host["Mounts"] = mounts
+    # Inspect writes legacy links as "/other:/this/alias"; create takes "other:alias".
+    links = host.get("Links")
+    if links:
+        host["Links"] = [_legacy_link(link) for link in links]
+    return host
+
+
+def _bind_target(bind: str) -> str:
+    parts = bind.split(":")
+    return parts[1] if len(parts) > 1 else parts[0]
+
+
+def _legacy_link(link: str) -> str:
+    source, _, alias = link.partition(":")
+    return f"{source.lstrip('/')}:{alias.rsplit('/', 1)[-1]}" if alias else source.lstrip("/")
+
+
+def _primary_network(mode: str, networks: Mapping[str, Any]) -> str:
+    """The network the container is created on: the one its NetworkMode names."""
+    if mode in ("default", "bridge") and "bridge" in networks:
+        return "bridge"
+    for name, settings in networks.items():
+        if mode in (name, (settings or {}).get("NetworkID")):
+            return name
+    return next(iter(networks))
+
+
+def _endpoint(settings: Mapping[str, Any] | None, short_id: str) -> dict[str, Any]:
+    settings = settings or {}
+    endpoint = {key: settings[key] for key in _ENDPOINT_KEYS if settings.get(key)}
+    aliases = [a for a in settings.get("Aliases") or () if a != short_id]
+    if aliases:
+        endpoint["Aliases"] = aliases
+    return endpoint
+
+
+def _connect_args(network: str, endpoint: Mapping[str, Any]) -> dict[str, Any]:
+    ipam = endpoint.get("IPAMConfig") or {}
+    return {
+        "network": network,
+        "aliases": endpoint.get("Aliases") or None,
+        "links": endpoint.get("Links") or None,
+        "ipv4_address": ipam.get("IPv4Address") or None,
+        "ipv6_address": ipam.get("IPv6Address") or None,
+        "link_local_ips": ipam.get("LinkLocalIPs") or None,
+        "driver_opt": endpoint.get("DriverOpts") or None,
+    }
+
+
+def _build_output(chunks: Iterator[Mapping[str, Any]]) -> BuildResult:
+    """Reads the build's JSON stream: its text, and the image id or the error."""
+    lines: list[str] = []
+    image_id: str | None = None
+    failed = False
+    for chunk in chunks:
+        if "stream" in chunk:
+            lines.append(str(chunk["stream"]))
+        if "error" in chunk:
+            failed = True
+            lines.append(f"ERROR: {chunk['error']}\n")
+        aux = chunk.get("aux")
+        if isinstance(aux, dict) and aux.get("ID"):
+            image_id = str(aux["ID"])
+    output = "".join(lines)
+    if image_id is None:
+        # Engines that send no "aux" message still end with this line.
+        found = _BUILT.findall(output)
+        image_id = found[-1] if found else None
+    return BuildResult(image_id=None if failed else image_id, output=output)
+
+
+_BUILT = re.compile(r"^Successfully built ([0-9a-f]+)\s*$", re.MULTILINE)
 
 
 # --- errors: the one place the SDK's exceptions are translated ----------------------------
@@ -444,6 +772,128 @@ class DockerSDKGateway(DockerGateway):
         code = info.get("ExitCode")
         return ExecResult(exit_code=int(code) if code is not None else None, output=output)
 
+    def recreate(
+        self, container_id: str, *, timeout: float, network_mode: str | None = None
+    ) -> ContainerId:
+        short = container_id[:12]
+        attrs = self._call(
+            f"Inspecting container {short}", self._api.inspect_container, container_id
+        )
+        if (attrs.get("HostConfig") or {}).get("AutoRemove"):
+            # Stopping it would make the engine remove it, anonymous volumes and all.
+            raise DockerRequestError(
+                f"Recreating container {short}: it was started with --rm (AutoRemove), and "
+                "stopping it would delete it with its anonymous volumes; medic leaves it alone"
+            )
+        image_attrs = self._call(
+            f"Inspecting the image of container {short}", self._api.inspect_image, attrs["Image"]
+        )
+        args = create_args_from_inspect(attrs, image_attrs)
+        if network_mode is not None:
+            args["config"]["HostConfig"]["NetworkMode"] = network_mode
+            args["config"].pop("NetworkingConfig", None)
+            args["connect"] = []
+        name = args["name"]
+        was_running = bool((attrs.get("State") or {}).get("Running"))
+        self.stop(container_id, timeout=timeout)
+        # The old container steps aside under another name instead of being removed
+        # first: if the new one cannot be made or started, the old one comes back.
+        aside = f"{name}-replaced-{uuid.uuid4().hex[:8]}"
+        self._call(f"Renaming container {short}", self._api.rename, container_id, aside)
+        new_id: str | None = None
+        try:
+            created = self._call(
+                f"Creating container {name}",
+                self._api.create_container_from_config,
+                args["config"],
+                name=name,
+            )
+            new_id = str(created["Id"])
+            for connect in args["connect"]:
+                network = connect.pop("network")
+                self._call(
+                    f"Connecting container {new_id[:12]} to network {network}",
+                    self._api.connect_container_to_network,
+                    new_id,
+                    network,
+                    **connect,
+                )
+            self.start(new_id)
+        except ContainerGone as e:
+            self._put_back(container_id, name, new_id, restart=was_running)
+            # A 404 here is about what the new container needs, not the old one.
+            raise DockerRequestError(
+                f"Recreating container {name}: the engine could not find the image "
+                f"{args['config'].get('Image')} or a network or volume it uses ({e.__cause__}); "
+                "the old container was put back"
+            ) from e
+        except DockerError:
+            self._put_back(container_id, name, new_id, restart=was_running)
+            raise
+        try:
+            self._call(
+                f"Removing container {short}", self._api.remove_container, container_id, v=False
+            )
+        except DockerError as e:
+            # The new container runs; the old one (stopped, renamed) is only clutter.
+            logger.warning(
+                "Container {} was replaced by {}, but removing the old one failed ({}); "
+                "remove {} by hand.",
+                short,
+                new_id[:12],
+                e,
+                aside,
+            )
+        logger.info("Container {} ({}) was recreated as {}.", name, short, new_id[:12])
+        return ContainerId(new_id)
+
+    def _put_back(self, old_id: str, name: str, new_id: str | None, *, restart: bool) -> None:
+        """Undo a failed recreate: drop the new container, give the old one its name back."""
+        try:
+            if new_id is not None:
+                self._call(
+                    f"Removing container {new_id[:12]}",
+                    self._api.remove_container,
+                    new_id,
+                    v=False,
+                    force=True,
+                )
+            self._call(f"Renaming container {old_id[:12]}", self._api.rename, old_id, name)
+            if restart:
+                self.start(old_id)
+        except DockerError as e:
+            logger.error(
+                "Recreating container {} failed, and putting the old one back failed too ({}).",
+                name,
+                e,
+            )
+
+    def build_image(self, spec: BuildRequest) -> BuildResult:
+        what = f"Building image {spec.tag} from {spec.context}"
+        # Not retried: a build is long and not idempotent in time; the playbook's
+        # backoff decides when to try again.
+        with translate_errors(what):
+            stream = self._api.build(
+                path=spec.context,
+                tag=spec.tag,
+                dockerfile=spec.dockerfile,
+                buildargs=dict(spec.args) or None,
+                target=spec.target,
+                rm=True,
+                forcerm=True,
+                decode=True,
+            )
+            return _build_output(stream)
+
+    def project_containers(self, project: str) -> list[ProjectContainer]:
+        entries = self._call(
+            f"Listing the containers of project {project}",
+            self._api.containers,
+            all=True,
+            filters={"label": [f"{PROJECT_LABEL}={project}"]},
+        )
+        return [project_container_from_list(e) for e in entries]
+
     def events(self, label_filter: str, *, since: datetime | None) -> EventStream:
         kwargs: dict[str, Any] = {
             "decode": True,
@@ -478,6 +928,20 @@ class DockerSDKGateway(DockerGateway):
         with translate_errors(f"Reading past events of container {container_id[:12]}"):
             found = [event_from_json(raw) for raw in stream]
         return [e for e in found if e is not None]
+
+    def logs(self, container_id: str, *, since: datetime, limit: int = 1000) -> list[LogLine]:
+        raw = self._call(
+            f"Reading the log of container {container_id[:12]}",
+            self._api.logs,
+            container_id,
+            stdout=True,
+            stderr=True,
+            timestamps=True,
+            since=max(since.timestamp(), 0.001),
+            tail=limit,
+        )
+        text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else str(raw)
+        return [line for line in map(parse_log_line, text.splitlines()) if line is not None]
 
     def close(self) -> None:
         self._client.close()

@@ -1,11 +1,13 @@
-"""/healthz, /readyz and /metrics for ``medic run``.
+"""/healthz, /readyz, /metrics and /status for ``medic run``.
 
 /healthz says whether the loop is alive (the last poll finished within three
 intervals) and whether the events stream is connected; a Docker HEALTHCHECK or an
 orchestrator restarts medic when it is not. /readyz says whether incidents are
 being recorded: the database answers, or the local spool is taking the writes.
-/metrics is Prometheus text. The server runs on a daemon thread of its own and
-reads state the supervisor publishes; it never touches Docker or the database.
+/metrics is Prometheus text. /status is what ``medic status`` shows: each
+container with its incidents, backoff and circuit state. The server runs on a
+daemon thread of its own and reads state the supervisor publishes; it never
+touches Docker or the database.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ class StatusServer:
         health: Check,
         ready: Check,
         registry: CollectorRegistry,
+        status: Callable[[], list[dict[str, object]]] | None = None,
         host: str = "0.0.0.0",  # it must answer from outside medic's own container
         port: int = 8080,
     ) -> None:
@@ -45,6 +48,7 @@ class StatusServer:
 
         self._health = health
         self._ready = ready
+        self._status = status
         self._registry = registry
         self._httpd = ThreadingHTTPServer((host, port), Handler)
         self._httpd.daemon_threads = True
@@ -69,6 +73,9 @@ class StatusServer:
         if path == "/metrics":
             body = generate_latest(self._registry)
             self._reply(request, 200, body, CONTENT_TYPE_LATEST)
+        elif path == "/status" and self._status is not None:
+            payload = json.dumps({"containers": self._status()}, default=str).encode()
+            self._reply(request, 200, payload, "application/json")
         elif path in ("/healthz", "/readyz"):
             check = self._health if path == "/healthz" else self._ready
             try:

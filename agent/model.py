@@ -82,6 +82,11 @@ class ActionKind(StrEnum):
     START = "start"
     STOP = "stop"
     EXEC = "exec"
+    RECREATE = "recreate"
+    REBUILD = "rebuild"
+    CACHE_CLEAR = "cache_clear"
+    RESTART_DEPENDENTS = "restart_dependents"
+    NOTIFY = "notify"
 
 
 class IncidentStatus(StrEnum):
@@ -141,6 +146,9 @@ class ContainerSnapshot:
     error: str | None = None
     health_output: str | None = None
     failing_streak: int = 0
+    health_checked_at: datetime | None = None
+    health_interval: float | None = None
+    ip_addresses: tuple[str, ...] = ()
     restart_policy: str | None = None
 
     @property
@@ -171,19 +179,75 @@ class Finding:
 
 @dataclass(frozen=True)
 class Action:
-    """One step of a playbook. Only the fields its kind uses are set."""
+    """One step of a playbook. Only the fields its kind uses are set.
+
+    ``timeout`` is the stop timeout for the kinds that stop the container (restart,
+    stop, recreate, rebuild, restart_dependents, cache_clear with ``restart``) and the
+    command's time limit for exec. ``commands``, ``paths`` and ``restart`` belong to
+    cache_clear.
+    """
 
     kind: ActionKind
     timeout: float | None = None
     command: tuple[str, ...] = ()
     user: str | None = None
+    commands: tuple[tuple[str, ...], ...] = ()
+    paths: tuple[str, ...] = ()
+    message: str | None = None
+    restart: bool = False
+
+    def stops_container(self) -> bool:
+        """Whether the action makes the container die (its kill, die and stop events are
+        medic's doing, not a crash or a person's)."""
+        if self.kind is ActionKind.CACHE_CLEAR:
+            return self.restart
+        return self.kind in (
+            ActionKind.RESTART,
+            ActionKind.STOP,
+            ActionKind.RECREATE,
+            ActionKind.REBUILD,
+            ActionKind.RESTART_DEPENDENTS,
+        )
 
     def describe(self) -> str:
         if self.kind is ActionKind.EXEC:
             return f"exec {' '.join(self.command)}"
-        if self.timeout is not None and self.kind in (ActionKind.RESTART, ActionKind.STOP):
+        if self.kind is ActionKind.CACHE_CLEAR:
+            return self._describe_cache_clear()
+        if self.kind is ActionKind.NOTIFY and self.message:
+            return f"notify {self.message!r}"
+        if self.timeout is not None and self.kind in _STOP_TIMEOUT_KINDS:
             return f"{self.kind} (stop timeout {self.timeout:g}s)"
         return str(self.kind)
+
+    def _describe_cache_clear(self) -> str:
+        parts = []
+        if self.paths:
+            parts.append(_count(len(self.paths), "path"))
+        if self.commands:
+            parts.append(_count(len(self.commands), "command"))
+        text = f"{self.kind} {', '.join(parts)}".rstrip()
+        if self.restart:
+            text += ", then restart"
+            if self.timeout is not None:
+                text += f" (stop timeout {self.timeout:g}s)"
+        return text
+
+
+#: Kinds whose ``timeout`` is how long Docker waits after SIGTERM before it kills.
+_STOP_TIMEOUT_KINDS = frozenset(
+    {
+        ActionKind.RESTART,
+        ActionKind.STOP,
+        ActionKind.RECREATE,
+        ActionKind.REBUILD,
+        ActionKind.RESTART_DEPENDENTS,
+    }
+)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'s' if n != 1 else ''}"
 
 
 @dataclass(frozen=True)
@@ -211,19 +275,61 @@ class Escalation:
 
 
 @dataclass(frozen=True)
+class LogRule:
+    """``log_match``: ``pattern`` (a regular expression) in ``count`` log lines within
+    ``window`` seconds."""
+
+    pattern: str
+    count: int = 1
+    window: float = 120.0
+
+
+class ProbeKind(StrEnum):
+    HTTP = "http"
+    TCP = "tcp"
+
+
+@dataclass(frozen=True)
+class ProbeRule:
+    """``probe_failed``: ``failures`` probes in a row failed. An HTTP probe fails on no
+    answer or a status of 400 or more; a TCP probe when the port does not accept."""
+
+    kind: ProbeKind
+    port: int
+    path: str = "/"
+    timeout: float = 2.0
+    failures: int = 3
+
+    def describe(self) -> str:
+        if self.kind is ProbeKind.HTTP:
+            return f"HTTP GET :{self.port}{self.path}"
+        return f"TCP connect :{self.port}"
+
+
+@dataclass(frozen=True)
 class Match:
-    """Which findings a playbook handles. Empty ``services`` or ``labels`` match anything."""
+    """Which findings a playbook handles. Empty ``services`` or ``labels`` match anything.
+
+    ``log`` and ``probe`` are what the ``log_match`` and ``probe_failed`` signals look
+    for; only containers a playbook with such a rule applies to are read or probed.
+    """
 
     signals: frozenset[Signal]
     services: frozenset[str] = frozenset()
     labels: Mapping[str, str] = field(default_factory=dict)
+    log: LogRule | None = None
+    probe: ProbeRule | None = None
+
+    def applies_to(self, container: ContainerRef, labels: Mapping[str, str]) -> bool:
+        """Whether the container is one this playbook is about, whatever the signal."""
+        if self.services and container.service not in self.services:
+            return False
+        return all(labels.get(k) == v for k, v in self.labels.items())
 
     def matches(self, finding: Finding, labels: Mapping[str, str]) -> bool:
         if finding.signal not in self.signals:
             return False
-        if self.services and finding.container.service not in self.services:
-            return False
-        return all(labels.get(k) == v for k, v in self.labels.items())
+        return self.applies_to(finding.container, labels)
 
 
 @dataclass(frozen=True)
@@ -304,6 +410,8 @@ class ActionResult:
     finished_at: datetime
     error: str | None = None
     output: str = ""
+    replaced_by: ContainerId | None = None
+    """Set when the action replaced the container (recreate, rebuild): the new id."""
 
     @property
     def duration(self) -> float:

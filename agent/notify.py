@@ -40,6 +40,7 @@ class NotificationKind(StrEnum):
     ESCALATED = "escalated"
     RESOLVED = "resolved"
     FIX_PROPOSED = "fix_proposed"
+    PLAYBOOK = "playbook"
 
 
 @dataclass(frozen=True)
@@ -52,10 +53,16 @@ class Notification:
     title: str
     body: str
     at: datetime
+    dedupe: str = ""
+    """Told apart from other notifications of the same incident and kind by this."""
 
     @property
     def is_trouble(self) -> bool:
-        return self.kind in (NotificationKind.OPENED, NotificationKind.ESCALATED)
+        return self.kind in (
+            NotificationKind.OPENED,
+            NotificationKind.ESCALATED,
+            NotificationKind.PLAYBOOK,
+        )
 
 
 class Notifier(ABC):
@@ -137,7 +144,7 @@ class NotificationQueue(Notifier):
         self._rate = rate
         self._per = timedelta(seconds=per)
         self._now = now
-        self._sent_keys: set[tuple[str, NotificationKind]] = set()
+        self._sent_keys: set[tuple[str, NotificationKind, str]] = set()
         self._recent: dict[str, deque[datetime]] = defaultdict(deque)
         self._held_back: dict[str, int] = defaultdict(int)
         self._queue: queue.Queue[Notification | None] = queue.Queue(maxsize=max_pending)
@@ -149,7 +156,7 @@ class NotificationQueue(Notifier):
 
     def send(self, notification: Notification) -> None:
         """Queue it unless it is a repeat or over the rate; never blocks, never raises."""
-        key = (notification.incident_id, notification.kind)
+        key = (notification.incident_id, notification.kind, notification.dedupe)
         with self._lock:
             if key in self._sent_keys:
                 return

@@ -14,6 +14,7 @@ are in playbooks/default.yml.
 from __future__ import annotations
 
 import math
+import posixpath
 import re
 import shlex
 from collections.abc import Callable, Mapping, Sequence
@@ -27,7 +28,18 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from agent.config import parse_duration
 from agent.errors import PlaybookError, PlaybookErrors
-from agent.model import Action, ActionKind, Backoff, Escalation, Match, Playbook, Signal
+from agent.model import (
+    Action,
+    ActionKind,
+    Backoff,
+    Escalation,
+    LogRule,
+    Match,
+    Playbook,
+    ProbeKind,
+    ProbeRule,
+    Signal,
+)
 
 #: File names read from a playbook folder. A file named explicitly may have any name.
 PLAYBOOK_SUFFIXES = (".yml", ".yaml")
@@ -406,17 +418,79 @@ def _match(r: _Reader, node: Node, path: str) -> Match:
     fields = r.mapping(
         node,
         path,
-        allowed=("signals", "services", "labels"),
+        allowed=("signals", "services", "labels", "log", "probe"),
         required={"signals": "signals: [unhealthy]"},
     )
     signals = fields.read("signals", _list(_signal, example="[unhealthy]"))
     services = fields.read("services", _list(_text, example="[web, api]", allow_empty=True))
     labels = fields.read("labels", _labels)
+    log = fields.read("log", _log_rule)
+    probe = fields.read("probe", _probe_rule)
     if signals is None:
         raise _Invalid
+    # A rule without its signal would never fire. (The signal without a rule is fine:
+    # the playbook then handles what another playbook's rule finds.)
+    for signal, key, rule in (
+        (Signal.LOG_MATCH, "log", log),
+        (Signal.PROBE_FAILED, "probe", probe),
+    ):
+        if rule is not None and signal not in signals:
+            r.report(fields.nodes[key], _join(path, key), f"a {key} rule needs {signal} in signals")
     return Match(
-        signals=frozenset(signals), services=frozenset(services or ()), labels=labels or {}
+        signals=frozenset(signals),
+        services=frozenset(services or ()),
+        labels=labels or {},
+        log=log,
+        probe=probe,
     )
+
+
+_LOG_EXAMPLE = '{pattern: "remaining connection slots", count: 3, window: 2m}'
+_PROBE_EXAMPLE = "{http: 8080, path: /healthz} or {tcp: 5432}"
+
+
+def _regex(r: _Reader, node: Node, path: str) -> str:
+    text = _text(r, node, path)
+    try:
+        re.compile(text)
+    except re.error as e:
+        r.fail(node, path, f"{text!r} is not a regular expression ({e}); quote it in YAML")
+    return text
+
+
+def _log_rule(r: _Reader, node: Node, path: str) -> LogRule:
+    fields = r.mapping(node, path, allowed=tuple(_LOG_FIELDS), required={"pattern": _LOG_EXAMPLE})
+    values = fields.read_all(_LOG_FIELDS)
+    if "pattern" not in values:
+        raise _Invalid
+    return LogRule(**values)
+
+
+def _port(r: _Reader, node: Node, path: str) -> int:
+    port = _whole_number(r, node, path)
+    if not 1 <= port <= 65535:
+        r.fail(node, path, f"{port} is not a port; write a number from 1 to 65535")
+    return port
+
+
+def _probe_rule(r: _Reader, node: Node, path: str) -> ProbeRule:
+    fields = r.mapping(node, path, allowed=tuple(_PROBE_FIELDS))
+    values = fields.read_all(_PROBE_FIELDS)
+    kinds = [k for k in ("http", "tcp") if k in fields.nodes]
+    if len(kinds) != 1:
+        r.fail(node, path, f"needs exactly one of http or tcp; write probe: {_PROBE_EXAMPLE}")
+    kind = ProbeKind(kinds[0])
+    if kind is ProbeKind.TCP and "path" in fields.nodes:
+        r.fail(fields.nodes["path"], _join(path, "path"), "path goes with http probes only")
+    port = values.pop(kind.value, None)
+    if port is None:
+        raise _Invalid
+    path_value = values.pop("path", "/")
+    if not path_value.startswith("/"):
+        r.fail(
+            fields.nodes["path"], _join(path, "path"), f"write a path from /, like /{path_value}"
+        )
+    return ProbeRule(kind=kind, port=port, path=path_value, **values)
 
 
 def _signal(r: _Reader, node: Node, path: str) -> Signal:
@@ -452,6 +526,13 @@ def _action(r: _Reader, node: Node, path: str) -> Action:
         kind = _action_kind(r, node, path)
         if kind is ActionKind.EXEC:
             r.fail(node, path, 'exec needs a command; write exec: {command: ["sh", "-c", "..."]}')
+        if kind is ActionKind.CACHE_CLEAR:
+            r.fail(
+                node,
+                path,
+                "cache_clear needs paths, commands or both; write e.g. "
+                "cache_clear: {paths: [/var/cache/nginx], restart: true}",
+            )
         return Action(kind=kind)
     if not isinstance(node, MappingNode):
         r.fail(node, path, f"must be an action like {_ACTION_EXAMPLE}; found {_describe(node)}")
@@ -473,11 +554,28 @@ def _action(r: _Reader, node: Node, path: str) -> Action:
         required={"command": 'command: ["sh", "-c", "..."]'} if kind is ActionKind.EXEC else None,
     )
     values = fields.read_all(_ACTION_OPTIONS[kind])
+    if kind is ActionKind.CACHE_CLEAR and not ({"commands", "paths"} & fields.nodes.keys()):
+        r.fail(
+            options,
+            _join(path, key),
+            "cache_clear needs paths, commands or both; write e.g. "
+            "cache_clear: {paths: [/var/cache/nginx], restart: true}",
+        )
+    if kind is ActionKind.CACHE_CLEAR and "timeout" in values and not values.get("restart"):
+        r.fail(
+            fields.nodes["timeout"],
+            _join(_join(path, key), "timeout"),
+            "timeout is the stop timeout of the restart; add restart: true or remove timeout",
+        )
     return Action(
         kind=kind,
         timeout=values.get("timeout"),
         command=tuple(values.get("command", ())),
         user=values.get("user"),
+        commands=tuple(values.get("commands", ())),
+        paths=tuple(values.get("paths", ())),
+        restart=bool(values.get("restart", False)),
+        message=values.get("message"),
     )
 
 
@@ -501,6 +599,56 @@ def _command(r: _Reader, node: Node, path: str) -> tuple[str, ...]:
     if not words:
         r.fail(node, path, f"the command is empty; write one like {example}")
     return tuple(words)
+
+
+def _commands(r: _Reader, node: Node, path: str) -> tuple[tuple[str, ...], ...]:
+    """A list of commands, each written the way exec's ``command`` is."""
+    example = '["redis-cli FLUSHALL"] or [["redis-cli", "-n", "0", "FLUSHDB"]]'
+    return tuple(r.items(node, path, _command, example=example))
+
+
+#: Folders whose contents are the system, not a cache. Clearing one would break the
+#: container beyond what a restart can mend, so a playbook naming one is refused.
+_SYSTEM_FOLDERS = frozenset(
+    f"/{name}"
+    for name in (
+        *("bin", "boot", "dev", "etc", "home", "lib", "lib32", "lib64", "opt"),
+        *("proc", "root", "run", "sbin", "srv", "sys", "usr", "var"),
+    )
+)
+
+
+def _cache_path(r: _Reader, node: Node, path: str) -> str:
+    """An absolute folder inside the container whose contents may be removed."""
+    text = _text(r, node, path).strip()
+    if not text:
+        r.fail(node, path, "the path is empty; write the cache folder, like /var/cache/nginx")
+    if not text.startswith("/"):
+        r.fail(
+            node,
+            path,
+            f"{text!r} is not an absolute path; write the full path inside the container, "
+            "like /var/cache/nginx",
+        )
+    normal = posixpath.normpath(text)
+    # normpath keeps a leading "//"; any spelling of the root folder is refused.
+    if not normal.strip("/"):
+        r.fail(node, path, f"{text!r} is the root folder; name the cache folder itself")
+    normal = "/" + normal.lstrip("/")
+    if normal in _SYSTEM_FOLDERS:
+        r.fail(
+            node,
+            path,
+            f"{text!r} is a system folder, not a cache; name the cache folder inside it, "
+            f"like {normal}/cache",
+        )
+    return normal
+
+
+def _boolean(r: _Reader, node: Node, path: str) -> bool:
+    if isinstance(node, ScalarNode) and node.tag == _BOOL:
+        return bool(r.value(node, path))
+    r.fail(node, path, f"must be true or false; found {_describe(node)}")
 
 
 # --- backoff and escalate --------------------------------------------------------------
@@ -629,6 +777,17 @@ _ACTION_OPTIONS: dict[ActionKind, dict[str, _Parse[Any]]] = {
         "user": _text,
         "timeout": _at_least(_duration, 0.0, strictly=True, example="30s"),
     },
+    ActionKind.RECREATE: _STOP_OPTIONS,
+    ActionKind.REBUILD: _STOP_OPTIONS,
+    ActionKind.RESTART_DEPENDENTS: _STOP_OPTIONS,
+    ActionKind.NOTIFY: {"message": _text},
+    ActionKind.CACHE_CLEAR: {
+        "paths": _list(_cache_path, example="[/var/cache/nginx]"),
+        "commands": _commands,
+        "user": _text,
+        "restart": _boolean,
+        "timeout": _duration,
+    },
 }
 
 
@@ -658,3 +817,19 @@ def _describe(node: Node) -> str:
     if node.tag == _BOOL:
         return f"{node.value} (true or false)"
     return f"{node.value!r} ({node.tag})"
+
+
+# match.log and match.probe
+_LOG_FIELDS: dict[str, _Parse[Any]] = {
+    "pattern": _regex,
+    "count": _at_least(_whole_number, 1, example="3"),
+    "window": _at_least(_duration, 0.0, strictly=True, example="2m"),
+}
+
+_PROBE_FIELDS: dict[str, _Parse[Any]] = {
+    "http": _port,
+    "tcp": _port,
+    "path": _text,
+    "timeout": _at_least(_duration, 0.0, strictly=True, example="2s"),
+    "failures": _at_least(_whole_number, 1, example="3"),
+}

@@ -28,14 +28,14 @@ from loguru import logger
 from agent.act import Actor, InFlight
 from agent.config import Settings
 from agent.decide import after_attempt, after_healthy, decide
-from agent.detect import CrashLoopRule, detect
+from agent.detect import CrashLoopRule, detect, health_is_stale
 from agent.docker_gateway import DockerEvent, DockerGateway, EventStream
 from agent.errors import ContainerGone, DockerError, DockerUnavailable, StoreError
 from agent.metrics import Metrics
 from agent.model import (
     PROJECT_LABEL,
     SERVICE_LABEL,
-    ActionKind,
+    Action,
     ActionResult,
     Attempt,
     AttemptId,
@@ -48,8 +48,10 @@ from agent.model import (
     HealingState,
     IncidentId,
     IncidentStatus,
+    LogRule,
     Plan,
     Playbook,
+    ProbeRule,
     Signal,
     Skip,
     State,
@@ -57,6 +59,7 @@ from agent.model import (
 )
 from agent.notify import Notification, NotificationKind, Notifier
 from agent.observe import Scope, poll
+from agent.signals import Prober, SocketProber, log_finding, log_hits, probe_finding
 from agent.store import IncidentStore, new_id
 
 R = TypeVar("R")
@@ -70,11 +73,6 @@ SAME_DEATH = timedelta(seconds=1)
 #: ``docker kill -s HUP`` and friends ask a process to reload, not to stop: such a kill
 #: does not make the next death a person's doing. Docker reports the signal's number.
 RELOAD_SIGNALS = frozenset({"1", "10", "12", "28", "SIGHUP", "SIGUSR1", "SIGUSR2", "SIGWINCH"})
-
-#: Actions that make a container die. Their kill, die and stop events carry the engine's
-#: timestamp, taken while medic's request was in progress, so they fall inside the
-#: action's own [started, finished] window; a death after that is the container's own.
-STOPPING_ACTIONS = frozenset({ActionKind.RESTART, ActionKind.STOP})
 
 
 def _utcnow() -> datetime:
@@ -104,6 +102,13 @@ class Tracked:
     last_evidence: dict[Signal, str] = field(default_factory=dict)
     last_said: str = ""
     escalated_at: datetime | None = None
+    acted_at: datetime | None = None
+    state: str = ""
+    health: str = ""
+    log_since: datetime | None = None
+    log_hits: dict[str, list[datetime]] = field(default_factory=dict)
+    log_last: dict[str, str] = field(default_factory=dict)
+    probe_failures: dict[str, tuple[int, str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -140,17 +145,25 @@ class Supervisor:
         reconnect_delays: Sequence[float] = EVENT_RECONNECT_DELAYS,
         notifier: Notifier | None = None,
         metrics: Metrics | None = None,
+        prober: Prober | None = None,
     ) -> None:
         self._settings = settings
         self._gateway = gateway
         self._store = store
         self._playbooks = tuple(playbooks)
+        # Only these make medic read logs or probe ports; without them that costs nothing.
+        self._watching = tuple(p for p in self._playbooks if p.match.log or p.match.probe)
+        self._prober = prober or SocketProber()
         self._scope = scope
         self._now = now
         self._reconnect_delays = tuple(reconnect_delays)
         self._notifier = notifier
         self._actor = actor or Actor(
-            gateway, workers=settings.workers, stop_timeout=settings.stop_timeout, now=now
+            gateway,
+            workers=settings.workers,
+            stop_timeout=settings.stop_timeout,
+            now=now,
+            announce=self._announce if notifier is not None else None,
         )
         self._rule = CrashLoopRule(settings.crash_loop_deaths, settings.crash_loop_window)
         self._tracked: dict[ContainerId, Tracked] = {}
@@ -162,6 +175,7 @@ class Supervisor:
         self.metrics = metrics or Metrics()
         self._events_connected = False
         self._started_at = now()
+        self._status: tuple[dict[str, object], ...] = ()
         self.last_cycle_at: datetime | None = None
         self._report: CycleReport | None = None
         self._seed_from_store()
@@ -227,6 +241,11 @@ class Supervisor:
         self._events_connected = value
         self.metrics.events_connected.set(1 if value else 0)
 
+    def close_notifier(self) -> None:
+        """Send what notifications are queued (briefly) before medic exits."""
+        if self._notifier is not None:
+            self._notifier.close()
+
     def in_flight(self) -> list[InFlight]:
         """Plans being carried out right now; safe from any thread."""
         return self._actor.in_flight()
@@ -255,10 +274,17 @@ class Supervisor:
             if not self._settings.dry_run:
                 self._store_call(partial(self._store.record_observations, snapshots))
             seen = {s.ref.id for s in snapshots}
+            # Only what was known before this list can be missing from it: a container
+            # that took another's place during the cycle (recreate) is not gone.
+            known = set(self._tracked)
+            if self._watching:
+                self._watch(snapshots)
             for snapshot in snapshots:
                 self._check(snapshot, sync=sync)
-            for gone in [t for cid, t in self._tracked.items() if cid not in seen]:
-                self._forget(gone, "it no longer exists")
+            for cid in known - seen:
+                gone = self._tracked.get(cid)
+                if gone is not None:
+                    self._forget(gone, "it no longer exists")
         finally:
             self._report = None
         self.last_cycle_at = report.started_at
@@ -266,7 +292,34 @@ class Supervisor:
         self.metrics.cycle_seconds.observe(time.monotonic() - clock)
         self.metrics.containers.set(report.containers)
         self.metrics.open_incidents.set(sum(len(t.incidents) for t in self._tracked.values()))
+        self._publish_status()
         return report
+
+    def _publish_status(self) -> None:
+        # Built on the loop thread and swapped in whole: readers on other threads
+        # (the HTTP server) never see the loop's state half-changed.
+        busy = {f.container.id for f in self._actor.in_flight()}
+        self._status = tuple(
+            {
+                "container": t.ref.name,
+                "service": t.ref.service,
+                "state": t.state,
+                "health": t.health,
+                "incidents": [
+                    {"id": iid, "signal": str(signal)} for signal, iid in t.incidents.items()
+                ],
+                "attempts_in_streak": len(t.healing.attempts),
+                "next_look_at": t.wake_at.isoformat() if t.wake_at else None,
+                "circuit": "open" if t.healing.circuit_open else "closed",
+                "stopped_by_person": t.stopped_by_person,
+                "action_in_flight": t.ref.id in busy,
+            }
+            for t in sorted(self._tracked.values(), key=lambda t: t.ref.name)
+        )
+
+    def status(self) -> list[dict[str, object]]:
+        """Every supervised container as of the last poll; safe from any thread."""
+        return [dict(entry) for entry in self._status]
 
     def health(self) -> tuple[bool, dict[str, object]]:
         """Alive when the last poll finished within three intervals (or medic just started)."""
@@ -285,6 +338,7 @@ class Supervisor:
     def _check(self, snapshot: ContainerSnapshot, *, sync: bool = False) -> None:
         tracked = self._track(snapshot.ref)
         now = snapshot.observed_at
+        tracked.state, tracked.health = str(snapshot.state), str(snapshot.health)
         if snapshot.detailed:
             self._learn_from_inspect(tracked, snapshot)
         if snapshot.state is State.RUNNING and tracked.stopped_by_person:
@@ -301,7 +355,16 @@ class Supervisor:
             deaths=tracked.deaths,
             stopped_by_person=tracked.stopped_by_person,
             crash_loop=self._rule,
+            acted_at=tracked.acted_at,
         )
+        if self._watching and snapshot.state is State.RUNNING:
+            findings.extend(self._watch_findings(tracked, snapshot))
+        if health_is_stale(snapshot, tracked.acted_at) and snapshot.health_checked_at:
+            # Look again just after the next health check has had its say.
+            interval = timedelta(seconds=(snapshot.health_interval or 30.0) + 0.5)
+            next_check = max(snapshot.health_checked_at + interval, now + timedelta(seconds=0.5))
+            if tracked.wake_at is None or tracked.wake_at > next_check:
+                tracked.wake_at = next_check
         if not findings:
             return
         for finding in findings:
@@ -319,6 +382,77 @@ class Supervisor:
         if self._report is not None:
             self._report.decisions.append(decision)
         self._apply(tracked, decision, sync=sync)
+
+    def _watch(self, snapshots: Sequence[ContainerSnapshot]) -> None:
+        """Read logs and run probes for the containers a log or probe playbook applies to."""
+        probes: list[tuple[Tracked, Playbook, ProbeRule, str]] = []
+        for snapshot in snapshots:
+            if snapshot.state is not State.RUNNING or self._actor.busy(snapshot.ref.id):
+                continue
+            books = [p for p in self._watching if p.match.applies_to(snapshot.ref, snapshot.labels)]
+            if not books:
+                continue
+            tracked = self._track(snapshot.ref)
+            rules = [(p.name, p.match.log) for p in books if p.match.log is not None]
+            if rules:
+                self._read_log(tracked, rules)
+            for p in books:
+                if p.match.probe is not None and snapshot.ip_addresses:
+                    probes.append((tracked, p, p.match.probe, snapshot.ip_addresses[0]))
+        if not probes:
+            return
+        outcomes = self._prober.probe_all([(rule, ip) for _, _, rule, ip in probes])
+        for (tracked, book, _, _), outcome in zip(probes, outcomes, strict=True):
+            if outcome.ok:
+                tracked.probe_failures.pop(book.name, None)
+            else:
+                count, _ = tracked.probe_failures.get(book.name, (0, ""))
+                tracked.probe_failures[book.name] = (count + 1, outcome.detail)
+
+    def _read_log(self, tracked: Tracked, rules: Sequence[tuple[str, LogRule]]) -> None:
+        now = self._now()
+        since = tracked.log_since or now - timedelta(seconds=max(r.window for _, r in rules))
+        try:
+            lines = self._gateway.logs(tracked.ref.id, since=since)
+        except DockerError as e:
+            logger.debug("Could not read the log of {}: {}.", tracked.ref.label, e)
+            return
+        # Docker's "since" is inclusive: drop what the last look already counted.
+        lines = [line for line in lines if line[0] > since]
+        tracked.log_since = lines[-1][0] if lines else since
+        for name, rule in rules:
+            hits, last = log_hits(rule, lines, earlier=tracked.log_hits.get(name, []), now=now)
+            tracked.log_hits[name] = hits
+            if last is not None:
+                tracked.log_last[name] = last
+
+    def _watch_findings(self, tracked: Tracked, snapshot: ContainerSnapshot) -> list[Finding]:
+        found: list[Finding] = []
+        for book in self._watching:
+            if not book.match.applies_to(snapshot.ref, snapshot.labels):
+                continue
+            if book.match.log is not None:
+                finding = log_finding(
+                    snapshot.ref,
+                    book.match.log,
+                    hits=tracked.log_hits.get(book.name, []),
+                    last_line=tracked.log_last.get(book.name),
+                    now=snapshot.observed_at,
+                )
+                if finding is not None:
+                    found.append(finding)
+            if book.match.probe is not None and book.name in tracked.probe_failures:
+                failures, detail = tracked.probe_failures[book.name]
+                finding = probe_finding(
+                    snapshot.ref,
+                    book.match.probe,
+                    failures=failures,
+                    detail=detail,
+                    now=snapshot.observed_at,
+                )
+                if finding is not None:
+                    found.append(finding)
+        return found
 
     def _check_now(self, tracked: Tracked) -> None:
         """Inspect one container and check it, between polls."""
@@ -459,7 +593,9 @@ class Supervisor:
             tracked.last_kill_at = None
             if tracked.incidents and not ours:
                 self._check_now(tracked)
-        elif kind == "destroy":
+        elif kind == "destroy" and not ours:
+            # During medic's own recreate the old container is removed on purpose; the
+            # finished action hands its memory to the new container instead.
             self._forget(tracked, "it was removed")
         elif kind == "oom" or (kind == "health_status" and event.detail == "unhealthy"):
             self._check_now(tracked)
@@ -517,7 +653,10 @@ class Supervisor:
             for w in tracked.own_actions
             if w[1] is None or self._now() - w[1] < timedelta(minutes=10)
         ]
-        if any(a.kind in STOPPING_ACTIONS for a in plan.actions):
+        # The kill, die and stop events of an action that stops the container carry the
+        # engine's timestamp, taken while medic's request was in progress, so they fall in
+        # this window; a death after it is the container's own.
+        if any(a.stops_container() for a in plan.actions):
             tracked.own_actions.append(window)
         if sync:
             flight = InFlight(tracked.ref, plan, self._now())
@@ -534,6 +673,12 @@ class Supervisor:
         plan = flight.plan
         tracked = self._track(flight.container)
         now = self._now()
+        tracked.acted_at = now
+        # What was read or probed before the action says nothing about after it.
+        tracked.log_hits.clear()
+        tracked.log_last.clear()
+        tracked.probe_failures.clear()
+        tracked.log_since = now
         for window in tracked.own_actions:
             if window[1] is None:
                 window[1] = now
@@ -548,6 +693,9 @@ class Supervisor:
             self.metrics.actions.labels(kind=str(result.action.kind), outcome=outcome).inc()
             if incident_id is not None:
                 self._record_attempt(incident_id, plan, result)
+        replaced = next((r.replaced_by for r in done.results if r.replaced_by), None)
+        if replaced is not None:
+            tracked = self._hand_over(tracked, replaced, now)
         failed = next((r for r in done.results if not r.ok), None)
         delay = plan.playbook.backoff.delay(len(tracked.healing.attempts))
         tracked.wake_at = now + timedelta(seconds=delay)
@@ -574,6 +722,28 @@ class Supervisor:
                 plan.playbook.name,
                 tracked.wake_at,
             )
+
+    def _hand_over(self, tracked: Tracked, new_id: ContainerId, now: datetime) -> Tracked:
+        """The container was recreated: its backoff and attempt streak go to the new one,
+        so a recreate loop still backs off and escalates. Its incidents end here, with a
+        note; if the trouble persists, the new container gets incidents of its own."""
+        old = tracked.ref
+        new = replace(old, id=new_id)
+        if tracked.incidents:
+            self._resolve(
+                tracked,
+                now,
+                note=f"{old.name} was recreated as {new.short_id}; medic watches the new one",
+                fresh_start=False,
+            )
+        self._tracked.pop(old.id, None)
+        tracked.ref = new
+        tracked.own_actions = []
+        self._tracked[new_id] = tracked
+        logger.bind(container=old.name).info(
+            "{} is now container {}; its backoff and attempts carry over.", old.label, new.short_id
+        )
+        return tracked
 
     def _escalate(self, tracked: Tracked, decision: Escalate) -> None:
         now = self._now()
@@ -630,7 +800,9 @@ class Supervisor:
                 tracked.ref.label,
             )
 
-    def _resolve(self, tracked: Tracked, now: datetime, *, note: str | None) -> None:
+    def _resolve(
+        self, tracked: Tracked, now: datetime, *, note: str | None, fresh_start: bool = True
+    ) -> None:
         attempts = len(tracked.healing.attempts)
         for signal, incident_id in list(tracked.incidents.items()):
             self._store_call(
@@ -657,7 +829,7 @@ class Supervisor:
                 + (note or f"healthy for {self._settings.settle:g} s after {attempts} attempt(s)")
                 + ".",
             )
-        if tracked.healing.circuit_open:
+        if tracked.healing.circuit_open and fresh_start:
             logger.bind(container=tracked.ref.name).info(
                 "{} recovered; automatic healing of it is on again.", tracked.ref.label
             )
@@ -723,12 +895,29 @@ class Supervisor:
         signal: Signal,
         title: str,
         body: str,
+        dedupe: str = "",
     ) -> None:
         """Queue a notification; the notifier sends it off the healing path."""
         if self._notifier is None:
             return
         fingerprint = f"{ref.project or '-'}/{ref.service or ref.name}/{signal}"
-        self._notifier.send(Notification(kind, incident_id, fingerprint, title, body, self._now()))
+        note = Notification(kind, incident_id, fingerprint, title, body, self._now(), dedupe)
+        self._notifier.send(note)
+
+    def _announce(self, container: ContainerRef, plan: Plan, action: Action) -> None:
+        """A playbook's notify action; runs on a worker thread, the queue is thread-safe."""
+        tracked = self._tracked.get(container.id)
+        incident_id = tracked.incidents.get(plan.finding.signal, "") if tracked else ""
+        text = action.message or f"medic is healing {container.label}."
+        self._notify(
+            NotificationKind.PLAYBOOK,
+            IncidentId(incident_id or f"{container.id}/{plan.finding.signal}"),
+            ref=container,
+            signal=plan.finding.signal,
+            title=f"medic: {text}",
+            body=f"{plan.finding.summary}\nPlaybook {plan.playbook.name}, attempt {plan.attempt}.",
+            dedupe=f"attempt-{plan.attempt}",
+        )
 
     def _record_abandoned(self, flight: InFlight) -> None:
         """An action cut short by medic stopping is still an attempt, and a failed one."""

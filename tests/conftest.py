@@ -18,6 +18,10 @@ import pytest
 import requests
 from helpers import BUSYBOX_IMAGE, ComposeProject
 
+# The testcontainers reaper image cannot be pulled without a registry, and every test
+# here removes what it started; so plain `pytest` works as scripts/test does.
+os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
+
 # pytester lets a test check what the fixtures do when another test fails.
 pytest_plugins = ["pytester", "pgfixtures"]
 

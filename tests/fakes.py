@@ -10,11 +10,21 @@ from __future__ import annotations
 
 import queue
 import threading
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from pathlib import Path
 
-from agent.docker_gateway import DockerEvent, DockerGateway, EventStream, ExecResult
+from agent.docker_gateway import (
+    BuildRequest,
+    BuildResult,
+    DockerEvent,
+    DockerGateway,
+    EventStream,
+    ExecResult,
+    ProjectContainer,
+)
 from agent.errors import ContainerGone, DockerUnavailable
 from agent.model import ContainerId, ContainerRef, ContainerSnapshot, Health, State
 
@@ -29,6 +39,8 @@ class FakeContainer:
     exit_code: int = 0
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     finished_at: datetime | None = None
+    log: list[tuple[datetime, str]] = field(default_factory=list)
+    ip: str = "172.30.0.2"
 
 
 class _Stream(EventStream):
@@ -110,6 +122,7 @@ class FakeDocker(DockerGateway):
             health=c.health,
             exit_code=c.exit_code if c.state in (State.EXITED, State.DEAD) else None,
             observed_at=datetime.now(UTC),
+            ip_addresses=(c.ip,) if c.state is State.RUNNING else (),
             detailed=detailed,
             started_at=c.started_at if detailed else None,
             finished_at=c.finished_at if detailed else None,
@@ -160,6 +173,55 @@ class FakeDocker(DockerGateway):
         self._get(container_id)
         return ExecResult(exit_code=0, output=" ".join(command))
 
+    def recreate(
+        self, container_id: str, *, timeout: float, network_mode: str | None = None
+    ) -> ContainerId:
+        """As the real gateway: stop, step aside, create and start the new one, remove the old."""
+        self.requests.append("recreate")
+        old = self._get(container_id)
+        if old.state is State.RUNNING:
+            self.stop(container_id, timeout=timeout)
+        new = FakeContainer(
+            id=uuid.uuid4().hex + uuid.uuid4().hex, name=old.name, labels=dict(old.labels)
+        )
+        self.containers[new.id] = new
+        self.emit(new, "create")
+        self._run(new)
+        del self.containers[old.id]
+        self.emit(old, "destroy")
+        return ContainerId(new.id)
+
+    def build_image(self, spec: BuildRequest) -> BuildResult:
+        """Succeeds when the context folder holds the Dockerfile, as a real build would start."""
+        self.requests.append("build")
+        dockerfile = Path(spec.context) / (spec.dockerfile or "Dockerfile")
+        if not dockerfile.is_file():
+            return BuildResult(
+                image_id=None, output=f"ERROR: Cannot locate specified Dockerfile: {dockerfile}\n"
+            )
+        image_id = f"sha256:{uuid.uuid4().hex}{uuid.uuid4().hex}"
+        return BuildResult(
+            image_id=image_id,
+            output=f"Successfully built {image_id[7:19]}\nSuccessfully tagged {spec.tag}\n",
+        )
+
+    def project_containers(self, project: str) -> list[ProjectContainer]:
+        """Fake containers have no network settings, so each has the default network mode."""
+        self.requests.append("list")
+        return [
+            ProjectContainer(
+                id=ContainerId(c.id),
+                name=c.name,
+                service=c.labels.get("com.docker.compose.service"),
+                labels=dict(c.labels),
+                state=c.state,
+                network_mode="default",
+                exit_code=c.exit_code if c.state is State.EXITED else None,
+            )
+            for c in self.containers.values()
+            if c.labels.get("com.docker.compose.project") == project
+        ]
+
     def events(self, label_filter: str, *, since: datetime | None) -> EventStream:
         self.requests.append("events")
         if self.refuse_events > 0:
@@ -176,6 +238,16 @@ class FakeDocker(DockerGateway):
         return [
             e for e in self.history if e.container_id == container_id and since <= e.at <= until
         ]
+
+    def logs(
+        self, container_id: str, *, since: datetime, limit: int = 1000
+    ) -> list[tuple[datetime, str]]:
+        self.requests.append("logs")
+        lines = [line for line in self._get(container_id).log if line[0] > since]
+        return lines[-limit:]
+
+    def write_log(self, container: FakeContainer, text: str) -> None:
+        container.log.append((datetime.now(UTC), text))
 
     def _run(self, c: FakeContainer) -> None:
         c.state, c.exit_code, c.started_at = State.RUNNING, 0, datetime.now(UTC)

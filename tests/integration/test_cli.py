@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -173,3 +174,69 @@ def test_run_stops_on_sigterm_and_says_what_happened_to_work_in_flight(
     assert took < 20
     for entry in lines:
         assert {"time", "level", "message"} <= entry.keys()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_doctor_checks_everything_and_says_what_to_fix(compose_project: ComposeProject) -> None:
+    compose_project.run("web", command=["sh", "-c", "while :; do sleep 1; done"])
+    env = {"MEDIC_PROJECT": compose_project.name, "MEDIC_DATABASE_URL": ""}
+    done = medic("doctor", "--json", env=env)
+    assert done.returncode == 1, done.stderr
+    checks = {c["name"]: c for c in json.loads(done.stdout)["checks"]}
+    assert checks["docker"]["ok"] and checks["docker"]["detail"].startswith("Docker Engine")
+    assert checks["scope"]["ok"]
+    assert "1 container(s) in scope" in checks["scope"]["detail"]
+    assert checks["playbooks"]["ok"]
+    assert not checks["database"]["ok"]
+    assert "MEDIC_DATABASE_URL" in checks["database"]["fix"]
+    table = medic("doctor", env=env)
+    assert "1 check(s) failed" in table.stdout
+
+
+def test_status_shows_what_the_running_daemon_knows(compose_project: ComposeProject) -> None:
+    port = free_port()
+    job = compose_project.run("job", command=["sh", "-c", "sleep 1; exit 5"])
+    daemon = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "agent",
+            "run",
+            "--project",
+            compose_project.name,
+            "--interval",
+            "1",
+        ],
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "MEDIC_HTTP_PORT": str(port), "MEDIC_DATABASE_URL": ""},
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+
+        def job_incidents() -> list[Any]:
+            done = medic("status", "--json", "--url", url, timeout=30)
+            if done.returncode != 0:
+                return []
+            rows = json.loads(done.stdout)["containers"]
+            return [i for r in rows if r["container"] == job.name for i in r["incidents"]]
+
+        wait_for(job_incidents, timeout=30, message="the job's incident in medic status")
+        table = medic("status", "--url", url, timeout=30)
+        assert table.returncode == 0
+        assert job.name in table.stdout
+        assert "exited" in table.stdout
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(timeout=30)
+
+
+def test_status_without_a_daemon_says_where_it_looked() -> None:
+    done = medic("status", "--url", f"http://127.0.0.1:{free_port()}", timeout=30)
+    assert done.returncode == 2
+    assert "medic run does not answer at http://127.0.0.1:" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -57,6 +57,7 @@ def medic() -> Iterator[tuple[Supervisor, FakeDocker, Clock, str, list[bool]]]:
         health=supervisor.health,
         ready=lambda: (ready[0], {"status": "ok" if ready[0] else "spool failing"}),
         registry=supervisor.metrics.registry,
+        status=supervisor.status,
         host="127.0.0.1",
         port=0,
     )
@@ -108,3 +109,21 @@ def test_metrics_count_cycles_findings_and_actions(
     assert 'medic_actions_total{kind="start",outcome="ok"} 1.0' in lines
     assert "medic_open_incidents 1.0" in lines
     assert get(f"{base}/nope")[0] == 404
+
+
+def test_status_shows_each_container_with_its_incidents_and_circuit(
+    medic: tuple[Supervisor, FakeDocker, Clock, str, list[bool]],
+) -> None:
+    supervisor, fake, _, base, _ = medic
+    fake.add("shop-web-1", LABELS, state=State.EXITED, exit_code=1)
+    fake.add("shop-api-1", LABELS, health=Health.HEALTHY)
+    supervisor.run_once()
+    status, body = get(f"{base}/status")
+    assert status == 200
+    api, web = json.loads(body)["containers"]
+    assert api["container"] == "shop-api-1"
+    assert api["incidents"] == []
+    assert web["container"] == "shop-web-1"
+    assert [i["signal"] for i in web["incidents"]] == ["exited"]
+    assert web["attempts_in_streak"] == 1
+    assert web["circuit"] == "closed"

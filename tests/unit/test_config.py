@@ -27,6 +27,29 @@ def test_defaults_are_pinned() -> None:
     assert s.log_level == "INFO"
     assert s.docker_retry_attempts == 4
     assert s.docker_retry_max_delay == 8.0
+    assert s.database_url is None
+    assert s.state_dir == Path(".state")
+    assert s.retention_days == 30
+    assert s.observation_interval == 300.0
+    assert s.http_port == 8080
+    assert s.notify_urls == ""
+    assert s.notify_targets == []
+    assert s.notify_limit == 6
+
+
+def test_store_settings_are_read_from_the_environment() -> None:
+    s = Settings.from_env(
+        {
+            "MEDIC_DATABASE_URL": "postgresql://medic@db/medic",
+            "MEDIC_STATE_DIR": "/var/lib/medic",
+            "MEDIC_RETENTION_DAYS": "7",
+            "MEDIC_OBSERVATION_INTERVAL": "10m",
+        }
+    )
+    assert s.database_url == "postgresql://medic@db/medic"
+    assert s.state_dir == Path("/var/lib/medic")
+    assert s.retention_days == 7
+    assert s.observation_interval == 600.0
 
 
 def test_environment_is_read_with_units() -> None:
@@ -62,6 +85,8 @@ def test_flags_override_the_environment() -> None:
         ({"MEDIC_DRY_RUN": "maybe"}, "write true or false"),
         ({"MEDIC_LOG_FORMAT": "xml"}, "MEDIC_LOG_FORMAT must be text or json"),
         ({"MEDIC_CRASH_LOOP_DEATHS": "1"}, "at least 2"),
+        ({"MEDIC_RETENTION_DAYS": "0"}, "MEDIC_RETENTION_DAYS must be at least 1"),
+        ({"MEDIC_DATABASE_URL": "db:5432"}, "MEDIC_DATABASE_URL must be a libpq URL"),
     ],
 )
 def test_bad_values_say_what_to_write(env: dict[str, str], says: str) -> None:
@@ -78,3 +103,14 @@ def test_durations() -> None:
     for bad in ("-1", "ten", "5 minutes", True):
         with pytest.raises(ValueError):
             parse_duration(bad)
+
+
+def test_notify_urls_split_on_commas_and_spaces() -> None:
+    s = Settings.from_env({"MEDIC_NOTIFY_URLS": "json://a/x, slack://t/b  mailto://c"})
+    assert s.notify_targets == ["json://a/x", "slack://t/b", "mailto://c"]
+
+
+def test_http_port_zero_turns_the_server_off_and_other_values_are_checked() -> None:
+    assert Settings.from_env({"MEDIC_HTTP_PORT": "0"}).http_port == 0
+    with pytest.raises(ConfigError, match="MEDIC_HTTP_PORT"):
+        Settings.from_env({"MEDIC_HTTP_PORT": "70000"})

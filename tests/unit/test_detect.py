@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from factories import at, snapshot
 
 from agent.detect import CrashLoopRule, detect
@@ -74,3 +76,10 @@ def test_a_container_that_is_up_and_healthy_again_is_not_a_crash_loop() -> None:
     assert detect(snapshot(health=Health.HEALTHY), deaths=deaths) == []
     restarting = snapshot(state=State.RESTARTING)
     assert signals(detect(restarting, deaths=deaths)) == [Signal.CRASH_LOOP]
+
+
+def test_an_unhealthy_status_older_than_medics_last_action_is_not_a_finding() -> None:
+    sick = replace(snapshot(health=Health.UNHEALTHY), health_checked_at=at(-5))
+    assert detect(sick, acted_at=at(-10)) != []  # checked after the action: still broken
+    assert detect(sick, acted_at=at(-1)) == []  # checked before it: wait for the next check
+    assert detect(sick) != []

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import threading
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from factories import T0
+from fakes import FakeDocker
 from helpers import wait_for
 
+from agent.config import Settings
+from agent.model import Action, ActionKind, State
 from agent.notify import Notification, NotificationKind, NotificationQueue, Notifier, NotifyError
+from agent.observe import Scope
+from agent.playbooks import load_playbooks
+from agent.store import MemoryStore
+from agent.supervisor import Supervisor
 
 
 class Recorder(Notifier):
@@ -83,3 +91,47 @@ def test_a_failing_webhook_is_counted_and_does_not_stop_the_queue() -> None:
     q.close()
     assert q.failed == 2
     assert q.delivered == 0
+
+
+def test_a_notify_action_sends_through_the_queue_and_fails_without_destinations(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "book.yml"
+    path.write_text(
+        "playbooks:\n  - name: tell\n    match: {signals: [exited]}\n"
+        "    actions:\n      - notify: {message: web is down again}\n      - start\n"
+    )
+    [book] = load_playbooks(path)
+    assert book.actions[0] == Action(ActionKind.NOTIFY, message="web is down again")
+    fake = FakeDocker()
+    labels = {"com.docker.compose.project": "shop", "com.docker.compose.service": "web"}
+    fake.add("shop-web-1", labels, state=State.EXITED, exit_code=1)
+    sent = Recorder()
+    queue = NotificationQueue(sent)
+    medic = Supervisor(
+        settings=Settings(project="shop"),
+        gateway=fake,
+        store=MemoryStore(),
+        playbooks=[book],
+        scope=Scope(project="shop"),
+        notifier=queue,
+    )
+    [(_, _, results)] = medic.run_once().results
+    assert [r.ok for r in results] == [True, True]
+    queue.close()
+    playbook_notes = [n for n in sent.sent if n.kind is NotificationKind.PLAYBOOK]
+    [note] = playbook_notes
+    assert note.title == "medic: web is down again"
+    assert "attempt 1" in note.body
+
+    quiet = Supervisor(
+        settings=Settings(project="shop"),
+        gateway=fake,
+        store=MemoryStore(),
+        playbooks=[book],
+        scope=Scope(project="shop"),
+    )
+    fake.crash(next(iter(fake.containers.values())))
+    [(_, _, [failed])] = quiet.run_once().results
+    assert not failed.ok
+    assert failed.error is not None and "MEDIC_NOTIFY_URLS" in failed.error

@@ -282,7 +282,9 @@ def test_an_unknown_key_inside_match_is_reported_on_the_key_line(tmp_path: Path)
     )
 
     assert (error.line, error.field) == (5, "playbooks[0].match.service")
-    assert error.reason == "unknown key 'service'; allowed keys: signals, services, labels"
+    assert error.reason == (
+        "unknown key 'service'; allowed keys: signals, services, labels, log, probe"
+    )
 
 
 def test_an_unknown_action_kind_lists_the_kinds(tmp_path: Path) -> None:
@@ -299,7 +301,10 @@ def test_an_unknown_action_kind_lists_the_kinds(tmp_path: Path) -> None:
     )
 
     assert (error.line, error.field) == (6, "playbooks[0].actions[1]")
-    assert error.reason == "'reboot' is not an action; use one of: restart, start, stop, exec"
+    assert error.reason == (
+        "'reboot' is not an action; use one of: restart, start, stop, exec, recreate, rebuild, "
+        "cache_clear, restart_dependents, notify"
+    )
 
 
 def test_an_unknown_action_option_lists_the_options_of_that_kind(tmp_path: Path) -> None:
@@ -810,3 +815,178 @@ def test_every_complete_file_shown_in_the_docs_is_valid(tmp_path: Path) -> None:
 
     for number, text in enumerate(complete):
         load_playbooks(write(tmp_path, f"{number}.yml", text))
+
+
+# --- recreate, rebuild, cache_clear, restart_dependents ---------------------------------
+
+
+def test_the_healing_actions_beyond_restart_read_into_their_actions(tmp_path: Path) -> None:
+    [playbook] = load_playbooks(
+        write(
+            tmp_path,
+            "book.yml",
+            """\
+            playbooks:
+              - name: deep-heal
+                match: {signals: [dead]}
+                actions:
+                  - recreate
+                  - rebuild: {timeout: 20s}
+                  - restart_dependents: {timeout: 5}
+                  - cache_clear:
+                      paths: [/var/cache/nginx/, /app/.cache//]
+                      commands: ["redis-cli -n 0 FLUSHDB", [sh, -c, "rm -f /tmp/x"]]
+                      user: "0"
+                      restart: true
+                      timeout: 3s
+                  - cache_clear: {commands: [redis-cli FLUSHALL]}
+            """,
+        )
+    )
+
+    assert playbook.actions == (
+        Action(ActionKind.RECREATE),
+        Action(ActionKind.REBUILD, timeout=20.0),
+        Action(ActionKind.RESTART_DEPENDENTS, timeout=5.0),
+        Action(
+            ActionKind.CACHE_CLEAR,
+            paths=("/var/cache/nginx", "/app/.cache"),
+            commands=(("redis-cli", "-n", "0", "FLUSHDB"), ("sh", "-c", "rm -f /tmp/x")),
+            user="0",
+            restart=True,
+            timeout=3.0,
+        ),
+        Action(ActionKind.CACHE_CLEAR, commands=(("redis-cli", "FLUSHALL"),)),
+    )
+    # Frozen and hashable, so plans can be compared and kept in sets.
+    assert len(set(playbook.actions)) == 5
+    assert [a.describe() for a in playbook.actions] == [
+        "recreate",
+        "rebuild (stop timeout 20s)",
+        "restart_dependents (stop timeout 5s)",
+        "cache_clear 2 paths, 2 commands, then restart (stop timeout 3s)",
+        "cache_clear 1 command",
+    ]
+
+
+def test_cache_clear_refuses_the_root_folder_system_folders_and_relative_or_empty_paths(
+    tmp_path: Path,
+) -> None:
+    errors = errors_in(
+        write(
+            tmp_path,
+            "book.yml",
+            """\
+            playbooks:
+              - name: a
+                match: {signals: [unhealthy]}
+                actions:
+                  - cache_clear:
+                      paths:
+                        - /
+                        - //
+                        - /var/cache/../..
+                        - ""
+                        - cache/nginx
+                        - /etc
+                        - /var/cache/ok
+            """,
+        )
+    )
+
+    field = "playbooks[0].actions[0].cache_clear.paths"
+    assert located(errors) == [(line, f"{field}[{n}]") for n, line in enumerate(range(7, 13))]
+    reasons = [e.reason for e in errors]
+    assert reasons[0] == "'/' is the root folder; name the cache folder itself"
+    assert reasons[1] == "'//' is the root folder; name the cache folder itself"
+    assert reasons[2] == "'/var/cache/../..' is the root folder; name the cache folder itself"
+    assert reasons[3].startswith("the path is empty")
+    assert reasons[4].startswith("'cache/nginx' is not an absolute path")
+    assert reasons[5].startswith("'/etc' is a system folder, not a cache")
+
+
+def test_cache_clear_needs_paths_or_commands_and_a_timeout_only_with_restart(
+    tmp_path: Path,
+) -> None:
+    errors = errors_in(
+        write(
+            tmp_path,
+            "book.yml",
+            """\
+            playbooks:
+              - name: a
+                match: {signals: [unhealthy]}
+                actions:
+                  - cache_clear
+                  - cache_clear: {restart: true}
+                  - cache_clear: {paths: [/c], timeout: 5s}
+                  - cache_clear: {paths: [/c], restart: yes please}
+                  - cache_clear: {path: [/c]}
+                  - cache_clear: {commands: []}
+            """,
+        )
+    )
+
+    assert located(errors) == [
+        (5, "playbooks[0].actions[0]"),
+        (6, "playbooks[0].actions[1].cache_clear"),
+        (7, "playbooks[0].actions[2].cache_clear.timeout"),
+        (8, "playbooks[0].actions[3].cache_clear.restart"),
+        (9, "playbooks[0].actions[4].cache_clear.path"),
+        # Both are true of a misspelt key: it is unknown, and nothing is left to clear.
+        (9, "playbooks[0].actions[4].cache_clear"),
+        (10, "playbooks[0].actions[5].cache_clear.commands"),
+    ]
+    reasons = [e.reason for e in errors]
+    assert reasons[0].startswith("cache_clear needs paths, commands or both")
+    assert reasons[2] == (
+        "timeout is the stop timeout of the restart; add restart: true or remove timeout"
+    )
+    assert reasons[3] == "must be true or false; found the string 'yes please'"
+    assert reasons[4] == (
+        "unknown key 'path'; allowed keys: paths, commands, user, restart, timeout"
+    )
+
+
+def test_recreate_rebuild_and_restart_dependents_take_only_a_stop_timeout(tmp_path: Path) -> None:
+    errors = errors_in(
+        write(
+            tmp_path,
+            "book.yml",
+            """\
+            playbooks:
+              - name: a
+                match: {signals: [dead]}
+                actions:
+                  - recreate: {timeout: soon}
+                  - rebuild: {no_cache: true}
+                  - restart_dependents: {dependents: true}
+            """,
+        )
+    )
+
+    assert located(errors) == [
+        (5, "playbooks[0].actions[0].recreate.timeout"),
+        (6, "playbooks[0].actions[1].rebuild.no_cache"),
+        (7, "playbooks[0].actions[2].restart_dependents.dependents"),
+    ]
+    assert errors[1].reason == "unknown key 'no_cache'; allowed keys: timeout"
+
+
+def test_every_complete_file_shown_in_the_actions_docs_is_valid(tmp_path: Path) -> None:
+    docs = Path(__file__).resolve().parents[2] / "docs" / "actions.md"
+    blocks = docs.read_text().split("```yaml\n")[1:]
+    files = [block.split("```")[0] for block in blocks]
+    complete = [text for text in files if "\nplaybooks:" in f"\n{text}"]
+    assert len(complete) >= 5
+
+    kinds: set[ActionKind] = set()
+    for number, text in enumerate(complete):
+        for playbook in load_playbooks(write(tmp_path, f"{number}.yml", text)):
+            kinds.update(action.kind for action in playbook.actions)
+    assert {
+        ActionKind.RECREATE,
+        ActionKind.REBUILD,
+        ActionKind.CACHE_CLEAR,
+        ActionKind.RESTART_DEPENDENTS,
+    } <= kinds

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
+from datetime import timedelta
 
 import pytest
 from fakes import FakeDocker
@@ -14,6 +16,7 @@ from agent.errors import StoreUnavailable
 from agent.model import (
     Action,
     ActionKind,
+    Escalation,
     Finding,
     Health,
     Incident,
@@ -266,3 +269,46 @@ def test_recovering_from_an_escalation_starts_a_fresh_streak() -> None:
     fake.crash(web)
     report = s.run_once()
     assert [r.action.kind for _, _, rs in report.results for r in rs] == [ActionKind.START]
+
+
+def test_a_recreated_container_keeps_its_backoff_so_a_recreate_loop_still_escalates() -> None:
+    fake = FakeDocker()
+    web = fake.add("shop-web-1", labels("web"), state=State.EXITED, exit_code=1)
+    store = MemoryStore()
+    recreate = Playbook(
+        "recreate-exited",
+        Match(frozenset({Signal.EXITED})),
+        (Action(ActionKind.RECREATE),),
+        escalation=Escalation(after_attempts=2, within=3600),
+    )
+    s = Supervisor(
+        settings=Settings(project="shop"),
+        gateway=fake,
+        store=store,
+        playbooks=[recreate],
+        scope=Scope(project="shop"),
+    )
+    [(_, _, [result])] = s.run_once().results
+    assert result.ok and result.replaced_by is not None
+    new = fake.containers[result.replaced_by]
+    assert web.id not in fake.containers
+    # The old container's incident ends with a note; medic's memory moved to the new id.
+    [old_incident] = store.list_incidents()
+    assert old_incident.status is IncidentStatus.RESOLVED
+    assert old_incident.note is not None and "was recreated as" in old_incident.note
+    assert web.id not in s.tracked
+    assert len(s.tracked[new.id].healing.attempts) == 1  # type: ignore[index]
+
+    fake.crash(new)
+    waiting = s.run_once()
+    assert waiting.results == []  # backoff: the next attempt is 10 s after the first
+    assert [type(d).__name__ for d in waiting.decisions] == ["Wait"]
+    s.tracked[new.id].healing = replace(  # type: ignore[index]
+        s.tracked[new.id].healing,  # type: ignore[index]
+        attempts=(s.tracked[new.id].healing.attempts[0] - timedelta(seconds=60),),  # type: ignore[index]
+    )
+    s.run_once()  # attempt 2, another recreate
+    newest = next(c for c in fake.containers.values() if c.name == "shop-web-1")
+    fake.crash(newest)
+    escalated = s.run_once()
+    assert [type(d).__name__ for d in escalated.decisions] == ["Escalate"]

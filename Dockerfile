@@ -1,0 +1,40 @@
+# medic's image. Dependencies are installed from wheels built on the host by
+# scripts/build-image, so the build needs no package index and works offline.
+#
+#   scripts/build-image                          # default base: python:3.11-slim
+#   BASE_IMAGE=medic-test/bookworm-python scripts/build-image   # any Debian with python3-venv
+ARG BASE_IMAGE=python:3.11-slim
+
+# Stage 1: a virtualenv with medic and its dependencies, installed from the wheels.
+# pip itself is removed afterwards; the wheels never reach the final image.
+FROM ${BASE_IMAGE} AS build
+RUN python3 -m venv /opt/medic
+COPY build/wheels /tmp/wheels
+RUN /opt/medic/bin/pip install --no-index --no-cache-dir --find-links /tmp/wheels medic \
+ && /opt/medic/bin/pip uninstall --yes --quiet pip setuptools
+
+# Stage 2: the same base with only the virtualenv and the bundled playbooks.
+FROM ${BASE_IMAGE}
+COPY --from=build /opt/medic /opt/medic
+COPY playbooks /opt/medic/playbooks
+
+# medic runs as its own user. To reach the Docker socket that user needs the socket's
+# group: compose/medic.yml adds it with group_add (DOCKER_GID, see README).
+RUN useradd --system --uid 10001 --home-dir /var/lib/medic --create-home medic
+
+ENV PATH=/opt/medic/bin:$PATH \
+    MEDIC_PLAYBOOKS=/opt/medic/playbooks \
+    MEDIC_STATE_DIR=/var/lib/medic \
+    MEDIC_HTTP_PORT=8080 \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1
+
+USER medic
+WORKDIR /var/lib/medic
+EXPOSE 8080
+
+HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
+  CMD ["python3", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=4).status != 200)"]
+
+ENTRYPOINT ["medic"]
+CMD ["run"]

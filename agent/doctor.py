@@ -1,0 +1,188 @@
+"""``medic doctor``: is everything medic needs in place, and if not, what to do.
+
+Each check is independent and ends in one result with a sentence saying what to
+fix, so one run lists every problem instead of stopping at the first. The checks
+take their collaborators as parameters (the environment, a way to reach Docker,
+a way to reach the database), so they are tested without patching.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.config import Settings
+from agent.docker_gateway import DockerSDKGateway
+from agent.errors import MedicError
+from agent.observe import own_container_id, resolve_scope
+from agent.playbooks import load_playbooks
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One check: ``ok`` False means medic cannot work as configured."""
+
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+    optional: bool = False
+
+
+def check_docker(
+    connect: Callable[[], DockerSDKGateway],
+) -> tuple[CheckResult, DockerSDKGateway | None]:
+    try:
+        gateway = connect()
+        gateway.ping()
+        version = gateway.api_client.version()
+    except MedicError as e:
+        return (
+            CheckResult(
+                "docker",
+                False,
+                str(e),
+                "Mount the Docker socket (-v /var/run/docker.sock:/var/run/docker.sock), give "
+                "medic the socket's group (DOCKER_GID), or set DOCKER_HOST.",
+            ),
+            None,
+        )
+    return (
+        CheckResult(
+            "docker",
+            True,
+            f"Docker Engine {version.get('Version', '?')} (API {version.get('ApiVersion', '?')})",
+        ),
+        gateway,
+    )
+
+
+def check_scope(settings: Settings, gateway: DockerSDKGateway | None) -> CheckResult:
+    if gateway is None:
+        return CheckResult(
+            "scope", False, "not checked: Docker is unreachable", "Fix docker first."
+        )
+    own = own_container_id()
+    try:
+        scope = resolve_scope(settings.project, gateway, own_id=own)
+        count = len(gateway.list_containers(scope.label_filter))
+    except MedicError as e:
+        return CheckResult("scope", False, str(e), "Fix docker first.")
+    where = (
+        "from MEDIC_PROJECT"
+        if settings.project
+        else ("from medic's own container" if scope.project else "no project: opt-in by label")
+    )
+    detail = f"{scope.describe()} ({where}); {count} container(s) in scope"
+    if count == 0:
+        return CheckResult(
+            "scope",
+            False,
+            detail,
+            "Set MEDIC_PROJECT to your compose project's name, run medic in that project, "
+            "or label containers medic.enable=true.",
+        )
+    return CheckResult("scope", True, detail)
+
+
+def check_playbooks(settings: Settings) -> CheckResult:
+    try:
+        books = load_playbooks(settings.playbooks)
+    except MedicError as e:
+        first = str(e).splitlines()
+        return CheckResult(
+            "playbooks",
+            False,
+            " ".join(first[:2]),
+            f"Run: medic playbooks validate {settings.playbooks}",
+        )
+    return CheckResult("playbooks", True, f"{len(books)} playbooks from {settings.playbooks}")
+
+
+def check_database(environ: Mapping[str, str], probe: Callable[[str], str] | None) -> CheckResult:
+    url = environ.get("MEDIC_DATABASE_URL", "")
+    if not url:
+        return CheckResult(
+            "database",
+            False,
+            "MEDIC_DATABASE_URL is not set: incidents are kept in memory only",
+            "Set MEDIC_DATABASE_URL=postgresql://USER:PASSWORD@HOST:5432/DB.",
+        )
+    if probe is None:
+        return CheckResult("database", True, "MEDIC_DATABASE_URL is set (not probed)")
+    try:
+        detail = probe(url)
+    except MedicError as e:
+        return CheckResult(
+            "database", False, str(e), "Check that Postgres runs and MEDIC_DATABASE_URL is right."
+        )
+    return CheckResult("database", True, detail)
+
+
+def check_repository(environ: Mapping[str, str]) -> CheckResult:
+    repo = environ.get("MEDIC_REPO", "")
+    if not repo:
+        return CheckResult(
+            "repository",
+            True,
+            "MEDIC_REPO is not set",
+            "Set MEDIC_REPO to the absolute path of your repository, mounted at that path.",
+            optional=True,
+        )
+    path = Path(repo)
+    if not path.is_dir():
+        return CheckResult(
+            "repository", False, f"{repo} is not a folder here", "Mount it at the same path."
+        )
+    git = shutil.which("git")
+    if git is None:
+        return CheckResult(
+            "repository", True, f"{repo} exists; git is not installed to check it", optional=True
+        )
+    done = subprocess.run(
+        [git, "-C", repo, "rev-parse", "--git-dir"], capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        return CheckResult(
+            "repository", False, f"{repo} is not a git repository", "Point MEDIC_REPO at one."
+        )
+    return CheckResult("repository", True, f"git repository at {repo}")
+
+
+def check_llm(environ: Mapping[str, str]) -> CheckResult:
+    if environ.get("ANTHROPIC_API_KEY"):
+        where = environ.get("ANTHROPIC_BASE_URL") or "the Anthropic API"
+        return CheckResult("llm", True, f"ANTHROPIC_API_KEY is set (for {where})")
+    return CheckResult(
+        "llm",
+        True,
+        "ANTHROPIC_API_KEY is not set",
+        "Set ANTHROPIC_API_KEY to use an LLM for diagnoses.",
+        optional=True,
+    )
+
+
+def run_checks(
+    settings: Settings,
+    environ: Mapping[str, str],
+    *,
+    connect: Callable[[], DockerSDKGateway],
+    probe_database: Callable[[str], str] | None,
+) -> list[CheckResult]:
+    """Every check, in the order an operator would fix them."""
+    docker_result, gateway = check_docker(connect)
+    try:
+        return [
+            docker_result,
+            check_scope(settings, gateway),
+            check_playbooks(settings),
+            check_database(environ, probe_database),
+            check_repository(environ),
+            check_llm(environ),
+        ]
+    finally:
+        if gateway is not None:
+            gateway.close()

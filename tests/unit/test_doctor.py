@@ -1,0 +1,73 @@
+"""medic doctor: every check says what is wrong and what to do, in one run."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from agent.config import Settings
+from agent.docker_gateway import DockerSDKGateway
+from agent.doctor import (
+    check_database,
+    check_llm,
+    check_playbooks,
+    check_repository,
+    run_checks,
+)
+from agent.errors import DockerUnavailable, StoreUnavailable
+
+
+def unreachable() -> DockerSDKGateway:
+    raise DockerUnavailable("Connecting to the Docker engine: no such file /var/run/docker.sock")
+
+
+def test_an_unreachable_engine_fails_docker_and_scope_and_the_other_checks_still_run(
+    tmp_path: Path,
+) -> None:
+    results = run_checks(
+        Settings(playbooks=tmp_path / "missing.yml"),
+        {},
+        connect=unreachable,
+        probe_database=None,
+    )
+    by_name = {r.name: r for r in results}
+    assert list(by_name) == ["docker", "scope", "playbooks", "database", "repository", "llm"]
+    assert not by_name["docker"].ok
+    assert "DOCKER_HOST" in by_name["docker"].fix
+    assert not by_name["scope"].ok
+    assert not by_name["playbooks"].ok
+    assert "medic playbooks validate" in by_name["playbooks"].fix
+    assert not by_name["database"].ok
+    assert "MEDIC_DATABASE_URL" in by_name["database"].fix
+
+
+def test_bundled_playbooks_pass() -> None:
+    result = check_playbooks(Settings())
+    assert result.ok
+    assert result.detail.startswith("5 playbooks")
+
+
+def test_database_probe_failure_is_reported_with_what_to_check() -> None:
+    def down(url: str) -> str:
+        raise StoreUnavailable("connection to 127.0.0.1:5432 refused")
+
+    result = check_database({"MEDIC_DATABASE_URL": "postgresql://x@127.0.0.1/db"}, down)
+    assert not result.ok
+    assert "refused" in result.detail
+    ok = check_database({"MEDIC_DATABASE_URL": "postgresql://x@h/db"}, lambda url: "Postgres 16")
+    assert ok.ok and ok.detail == "Postgres 16"
+
+
+def test_repository_must_be_a_git_repository_when_set(tmp_path: Path) -> None:
+    assert check_repository({}).optional
+    assert not check_repository({"MEDIC_REPO": str(tmp_path / "nope")}).ok
+    assert not check_repository({"MEDIC_REPO": str(tmp_path)}).ok
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    assert check_repository({"MEDIC_REPO": str(tmp_path)}).ok
+
+
+def test_a_missing_llm_key_is_optional() -> None:
+    missing = check_llm({})
+    assert missing.ok and missing.optional
+    assert "ANTHROPIC_API_KEY" in missing.fix
+    assert check_llm({"ANTHROPIC_API_KEY": "k"}).detail.startswith("ANTHROPIC_API_KEY is set")
