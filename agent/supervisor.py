@@ -167,7 +167,7 @@ class Supervisor:
         )
         self._rule = CrashLoopRule(settings.crash_loop_deaths, settings.crash_loop_window)
         self._tracked: dict[ContainerId, Tracked] = {}
-        self._inbox: queue.Queue[DockerEvent | _Done | None] = queue.Queue()
+        self._inbox: queue.Queue[DockerEvent | _Done] = queue.Queue()
         self._stop = threading.Event()
         self._stop_reason: str | None = None
         self._stream: EventStream | None = None
@@ -961,9 +961,7 @@ class Supervisor:
 
     # --- the loop's plumbing -----------------------------------------------------------------
 
-    def _handle(self, message: DockerEvent | _Done | None) -> None:
-        if message is None:
-            return
+    def _handle(self, message: DockerEvent | _Done) -> None:
         if isinstance(message, _Done):
             self._finish(message)
         else:
