@@ -13,6 +13,7 @@ from agent.model import (
     Attempt,
     ContainerId,
     ContainerSnapshot,
+    EvidenceEntry,
     Finding,
     Incident,
     IncidentId,
@@ -30,6 +31,20 @@ class IncidentNotFound(StoreError):
 def new_id() -> str:
     """A fresh id, made by medic rather than the database so that replays are idempotent."""
     return uuid.uuid4().hex
+
+
+def new_incident(finding: Finding) -> Incident:
+    """The open incident a first finding starts, with that finding as its evidence."""
+    return Incident(
+        id=IncidentId(new_id()),
+        container=finding.container,
+        signal=finding.signal,
+        status=IncidentStatus.OPEN,
+        opened_at=finding.observed_at,
+        updated_at=finding.observed_at,
+        summary=finding.summary,
+        evidence=(EvidenceEntry(finding.observed_at, finding.summary, dict(finding.evidence)),),
+    )
 
 
 @dataclass(frozen=True)

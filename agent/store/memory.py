@@ -23,7 +23,7 @@ from agent.store.base import (
     IncidentNotFound,
     IncidentQuery,
     IncidentStore,
-    new_id,
+    new_incident,
 )
 
 
@@ -61,16 +61,7 @@ class MemoryStore(IncidentStore):
                     )
                     self._incidents[incident.id] = updated
                     return updated
-            incident = Incident(
-                id=IncidentId(new_id()),
-                container=finding.container,
-                signal=finding.signal,
-                status=IncidentStatus.OPEN,
-                opened_at=finding.observed_at,
-                updated_at=finding.observed_at,
-                summary=finding.summary,
-                evidence=(entry,),
-            )
+            incident = new_incident(finding)
             self._incidents[incident.id] = incident
             return incident
 

@@ -39,7 +39,7 @@ from agent.model import (
     IncidentStatus,
     Signal,
 )
-from agent.store.base import MAX_EVIDENCE, IncidentNotFound, IncidentQuery, new_id
+from agent.store.base import MAX_EVIDENCE, IncidentNotFound, IncidentQuery, new_id, new_incident
 from agent.store.migrate import migrate
 from agent.store.ops import (
     AddEvidence,
@@ -270,18 +270,7 @@ class PostgresStore(OperationStore):
                     ),
                 )
                 return incident_id
-            incident = Incident(
-                id=IncidentId(new_id()),
-                container=finding.container,
-                signal=finding.signal,
-                status=IncidentStatus.OPEN,
-                opened_at=finding.observed_at,
-                updated_at=finding.observed_at,
-                summary=finding.summary,
-                evidence=(
-                    EvidenceEntry(finding.observed_at, finding.summary, dict(finding.evidence)),
-                ),
-            )
+            incident = new_incident(finding)
             _apply(cur, OpenIncident(incident, new_id()))
             return incident.id
 
