@@ -78,33 +78,30 @@ def detect(
             )
         )
     elif snapshot.state is State.EXITED and snapshot.exit_code and not stopped_by_person:
-        evidence = {
-            "exit_code": snapshot.exit_code,
-            "finished_at": snapshot.finished_at.isoformat() if snapshot.finished_at else None,
-            "restart_count": snapshot.restart_count,
-            "error": snapshot.error,
-        }
         if snapshot.oom_killed:
-            findings.append(
-                Finding(
-                    container=snapshot.ref,
-                    signal=Signal.OOM_KILLED,
-                    summary=f"{who} was killed for running out of memory "
-                    f"(exit code {snapshot.exit_code}).",
-                    observed_at=now,
-                    evidence=evidence,
-                )
+            signal = Signal.OOM_KILLED
+            summary = (
+                f"{who} was killed for running out of memory (exit code {snapshot.exit_code})."
             )
         else:
-            findings.append(
-                Finding(
-                    container=snapshot.ref,
-                    signal=Signal.EXITED,
-                    summary=f"{who} exited with code {snapshot.exit_code}.",
-                    observed_at=now,
-                    evidence=evidence,
-                )
+            signal = Signal.EXITED
+            summary = f"{who} exited with code {snapshot.exit_code}."
+        findings.append(
+            Finding(
+                container=snapshot.ref,
+                signal=signal,
+                summary=summary,
+                observed_at=now,
+                evidence={
+                    "exit_code": snapshot.exit_code,
+                    "finished_at": (
+                        snapshot.finished_at.isoformat() if snapshot.finished_at else None
+                    ),
+                    "restart_count": snapshot.restart_count,
+                    "error": snapshot.error,
+                },
             )
+        )
 
     if (
         snapshot.state is State.RUNNING

@@ -96,6 +96,11 @@ class DockerEvent:
     def name(self) -> str:
         return self.attributes.get("name", self.container_id[:12])
 
+    @property
+    def ref(self) -> ContainerRef:
+        """Who the event is about; events carry the container's labels as attributes."""
+        return _ref(self.container_id, self.name, self.attributes)
+
 
 @dataclass(frozen=True)
 class ExecResult:

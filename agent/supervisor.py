@@ -33,8 +33,6 @@ from agent.docker_gateway import DockerEvent, DockerGateway, EventStream
 from agent.errors import ContainerGone, DockerError, DockerUnavailable, StoreError
 from agent.metrics import Metrics
 from agent.model import (
-    PROJECT_LABEL,
-    SERVICE_LABEL,
     Action,
     ActionResult,
     Attempt,
@@ -563,13 +561,7 @@ class Supervisor:
     def _on_event(self, event: DockerEvent) -> None:
         if not self._scope.includes(event.container_id, event.attributes):
             return
-        ref = ContainerRef(
-            id=event.container_id,
-            name=event.name,
-            project=event.attributes.get(PROJECT_LABEL),
-            service=event.attributes.get(SERVICE_LABEL),
-        )
-        tracked = self._track(ref)
+        tracked = self._track(event.ref)
         kind = event.kind
         ours = self._by_own_action(tracked, event.at)
         if kind == "kill" and not _stops(event):
@@ -734,7 +726,6 @@ class Supervisor:
                 tracked,
                 now,
                 note=f"{old.name} was recreated as {new.short_id}; medic watches the new one",
-                fresh_start=False,
             )
         self._tracked.pop(old.id, None)
         tracked.ref = new
@@ -800,9 +791,7 @@ class Supervisor:
                 tracked.ref.label,
             )
 
-    def _resolve(
-        self, tracked: Tracked, now: datetime, *, note: str | None, fresh_start: bool = True
-    ) -> None:
+    def _resolve(self, tracked: Tracked, now: datetime, *, note: str | None) -> None:
         attempts = len(tracked.healing.attempts)
         for signal, incident_id in list(tracked.incidents.items()):
             self._store_call(
@@ -829,7 +818,7 @@ class Supervisor:
                 + (note or f"healthy for {self._settings.settle:g} s after {attempts} attempt(s)")
                 + ".",
             )
-        if tracked.healing.circuit_open and fresh_start:
+        if tracked.healing.circuit_open:
             logger.bind(container=tracked.ref.name).info(
                 "{} recovered; automatic healing of it is on again.", tracked.ref.label
             )

@@ -121,7 +121,10 @@ def test_events_are_typed_and_health_status_splits_into_kind_and_detail() -> Non
         {
             "Type": "container",
             "Action": "health_status: unhealthy",
-            "Actor": {"ID": CID, "Attributes": {"name": "shop-web-1"}},
+            "Actor": {
+                "ID": CID,
+                "Attributes": {"name": "shop-web-1", "com.docker.compose.service": "web"},
+            },
             "time": 1,
             "timeNano": 1_700_000_000_250_000_000,
         }
@@ -130,6 +133,7 @@ def test_events_are_typed_and_health_status_splits_into_kind_and_detail() -> Non
     assert event.kind == "health_status"
     assert event.detail == "unhealthy"
     assert event.name == "shop-web-1"
+    assert (event.ref.id, event.ref.name, event.ref.service) == (CID, "shop-web-1", "web")
     assert event.at == datetime.fromtimestamp(1_700_000_000.25, UTC)
     assert event_from_json({"Type": "network", "Action": "connect"}) is None
 
