@@ -426,9 +426,7 @@ def report_document(report: CycleReport, *, dry_run: bool) -> dict[str, object]:
             {
                 "container": d.finding.container.name,
                 "signal": str(d.finding.signal),
-                "decision": describe_decision(d)[0],
-                "playbook": describe_decision(d)[1],
-                "detail": describe_decision(d)[2],
+                **dict(zip(("decision", "playbook", "detail"), describe_decision(d), strict=True)),
             }
             for d in report.decisions
         ],
