@@ -114,6 +114,70 @@ class Settings:
     notify_limit: int = 6
     """Notifications per hour for one service and signal (MEDIC_NOTIFY_LIMIT)."""
 
+    # --- escalation: diagnosis (docs/escalation.md) ---------------------------------------
+
+    llm_model: str = "claude-sonnet-5-5"
+    """Claude model that diagnoses escalated incidents (MEDIC_LLM_MODEL). Used only when
+    ANTHROPIC_API_KEY is set; without it the built-in rules diagnose alone."""
+
+    llm_daily_tokens: int = 1_000_000
+    """Tokens (input + output, across all incidents) medic may spend on Claude per UTC day
+    (MEDIC_LLM_DAILY_TOKENS). When spent, the rule diagnosis stands and the output says so."""
+
+    llm_incident_tokens: int = 150_000
+    """Tokens one incident's diagnosis may spend (MEDIC_LLM_INCIDENT_TOKENS)."""
+
+    llm_incident_calls: int = 12
+    """API calls one incident's diagnosis may make (MEDIC_LLM_INCIDENT_CALLS)."""
+
+    llm_max_steps: int = 8
+    """Rounds of read-only repository tools Claude may use before it must answer
+    (MEDIC_LLM_MAX_STEPS)."""
+
+    llm_timeout: float = 120.0
+    """Seconds one API call may take (MEDIC_LLM_TIMEOUT)."""
+
+    llm_max_retries: int = 2
+    """Retries of one API call on 429, 529, 5xx and time-outs, by the SDK
+    (MEDIC_LLM_MAX_RETRIES)."""
+
+    diagnosis_window: float = 86400.0
+    """The same failure (its fingerprint) is diagnosed at most once this many seconds
+    (MEDIC_DIAGNOSIS_WINDOW); a failed call is not retried within it either."""
+
+    redact: str = ""
+    """More redaction patterns (MEDIC_REDACT): regular expressions, one per line. Whatever
+    they match is replaced before anything leaves the host."""
+
+    # --- escalation: fix branches (docs/fixes.md) ------------------------------------------
+
+    repo: Path | None = None
+    """The git repository Claude may read and fix branches are made in (MEDIC_REPO). Its
+    checked-out branch, index and working tree are never touched. Unset: no fix branches."""
+
+    fix_paths: str = ""
+    """Glob patterns of the files a fix may change (MEDIC_FIX_PATHS), separated by commas
+    or spaces. Empty: every tracked file except the kinds medic always refuses."""
+
+    fix_max_files: int = 5
+    """Files one fix may touch (MEDIC_FIX_MAX_FILES)."""
+
+    fix_max_lines: int = 200
+    """Lines one fix may add and remove, together (MEDIC_FIX_MAX_LINES)."""
+
+    fix_remote: str | None = None
+    """A git remote of MEDIC_REPO that fix branches are pushed to (MEDIC_FIX_REMOTE)."""
+
+    verify_cmd: str | None = None
+    """A command run in a temporary worktree of each fix branch (MEDIC_VERIFY_CMD), like
+    ``pytest -q``; its exit status and output tail are stored with the fix."""
+
+    verify_timeout: float = 600.0
+    """Seconds the image build and MEDIC_VERIFY_CMD may each take (MEDIC_VERIFY_TIMEOUT)."""
+
+    git_author: str = "medic <medic@localhost>"
+    """Author and committer of fix commits (MEDIC_GIT_AUTHOR), as ``Name <email>``."""
+
     extra: Mapping[str, str] = field(default_factory=dict)
     """Unused environment variables that start with MEDIC_, kept for ``medic doctor``."""
 
@@ -169,6 +233,21 @@ class Settings:
                 "MEDIC_DATABASE_URL must be a libpq URL like "
                 "postgresql://medic:secret@db:5432/medic."
             )
+        for var, value, least in (
+            ("MEDIC_LLM_DAILY_TOKENS", self.llm_daily_tokens, 0),
+            ("MEDIC_LLM_INCIDENT_TOKENS", self.llm_incident_tokens, 1),
+            ("MEDIC_LLM_INCIDENT_CALLS", self.llm_incident_calls, 1),
+            ("MEDIC_LLM_MAX_STEPS", self.llm_max_steps, 1),
+            ("MEDIC_LLM_MAX_RETRIES", self.llm_max_retries, 0),
+            ("MEDIC_FIX_MAX_FILES", self.fix_max_files, 1),
+            ("MEDIC_FIX_MAX_LINES", self.fix_max_lines, 1),
+        ):
+            if value < least:
+                raise ConfigError(f"{var} must be at least {least}.")
+        if not re.fullmatch(r"[^<>]+ <[^<>\s]+>", self.git_author):
+            raise ConfigError(
+                f"MEDIC_GIT_AUTHOR must look like 'Name <email>', not {self.git_author!r}."
+            )
         if self.log_format not in ("text", "json"):
             raise ConfigError(f"MEDIC_LOG_FORMAT must be text or json, not {self.log_format!r}.")
         if self.log_level.upper() not in ("TRACE", "DEBUG", "INFO", "WARNING", "ERROR"):
@@ -195,7 +274,7 @@ def _convert(name: str, var: str, raw: str) -> object:
             if text.lower() in _BOOL_FALSE:
                 return False
             raise ValueError("write true or false")
-        if annotation == "Path":
+        if annotation in ("Path", "Path | None"):
             return Path(text)
     except ValueError as e:
         raise ConfigError(f"{var}={raw!r} is not valid: {e}.") from e

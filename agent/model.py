@@ -471,3 +471,122 @@ class Incident:
     @property
     def is_active(self) -> bool:
         return self.status in ACTIVE_STATUSES
+
+
+# --- escalation: diagnoses and fixes ------------------------------------------------------
+
+DiagnosisId = NewType("DiagnosisId", str)
+FixId = NewType("FixId", str)
+
+
+class Confidence(StrEnum):
+    """How sure a diagnosis is of its root cause."""
+
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+
+
+class DiagnosisSource(StrEnum):
+    """Who diagnosed: medic's built-in rules, or the LLM."""
+
+    RULES = "rules"
+    LLM = "llm"
+
+
+@dataclass(frozen=True)
+class Edit:
+    """One exact search/replace edit of one file, as proposed: untrusted until checked.
+
+    ``old`` must occur exactly once in the file; an empty ``old`` creates a new file.
+    """
+
+    path: str
+    old: str
+    new: str
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """What is wrong with an escalated incident's container, and why, by one source.
+
+    ``case_file`` is the exact, redacted text that was sent (or, for the rules, read),
+    kept so a person can audit what left the host. ``rule_id`` is the rule that
+    matched (``unknown`` when none did); for an LLM diagnosis it is the rule hint given.
+    """
+
+    id: DiagnosisId
+    incident_id: IncidentId
+    source: DiagnosisSource
+    created_at: datetime
+    summary: str
+    root_cause: str
+    confidence: Confidence
+    evidence: tuple[str, ...] = ()
+    rule_id: str | None = None
+    model: str | None = None
+    edits: tuple[Edit, ...] = ()
+    no_edits_reason: str | None = None
+    case_file: str = ""
+    fingerprint: str = ""
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    error: str | None = None
+    reused_from: DiagnosisId | None = None
+
+
+class FixStatus(StrEnum):
+    """Where a proposed fix is in its review."""
+
+    PROPOSED = "proposed"
+    REFUSED = "refused"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+
+
+@dataclass(frozen=True)
+class Verification:
+    """What medic found when it tried a fix branch before a person looks at it.
+
+    ``built`` is None when the service has no build context in the repository;
+    ``exit_status`` is None when no MEDIC_VERIFY_CMD is set.
+    """
+
+    built: bool | None = None
+    build_log: str = ""
+    command: str | None = None
+    exit_status: int | None = None
+    output: str = ""
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.built is not False and self.exit_status in (None, 0) and self.error is None
+
+
+@dataclass(frozen=True)
+class Fix:
+    """A diagnosis's edits turned into a git branch for a person to approve, or refused."""
+
+    id: FixId
+    incident_id: IncidentId
+    diagnosis_id: DiagnosisId
+    status: FixStatus
+    created_at: datetime
+    summary: str
+    files: tuple[str, ...] = ()
+    branch: str | None = None
+    base: str | None = None
+    """The commit the branch was made on (the repository's HEAD then)."""
+    base_branch: str | None = None
+    """The branch checked out when the fix was made; approving merges into it."""
+    commit: str | None = None
+    refusal_reasons: tuple[str, ...] = ()
+    verification: Verification | None = None
+    pushed_to: str | None = None
+    push_error: str | None = None
+    decided_at: datetime | None = None
+    decided_by: str | None = None
+    reason: str | None = None

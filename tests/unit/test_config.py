@@ -35,6 +35,23 @@ def test_defaults_are_pinned() -> None:
     assert s.notify_urls == ""
     assert s.notify_targets == []
     assert s.notify_limit == 6
+    assert s.llm_model == "claude-sonnet-5-5"
+    assert s.llm_daily_tokens == 1_000_000
+    assert s.llm_incident_tokens == 150_000
+    assert s.llm_incident_calls == 12
+    assert s.llm_max_steps == 8
+    assert s.llm_timeout == 120.0
+    assert s.llm_max_retries == 2
+    assert s.diagnosis_window == 86400.0
+    assert s.redact == ""
+    assert s.repo is None
+    assert s.fix_paths == ""
+    assert s.fix_max_files == 5
+    assert s.fix_max_lines == 200
+    assert s.fix_remote is None
+    assert s.verify_cmd is None
+    assert s.verify_timeout == 600.0
+    assert s.git_author == "medic <medic@localhost>"
 
 
 def test_store_settings_are_read_from_the_environment() -> None:
@@ -114,3 +131,35 @@ def test_http_port_zero_turns_the_server_off_and_other_values_are_checked() -> N
     assert Settings.from_env({"MEDIC_HTTP_PORT": "0"}).http_port == 0
     with pytest.raises(ConfigError, match="MEDIC_HTTP_PORT"):
         Settings.from_env({"MEDIC_HTTP_PORT": "70000"})
+
+
+def test_escalation_settings_are_read_from_the_environment() -> None:
+    s = Settings.from_env(
+        {
+            "MEDIC_LLM_MODEL": "claude-opus-5",
+            "MEDIC_LLM_DAILY_TOKENS": "5000",
+            "MEDIC_REPO": "/srv/shop",
+            "MEDIC_FIX_PATHS": "app/**, compose.yml",
+            "MEDIC_VERIFY_CMD": "pytest -q",
+            "MEDIC_DIAGNOSIS_WINDOW": "6h",
+        }
+    )
+    assert s.llm_model == "claude-opus-5"
+    assert s.llm_daily_tokens == 5000
+    assert s.repo == Path("/srv/shop")
+    assert s.fix_paths == "app/**, compose.yml"
+    assert s.verify_cmd == "pytest -q"
+    assert s.diagnosis_window == 6 * 3600.0
+
+
+@pytest.mark.parametrize(
+    ("var", "value", "says"),
+    [
+        ("MEDIC_FIX_MAX_FILES", "0", "MEDIC_FIX_MAX_FILES must be at least 1"),
+        ("MEDIC_LLM_MAX_STEPS", "0", "MEDIC_LLM_MAX_STEPS must be at least 1"),
+        ("MEDIC_GIT_AUTHOR", "medic", "MEDIC_GIT_AUTHOR must look like 'Name <email>'"),
+    ],
+)
+def test_bad_escalation_settings_say_what_to_write(var: str, value: str, says: str) -> None:
+    with pytest.raises(ConfigError, match=says):
+        Settings.from_env({var: value})
