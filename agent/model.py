@@ -551,11 +551,13 @@ class Verification:
     """What medic found when it tried a fix branch before a person looks at it.
 
     ``built`` is None when the service has no build context in the repository;
-    ``exit_status`` is None when no MEDIC_VERIFY_CMD is set.
+    ``exit_status`` is None when no MEDIC_VERIFY_CMD is set. ``image`` is the candidate
+    image's tag when one was built (``medic-candidate/<service>:<fix short id>``).
     """
 
     built: bool | None = None
     build_log: str = ""
+    image: str | None = None
     command: str | None = None
     exit_status: int | None = None
     output: str = ""
