@@ -87,6 +87,8 @@ class RepoFacts:
     modes: Mapping[str, str]
     contents: Mapping[str, bytes] = field(default_factory=dict)
     ignored: frozenset[str] = frozenset()
+    oversized: frozenset[str] = frozenset()
+    """Tracked files larger than MAX_FILE_BYTES, left out of ``contents``."""
 
     def is_directory(self, path: str) -> bool:
         prefix = path + "/"
@@ -253,6 +255,13 @@ def path_refusals(path: str, facts: RepoFacts, policy: Policy, *, creates: bool)
     return problems
 
 
+def plausible_path(path: str) -> bool:
+    """Whether ``path`` is a normal relative path outside .git, safe to ask git about."""
+    if _path_syntax(path) is not None:
+        return False
+    return all(part.lower() != ".git" for part in path.split("/"))
+
+
 def _path_syntax(path: str) -> tuple[str, str] | None:
     if not path:
         return "path_empty", "is empty; an edit must name a file."
@@ -340,6 +349,10 @@ def _apply(
     before: bytes | None = None
     text: str | None = None
     if mode is not None:
+        if path in facts.oversized:
+            return None, [
+                Refusal("file_too_large", f"{shown} is larger than {MAX_FILE_BYTES} bytes.", path)
+            ]
         raw = facts.contents.get(path)
         if raw is None:
             return None, [
@@ -481,16 +494,40 @@ def parse_problem(path: str, text: str) -> Refusal | None:
 # --- messages for the model -------------------------------------------------------------------
 
 
-def review_messages(edits: Sequence[Edit], contents: Mapping[str, str | None]) -> list[str]:
+def review_edits(edits: Sequence[Edit], facts: RepoFacts, policy: Policy) -> list[str]:
+    """The messages for the model about its edits: a refused path says why, an ``old``
+    that does not match once says where the nearest match is. Empty when all is well."""
+    refused: dict[str, str] = {}
+    contents: dict[str, str | None] = {}
+    for path in dict.fromkeys(e.path for e in edits):
+        problems = path_refusals(path, facts, policy, creates=_creates(edits, path, facts))
+        if problems:
+            refused[path] = " ".join(p.message for p in problems)
+            continue
+        raw = facts.contents.get(path)
+        contents[path] = None if raw is None else _decode(raw)
+    return review_messages(edits, contents, refused=refused)
+
+
+def review_messages(
+    edits: Sequence[Edit],
+    contents: Mapping[str, str | None],
+    *,
+    refused: Mapping[str, str] | None = None,
+) -> list[str]:
     """One message per edit whose ``old`` text does not occur exactly once in its file.
 
     ``contents`` maps each path to the file's text at the base commit (None: no such
-    file). Several edits of one file apply in order, as ``check_edits`` applies them.
-    The messages go back to the model so that it may resend the failed edits once.
+    file); ``refused`` maps paths that may not be written to the sentence saying why.
+    Several edits of one file apply in order, as ``check_edits`` applies them. The
+    messages go back to the model so that it may resend the failed edits once.
     """
     messages: list[str] = []
     texts: dict[str, str | None] = {}
     for number, edit in enumerate(edits, 1):
+        if refused and edit.path in refused:
+            messages.append(f"edit {number}: {refused[edit.path]}")
+            continue
         if edit.path not in texts:
             texts[edit.path] = contents.get(edit.path)
         text = texts[edit.path]

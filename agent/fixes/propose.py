@@ -1,0 +1,297 @@
+"""A diagnosis's edits turned into a fix: checked, committed to a branch, verified, pushed.
+
+``make_fix`` is the one entry point. It reads what the guardrails need from the
+repository at its current HEAD, and when any check fails it returns a refused Fix
+with every reason and writes nothing to the repository: no object, no ref. Otherwise
+it commits the edits with a temporary index onto ``medic/fix-<incident>-<service>``
+(never overwriting a branch of that name), verifies the branch, and pushes it when
+MEDIC_FIX_REMOTE names a remote. A failed verification or push is recorded on the
+fix; the branch stays for a person to look at.
+
+``edit_reviewer`` gives the diagnosis client the callback with which the model learns
+which of its edits failed and why, so that it may resend them once.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+
+from loguru import logger
+
+from agent.clock import Clock
+from agent.config import Settings
+from agent.docker_gateway import DockerGateway
+from agent.errors import MedicError
+from agent.fixes.git import Git, NewFile, Person, TreeEntry
+from agent.fixes.guardrails import (
+    MAX_FILE_BYTES,
+    REGULAR_MODES,
+    Checked,
+    Policy,
+    RepoFacts,
+    check_edits,
+    describe,
+    plausible_path,
+    review_edits,
+)
+from agent.fixes.refusal import Refusal
+from agent.fixes.verify import VerifyRequest, candidate_tag, verify_fix
+from agent.model import Diagnosis, Edit, Fix, FixId, FixStatus, Incident, Verification
+
+
+@dataclass(frozen=True)
+class FixOptions:
+    """The settings a fix is made with (from MEDIC_FIX_* and friends)."""
+
+    policy: Policy
+    author: Person
+    remote: str | None = None
+    verify_cmd: str | None = None
+    verify_timeout: float = 600.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> FixOptions:
+        return cls(
+            policy=Policy.from_text(
+                settings.fix_paths,
+                max_files=settings.fix_max_files,
+                max_lines=settings.fix_max_lines,
+            ),
+            author=Person.parse(settings.git_author),
+            remote=settings.fix_remote,
+            verify_cmd=settings.verify_cmd,
+            verify_timeout=settings.verify_timeout,
+        )
+
+
+def new_fix_id() -> FixId:
+    return FixId(uuid.uuid4().hex)
+
+
+def branch_name(incident: Incident) -> str:
+    """``medic/fix-<incident short id>-<service>``."""
+    who = incident.container.service or incident.container.name
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", who).strip(".-")[:40] or "service"
+    return f"medic/fix-{incident.id[:8]}-{slug}"
+
+
+def read_facts(git: Git, commit: str, edits: Sequence[Edit]) -> RepoFacts:
+    """What the guardrails need from ``commit``: its files and modes, the contents of the
+    regular files the edits name, and which of those paths git ignores."""
+    tree = git.tree(commit)
+    named = [
+        p
+        for p in dict.fromkeys(e.path for e in edits)
+        if plausible_path(p) and not _under_a_file(p, tree)
+    ]
+    contents: dict[str, bytes] = {}
+    oversized: set[str] = set()
+    for path in named:
+        entry = tree.get(path)
+        if entry is None or entry.mode not in REGULAR_MODES:
+            continue
+        if entry.size is not None and entry.size > MAX_FILE_BYTES:
+            oversized.add(path)
+            continue
+        contents[path] = git.blob(entry.sha)
+    return RepoFacts(
+        modes={path: entry.mode for path, entry in tree.items()},
+        contents=contents,
+        ignored=git.ignored(named),
+        oversized=frozenset(oversized),
+    )
+
+
+def _under_a_file(path: str, tree: Mapping[str, TreeEntry]) -> bool:
+    # git check-ignore refuses paths beyond a symbolic link; the guardrails refuse them anyway.
+    parts = path.split("/")
+    return any("/".join(parts[:depth]) in tree for depth in range(1, len(parts)))
+
+
+def edit_reviewer(git: Git, options: FixOptions) -> Callable[[Sequence[Edit]], Sequence[str]]:
+    """The callback for the diagnosis client: per failed edit, one message for the model
+    (a refused path and why, or an ``old`` that does not match once and the nearest
+    match). Reads the repository at its HEAD each time it is called."""
+
+    def review(edits: Sequence[Edit]) -> Sequence[str]:
+        head = git.head()
+        if head is None:
+            return ["the repository has no commit yet, so no edit can apply"]
+        return review_edits(edits, read_facts(git, head, edits), options.policy)
+
+    return review
+
+
+def make_fix(
+    diagnosis: Diagnosis,
+    incident: Incident,
+    *,
+    git: Git,
+    options: FixOptions,
+    clock: Clock,
+    gateway: DockerGateway | None = None,
+    labels: Mapping[str, str] | None = None,
+    fix_id: FixId | None = None,
+) -> Fix:
+    """Check ``diagnosis.edits`` and make the fix branch, or a refused Fix saying why.
+
+    ``gateway`` and ``labels`` (the service container's compose labels) let medic build
+    the service's image from the branch; without them only MEDIC_VERIFY_CMD runs.
+    Raises FixError only when git itself fails; a bad proposal is never an error.
+    """
+    fix_id = fix_id or new_fix_id()
+    now = clock.now()
+    base = git.head()
+    base_branch = git.current_branch()
+    paths = tuple(dict.fromkeys(e.path for e in diagnosis.edits))
+    fix = Fix(
+        id=fix_id,
+        incident_id=incident.id,
+        diagnosis_id=diagnosis.id,
+        status=FixStatus.PROPOSED,
+        created_at=now,
+        summary=diagnosis.summary,
+        files=paths,
+        base=base,
+        base_branch=base_branch,
+    )
+    if base is None:
+        return _refuse(fix, [Refusal("no_base", "The repository has no commit to build a fix on.")])
+    checked = check_edits(diagnosis.edits, read_facts(git, base, diagnosis.edits), options.policy)
+    if not checked.ok:
+        return _refuse(fix, checked.refusals)
+    branch = branch_name(incident)
+    exists = _branch_exists_refusal(git, branch)
+    if exists is not None:
+        return _refuse(fix, [exists])
+    commit = git.create_commit(
+        base=base,
+        files=[NewFile(c.path, c.after, c.mode) for c in checked.changes],
+        message=commit_message(diagnosis, incident, checked),
+        author=options.author,
+        when=now,
+    )
+    try:
+        git.create_branch(branch, commit)
+    except MedicError:
+        # Made by someone else between the check and now; the commit stays unreferenced.
+        exists = _branch_exists_refusal(git, branch)
+        if exists is None:
+            raise
+        return _refuse(fix, [exists])
+    fix = replace(fix, branch=branch, commit=commit, files=checked.files)
+    logger.info(
+        "Fix {} for incident {} is on branch {} ({}), changing {}.",
+        fix_id[:8],
+        incident.id[:8],
+        branch,
+        commit[:12],
+        ", ".join(checked.files),
+    )
+    verification = _verify(fix, incident, git=git, options=options, gateway=gateway, labels=labels)
+    pushed_to, push_error = _push(branch, git=git, remote=options.remote)
+    return replace(fix, verification=verification, pushed_to=pushed_to, push_error=push_error)
+
+
+def commit_message(diagnosis: Diagnosis, incident: Incident, checked: Checked) -> str:
+    """The fix commit's message: the diagnosis summary and root cause, then the facts a
+    reviewer needs to find the incident and the diagnosis behind it."""
+    summary = _one_line(diagnosis.summary)[:72] or "fix proposed by medic"
+    root_cause = _clean(diagnosis.root_cause)
+    service = incident.container.service or incident.container.name
+    return (
+        f"{summary}\n\n"
+        f"Root cause: {root_cause}\n\n"
+        f"Incident: {incident.id} ({incident.signal} on {service})\n"
+        f"Diagnosis: {diagnosis.id} ({diagnosis.source}, confidence {diagnosis.confidence})\n"
+        f"Model: {diagnosis.model or '-'}\n"
+        f"Rule: {diagnosis.rule_id or '-'}\n"
+        f"Files: {', '.join(checked.files)}\n"
+        "\n"
+        "Proposed by medic; a person approves or rejects it with `medic fixes`.\n"
+    )
+
+
+def _refuse(fix: Fix, refusals: Sequence[Refusal]) -> Fix:
+    logger.warning(
+        "The fix proposed for incident {} is refused: {}",
+        fix.incident_id[:8],
+        "; ".join(r.message for r in refusals),
+    )
+    return replace(fix, status=FixStatus.REFUSED, refusal_reasons=describe(refusals))
+
+
+def _branch_exists_refusal(git: Git, branch: str) -> Refusal | None:
+    if not git.is_valid_branch_name(branch):
+        return Refusal("branch_invalid", f"{branch} is not a valid git branch name.")
+    if git.branch_commit(branch) is None:
+        return None
+    return Refusal(
+        "branch_exists",
+        f"The branch {branch} exists already; medic never overwrites a branch. Approve or "
+        "reject the fix on it first.",
+    )
+
+
+def _verify(
+    fix: Fix,
+    incident: Incident,
+    *,
+    git: Git,
+    options: FixOptions,
+    gateway: DockerGateway | None,
+    labels: Mapping[str, str] | None,
+) -> Verification:
+    assert fix.commit is not None
+    service = incident.container.service
+    request = VerifyRequest(
+        commit=fix.commit,
+        tag=candidate_tag(service, fix.id),
+        service=service,
+        labels=labels,
+        command=options.verify_cmd,
+        timeout=options.verify_timeout,
+    )
+    try:
+        verification = verify_fix(request, git=git, gateway=gateway)
+    except MedicError as e:
+        logger.warning("Verifying fix {} failed: {}.", fix.id[:8], e)
+        return Verification(error=f"verification could not run: {e}")
+    if not verification.ok:
+        logger.warning(
+            "Fix {} on {} did not pass verification; the branch stays for a person to see.",
+            fix.id[:8],
+            fix.branch,
+        )
+    return verification
+
+
+def _push(branch: str, *, git: Git, remote: str | None) -> tuple[str | None, str | None]:
+    if not remote:
+        return None, None
+    try:
+        if not git.remote_exists(remote):
+            return (
+                None,
+                f"MEDIC_FIX_REMOTE names {remote!r}, which is not a remote of the repository",
+            )
+        git.push(remote, branch)
+    except MedicError as e:
+        logger.warning("Pushing {} to {} failed; the local branch stays: {}.", branch, remote, e)
+        return None, str(e)
+    logger.info("Fix branch {} is pushed to {}.", branch, remote)
+    return remote, None
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def _clean(text: str) -> str:
+    return _CONTROL.sub("", text).strip()
+
+
+def _one_line(text: str) -> str:
+    return " ".join(_clean(text).split())
