@@ -164,7 +164,13 @@ _VALUE_PATTERNS: tuple[tuple[str, re.Pattern[str], int], ...] = (
         re.compile(r"(?i)\b(?:bearer|token|basic|digest)\s+([A-Za-z0-9._~+/-]{12,}=*)"),
         1,
     ),
-    ("URL_PASSWORD", re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@\"']+:([^\s@/\"']+)@"), 1),
+    (
+        "URL_PASSWORD",
+        re.compile(
+            r"(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]{0,30}://[^\s:/@\"']+:([^\s@/\"']+)@"
+        ),
+        1,
+    ),
 )
 
 #: ``password=hunter2``, ``"apiKey": "abc"``: a secret-looking name, ``=`` or ``:``, a value.
