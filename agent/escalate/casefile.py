@@ -165,6 +165,9 @@ class CaseFile:
     notes: tuple[str, ...] = ()
     evidence: Mapping[str, str] = field(default_factory=dict)
     """The incident's latest finding evidence, as text (``memory_peak`` among others)."""
+    redactor: Redactor = field(default_factory=Redactor, compare=False, repr=False)
+    """The redactor the case file was built with; anything else sent with it (files the
+    model reads) passes it too."""
 
     # --- lines the rules quote; ``render`` prints exactly these ----------------------
 
@@ -372,6 +375,7 @@ def build_case_file(
         services=_services(siblings, compose, service_name, depended, one_shots),
         notes=tuple(r(n) for n in notes),
         evidence={str(k): _clip(r(str(v)), 200) for k, v in latest.items()},
+        redactor=redactor,
     )
 
 
