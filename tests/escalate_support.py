@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from agent.errors import ContainerGone
 from agent.escalate.casefile import CaseFile, build_case_file
 from agent.model import (
     PROJECT_LABEL,
@@ -82,3 +84,28 @@ def case_from_fixture(name: str, **overrides: Any) -> CaseFile:
     }
     args.update(overrides)
     return build_case_file(**args)
+
+
+class FixtureSource:
+    """The evidence source over one captured fixture, counting what it was asked."""
+
+    def __init__(self, data: dict[str, Any], *, gone: bool = False) -> None:
+        self.data = data
+        self.gone = gone
+        self.tail_requests: list[int] = []
+
+    def inspect_attrs(self, container_id: str) -> Mapping[str, Any]:
+        if self.gone:
+            raise ContainerGone("Inspecting container x: the container no longer exists.")
+        attrs: Mapping[str, Any] = self.data["inspect"]
+        return attrs
+
+    def log_tail(self, container_id: str, *, lines: int) -> list[str]:
+        self.tail_requests.append(lines)
+        return list(self.data["logs"])[-lines:]
+
+    def project_containers(self, project: str) -> Sequence[SiblingRecord]:
+        return [
+            SiblingRecord(s["name"], s["service"], State(s["state"]), s["exit_code"])
+            for s in self.data["siblings"]
+        ]

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
-from escalate_support import SiblingRecord, case_from_fixture, incident_for, load_fixture
+from escalate_support import FixtureSource, case_from_fixture, incident_for, load_fixture
 
 from agent.compose import CONFIG_FILES_LABEL, WORKING_DIR_LABEL
-from agent.errors import ContainerGone
 from agent.escalate.casefile import (
     LOG_BYTES,
     LOG_LINES,
@@ -93,28 +90,6 @@ def test_medic_redact_patterns_apply_to_the_case_file() -> None:
         redact_patterns=parse_patterns("ACME-[0-9]{6}"),
     )
     assert "ACME-123456" not in case.render()
-
-
-class FixtureSource:
-    """The evidence source over one captured fixture, counting what it was asked."""
-
-    def __init__(self, data: dict[str, Any], *, gone: bool = False) -> None:
-        self.data = data
-        self.gone = gone
-        self.tail_requests: list[int] = []
-
-    def inspect_attrs(self, container_id: str) -> Mapping[str, Any]:
-        if self.gone:
-            raise ContainerGone("Inspecting container x: the container no longer exists.")
-        attrs: Mapping[str, Any] = self.data["inspect"]
-        return attrs
-
-    def log_tail(self, container_id: str, *, lines: int) -> list[str]:
-        self.tail_requests.append(lines)
-        return list(self.data["logs"])[-lines:]
-
-    def project_containers(self, project: str) -> Sequence[SiblingRecord]:
-        return []
 
 
 def test_gather_notes_missing_compose_files_and_reads_only_the_tail(tmp_path: Path) -> None:
