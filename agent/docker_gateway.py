@@ -950,3 +950,29 @@ class DockerSDKGateway(DockerGateway):
 
     def close(self) -> None:
         self._client.close()
+
+    # --- evidence for a case file (agent/escalate/casefile.py's EvidenceSource) ----------
+
+    def inspect_attrs(self, container_id: str) -> Mapping[str, Any]:
+        """The raw inspect JSON of one container (one request)."""
+        attrs: Mapping[str, Any] = self._call(
+            f"Inspecting container {container_id[:12]}",
+            self._api.inspect_container,
+            container_id,
+        )
+        return attrs
+
+    def log_tail(self, container_id: str, *, lines: int) -> list[str]:
+        """The last ``lines`` log lines, stdout and stderr, read with the engine's ``tail``
+        so that a container with gigabytes of logs costs no more than one with a few."""
+        raw = self._call(
+            f"Reading the log of container {container_id[:12]}",
+            self._api.logs,
+            container_id,
+            stdout=True,
+            stderr=True,
+            timestamps=False,
+            tail=max(lines, 1),
+        )
+        text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else str(raw)
+        return text.splitlines()

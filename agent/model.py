@@ -535,6 +535,9 @@ class Diagnosis:
     cache_read_input_tokens: int = 0
     error: str | None = None
     reused_from: DiagnosisId | None = None
+    unverified_evidence: tuple[str, ...] = ()
+    """Evidence quotes that were not found verbatim in what the model was shown; when
+    there are any, ``confidence`` has been lowered to ``low``."""
 
 
 class FixStatus(StrEnum):

@@ -1,0 +1,317 @@
+"""Diagnosing incidents: on demand (``DiagnosisService``) and off the healing path
+(``DiagnosisWorker``, the recorder's escalation hook).
+
+One diagnosis is: gather the case file; run the rules (always, recorded); then,
+when an LLM is configured and asked for, reuse an earlier diagnosis of the same
+failure fingerprint within the window, or refuse when the daily budget is spent, or
+ask Claude within the per-incident caps. Every outcome (Claude's answer, a reuse,
+an API failure) is recorded with the case file that was sent, and the rule
+diagnosis stands whatever happens to the call.
+"""
+
+from __future__ import annotations
+
+import queue
+import re
+import threading
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import timedelta
+
+from loguru import logger
+
+from agent.clock import SYSTEM_CLOCK, Clock
+from agent.escalate.budget import daily_refusal, day_start, fingerprint, window_start
+from agent.escalate.casefile import EvidenceSource, gather
+from agent.escalate.claude import ClaudeDiagnoser, LLMError
+from agent.escalate.rules import diagnose as rule_diagnose
+from agent.escalate.store import DiagnosisStore
+from agent.model import (
+    Confidence,
+    Diagnosis,
+    DiagnosisId,
+    DiagnosisSource,
+    Incident,
+    IncidentId,
+)
+from agent.store.base import IncidentStore
+
+
+def new_diagnosis_id() -> DiagnosisId:
+    return DiagnosisId(uuid.uuid4().hex)
+
+
+@dataclass(frozen=True)
+class DiagnosisResult:
+    """One run of ``DiagnosisService.diagnose``: what ``medic diagnose`` prints."""
+
+    incident_id: IncidentId
+    rule: Diagnosis
+    llm: Diagnosis | None = None
+    reused_from: DiagnosisId | None = None
+    error: str | None = None
+
+
+class DiagnosisService:
+    """Diagnoses one incident on demand, whatever its status, and records the result."""
+
+    def __init__(
+        self,
+        *,
+        incidents: IncidentStore,
+        diagnoses: DiagnosisStore,
+        source: EvidenceSource,
+        llm: ClaudeDiagnoser | None = None,
+        daily_tokens: int = 1_000_000,
+        window: float = 86400.0,
+        repo_head: Callable[[], str | None] = lambda: None,
+        redact_patterns: Sequence[re.Pattern[str]] = (),
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        self.incidents = incidents
+        self.diagnoses = diagnoses
+        self.source = source
+        self.llm = llm
+        self.daily_tokens = daily_tokens
+        self.window = window
+        self.repo_head = repo_head
+        self.redact_patterns = tuple(redact_patterns)
+        self.clock = clock
+
+    def diagnose(self, incident_id: str, *, use_llm: bool = True) -> DiagnosisResult:
+        """Rules always; Claude when configured, asked for, and the budgets allow."""
+        incident = self.incidents.get(incident_id)
+        case = gather(
+            incident=incident,
+            source=self.source,
+            store=self.incidents,
+            diagnoses_of=self.diagnoses.diagnoses,
+            redact_patterns=self.redact_patterns,
+        )
+        text = case.render()
+        now = self.clock.now()
+        model = self.llm.model if self.llm is not None else "-"
+        fp = fingerprint(case, repo_head=self.repo_head(), model=model).key
+        rule = rule_diagnose(case)
+        rule_record = Diagnosis(
+            id=new_diagnosis_id(),
+            incident_id=incident.id,
+            source=DiagnosisSource.RULES,
+            created_at=now,
+            summary=rule.summary,
+            root_cause=rule.root_cause,
+            confidence=rule.confidence,
+            evidence=rule.evidence,
+            rule_id=rule.rule_id,
+            case_file=text,
+            fingerprint=fp,
+        )
+        self.diagnoses.record(rule_record)
+        logger.info(
+            "Incident {} ({}) was diagnosed by the rules as {}: {}",
+            incident.id[:12],
+            incident.container.label,
+            rule.rule_id,
+            rule.summary,
+        )
+        if not use_llm or self.llm is None:
+            return DiagnosisResult(incident_id=incident.id, rule=rule_record)
+
+        earlier = self.diagnoses.find_reusable(fp, since=window_start(now, self.window))
+        if earlier is not None:
+            return self._reuse(incident, rule_record, earlier)
+        spent = self.diagnoses.tokens_since(day_start(now))
+        refusal = daily_refusal(spent=spent, daily_tokens=self.daily_tokens)
+        if refusal is not None:
+            logger.warning("Incident {}: {}", incident.id[:12], refusal)
+            return DiagnosisResult(incident_id=incident.id, rule=rule_record, error=refusal)
+
+        limits = self.llm.limits
+        llm = replace(
+            self.llm,
+            limits=replace(
+                limits, incident_tokens=min(limits.incident_tokens, self.daily_tokens - spent)
+            ),
+        )
+        base = Diagnosis(
+            id=new_diagnosis_id(),
+            incident_id=incident.id,
+            source=DiagnosisSource.LLM,
+            created_at=now,
+            summary="",
+            root_cause="",
+            confidence=Confidence.LOW,
+            rule_id=rule.rule_id,
+            model=llm.model,
+            case_file=text,
+            fingerprint=fp,
+        )
+        try:
+            answer = llm.diagnose(case, rule)
+        except LLMError as e:
+            usage = e.usage
+            failed = replace(
+                base,
+                created_at=self.clock.now(),
+                summary="Claude gave no diagnosis; the rule diagnosis stands.",
+                error=str(e),
+                input_tokens=usage.input_tokens,
+                output_tokens=usage.output_tokens,
+                cache_creation_input_tokens=usage.cache_creation_input_tokens,
+                cache_read_input_tokens=usage.cache_read_input_tokens,
+            )
+            self.diagnoses.record(failed)
+            logger.warning(
+                "Claude could not diagnose incident {} ({}); the rule diagnosis stands and the "
+                "same failure is not sent again for {:g} s.",
+                incident.id[:12],
+                e,
+                self.window,
+            )
+            return DiagnosisResult(
+                incident_id=incident.id, rule=rule_record, llm=failed, error=str(e)
+            )
+        usage = answer.usage
+        record = replace(
+            base,
+            created_at=self.clock.now(),
+            summary=answer.summary,
+            root_cause=answer.root_cause,
+            confidence=answer.confidence,
+            evidence=answer.evidence,
+            edits=answer.edits,
+            no_edits_reason=answer.no_edits_reason,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cache_creation_input_tokens=usage.cache_creation_input_tokens,
+            cache_read_input_tokens=usage.cache_read_input_tokens,
+            unverified_evidence=answer.unverified_evidence,
+        )
+        self.diagnoses.record(record)
+        logger.info(
+            "Claude diagnosed incident {} ({} tokens in {} calls): {}",
+            incident.id[:12],
+            usage.total,
+            usage.calls,
+            answer.summary,
+        )
+        return DiagnosisResult(incident_id=incident.id, rule=rule_record, llm=record)
+
+    def _reuse(self, incident: Incident, rule: Diagnosis, earlier: Diagnosis) -> DiagnosisResult:
+        until = earlier.created_at + timedelta(seconds=self.window)
+        if earlier.error is not None:
+            error = (
+                f"Claude was not asked: the same failure's call failed at "
+                f"{earlier.created_at:%Y-%m-%d %H:%M:%S} UTC ({earlier.error}); it is not "
+                f"retried before {until:%Y-%m-%d %H:%M:%S} UTC."
+            )
+            return DiagnosisResult(
+                incident_id=incident.id, rule=rule, reused_from=earlier.id, error=error
+            )
+        copy = replace(
+            earlier,
+            id=new_diagnosis_id(),
+            incident_id=incident.id,
+            created_at=rule.created_at,
+            reused_from=earlier.id,
+            case_file=rule.case_file,
+            input_tokens=0,
+            output_tokens=0,
+            cache_creation_input_tokens=0,
+            cache_read_input_tokens=0,
+        )
+        self.diagnoses.record(copy)
+        logger.info(
+            "Incident {} has the same failure fingerprint as incident {}; its diagnosis is "
+            "reused and Claude is not asked again.",
+            incident.id[:12],
+            earlier.incident_id[:12],
+        )
+        return DiagnosisResult(incident_id=incident.id, rule=rule, llm=copy, reused_from=earlier.id)
+
+
+_STOP = object()
+
+
+class DiagnosisWorker:
+    """The escalation hook: queues escalated incidents and diagnoses them on its own thread,
+    so the decision thread and healing never wait for a diagnosis."""
+
+    def __init__(self, service: DiagnosisService, *, clock: Clock = SYSTEM_CLOCK) -> None:
+        self.service = service
+        self.clock = clock
+        self._queue: queue.Queue[object] = queue.Queue()
+        self._current: IncidentId | None = None
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="diagnosis", daemon=True)
+        self._thread.start()
+
+    def escalated(self, incident: Incident) -> None:
+        """Queue ``incident`` for diagnosis and return at once."""
+        self._queue.put(incident.id)
+        logger.info(
+            "Incident {} ({}) escalated; it is queued for diagnosis.",
+            incident.id[:12],
+            incident.container.label,
+        )
+
+    def close(self, timeout: float) -> None:
+        """Finish the diagnosis under way within ``timeout`` seconds; record what is left
+        (the one under way, if it did not finish, and the queued ones) as abandoned."""
+        self._queue.put(_STOP)
+        self._thread.join(timeout)
+        left: list[IncidentId] = []
+        with self._lock:
+            if self._thread.is_alive() and self._current is not None:
+                left.append(self._current)
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(item, str):
+                left.append(IncidentId(item))
+        for incident_id in left:
+            self._record_abandoned(incident_id)
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                return
+            incident_id = IncidentId(str(item))
+            with self._lock:
+                self._current = incident_id
+            try:
+                self.service.diagnose(incident_id)
+            except Exception as e:
+                logger.exception(
+                    "Diagnosing incident {} failed ({}); the incident stays escalated without "
+                    "a diagnosis. Run medic diagnose {} to try again.",
+                    incident_id[:12],
+                    e,
+                    incident_id[:12],
+                )
+            finally:
+                with self._lock:
+                    self._current = None
+
+    def _record_abandoned(self, incident_id: IncidentId) -> None:
+        source = DiagnosisSource.LLM if self.service.llm is not None else DiagnosisSource.RULES
+        self.service.diagnoses.record(
+            Diagnosis(
+                id=new_diagnosis_id(),
+                incident_id=incident_id,
+                source=source,
+                created_at=self.clock.now(),
+                summary="Diagnosis abandoned: medic stopped before it finished.",
+                root_cause="",
+                confidence=Confidence.LOW,
+                error="abandoned: medic stopped before the diagnosis finished; run medic "
+                "diagnose to diagnose it now",
+            )
+        )
+        logger.warning(
+            "Medic is stopping; the diagnosis of incident {} was abandoned.", incident_id[:12]
+        )

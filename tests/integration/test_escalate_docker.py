@@ -1,0 +1,47 @@
+"""A failure captured live on the real engine, gathered through the real gateway, diagnosed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from escalate_support import incident_for
+from fixtures.escalate.capture import BUSYBOX, Run, wait_exit
+
+from agent.docker_gateway import DockerSDKGateway
+from agent.escalate.casefile import gather
+from agent.escalate.rules import diagnose
+from agent.store.memory import MemoryStore
+
+pytestmark = pytest.mark.docker
+
+
+def test_a_read_only_root_filesystem_is_gathered_and_diagnosed_live(
+    docker_client: Any, busybox_image: str
+) -> None:
+    run = Run(docker_client)
+    try:
+        # Plenty of log lines before the failure: only the tail may be read.
+        script = (
+            "i=0; while [ $i -lt 500 ]; do echo request $i served; i=$((i+1)); done; "
+            "echo starting; mkdir -p /var/run/app"
+        )
+        container = run.container(
+            "app",
+            BUSYBOX,
+            ["sh", "-c", script],
+            read_only=True,
+            environment={"DB_PASSWORD": "Tr0ub4dor&3-horse"},
+        )
+        wait_exit(container)
+        gateway = DockerSDKGateway(docker_client)
+        case = gather(incident=incident_for(container.attrs), source=gateway, store=MemoryStore())
+    finally:
+        run.cleanup()
+    result = diagnose(case)
+    assert result.rule_id == "read_only_filesystem"
+    assert "Read-only root filesystem: true" in result.evidence
+    assert len(case.logs) == 200
+    assert case.logs[-1].endswith("Read-only file system")
+    assert "Tr0ub4dor&3-horse" not in case.render()
+    assert case.services == ()  # the only container of its project
