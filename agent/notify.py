@@ -22,12 +22,13 @@ from abc import ABC, abstractmethod
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
 from loguru import logger
 
+from agent.clock import utcnow
 from agent.errors import ConfigError, MedicError
 
 
@@ -138,7 +139,7 @@ class NotificationQueue(Notifier):
         rate: int = 6,
         per: float = 3600.0,
         max_pending: int = 1000,
-        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        now: Callable[[], datetime] = utcnow,
     ) -> None:
         self._sender = sender
         self._rate = rate

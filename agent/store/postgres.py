@@ -13,8 +13,8 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import psycopg
@@ -24,20 +24,18 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from agent.clock import utcnow
+from agent.codec import CodecError, attempt_from_dict, evidence_entry_from_dict, incident_from_dict
 from agent.errors import StoreError, StoreUnavailable
 from agent.model import (
     ACTIVE_STATUSES,
     Attempt,
-    AttemptId,
-    ContainerId,
-    ContainerRef,
     ContainerSnapshot,
     EvidenceEntry,
     Finding,
     Incident,
     IncidentId,
     IncidentStatus,
-    Signal,
 )
 from agent.store.base import MAX_EVIDENCE, IncidentNotFound, IncidentQuery, new_id, new_incident
 from agent.store.migrate import migrate
@@ -73,10 +71,6 @@ _CONNECT_OPTIONS: dict[str, Any] = {
     "tcp_user_timeout": 15000,
     "application_name": "medic",
 }
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def describe_url(url: str) -> str:
@@ -145,7 +139,7 @@ class PostgresStore(OperationStore):
         migrate: bool = True,
         observation_interval: float = 300.0,
         retention_days: int = 30,
-        now: Callable[[], datetime] = _utcnow,
+        now: Callable[[], datetime] = utcnow,
     ) -> None:
         self._url = url
         self._migrated = not migrate
@@ -217,6 +211,8 @@ class PostgresStore(OperationStore):
                     ) from e
                 except psycopg.Error as e:
                     raise StoreError(f"Postgres refused a change: {_one_line(e)}") from e
+                except CodecError as e:
+                    raise StoreError(f"a row at {self.where} cannot be read: {e}") from e
             raise AssertionError("unreachable")  # pragma: no cover
 
     def describe(self) -> str:
@@ -313,9 +309,7 @@ class PostgresStore(OperationStore):
                 "SELECT * FROM incident_evidence WHERE incident_id = %s ORDER BY observed_at, seq",
                 (row["id"],),
             )
-            entries = [
-                EvidenceEntry(r["observed_at"], r["summary"], r["evidence"]) for r in cur.fetchall()
-            ]
+            entries = [evidence_entry_from_dict(r) for r in cur.fetchall()]
             if len(entries) > MAX_EVIDENCE:
                 entries = [entries[0], *entries[-(MAX_EVIDENCE - 1) :]]
             attempts = _attempts(cur, [row["id"]]).get(row["id"], [])
@@ -440,19 +434,7 @@ def _attempts(cur: Cursor, incident_ids: list[str]) -> dict[str, list[Attempt]]:
     )
     found: dict[str, list[Attempt]] = {}
     for r in cur.fetchall():
-        found.setdefault(r["incident_id"], []).append(
-            Attempt(
-                id=AttemptId(r["id"]),
-                incident_id=IncidentId(r["incident_id"]),
-                playbook=r["playbook"],
-                action=r["action"],
-                started_at=r["started_at"],
-                finished_at=r["finished_at"],
-                ok=r["ok"],
-                error=r["error"],
-                output=r["output"],
-            )
-        )
+        found.setdefault(r["incident_id"], []).append(attempt_from_dict(r))
     return found
 
 
@@ -462,24 +444,13 @@ def _incident(
     evidence: tuple[EvidenceEntry, ...] = (),
     attempts: tuple[Attempt, ...] = (),
 ) -> Incident:
-    return Incident(
-        id=IncidentId(row["id"]),
-        container=ContainerRef(
-            id=ContainerId(row["container_id"]),
-            name=row["container_name"],
-            project=row["project"],
-            service=row["service"],
-        ),
-        signal=Signal(row["signal"]),
-        status=IncidentStatus(row["status"]),
-        opened_at=row["opened_at"],
-        updated_at=row["updated_at"],
-        summary=row["summary"],
-        resolved_at=row["resolved_at"],
-        evidence=evidence,
-        attempts=attempts,
-        note=row["note"],
-    )
+    """An incident row as the codec reads it: the table names the container's name
+    ``container_name``; evidence and attempts come from their own tables."""
+    try:
+        incident = incident_from_dict({**row, "container": row["container_name"]})
+    except CodecError as e:
+        raise StoreError(f"the stored incident {row.get('id')!r} cannot be read: {e}") from e
+    return replace(incident, evidence=evidence, attempts=attempts)
 
 
 def _apply(cur: Cursor, op: Operation) -> None:

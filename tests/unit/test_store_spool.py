@@ -400,3 +400,34 @@ def test_migration_files_are_numbered_plain_sql_and_a_missing_set_is_an_error(
     (tmp_path / "1_oops.sql").write_text("SELECT 1;")
     with pytest.raises(StoreError, match=r"not named like 0001_what\.sql"):
         available(tmp_path)
+
+
+def test_an_open_incident_line_written_before_the_codec_is_still_read() -> None:
+    earlier = (
+        '{"container_id":"' + "c" * 64 + '","container_name":"shop-web-1","entry_id":"e1",'
+        '"evidence":{"exit_code":3},"id":"' + "a" * 32 + '","op":"open_incident",'
+        '"opened_at":"2026-05-01T12:00:00+00:00","project":"shop","service":"web",'
+        '"signal":"exited","status":"open","summary":"shop-web-1 exited with code 3."}'
+    )
+    op = from_json(earlier)
+    assert op == OpenIncident(
+        Incident(
+            id=IncidentId("a" * 32),
+            container=WEB,
+            signal=Signal.EXITED,
+            status=IncidentStatus.OPEN,
+            opened_at=T0,
+            updated_at=T0,
+            summary="shop-web-1 exited with code 3.",
+            evidence=(EvidenceEntry(T0, "shop-web-1 exited with code 3.", {"exit_code": 3}),),
+        ),
+        entry_id="e1",
+    )
+
+
+def test_a_spool_line_with_a_wrong_type_is_named_not_guessed() -> None:
+    line = to_json(RecordAttempt(attempt(IncidentId("a" * 32), T0))).replace(
+        '"ok":true', '"ok":"yes"'
+    )
+    with pytest.raises(BadSpoolLine, match="'ok' must be true or false"):
+        from_json(line)
