@@ -25,6 +25,7 @@ from pathlib import Path
 
 from loguru import logger
 
+from agent.codec import format_duration
 from agent.errors import StoreError, StoreUnavailable
 from agent.model import (
     Attempt,
@@ -89,6 +90,7 @@ class SpoolingStore(IncidentStore):
         self._retrying = False
         self._down = False
         self._seeded = False
+        self._advised_delay: float | None = None
         self._pending: list[Operation] = self._load()
         for op in self._pending:
             self._apply_to_view(op)
@@ -269,6 +271,7 @@ class SpoolingStore(IncidentStore):
         The supervisor's thread does not wait on an unreachable database again and
         again: only the background retry tries it, with backoff.
         """
+        self._advised_delay = error.delay
         if not self._down:
             self._down = True
             pending = f" ({len(self._pending)} pending)" if self._pending else ""
@@ -403,10 +406,19 @@ class SpoolingStore(IncidentStore):
         self._retry = threading.Thread(target=self._retry_loop, name="medic-spool", daemon=True)
         self._retry.start()
 
+    def _next_pause(self, failures: int) -> float:
+        """Seconds before the next try: the database's advice when its error gave one,
+        else the backoff for ``failures`` failed tries. Hold the lock."""
+        if self._advised_delay is not None:
+            return self._advised_delay
+        return self._retry_delays[min(failures, len(self._retry_delays) - 1)]
+
     def _retry_loop(self) -> None:
         failures = 0
         while True:
-            delay = self._retry_delays[min(failures, len(self._retry_delays) - 1)]
+            with self._lock:
+                delay = self._next_pause(failures)
+                self._advised_delay = None
             if self._sleep is not None:
                 self._sleep(delay)
             else:
@@ -419,10 +431,9 @@ class SpoolingStore(IncidentStore):
                     done = self._replay()
                 except StoreError as e:
                     logger.error(
-                        "Writing the spooled incident changes failed: {}. medic tries again "
-                        "in {:g} s.",
+                        "Writing the spooled incident changes failed: {}. medic tries again in {}.",
                         e,
-                        self._retry_delays[min(failures + 1, len(self._retry_delays) - 1)],
+                        format_duration(self._next_pause(failures + 1)),
                     )
                     done = False
                 if done:

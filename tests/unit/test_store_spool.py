@@ -431,3 +431,40 @@ def test_a_spool_line_with_a_wrong_type_is_named_not_guessed() -> None:
     )
     with pytest.raises(BadSpoolLine, match="'ok' must be true or false"):
         from_json(line)
+
+
+class StartingUp(FlakyDatabase):
+    """A database that says how long to wait, as a server still starting up can."""
+
+    def __init__(self, advice: list[float | None]) -> None:
+        super().__init__()
+        self.advice = advice
+
+    def _check(self) -> None:
+        if self.advice:
+            raise StoreUnavailable("the database system is starting up", delay=self.advice.pop(0))
+
+
+def test_the_background_retry_waits_as_long_as_the_database_advises(tmp_path: Path) -> None:
+    db = StartingUp([])
+    pauses: list[float] = []
+    store = SpoolingStore(db, state_dir=tmp_path, retry_delays=(1, 2, 4), sleep=pauses.append)
+    db.advice.extend([7.0, None, 0.5])
+    incident = store.record_finding(finding(T0))
+    wait_for(lambda: store.pending_changes() == 0, timeout=5, message="the spool to be written")
+    store.close()
+    # Advice first (7 s), the own backoff when there is none (2 s after two failures),
+    # advice again (0.5 s); then the write goes through.
+    assert pauses == [7.0, 2, 0.5]
+    assert db.rows.get(incident.id).id == incident.id
+
+
+def test_temporary_errors_carry_their_delay_and_old_callers_work_unchanged() -> None:
+    from agent.errors import DockerUnavailable, TemporaryError
+
+    assert StoreUnavailable("refused").delay is None
+    assert StoreUnavailable("starting up", delay=2).delay == 2
+    assert str(DockerUnavailable("no socket", delay=1.5)) == "no socket"
+    assert isinstance(DockerUnavailable("x"), TemporaryError)
+    with pytest.raises(ValueError, match="cannot be negative"):
+        StoreUnavailable("x", delay=-1)
