@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -54,6 +55,10 @@ Cursor = psycopg.Cursor[Row]
 
 #: Observations older than the retention period are deleted this many rows a statement.
 PRUNE_BATCH = 5000
+
+#: Containers whose last kept observation is remembered (to sample on change); the
+#: least recently seen are forgotten first, and at worst sampled once more.
+MAX_KEPT_CONTAINERS = 5_000
 
 #: How often retention pruning runs at most.
 PRUNE_EVERY = timedelta(hours=1)
@@ -148,7 +153,7 @@ class PostgresStore(OperationStore):
         self._now = now
         self._conn: psycopg.Connection[Row] | None = None
         self._lock = threading.RLock()
-        self._kept: dict[str, _Kept] = {}
+        self._kept: OrderedDict[str, _Kept] = OrderedDict()
         self._next_prune_at: datetime | None = None
 
     @property
@@ -214,6 +219,11 @@ class PostgresStore(OperationStore):
                 except CodecError as e:
                     raise StoreError(f"a row at {self.where} cannot be read: {e}") from e
             raise AssertionError("unreachable")  # pragma: no cover
+
+    def remembered(self) -> int:
+        """How many containers' last kept observation is held in memory (bounded)."""
+        with self._lock:
+            return len(self._kept)
 
     def describe(self) -> str:
         """One line about the database, read over a real connection (for medic doctor)."""
@@ -368,6 +378,11 @@ class PostgresStore(OperationStore):
                 self._run(lambda cur: _insert_observations(cur, keep))
                 for s in keep:
                     self._kept[s.ref.id] = _Kept(str(s.state), str(s.health), s.observed_at)
+            for s in snapshots:
+                if s.ref.id in self._kept:
+                    self._kept.move_to_end(s.ref.id)
+            while len(self._kept) > MAX_KEPT_CONTAINERS:
+                self._kept.popitem(last=False)
             now = self._now()
             if self._next_prune_at is None or now >= self._next_prune_at:
                 self._next_prune_at = now + PRUNE_EVERY

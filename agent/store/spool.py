@@ -192,6 +192,11 @@ class SpoolingStore(IncidentStore):
         with self._lock:
             return len(self._pending)
 
+    def remembered(self) -> int:
+        """How many incidents the in-memory view holds: every active one, and at most
+        ``MAX_RESOLVED_KEPT`` resolved ones."""
+        return self._view.held()
+
     def close(self) -> None:
         """Stop retrying in the background, try one last write, and close the backend."""
         self._closed.set()

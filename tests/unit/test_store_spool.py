@@ -25,8 +25,8 @@ from agent.model import (
     IncidentStatus,
     Signal,
 )
-from agent.store import IncidentQuery, MemoryStore, new_id
-from agent.store.memory import append_evidence
+from agent.store import IncidentNotFound, IncidentQuery, IncidentStore, MemoryStore, new_id
+from agent.store.memory import MAX_RESOLVED_KEPT, append_evidence
 from agent.store.migrate import available
 from agent.store.ops import (
     AddEvidence,
@@ -49,7 +49,7 @@ class FlakyDatabase(OperationStore):
     """An honest stand-in for Postgres: applies operations idempotently, and can be down."""
 
     def __init__(self) -> None:
-        self.rows = MemoryStore()
+        self.rows = MemoryStore(max_resolved=None)
         self.down = False
         self.applied: list[Operation] = []
         self.keys: set[str] = set()
@@ -468,3 +468,51 @@ def test_temporary_errors_carry_their_delay_and_old_callers_work_unchanged() -> 
     assert isinstance(DockerUnavailable("x"), TemporaryError)
     with pytest.raises(ValueError, match="cannot be negative"):
         StoreUnavailable("x", delay=-1)
+
+
+def resolved_incidents(store: IncidentStore, count: int, *, start: int = 0) -> list[Incident]:
+    """``count`` incidents on as many containers, each opened then resolved."""
+    made = []
+    for n in range(start, start + count):
+        ref = ContainerRef(ContainerId(f"{n:064x}"), f"shop-job-{n}", "shop", "job")
+        at = T0 + timedelta(seconds=n)
+        incident = store.record_finding(Finding(ref, Signal.EXITED, "exited", at))
+        made.append(store.set_status(incident.id, IncidentStatus.RESOLVED, at=at))
+    return made
+
+
+def test_the_memory_store_keeps_every_active_incident_and_a_bounded_number_of_resolved() -> None:
+    store = MemoryStore()
+    active = store.record_finding(finding(T0))
+    first, *_ = resolved_incidents(store, MAX_RESOLVED_KEPT + 300)
+    assert store.held() == MAX_RESOLVED_KEPT + 1
+    assert store.get(active.id).is_active
+    with pytest.raises(IncidentNotFound):
+        store.get(first.id)
+    assert MAX_RESOLVED_KEPT == 1_000
+
+
+def test_a_resolved_incident_used_recently_is_kept_longer() -> None:
+    store = MemoryStore(max_resolved=3)
+    a, b, c = resolved_incidents(store, 3)
+    store.get(a.id)
+    resolved_incidents(store, 1, start=10)
+    assert store.get(a.id) == a
+    with pytest.raises(IncidentNotFound):
+        store.get(b.id)
+    assert store.get(c.id) == c
+
+
+def test_the_spools_view_of_postgres_is_bounded_and_the_database_keeps_everything(
+    tmp_path: Path,
+) -> None:
+    db = FlakyDatabase()
+    store = SpoolingStore(db, state_dir=tmp_path, retry_delays=(3600,))
+    active = store.record_finding(finding(T0))
+    made = resolved_incidents(store, MAX_RESOLVED_KEPT + 50)
+    assert store.remembered() == MAX_RESOLVED_KEPT + 1
+    assert db.rows.held() == MAX_RESOLVED_KEPT + 51
+    # An incident the view forgot is read from the database.
+    assert store.get(made[0].id).status is IncidentStatus.RESOLVED
+    assert [i.id for i in store.active_incidents()] == [active.id]
+    store.close()
