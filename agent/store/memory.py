@@ -148,6 +148,18 @@ class MemoryStore(IncidentStore):
             self._attempt_ids.update(a.id for a in incident.attempts)
             self._keep(incident)
 
+    def restore(self, incident_id: IncidentId, before: Incident | None) -> None:
+        """Put back ``before`` as it was (None: forget the incident), undoing a change
+        that could not be stored elsewhere."""
+        with self._lock:
+            now = self._incidents.pop(incident_id, None)
+            self._resolved.pop(incident_id, None)
+            if now is not None:
+                self._attempt_ids.difference_update(a.id for a in now.attempts)
+            if before is not None:
+                self._attempt_ids.update(a.id for a in before.attempts)
+                self._keep(before)
+
     def get(self, incident_id: str) -> Incident:
         with self._lock:
             return self._find(incident_id)

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from helpers import wait_for
+from loguru import logger
 
 from agent.errors import StoreError, StoreUnavailable
 from agent.model import (
@@ -241,17 +243,117 @@ def test_a_spool_left_by_an_earlier_run_is_written_at_start(tmp_path: Path) -> N
     assert (tmp_path / "spool.jsonl").read_text() == ""
 
 
-def test_a_line_cut_short_by_a_crash_is_skipped(tmp_path: Path) -> None:
+@pytest.fixture
+def warnings_logged() -> Iterator[list[str]]:
+    """The WARNING (and worse) lines medic logs during the test."""
+    lines: list[str] = []
+    sink = logger.add(lambda m: lines.append(str(m).rstrip()), level="WARNING", format="{message}")
+    yield lines
+    logger.remove(sink)
+
+
+def spool_with_two_changes_and_a_torn_third(tmp_path: Path) -> tuple[list[str], bytes]:
+    """A spool as a crash while writing its third line leaves it: two whole lines."""
     db = FlakyDatabase()
     db.down = True
     store = SpoolingStore(db, state_dir=tmp_path, retry_delays=(3600,))
     incident = store.record_finding(finding(T0))
+    store.record_attempt(attempt(incident.id, T0 + timedelta(seconds=1)))
     store.close()
-    with (tmp_path / "spool.jsonl").open("a") as spool:
-        spool.write('{"op":"record_attempt","id":"ab')
+    whole = (tmp_path / "spool.jsonl").read_text().splitlines()
+    third = to_json(RecordAttempt(attempt(incident.id, T0 + timedelta(seconds=9)))).encode()
+    torn = third[: len(third) // 2]
+    with (tmp_path / "spool.jsonl").open("ab") as spool:
+        spool.write(torn)
+    return whole, torn
+
+
+def test_a_torn_last_line_is_set_aside_named_and_the_whole_lines_written(
+    tmp_path: Path, warnings_logged: list[str]
+) -> None:
+    whole, torn = spool_with_two_changes_and_a_torn_third(tmp_path)
+    db = FlakyDatabase()
+    db.down = True
+    store = SpoolingStore(db, state_dir=tmp_path, retry_delays=(3600,))
+
+    [aside] = list(tmp_path.glob("spool.jsonl.torn-*"))
+    assert aside.read_bytes() == torn
+    assert aside.stat().st_mode & 0o777 == 0o600
+    assert re.fullmatch(r"spool\.jsonl\.torn-\d{8}T\d{6}\.\d{6}Z", aside.name)
+    assert any(str(aside) in line and "cut short" in line for line in warnings_logged)
+    assert (tmp_path / "spool.jsonl").read_text().splitlines() == whole
+    assert store.pending_changes() == 2
+
+    # The next change is a line of its own, and every whole line reaches the database.
+    later = store.record_finding(finding(T0 + timedelta(minutes=5), "exited again"))
+    lines = (tmp_path / "spool.jsonl").read_text().splitlines()
+    assert lines[:2] == whole
+    [added] = [from_json(line) for line in lines[2:]]
+    assert isinstance(added, AddEvidence)
+    assert added.summary == "exited again"
+    db.down = False
+    assert store.replay()
+    store.close()
+    assert len(db.applied) == 3
+    assert db.rows.get(later.id).evidence[-1].summary == "exited again"
+    assert list(tmp_path.glob("spool.jsonl.torn-*")) == [aside]
+
+
+def test_a_last_line_missing_only_its_newline_is_kept(tmp_path: Path) -> None:
+    whole, _ = spool_with_two_changes_and_a_torn_third(tmp_path)
+    spool = tmp_path / "spool.jsonl"
+    spool.write_text("\n".join(whole))  # the second line is whole but has no newline
+    db = FlakyDatabase()
+    db.down = True
+    store = SpoolingStore(db, state_dir=tmp_path, retry_delays=(3600,))
+    assert store.pending_changes() == 2
+    assert spool.read_text() == "\n".join(whole) + "\n"
+    assert list(tmp_path.glob("spool.jsonl.torn-*")) == []
+    store.close()
+
+
+def test_an_unreadable_line_is_set_aside_once_and_the_rest_written(
+    tmp_path: Path, warnings_logged: list[str]
+) -> None:
+    whole, _ = spool_with_two_changes_and_a_torn_third(tmp_path)
+    spool = tmp_path / "spool.jsonl"
+    spool.write_text(f'{whole[0]}\n{{"op": "from_the_future"}}\n{whole[1]}\n')
+    db = FlakyDatabase()
+    db.down = True
+    SpoolingStore(db, state_dir=tmp_path, retry_delays=(3600,)).close()
+    [aside] = list(tmp_path.glob("spool.jsonl.unreadable-*"))
+    assert aside.read_text() == '{"op": "from_the_future"}\n'
+    assert any(str(aside) in line for line in warnings_logged)
+    assert spool.read_text().splitlines() == whole
+
     db.down = False
     SpoolingStore(db, state_dir=tmp_path).close()
-    assert [i.id for i in db.rows.list_incidents()] == [incident.id]
+    assert len(db.applied) == 2
+    assert list(tmp_path.glob("spool.jsonl.unreadable-*")) == [aside]
+
+
+def test_after_a_write_that_failed_half_way_the_next_one_starts_a_line_of_its_own(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "state"
+    db = FlakyDatabase()
+    store = SpoolingStore(db, state_dir=state, retry_delays=(3600,))
+    db.down = True
+    state.write_text("a file where the state folder should be")
+    with pytest.raises(SpoolError):
+        store.record_finding(finding(T0))
+    # A person frees the folder; the failed write had left half a line behind.
+    state.unlink()
+    state.mkdir()
+    (state / "spool.jsonl").write_text('{"op":"open_incident","id":"ab')
+    incident = store.record_finding(finding(T0 + timedelta(seconds=5)))
+    [line] = (state / "spool.jsonl").read_text().splitlines()
+    op = from_json(line)
+    assert isinstance(op, OpenIncident)
+    assert op.incident.id == incident.id
+    [aside] = list(state.glob("spool.jsonl.torn-*"))
+    assert aside.read_text() == '{"op":"open_incident","id":"ab'
+    store.close()
 
 
 def test_a_spool_that_cannot_be_written_is_a_loud_error(tmp_path: Path) -> None:
