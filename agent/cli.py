@@ -21,6 +21,8 @@ from types import FrameType
 from loguru import logger
 
 from agent import __version__, logs
+from agent.clock import utcnow
+from agent.codec import format_duration, incident_to_dict
 from agent.config import Settings, parse_duration
 from agent.docker_gateway import DockerSDKGateway
 from agent.doctor import run_checks
@@ -128,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _since(text: str) -> datetime:
     """``--since``: a duration back from now, or an ISO date or time (UTC unless it says)."""
     try:
-        return datetime.now(UTC) - timedelta(seconds=parse_duration(text))
+        return utcnow() - timedelta(seconds=parse_duration(text))
     except ValueError:
         pass
     try:
@@ -472,9 +474,9 @@ def print_report(report: CycleReport, *, dry_run: bool) -> None:
     if report.results:
         print()
         table(
-            ["container", "action", "ok", "seconds", "error"],
+            ["container", "action", "ok", "took", "error"],
             [
-                (ref.name, r.action.describe(), r.ok, r.duration, r.error)
+                (ref.name, r.action.describe(), r.ok, format_duration(r.duration), r.error)
                 for ref, _, results in report.results
                 for r in results
             ],
@@ -544,7 +546,7 @@ def cmd_migrate(settings: Settings) -> int:
 def cmd_incidents(settings: Settings, query: IncidentQuery, *, as_json: bool) -> int:
     with _database(settings) as store:
         incidents = store.list_incidents(query)
-    now = datetime.now(UTC)
+    now = utcnow()
     if as_json:
         dump_json([incident_document(i, now=now) for i in incidents])
         return EXIT_OK
@@ -575,7 +577,7 @@ def cmd_incidents(settings: Settings, query: IncidentQuery, *, as_json: bool) ->
 def cmd_show(settings: Settings, incident_id: str, *, as_json: bool) -> int:
     with _database(settings) as store:
         incident = store.get(incident_id)
-    now = datetime.now(UTC)
+    now = utcnow()
     if as_json:
         dump_json(incident_document(incident, now=now, detailed=True))
         return EXIT_OK
@@ -598,7 +600,7 @@ def cmd_show(settings: Settings, incident_id: str, *, as_json: bool) -> int:
         (
             a.started_at,
             "attempt",
-            f"{a.action} (playbook {a.playbook}, {a.duration:.1f} s)",
+            f"{a.action} (playbook {a.playbook}, {format_duration(a.duration)})",
             "ok" if a.ok else f"failed: {a.error or 'no reason given'}",
         )
         for a in incident.attempts
@@ -620,9 +622,7 @@ def cmd_resolve(settings: Settings, incident_id: str, *, note: str) -> int:
                 file=sys.stderr,
             )
             return EXIT_FAILED
-        store.set_status(
-            incident.id, IncidentStatus.RESOLVED, at=datetime.now(UTC), note=f"by hand: {note}"
-        )
+        store.set_status(incident.id, IncidentStatus.RESOLVED, at=utcnow(), note=f"by hand: {note}")
     print(
         f"Incident {incident.id[:8]} ({incident.signal} on {incident.container.label}) is "
         f"resolved. A running medic heals {incident.container.name} automatically again."
@@ -633,63 +633,28 @@ def cmd_resolve(settings: Settings, incident_id: str, *, note: str) -> int:
 def incident_document(
     incident: Incident, *, now: datetime, detailed: bool = False
 ) -> dict[str, object]:
-    """An incident as ``--json`` prints it: attempts are a count unless ``detailed``."""
+    """An incident as ``--json`` prints it: the codec's fields, with ``attempts`` a count
+    and no evidence unless ``detailed``, and how long it lasted (or has lasted so far)."""
+    doc = incident_to_dict(incident)
+    attempts = doc.pop("attempts")
+    evidence = doc.pop("evidence")
     last = incident.attempts[-1] if incident.attempts else None
-    end = incident.resolved_at or now
-    doc: dict[str, object] = {
-        "id": incident.id,
-        "project": incident.container.project,
-        "service": incident.container.service,
-        "container": incident.container.name,
-        "container_id": incident.container.id,
-        "signal": str(incident.signal),
-        "status": str(incident.status),
-        "summary": incident.summary,
-        "opened_at": incident.opened_at,
-        "resolved_at": incident.resolved_at,
-        "duration_seconds": round((end - incident.opened_at).total_seconds(), 3),
-        "attempts": len(incident.attempts),
-        "last_action": last.action if last else None,
-        "last_action_ok": last.ok if last else None,
-        "note": incident.note,
-        "fingerprint": incident.fingerprint,
-    }
+    doc["duration_seconds"] = round(_lasted(incident, now=now), 3)
+    doc["attempts"] = attempts if detailed else len(attempts)
+    doc["last_action"] = last.action if last else None
+    doc["last_action_ok"] = last.ok if last else None
     if detailed:
-        doc["attempts"] = [
-            {
-                "id": a.id,
-                "playbook": a.playbook,
-                "action": a.action,
-                "started_at": a.started_at,
-                "finished_at": a.finished_at,
-                "ok": a.ok,
-                "error": a.error,
-                "output": a.output,
-            }
-            for a in incident.attempts
-        ]
-        doc["evidence"] = [
-            {"observed_at": e.observed_at, "summary": e.summary, "evidence": dict(e.evidence)}
-            for e in incident.evidence
-        ]
+        doc["evidence"] = evidence
     return doc
 
 
+def _lasted(incident: Incident, *, now: datetime) -> float:
+    return max(0.0, ((incident.resolved_at or now) - incident.opened_at).total_seconds())
+
+
 def _duration(incident: Incident, *, now: datetime) -> str:
-    """How long the incident lasted (or has lasted so far), in the largest two units."""
-    seconds = int(((incident.resolved_at or now) - incident.opened_at).total_seconds())
-    seconds = max(seconds, 0)
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        text = f"{days}d {hours}h"
-    elif hours:
-        text = f"{hours}h {minutes}m"
-    elif minutes:
-        text = f"{minutes}m {secs}s"
-    else:
-        text = f"{secs}s"
+    """How long the incident lasted; ``+`` marks one that is still going on."""
+    text = format_duration(int(_lasted(incident, now=now)))
     return text if incident.resolved_at else f"{text}+"
 
 

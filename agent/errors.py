@@ -8,16 +8,25 @@ retrying is a property of its type, not of its message::
     MedicError
     ├── ConfigError                 bad settings; the message says what to write
     ├── PlaybookError               bad YAML playbook; names file, line and field
+    ├── PlaybookErrors              several of those, reported together
     ├── DockerError                 anything the Docker engine refused or failed
     │   ├── DockerUnavailable       socket missing or engine not answering   (temporary)
     │   ├── DockerServerError       the engine answered 5xx                  (temporary)
     │   ├── ContainerGone           the container no longer exists           (permanent)
     │   └── DockerRequestError      the engine refused the request (4xx)     (permanent)
     ├── ActionError                 an action ran but did not do its job     (permanent)
-    └── StoreError                  the incident store failed
-        └── StoreUnavailable        the database cannot be reached           (temporary)
+    ├── StoreError                  the incident store failed
+    │   ├── StoreUnavailable        the database cannot be reached           (temporary)
+    │   ├── IncidentNotFound        no incident has that id (store.base)
+    │   ├── BadSpoolLine            a spool line medic cannot read (store.ops)
+    │   └── SpoolError              the spool cannot be written (store.spool)
+    ├── CodecError                  a JSON document is not the value it claims (codec)
+    └── NotifyError                 a notification was not delivered (notify)
 
 ``TemporaryError`` is a mixin on the temporary ones; retry policies key on it.
+It may carry ``delay``: how many seconds the raiser knows a retry should wait
+(``StoreUnavailable("starting up", delay=2)``, as kopf's ``TemporaryError(msg,
+delay=60)``). ``None`` leaves the pause to the caller's own backoff.
 """
 
 from __future__ import annotations
@@ -28,7 +37,17 @@ class MedicError(Exception):
 
 
 class TemporaryError(MedicError):
-    """A failure that may go away by itself; worth retrying after a delay."""
+    """A failure that may go away by itself; worth retrying after a delay.
+
+    ``delay`` is the pause, in seconds, the raiser advises before the next try, or
+    None when it has no advice and the caller's backoff decides.
+    """
+
+    def __init__(self, *args: object, delay: float | None = None) -> None:
+        super().__init__(*args)
+        if delay is not None and delay < 0:
+            raise ValueError(f"a retry delay cannot be negative: {delay}")
+        self.delay = delay
 
 
 class ConfigError(MedicError):

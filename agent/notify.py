@@ -10,6 +10,11 @@ from hurting the thing it reports on:
   flapping service cannot flood a channel: at most ``rate`` notifications per
   ``per`` seconds for one service and signal; what is held back is counted and
   mentioned in the next one that goes out.
+
+A daemon runs for months, so what this remembers is bounded: the keys of the
+last ``MAX_DEDUPE_KEYS`` notifications (older ones may, at worst, be said a
+second time), send times only within the rate window, and a held-back count
+per service and signal.
 """
 
 from __future__ import annotations
@@ -19,16 +24,21 @@ import queue
 import threading
 import warnings
 from abc import ABC, abstractmethod
-from collections import defaultdict, deque
+from collections import OrderedDict, defaultdict, deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
 from loguru import logger
 
+from agent.clock import utcnow
+from agent.codec import format_duration
 from agent.errors import ConfigError, MedicError
+
+#: How many (incident, kind) keys are remembered to say each thing once; the oldest go first.
+MAX_DEDUPE_KEYS = 10_000
 
 
 class NotifyError(MedicError):
@@ -138,14 +148,16 @@ class NotificationQueue(Notifier):
         rate: int = 6,
         per: float = 3600.0,
         max_pending: int = 1000,
-        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        max_keys: int = MAX_DEDUPE_KEYS,
+        now: Callable[[], datetime] = utcnow,
     ) -> None:
         self._sender = sender
         self._rate = rate
         self._per = timedelta(seconds=per)
         self._now = now
-        self._sent_keys: set[tuple[str, NotificationKind, str]] = set()
-        self._recent: dict[str, deque[datetime]] = defaultdict(deque)
+        self._sent_keys: OrderedDict[tuple[str, NotificationKind, str], None] = OrderedDict()
+        self._max_keys = max_keys
+        self._recent: dict[str, deque[datetime]] = {}
         self._held_back: dict[str, int] = defaultdict(int)
         self._queue: queue.Queue[Notification | None] = queue.Queue(maxsize=max_pending)
         self._lock = threading.Lock()
@@ -160,19 +172,19 @@ class NotificationQueue(Notifier):
         with self._lock:
             if key in self._sent_keys:
                 return
-            self._sent_keys.add(key)
-            recent = self._recent[notification.fingerprint]
-            horizon = self._now() - self._per
-            while recent and recent[0] < horizon:
-                recent.popleft()
+            self._sent_keys[key] = None
+            while len(self._sent_keys) > self._max_keys:
+                self._sent_keys.popitem(last=False)
+            self._forget_before(self._now() - self._per)
+            recent = self._recent.setdefault(notification.fingerprint, deque())
             if len(recent) >= self._rate:
                 self._held_back[notification.fingerprint] += 1
                 if self._held_back[notification.fingerprint] == 1:
                     logger.info(
-                        "Holding back notifications for {}: {} were sent in the last {:g} s.",
+                        "Holding back notifications for {}: {} were sent in the last {}.",
                         notification.fingerprint,
                         len(recent),
-                        self._per.total_seconds(),
+                        format_duration(self._per.total_seconds()),
                     )
                 return
             recent.append(self._now())
@@ -192,6 +204,21 @@ class NotificationQueue(Notifier):
                 notification.kind,
                 notification.incident_id[:8],
             )
+
+    def _forget_before(self, horizon: datetime) -> None:
+        """Drop send times older than the rate window, and services with none left.
+        Hold the lock."""
+        for fingerprint in list(self._recent):
+            recent = self._recent[fingerprint]
+            while recent and recent[0] < horizon:
+                recent.popleft()
+            if not recent:
+                del self._recent[fingerprint]
+
+    def remembered(self) -> tuple[int, int]:
+        """(dedupe keys, services with send times) held now; both are bounded."""
+        with self._lock:
+            return len(self._sent_keys), len(self._recent)
 
     def _work(self) -> None:
         while True:
@@ -214,4 +241,6 @@ class NotificationQueue(Notifier):
             self._queue.put(None, timeout=timeout)
         self._thread.join(timeout=timeout)
         if self._thread.is_alive():
-            logger.warning("Gave up waiting for queued notifications after {:g} s.", timeout)
+            logger.warning(
+                "Gave up waiting for queued notifications after {}.", format_duration(timeout)
+            )

@@ -16,18 +16,27 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from agent.codec import (
+    CodecError,
+    attempt_from_dict,
+    attempt_to_dict,
+    enum_field,
+    evidence_entry_from_dict,
+    evidence_entry_to_dict,
+    incident_from_dict,
+    incident_to_dict,
+    optional_text_field,
+    text_field,
+    time_field,
+)
 from agent.errors import StoreError
 from agent.model import (
     Attempt,
-    AttemptId,
-    ContainerId,
-    ContainerRef,
     Evidence,
     EvidenceEntry,
     Incident,
     IncidentId,
     IncidentStatus,
-    Signal,
 )
 from agent.store.base import IncidentStore
 
@@ -76,64 +85,31 @@ class BadSpoolLine(StoreError):
     """A spool line that is not an operation this version of medic can read."""
 
 
-def _time(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat()
-
-
-def _parse_time(value: Any) -> datetime:
-    return datetime.fromisoformat(str(value))
-
-
 def to_json(op: Operation) -> str:
-    """One line of JSON (no newline) that ``from_json`` turns back into ``op``."""
+    """One line of JSON (no newline) that ``from_json`` turns back into ``op``.
+
+    The values inside are written by ``agent.codec``, as the CLI prints them.
+    """
     doc: dict[str, Any]
     if isinstance(op, OpenIncident):
-        i = op.incident
-        first = i.evidence[0] if i.evidence else EvidenceEntry(i.opened_at, i.summary)
-        doc = {
-            "op": "open_incident",
-            "id": i.id,
-            "entry_id": op.entry_id,
-            "container_id": i.container.id,
-            "container_name": i.container.name,
-            "project": i.container.project,
-            "service": i.container.service,
-            "signal": str(i.signal),
-            "status": str(i.status),
-            "opened_at": _time(i.opened_at),
-            "summary": i.summary,
-            "evidence": dict(first.evidence),
-        }
+        doc = {"op": "open_incident", "entry_id": op.entry_id, **incident_to_dict(op.incident)}
     elif isinstance(op, AddEvidence):
+        entry = EvidenceEntry(op.observed_at, op.summary, op.evidence)
         doc = {
             "op": "add_evidence",
             "id": op.entry_id,
             "incident_id": op.incident_id,
-            "observed_at": _time(op.observed_at),
-            "summary": op.summary,
-            "evidence": dict(op.evidence),
+            **evidence_entry_to_dict(entry),
         }
     elif isinstance(op, RecordAttempt):
-        a = op.attempt
-        doc = {
-            "op": "record_attempt",
-            "id": a.id,
-            "incident_id": a.incident_id,
-            "playbook": a.playbook,
-            "action": a.action,
-            "started_at": _time(a.started_at),
-            "finished_at": _time(a.finished_at),
-            "ok": a.ok,
-            "error": a.error,
-            "output": a.output,
-        }
+        doc = {"op": "record_attempt", **attempt_to_dict(op.attempt)}
     else:
         doc = {
             "op": "set_status",
             "id": op.change_id,
             "incident_id": op.incident_id,
             "status": str(op.status),
-            "at": _time(op.at),
+            "at": op.at.isoformat(),
             "note": op.note,
         }
     return json.dumps(doc, separators=(",", ":"), sort_keys=True)
@@ -143,58 +119,56 @@ def from_json(line: str) -> Operation:
     """The operation one spool line holds; BadSpoolLine when it holds none."""
     try:
         doc = json.loads(line)
-        kind = doc["op"]
+    except ValueError as e:
+        raise BadSpoolLine(f"the spool line {line[:80]!r} cannot be read: {e}") from e
+    kind = doc.get("op") if isinstance(doc, dict) else None
+    try:
         if kind == "open_incident":
-            opened_at = _parse_time(doc["opened_at"])
-            incident = Incident(
-                id=IncidentId(doc["id"]),
-                container=ContainerRef(
-                    id=ContainerId(doc["container_id"]),
-                    name=doc["container_name"],
-                    project=doc["project"],
-                    service=doc["service"],
-                ),
-                signal=Signal(doc["signal"]),
-                status=IncidentStatus(doc["status"]),
-                opened_at=opened_at,
-                updated_at=opened_at,
-                summary=doc["summary"],
-                evidence=(EvidenceEntry(opened_at, doc["summary"], doc["evidence"]),),
-            )
-            return OpenIncident(incident=incident, entry_id=doc["entry_id"])
+            if "container_name" in doc:
+                doc = _earlier_open_incident(doc)
+            return OpenIncident(incident_from_dict(doc), entry_id=text_field(doc, "entry_id"))
         if kind == "add_evidence":
+            entry = evidence_entry_from_dict(doc)
             return AddEvidence(
-                entry_id=doc["id"],
-                incident_id=IncidentId(doc["incident_id"]),
-                observed_at=_parse_time(doc["observed_at"]),
-                summary=doc["summary"],
-                evidence=doc["evidence"],
+                entry_id=text_field(doc, "id"),
+                incident_id=IncidentId(text_field(doc, "incident_id")),
+                observed_at=entry.observed_at,
+                summary=entry.summary,
+                evidence=entry.evidence,
             )
         if kind == "record_attempt":
-            return RecordAttempt(
-                Attempt(
-                    id=AttemptId(doc["id"]),
-                    incident_id=IncidentId(doc["incident_id"]),
-                    playbook=doc["playbook"],
-                    action=doc["action"],
-                    started_at=_parse_time(doc["started_at"]),
-                    finished_at=_parse_time(doc["finished_at"]),
-                    ok=bool(doc["ok"]),
-                    error=doc["error"],
-                    output=doc["output"],
-                )
-            )
+            return RecordAttempt(attempt_from_dict(doc))
         if kind == "set_status":
             return SetStatus(
-                change_id=doc["id"],
-                incident_id=IncidentId(doc["incident_id"]),
-                status=IncidentStatus(doc["status"]),
-                at=_parse_time(doc["at"]),
-                note=doc["note"],
+                change_id=text_field(doc, "id"),
+                incident_id=IncidentId(text_field(doc, "incident_id")),
+                status=enum_field(doc, "status", IncidentStatus),
+                at=time_field(doc, "at"),
+                note=optional_text_field(doc, "note"),
             )
-    except (ValueError, KeyError, TypeError) as e:
+    except CodecError as e:
         raise BadSpoolLine(f"the spool line {line[:80]!r} cannot be read: {e}") from e
     raise BadSpoolLine(f"the spool line {line[:80]!r} holds an unknown operation {kind!r}")
+
+
+def _earlier_open_incident(doc: dict[str, Any]) -> dict[str, Any]:
+    """An ``open_incident`` line as medic wrote it before the codec, in today's shape.
+
+    A spool can outlive the medic that wrote it (an upgrade while Postgres was
+    away), so those lines are still read.
+    """
+    evidence = doc.get("evidence")
+    return {
+        **doc,
+        "container": doc.get("container_name"),
+        "evidence": [
+            {
+                "observed_at": doc.get("opened_at"),
+                "summary": doc.get("summary"),
+                "evidence": evidence,
+            }
+        ],
+    }
 
 
 class OperationStore(IncidentStore):

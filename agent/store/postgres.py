@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import psycopg
@@ -24,20 +25,18 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from agent.clock import utcnow
+from agent.codec import CodecError, attempt_from_dict, evidence_entry_from_dict, incident_from_dict
 from agent.errors import StoreError, StoreUnavailable
 from agent.model import (
     ACTIVE_STATUSES,
     Attempt,
-    AttemptId,
-    ContainerId,
-    ContainerRef,
     ContainerSnapshot,
     EvidenceEntry,
     Finding,
     Incident,
     IncidentId,
     IncidentStatus,
-    Signal,
 )
 from agent.store.base import MAX_EVIDENCE, IncidentNotFound, IncidentQuery, new_id, new_incident
 from agent.store.migrate import migrate
@@ -57,6 +56,10 @@ Cursor = psycopg.Cursor[Row]
 #: Observations older than the retention period are deleted this many rows a statement.
 PRUNE_BATCH = 5000
 
+#: Containers whose last kept observation is remembered (to sample on change); the
+#: least recently seen are forgotten first, and at worst sampled once more.
+MAX_KEPT_CONTAINERS = 5_000
+
 #: How often retention pruning runs at most.
 PRUNE_EVERY = timedelta(hours=1)
 
@@ -73,10 +76,6 @@ _CONNECT_OPTIONS: dict[str, Any] = {
     "tcp_user_timeout": 15000,
     "application_name": "medic",
 }
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def describe_url(url: str) -> str:
@@ -145,7 +144,7 @@ class PostgresStore(OperationStore):
         migrate: bool = True,
         observation_interval: float = 300.0,
         retention_days: int = 30,
-        now: Callable[[], datetime] = _utcnow,
+        now: Callable[[], datetime] = utcnow,
     ) -> None:
         self._url = url
         self._migrated = not migrate
@@ -154,7 +153,7 @@ class PostgresStore(OperationStore):
         self._now = now
         self._conn: psycopg.Connection[Row] | None = None
         self._lock = threading.RLock()
-        self._kept: dict[str, _Kept] = {}
+        self._kept: OrderedDict[str, _Kept] = OrderedDict()
         self._next_prune_at: datetime | None = None
 
     @property
@@ -217,7 +216,14 @@ class PostgresStore(OperationStore):
                     ) from e
                 except psycopg.Error as e:
                     raise StoreError(f"Postgres refused a change: {_one_line(e)}") from e
+                except CodecError as e:
+                    raise StoreError(f"a row at {self.where} cannot be read: {e}") from e
             raise AssertionError("unreachable")  # pragma: no cover
+
+    def remembered(self) -> int:
+        """How many containers' last kept observation is held in memory (bounded)."""
+        with self._lock:
+            return len(self._kept)
 
     def describe(self) -> str:
         """One line about the database, read over a real connection (for medic doctor)."""
@@ -313,9 +319,7 @@ class PostgresStore(OperationStore):
                 "SELECT * FROM incident_evidence WHERE incident_id = %s ORDER BY observed_at, seq",
                 (row["id"],),
             )
-            entries = [
-                EvidenceEntry(r["observed_at"], r["summary"], r["evidence"]) for r in cur.fetchall()
-            ]
+            entries = [evidence_entry_from_dict(r) for r in cur.fetchall()]
             if len(entries) > MAX_EVIDENCE:
                 entries = [entries[0], *entries[-(MAX_EVIDENCE - 1) :]]
             attempts = _attempts(cur, [row["id"]]).get(row["id"], [])
@@ -374,6 +378,11 @@ class PostgresStore(OperationStore):
                 self._run(lambda cur: _insert_observations(cur, keep))
                 for s in keep:
                     self._kept[s.ref.id] = _Kept(str(s.state), str(s.health), s.observed_at)
+            for s in snapshots:
+                if s.ref.id in self._kept:
+                    self._kept.move_to_end(s.ref.id)
+            while len(self._kept) > MAX_KEPT_CONTAINERS:
+                self._kept.popitem(last=False)
             now = self._now()
             if self._next_prune_at is None or now >= self._next_prune_at:
                 self._next_prune_at = now + PRUNE_EVERY
@@ -440,19 +449,7 @@ def _attempts(cur: Cursor, incident_ids: list[str]) -> dict[str, list[Attempt]]:
     )
     found: dict[str, list[Attempt]] = {}
     for r in cur.fetchall():
-        found.setdefault(r["incident_id"], []).append(
-            Attempt(
-                id=AttemptId(r["id"]),
-                incident_id=IncidentId(r["incident_id"]),
-                playbook=r["playbook"],
-                action=r["action"],
-                started_at=r["started_at"],
-                finished_at=r["finished_at"],
-                ok=r["ok"],
-                error=r["error"],
-                output=r["output"],
-            )
-        )
+        found.setdefault(r["incident_id"], []).append(attempt_from_dict(r))
     return found
 
 
@@ -462,24 +459,13 @@ def _incident(
     evidence: tuple[EvidenceEntry, ...] = (),
     attempts: tuple[Attempt, ...] = (),
 ) -> Incident:
-    return Incident(
-        id=IncidentId(row["id"]),
-        container=ContainerRef(
-            id=ContainerId(row["container_id"]),
-            name=row["container_name"],
-            project=row["project"],
-            service=row["service"],
-        ),
-        signal=Signal(row["signal"]),
-        status=IncidentStatus(row["status"]),
-        opened_at=row["opened_at"],
-        updated_at=row["updated_at"],
-        summary=row["summary"],
-        resolved_at=row["resolved_at"],
-        evidence=evidence,
-        attempts=attempts,
-        note=row["note"],
-    )
+    """An incident row as the codec reads it: the table names the container's name
+    ``container_name``; evidence and attempts come from their own tables."""
+    try:
+        incident = incident_from_dict({**row, "container": row["container_name"]})
+    except CodecError as e:
+        raise StoreError(f"the stored incident {row.get('id')!r} cannot be read: {e}") from e
+    return replace(incident, evidence=evidence, attempts=attempts)
 
 
 def _apply(cur: Cursor, op: Operation) -> None:

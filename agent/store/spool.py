@@ -11,6 +11,13 @@ successful write, and by a background retry with backoff; the spool is cut only
 after they are committed. Because every operation carries its own id, a replay
 that is interrupted and repeated stores each change once.
 
+A crash (or a full disk) while a line is written leaves it cut short. At
+start, and before appending after a write that failed, the spool is made whole
+lines again: the torn tail is moved to ``spool.jsonl.torn-<UTC time>`` (mode
+0600) with a warning naming it, so each later change is a line of its own and
+a crash loses at most the line it cut. Whole lines this medic cannot read are
+set aside the same way (``spool.jsonl.unreadable-<UTC time>``), never dropped.
+
 Health observations are samples, not history: they are not spooled.
 """
 
@@ -20,11 +27,13 @@ import os
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 from loguru import logger
 
+from agent.clock import utcnow
+from agent.codec import format_duration
 from agent.errors import StoreError, StoreUnavailable
 from agent.model import (
     Attempt,
@@ -74,6 +83,7 @@ class SpoolingStore(IncidentStore):
         retry_delays: Sequence[float] = RETRY_DELAYS,
         batch: int = REPLAY_BATCH,
         sleep: Callable[[float], object] | None = None,
+        now: Callable[[], datetime] = utcnow,
     ) -> None:
         self._backend = backend
         self._state_dir = state_dir
@@ -89,7 +99,13 @@ class SpoolingStore(IncidentStore):
         self._retrying = False
         self._down = False
         self._seeded = False
+        self._advised_delay: float | None = None
+        self._now = now
+        self._whole = True
+        self._unreadable_set_aside = False
         self._pending: list[Operation] = self._load()
+        if self._unreadable_set_aside:
+            self._rewrite()
         for op in self._pending:
             self._apply_to_view(op)
         with self._lock:
@@ -100,7 +116,7 @@ class SpoolingStore(IncidentStore):
     def record_finding(self, finding: Finding) -> Incident:
         with self._lock:
             active = {
-                i.id
+                i.id: i
                 for i in self._view.active_incidents(finding.container.id)
                 if i.signal is finding.signal
             }
@@ -116,14 +132,15 @@ class SpoolingStore(IncidentStore):
                 )
             else:
                 op = OpenIncident(incident, new_id())
-            self._write(op)
+            self._write(op, incident.id, before=active.get(incident.id))
             return incident
 
     def record_attempt(self, attempt: Attempt) -> None:
         with self._lock:
             self._know(attempt.incident_id)
+            before = self._known(attempt.incident_id)
             self._view.record_attempt(attempt)
-            self._write(RecordAttempt(attempt))
+            self._write(RecordAttempt(attempt), attempt.incident_id, before=before)
 
     def set_status(
         self,
@@ -135,8 +152,11 @@ class SpoolingStore(IncidentStore):
     ) -> Incident:
         with self._lock:
             self._know(incident_id)
+            before = self._known(incident_id)
             incident = self._view.set_status(incident_id, status, at=at, note=note)
-            self._write(SetStatus(new_id(), incident.id, status, at, note))
+            self._write(
+                SetStatus(new_id(), incident.id, status, at, note), incident.id, before=before
+            )
             return incident
 
     def get(self, incident_id: str) -> Incident:
@@ -190,6 +210,11 @@ class SpoolingStore(IncidentStore):
         with self._lock:
             return len(self._pending)
 
+    def remembered(self) -> int:
+        """How many incidents the in-memory view holds: every active one, and at most
+        ``MAX_RESOLVED_KEPT`` resolved ones."""
+        return self._view.held()
+
     def close(self) -> None:
         """Stop retrying in the background, try one last write, and close the backend."""
         self._closed.set()
@@ -232,18 +257,26 @@ class SpoolingStore(IncidentStore):
 
     # --- writing and spooling ------------------------------------------------------------------
 
-    def _write(self, op: Operation) -> None:
+    def _write(self, op: Operation, incident_id: IncidentId, *, before: Incident | None) -> None:
+        """Store ``op``, already applied to the view; when it cannot be stored anywhere,
+        put the view back to ``before`` so it does not know more than was kept."""
         if self._flush():
             try:
                 self._backend.apply([op])
                 return
             except StoreUnavailable as e:
                 self._went_down(e)
-        self._append(op)
+        try:
+            self._append(op)
+        except SpoolError:
+            self._view.restore(incident_id, before)
+            raise
 
     def _append(self, op: Operation) -> None:
         """Add ``op`` to the spool file durably, or raise SpoolError: never drop it silently."""
         line = to_json(op) + "\n"
+        if not self._whole:
+            self._make_whole()
         try:
             self._state_dir.mkdir(parents=True, exist_ok=True)
             # Evidence can hold health-check output: the spool is for medic's eyes only.
@@ -253,6 +286,8 @@ class SpoolingStore(IncidentStore):
                 spool.flush()
                 os.fsync(spool.fileno())
         except OSError as e:
+            # Part of the line may be in the file: the next append mends it first.
+            self._whole = False
             logger.error(
                 "Cannot write the incident spool {} ({}), and Postgres is unreachable: this "
                 "change is lost. Make MEDIC_STATE_DIR writable and give it free space.",
@@ -269,6 +304,7 @@ class SpoolingStore(IncidentStore):
         The supervisor's thread does not wait on an unreachable database again and
         again: only the background retry tries it, with backoff.
         """
+        self._advised_delay = error.delay
         if not self._down:
             self._down = True
             pending = f" ({len(self._pending)} pending)" if self._pending else ""
@@ -371,25 +407,124 @@ class SpoolingStore(IncidentStore):
             logger.error("Cannot shorten the incident spool {}: {}.", self.path, e)
 
     def _load(self) -> list[Operation]:
+        """The operations spooled by an earlier run, after making the file whole lines.
+
+        A line cut short by a crash is set aside (``_mend``); a whole line this medic
+        cannot read is set aside too, and the spool rewritten without it, so neither
+        is lost nor read again at every start.
+        """
         try:
-            text = self.path.read_text(encoding="utf-8")
+            data = self.path.read_bytes()
         except FileNotFoundError:
             return []
         except OSError as e:
             raise SpoolError(f"cannot read the incident spool {self.path}: {e}") from e
+        data = self._mend(data)
         ops: list[Operation] = []
-        lines = text.splitlines()
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
+        unreadable: list[bytes] = []
+        for number, raw in enumerate(data.split(b"\n"), start=1):
+            if not raw.strip():
                 continue
             try:
-                ops.append(from_json(line))
-            except BadSpoolLine as e:
-                # Only the last line can be cut short, by a crash while writing it.
-                logger.warning("Skipping line {} of {}: {}.", number, self.path, e)
+                ops.append(from_json(raw.decode("utf-8")))
+            except (UnicodeDecodeError, BadSpoolLine) as e:
+                logger.warning("Line {} of {} cannot be read: {}.", number, self.path, e)
+                unreadable.append(raw)
+        if unreadable:
+            kept = self._set_aside(b"\n".join(unreadable) + b"\n", "unreadable")
+            logger.warning(
+                "{} line(s) of the incident spool {} cannot be read by this medic; they are "
+                "kept in {} for a person to look at, and the rest is written to Postgres.",
+                len(unreadable),
+                self.path,
+                kept,
+            )
+            self._unreadable_set_aside = True
         if ops:
             logger.info("Found {} spooled incident changes in {}.", len(ops), self.path)
         return ops
+
+    def _mend(self, data: bytes) -> bytes:
+        """Make the spool end with a whole line, so the next change is a line of its own.
+
+        ``data`` is the file's content; what is returned is what stays in it. A
+        last line without its newline was cut short by a crash (or a full disk)
+        while it was written: it is moved to ``spool.jsonl.torn-<UTC time>`` with a
+        warning naming that file. A last line that is a whole operation and lacks
+        only its newline gets the newline instead.
+        """
+        if not data or data.endswith(b"\n"):
+            return data
+        cut = data.rfind(b"\n") + 1
+        tail = data[cut:]
+        try:
+            from_json(tail.decode("utf-8"))
+        except (UnicodeDecodeError, BadSpoolLine):
+            pass
+        else:
+            try:
+                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+                with os.fdopen(fd, "wb") as spool:
+                    spool.write(b"\n")
+                    spool.flush()
+                    os.fsync(spool.fileno())
+            except OSError as e:
+                raise SpoolError(f"cannot end the last line of {self.path}: {e}") from e
+            return data + b"\n"
+        kept = self._set_aside(tail, "torn")
+        try:
+            os.truncate(self.path, cut)
+            fd = os.open(self.path, os.O_WRONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as e:
+            raise SpoolError(
+                f"cannot cut the torn last line off {self.path} (it is copied to {kept}): {e}"
+            ) from e
+        logger.warning(
+            "The last line of the incident spool {} was cut short, most likely by a crash "
+            "while it was written; its {} bytes are kept in {} for a person to look at, and "
+            "the spool goes on from the last whole line.",
+            self.path,
+            len(tail),
+            kept,
+        )
+        return data[:cut]
+
+    def _set_aside(self, content: bytes, kind: str) -> Path:
+        """Write ``content`` to a new file ``spool.jsonl.<kind>-<UTC time>`` (mode 0600)
+        next to the spool, durably; SpoolError when it cannot be written."""
+        stamp = self._now().astimezone(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+        for n in range(1000):
+            target = self._state_dir / f"{SPOOL_FILE}.{kind}-{stamp}{f'-{n}' if n else ''}"
+            try:
+                fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                continue
+            except OSError as e:
+                raise SpoolError(f"cannot set aside part of {self.path} in {target}: {e}") from e
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    out.write(content)
+                    out.flush()
+                    os.fsync(out.fileno())
+            except OSError as e:
+                raise SpoolError(f"cannot set aside part of {self.path} in {target}: {e}") from e
+            return target
+        raise SpoolError(f"cannot find a free name to set aside part of {self.path}")
+
+    def _make_whole(self) -> None:
+        """Before appending after a write that failed half-way: mend the file again."""
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            data = b""
+        except OSError as e:
+            raise SpoolError(f"cannot read the incident spool {self.path}: {e}") from e
+        self._mend(data)
+        self._whole = True
 
     def _start_retry(self) -> None:
         """Start the background retry unless it runs already. Hold the lock.
@@ -403,10 +538,19 @@ class SpoolingStore(IncidentStore):
         self._retry = threading.Thread(target=self._retry_loop, name="medic-spool", daemon=True)
         self._retry.start()
 
+    def _next_pause(self, failures: int) -> float:
+        """Seconds before the next try: the database's advice when its error gave one,
+        else the backoff for ``failures`` failed tries. Hold the lock."""
+        if self._advised_delay is not None:
+            return self._advised_delay
+        return self._retry_delays[min(failures, len(self._retry_delays) - 1)]
+
     def _retry_loop(self) -> None:
         failures = 0
         while True:
-            delay = self._retry_delays[min(failures, len(self._retry_delays) - 1)]
+            with self._lock:
+                delay = self._next_pause(failures)
+                self._advised_delay = None
             if self._sleep is not None:
                 self._sleep(delay)
             else:
@@ -419,10 +563,9 @@ class SpoolingStore(IncidentStore):
                     done = self._replay()
                 except StoreError as e:
                     logger.error(
-                        "Writing the spooled incident changes failed: {}. medic tries again "
-                        "in {:g} s.",
+                        "Writing the spooled incident changes failed: {}. medic tries again in {}.",
                         e,
-                        self._retry_delays[min(failures + 1, len(self._retry_delays) - 1)],
+                        format_duration(self._next_pause(failures + 1)),
                     )
                     done = False
                 if done:

@@ -119,6 +119,40 @@ def test_the_default_listing_shows_active_incidents_field_by_field(seeded: dict[
     assert api["fingerprint"] == "shop/api/unhealthy"
 
 
+#: The ``--json`` field names scripts rely on; new fields may be added, none renamed.
+LISTING_FIELDS = {
+    "id",
+    "project",
+    "service",
+    "container",
+    "container_id",
+    "signal",
+    "status",
+    "summary",
+    "opened_at",
+    "resolved_at",
+    "duration_seconds",
+    "attempts",
+    "last_action",
+    "last_action_ok",
+    "note",
+    "fingerprint",
+}
+ATTEMPT_FIELDS = {"id", "playbook", "action", "started_at", "finished_at", "ok", "error", "output"}
+EVIDENCE_FIELDS = {"observed_at", "summary", "evidence"}
+
+
+def test_the_json_field_names_are_kept(seeded: dict[str, Any]) -> None:
+    url = seeded["url"]
+    for listed in parse(medic("incidents", "--all", "--json", url=url)):
+        assert set(listed) >= LISTING_FIELDS
+        assert "evidence" not in listed
+    shown = parse(medic("incidents", "show", seeded["api"].id, "--json", url=url))
+    assert set(shown) >= LISTING_FIELDS
+    assert all(set(a) >= ATTEMPT_FIELDS for a in shown["attempts"])
+    assert all(set(e) == EVIDENCE_FIELDS for e in shown["evidence"])
+
+
 def test_all_includes_resolved_incidents_newest_first(seeded: dict[str, Any]) -> None:
     found = parse(medic("incidents", "--all", "--json", url=seeded["url"]))
     assert [i["id"] for i in found] == [seeded["api"].id, seeded["web"].id]
@@ -160,7 +194,7 @@ def test_the_table_for_people_has_one_row_per_incident(seeded: dict[str, Any]) -
     assert rows[0].split()[:4] == [seeded["api"].id[:8], "api", "unhealthy", "escalated"]
     assert rows[0].endswith("restart: failed")
     assert rows[1].split()[:4] == [seeded["web"].id[:8], "web", "exited", "resolved"]
-    assert " 1m 15s " in rows[1]
+    assert " 1 min 15 s " in rows[1]
     assert rows[1].endswith("start: ok")
 
 

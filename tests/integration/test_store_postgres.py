@@ -301,6 +301,26 @@ def test_observations_are_sampled_on_change_or_interval(postgres_url: str) -> No
     ]
 
 
+def test_what_is_remembered_to_sample_observations_is_bounded(postgres_url: str) -> None:
+    from agent.store.postgres import MAX_KEPT_CONTAINERS
+
+    now = datetime.now(UTC)
+    store = PostgresStore(postgres_url, observation_interval=60, now=lambda: now)
+    many = [
+        ContainerRef(ContainerId(f"{n:064x}"), f"shop-worker-{n}", "shop", "worker")
+        for n in range(MAX_KEPT_CONTAINERS + 200)
+    ]
+    try:
+        store.record_observations([snapshot(ref, now, State.RUNNING, Health.NONE) for ref in many])
+        assert store.remembered() == MAX_KEPT_CONTAINERS
+        # The most recently seen are the ones remembered: seen again unchanged, not kept.
+        store.record_observations([snapshot(many[-1], now, State.RUNNING, Health.NONE)])
+    finally:
+        store.close()
+    [(count,)] = rows(postgres_url, "SELECT count(*) FROM observations")
+    assert count == MAX_KEPT_CONTAINERS + 200
+
+
 def test_retention_prunes_old_observations_in_batches_and_keeps_incidents(
     postgres_url: str,
 ) -> None:

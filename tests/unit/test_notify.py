@@ -12,7 +12,14 @@ from helpers import wait_for
 
 from agent.config import Settings
 from agent.model import Action, ActionKind, State
-from agent.notify import Notification, NotificationKind, NotificationQueue, Notifier, NotifyError
+from agent.notify import (
+    MAX_DEDUPE_KEYS,
+    Notification,
+    NotificationKind,
+    NotificationQueue,
+    Notifier,
+    NotifyError,
+)
 from agent.observe import Scope
 from agent.playbooks import load_playbooks
 from agent.store import MemoryStore
@@ -55,6 +62,39 @@ def test_each_incident_says_each_thing_once() -> None:
     q.send(note(kind=NotificationKind.RESOLVED))
     q.close()
     assert [n.kind for n in sent.sent] == [NotificationKind.OPENED, NotificationKind.RESOLVED]
+
+
+def test_the_dedupe_keys_are_bounded_and_the_oldest_are_forgotten_first() -> None:
+    clock = Clock()
+    q = NotificationQueue(Recorder(), rate=10**9, max_pending=10, now=clock)
+    for n in range(MAX_DEDUPE_KEYS + 500):
+        q.send(note(incident=f"i{n}", fp="shop/web/exited"))
+    assert q.remembered()[0] == MAX_DEDUPE_KEYS
+    q.close()
+    assert MAX_DEDUPE_KEYS == 10_000
+
+
+def test_a_recent_key_is_still_a_repeat_when_old_ones_are_forgotten() -> None:
+    sent = Recorder()
+    q = NotificationQueue(sent, rate=10**9, max_keys=3)
+    for incident in ("i1", "i2", "i3", "i4"):
+        q.send(note(incident=incident))
+    q.send(note(incident="i4"))  # still remembered: not sent again
+    q.send(note(incident="i1"))  # the oldest, forgotten: said a second time
+    q.close()
+    assert [n.incident_id for n in sent.sent] == ["i1", "i2", "i3", "i4", "i1"]
+
+
+def test_send_times_are_kept_only_for_services_within_the_rate_window() -> None:
+    clock = Clock()
+    q = NotificationQueue(Recorder(), rate=6, per=3600, now=clock)
+    for n in range(200):
+        q.send(note(incident=f"i{n}", fp=f"shop/service-{n}/exited"))
+    assert q.remembered()[1] == 200
+    clock.now += timedelta(hours=2)
+    q.send(note(incident="later", fp="shop/web/exited"))
+    assert q.remembered()[1] == 1
+    q.close()
 
 
 def test_a_flapping_service_is_rate_limited_and_the_next_message_says_how_many_were_held() -> None:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from helpers import wait_for
+from loguru import logger
 
 from agent.errors import StoreError, StoreUnavailable
 from agent.model import (
@@ -25,8 +27,8 @@ from agent.model import (
     IncidentStatus,
     Signal,
 )
-from agent.store import IncidentQuery, MemoryStore, new_id
-from agent.store.memory import append_evidence
+from agent.store import IncidentNotFound, IncidentQuery, IncidentStore, MemoryStore, new_id
+from agent.store.memory import MAX_RESOLVED_KEPT, append_evidence
 from agent.store.migrate import available
 from agent.store.ops import (
     AddEvidence,
@@ -49,7 +51,7 @@ class FlakyDatabase(OperationStore):
     """An honest stand-in for Postgres: applies operations idempotently, and can be down."""
 
     def __init__(self) -> None:
-        self.rows = MemoryStore()
+        self.rows = MemoryStore(max_resolved=None)
         self.down = False
         self.applied: list[Operation] = []
         self.keys: set[str] = set()
@@ -241,17 +243,117 @@ def test_a_spool_left_by_an_earlier_run_is_written_at_start(tmp_path: Path) -> N
     assert (tmp_path / "spool.jsonl").read_text() == ""
 
 
-def test_a_line_cut_short_by_a_crash_is_skipped(tmp_path: Path) -> None:
+@pytest.fixture
+def warnings_logged() -> Iterator[list[str]]:
+    """The WARNING (and worse) lines medic logs during the test."""
+    lines: list[str] = []
+    sink = logger.add(lambda m: lines.append(str(m).rstrip()), level="WARNING", format="{message}")
+    yield lines
+    logger.remove(sink)
+
+
+def spool_with_two_changes_and_a_torn_third(tmp_path: Path) -> tuple[list[str], bytes]:
+    """A spool as a crash while writing its third line leaves it: two whole lines."""
     db = FlakyDatabase()
     db.down = True
     store = SpoolingStore(db, state_dir=tmp_path, retry_delays=(3600,))
     incident = store.record_finding(finding(T0))
+    store.record_attempt(attempt(incident.id, T0 + timedelta(seconds=1)))
     store.close()
-    with (tmp_path / "spool.jsonl").open("a") as spool:
-        spool.write('{"op":"record_attempt","id":"ab')
+    whole = (tmp_path / "spool.jsonl").read_text().splitlines()
+    third = to_json(RecordAttempt(attempt(incident.id, T0 + timedelta(seconds=9)))).encode()
+    torn = third[: len(third) // 2]
+    with (tmp_path / "spool.jsonl").open("ab") as spool:
+        spool.write(torn)
+    return whole, torn
+
+
+def test_a_torn_last_line_is_set_aside_named_and_the_whole_lines_written(
+    tmp_path: Path, warnings_logged: list[str]
+) -> None:
+    whole, torn = spool_with_two_changes_and_a_torn_third(tmp_path)
+    db = FlakyDatabase()
+    db.down = True
+    store = SpoolingStore(db, state_dir=tmp_path, retry_delays=(3600,))
+
+    [aside] = list(tmp_path.glob("spool.jsonl.torn-*"))
+    assert aside.read_bytes() == torn
+    assert aside.stat().st_mode & 0o777 == 0o600
+    assert re.fullmatch(r"spool\.jsonl\.torn-\d{8}T\d{6}\.\d{6}Z", aside.name)
+    assert any(str(aside) in line and "cut short" in line for line in warnings_logged)
+    assert (tmp_path / "spool.jsonl").read_text().splitlines() == whole
+    assert store.pending_changes() == 2
+
+    # The next change is a line of its own, and every whole line reaches the database.
+    later = store.record_finding(finding(T0 + timedelta(minutes=5), "exited again"))
+    lines = (tmp_path / "spool.jsonl").read_text().splitlines()
+    assert lines[:2] == whole
+    [added] = [from_json(line) for line in lines[2:]]
+    assert isinstance(added, AddEvidence)
+    assert added.summary == "exited again"
+    db.down = False
+    assert store.replay()
+    store.close()
+    assert len(db.applied) == 3
+    assert db.rows.get(later.id).evidence[-1].summary == "exited again"
+    assert list(tmp_path.glob("spool.jsonl.torn-*")) == [aside]
+
+
+def test_a_last_line_missing_only_its_newline_is_kept(tmp_path: Path) -> None:
+    whole, _ = spool_with_two_changes_and_a_torn_third(tmp_path)
+    spool = tmp_path / "spool.jsonl"
+    spool.write_text("\n".join(whole))  # the second line is whole but has no newline
+    db = FlakyDatabase()
+    db.down = True
+    store = SpoolingStore(db, state_dir=tmp_path, retry_delays=(3600,))
+    assert store.pending_changes() == 2
+    assert spool.read_text() == "\n".join(whole) + "\n"
+    assert list(tmp_path.glob("spool.jsonl.torn-*")) == []
+    store.close()
+
+
+def test_an_unreadable_line_is_set_aside_once_and_the_rest_written(
+    tmp_path: Path, warnings_logged: list[str]
+) -> None:
+    whole, _ = spool_with_two_changes_and_a_torn_third(tmp_path)
+    spool = tmp_path / "spool.jsonl"
+    spool.write_text(f'{whole[0]}\n{{"op": "from_the_future"}}\n{whole[1]}\n')
+    db = FlakyDatabase()
+    db.down = True
+    SpoolingStore(db, state_dir=tmp_path, retry_delays=(3600,)).close()
+    [aside] = list(tmp_path.glob("spool.jsonl.unreadable-*"))
+    assert aside.read_text() == '{"op": "from_the_future"}\n'
+    assert any(str(aside) in line for line in warnings_logged)
+    assert spool.read_text().splitlines() == whole
+
     db.down = False
     SpoolingStore(db, state_dir=tmp_path).close()
-    assert [i.id for i in db.rows.list_incidents()] == [incident.id]
+    assert len(db.applied) == 2
+    assert list(tmp_path.glob("spool.jsonl.unreadable-*")) == [aside]
+
+
+def test_after_a_write_that_failed_half_way_the_next_one_starts_a_line_of_its_own(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "state"
+    db = FlakyDatabase()
+    store = SpoolingStore(db, state_dir=state, retry_delays=(3600,))
+    db.down = True
+    state.write_text("a file where the state folder should be")
+    with pytest.raises(SpoolError):
+        store.record_finding(finding(T0))
+    # A person frees the folder; the failed write had left half a line behind.
+    state.unlink()
+    state.mkdir()
+    (state / "spool.jsonl").write_text('{"op":"open_incident","id":"ab')
+    incident = store.record_finding(finding(T0 + timedelta(seconds=5)))
+    [line] = (state / "spool.jsonl").read_text().splitlines()
+    op = from_json(line)
+    assert isinstance(op, OpenIncident)
+    assert op.incident.id == incident.id
+    [aside] = list(state.glob("spool.jsonl.torn-*"))
+    assert aside.read_text() == '{"op":"open_incident","id":"ab'
+    store.close()
 
 
 def test_a_spool_that_cannot_be_written_is_a_loud_error(tmp_path: Path) -> None:
@@ -400,3 +502,119 @@ def test_migration_files_are_numbered_plain_sql_and_a_missing_set_is_an_error(
     (tmp_path / "1_oops.sql").write_text("SELECT 1;")
     with pytest.raises(StoreError, match=r"not named like 0001_what\.sql"):
         available(tmp_path)
+
+
+def test_an_open_incident_line_written_before_the_codec_is_still_read() -> None:
+    earlier = (
+        '{"container_id":"' + "c" * 64 + '","container_name":"shop-web-1","entry_id":"e1",'
+        '"evidence":{"exit_code":3},"id":"' + "a" * 32 + '","op":"open_incident",'
+        '"opened_at":"2026-05-01T12:00:00+00:00","project":"shop","service":"web",'
+        '"signal":"exited","status":"open","summary":"shop-web-1 exited with code 3."}'
+    )
+    op = from_json(earlier)
+    assert op == OpenIncident(
+        Incident(
+            id=IncidentId("a" * 32),
+            container=WEB,
+            signal=Signal.EXITED,
+            status=IncidentStatus.OPEN,
+            opened_at=T0,
+            updated_at=T0,
+            summary="shop-web-1 exited with code 3.",
+            evidence=(EvidenceEntry(T0, "shop-web-1 exited with code 3.", {"exit_code": 3}),),
+        ),
+        entry_id="e1",
+    )
+
+
+def test_a_spool_line_with_a_wrong_type_is_named_not_guessed() -> None:
+    line = to_json(RecordAttempt(attempt(IncidentId("a" * 32), T0))).replace(
+        '"ok":true', '"ok":"yes"'
+    )
+    with pytest.raises(BadSpoolLine, match="'ok' must be true or false"):
+        from_json(line)
+
+
+class StartingUp(FlakyDatabase):
+    """A database that says how long to wait, as a server still starting up can."""
+
+    def __init__(self, advice: list[float | None]) -> None:
+        super().__init__()
+        self.advice = advice
+
+    def _check(self) -> None:
+        if self.advice:
+            raise StoreUnavailable("the database system is starting up", delay=self.advice.pop(0))
+
+
+def test_the_background_retry_waits_as_long_as_the_database_advises(tmp_path: Path) -> None:
+    db = StartingUp([])
+    pauses: list[float] = []
+    store = SpoolingStore(db, state_dir=tmp_path, retry_delays=(1, 2, 4), sleep=pauses.append)
+    db.advice.extend([7.0, None, 0.5])
+    incident = store.record_finding(finding(T0))
+    wait_for(lambda: store.pending_changes() == 0, timeout=5, message="the spool to be written")
+    store.close()
+    # Advice first (7 s), the own backoff when there is none (2 s after two failures),
+    # advice again (0.5 s); then the write goes through.
+    assert pauses == [7.0, 2, 0.5]
+    assert db.rows.get(incident.id).id == incident.id
+
+
+def test_temporary_errors_carry_their_delay_and_old_callers_work_unchanged() -> None:
+    from agent.errors import DockerUnavailable, TemporaryError
+
+    assert StoreUnavailable("refused").delay is None
+    assert StoreUnavailable("starting up", delay=2).delay == 2
+    assert str(DockerUnavailable("no socket", delay=1.5)) == "no socket"
+    assert isinstance(DockerUnavailable("x"), TemporaryError)
+    with pytest.raises(ValueError, match="cannot be negative"):
+        StoreUnavailable("x", delay=-1)
+
+
+def resolved_incidents(store: IncidentStore, count: int, *, start: int = 0) -> list[Incident]:
+    """``count`` incidents on as many containers, each opened then resolved."""
+    made = []
+    for n in range(start, start + count):
+        ref = ContainerRef(ContainerId(f"{n:064x}"), f"shop-job-{n}", "shop", "job")
+        at = T0 + timedelta(seconds=n)
+        incident = store.record_finding(Finding(ref, Signal.EXITED, "exited", at))
+        made.append(store.set_status(incident.id, IncidentStatus.RESOLVED, at=at))
+    return made
+
+
+def test_the_memory_store_keeps_every_active_incident_and_a_bounded_number_of_resolved() -> None:
+    store = MemoryStore()
+    active = store.record_finding(finding(T0))
+    first, *_ = resolved_incidents(store, MAX_RESOLVED_KEPT + 300)
+    assert store.held() == MAX_RESOLVED_KEPT + 1
+    assert store.get(active.id).is_active
+    with pytest.raises(IncidentNotFound):
+        store.get(first.id)
+    assert MAX_RESOLVED_KEPT == 1_000
+
+
+def test_a_resolved_incident_used_recently_is_kept_longer() -> None:
+    store = MemoryStore(max_resolved=3)
+    a, b, c = resolved_incidents(store, 3)
+    store.get(a.id)
+    resolved_incidents(store, 1, start=10)
+    assert store.get(a.id) == a
+    with pytest.raises(IncidentNotFound):
+        store.get(b.id)
+    assert store.get(c.id) == c
+
+
+def test_the_spools_view_of_postgres_is_bounded_and_the_database_keeps_everything(
+    tmp_path: Path,
+) -> None:
+    db = FlakyDatabase()
+    store = SpoolingStore(db, state_dir=tmp_path, retry_delays=(3600,))
+    active = store.record_finding(finding(T0))
+    made = resolved_incidents(store, MAX_RESOLVED_KEPT + 50)
+    assert store.remembered() == MAX_RESOLVED_KEPT + 1
+    assert db.rows.held() == MAX_RESOLVED_KEPT + 51
+    # An incident the view forgot is read from the database.
+    assert store.get(made[0].id).status is IncidentStatus.RESOLVED
+    assert [i.id for i in store.active_incidents()] == [active.id]
+    store.close()
