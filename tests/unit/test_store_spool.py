@@ -15,13 +15,17 @@ from helpers import wait_for
 from loguru import logger
 
 from agent.errors import StoreError, StoreUnavailable
+from agent.fixes.errors import FixNotFound
 from agent.model import (
     Attempt,
     AttemptId,
     ContainerId,
     ContainerRef,
+    Diagnosis,
     EvidenceEntry,
     Finding,
+    Fix,
+    FixStatus,
     Incident,
     IncidentId,
     IncidentStatus,
@@ -37,6 +41,8 @@ from agent.store.ops import (
     Operation,
     OperationStore,
     RecordAttempt,
+    RecordDiagnosis,
+    RecordFix,
     SetStatus,
     from_json,
     to_json,
@@ -78,8 +84,22 @@ class FlakyDatabase(OperationStore):
                     self.rows.put(replace(found, evidence=append_evidence(found.evidence, entry)))
                 elif isinstance(op, RecordAttempt):
                     self.rows.record_attempt(op.attempt)
+                elif isinstance(op, RecordDiagnosis):
+                    self.rows.record_diagnosis(op.diagnosis)
+                elif isinstance(op, RecordFix):
+                    self._put_fix(op.fix)
                 else:
                     self.rows.set_status(op.incident_id, op.status, at=op.at, note=op.note)
+
+    def _put_fix(self, fix: Fix) -> None:
+        """As Postgres does: a stored decision is not changed to another status."""
+        try:
+            stored = self.rows.get_fix(fix.id)
+        except FixNotFound:
+            stored = None
+        decided = (FixStatus.APPROVED, FixStatus.REJECTED)
+        if stored is None or stored.status not in decided or stored.status is fix.status:
+            self.rows.put_fix(fix)
 
     def record_finding(self, finding: Finding) -> Incident:
         raise AssertionError("the spooling store writes operations, never findings")
@@ -105,6 +125,39 @@ class FlakyDatabase(OperationStore):
         self._check()
         return self.rows.list_incidents(query)
 
+    def record_diagnosis(self, diagnosis: Diagnosis) -> None:
+        self.apply([RecordDiagnosis(diagnosis)])
+
+    def diagnoses(self, incident_id: IncidentId) -> list[Diagnosis]:
+        self._check()
+        return self.rows.diagnoses(incident_id)
+
+    def find_reusable(self, fingerprint: str, *, since: datetime) -> Diagnosis | None:
+        self._check()
+        return self.rows.find_reusable(fingerprint, since=since)
+
+    def tokens_since(self, since: datetime) -> int:
+        self._check()
+        return self.rows.tokens_since(since)
+
+    def record_fix(self, fix: Fix) -> None:
+        raise AssertionError("the spooling store writes operations, never fixes")
+
+    def update_fix(self, fix: Fix) -> None:
+        raise AssertionError("the spooling store writes operations, never fixes")
+
+    def get_fix(self, ref: str) -> Fix:
+        self._check()
+        return self.rows.get_fix(ref)
+
+    def list_fixes(self, *, include_decided: bool = False) -> list[Fix]:
+        self._check()
+        return self.rows.list_fixes(include_decided=include_decided)
+
+    def fixes_of_incident(self, incident_id: IncidentId) -> list[Fix]:
+        self._check()
+        return self.rows.fixes_of_incident(incident_id)
+
 
 def _key(op: Operation) -> str:
     if isinstance(op, OpenIncident):
@@ -113,6 +166,10 @@ def _key(op: Operation) -> str:
         return f"evidence:{op.entry_id}"
     if isinstance(op, RecordAttempt):
         return f"attempt:{op.attempt.id}"
+    if isinstance(op, RecordDiagnosis):
+        return f"diagnosis:{op.diagnosis.id}"
+    if isinstance(op, RecordFix):
+        return f"fix:{op.fix.id}:{new_id()}"  # every change of a fix is applied
     return f"status:{op.change_id}"
 
 
@@ -496,9 +553,15 @@ def test_migration_files_are_numbered_plain_sql_and_a_missing_set_is_an_error(
 ) -> None:
     names = [m.name for m in available()]
     assert names[0] == "0001_incidents.sql"
-    assert [m.version for m in available()] == list(range(1, len(names) + 1))
+    assert {"0003_diagnoses.sql", "0004_fixes.sql", "0005_incident_scope.sql"} <= set(names)
+    assert [m.version for m in available()] == sorted(m.version for m in available())
     with pytest.raises(StoreError, match="lacks its SQL files"):
         available(tmp_path)
+    (tmp_path / "0002_a.sql").write_text("SELECT 1;")
+    (tmp_path / "0002_b.sql").write_text("SELECT 1;")
+    with pytest.raises(StoreError, match="share a number"):
+        available(tmp_path)
+    (tmp_path / "0002_b.sql").unlink()
     (tmp_path / "1_oops.sql").write_text("SELECT 1;")
     with pytest.raises(StoreError, match=r"not named like 0001_what\.sql"):
         available(tmp_path)
