@@ -28,8 +28,8 @@ from agent.model import (
     State,
 )
 from agent.store import IncidentNotFound, IncidentQuery, new_id
-from agent.store.ops import AddEvidence, OpenIncident, Operation, RecordAttempt, SetStatus
 from agent.store.migrate import available
+from agent.store.ops import AddEvidence, OpenIncident, Operation, RecordAttempt, SetStatus
 from agent.store.postgres import PostgresStore, run_migrations
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "incidents.md"
