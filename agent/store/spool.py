@@ -695,8 +695,11 @@ class SpoolingStore(IncidentStore):
     # --- the in-memory view --------------------------------------------------------------------
 
     def _mirror(self, incidents: Sequence[Incident]) -> None:
-        """Copy what the database says into the view, unless the view knows more."""
+        """Copy what the database says into the view, unless the view knows more. Another
+        medic's incidents are not this one's to remember."""
         for incident in incidents:
+            if self.identity is not None and incident.scope != self.scope:
+                continue
             if self._pending:
                 try:
                     self._view.get(incident.id)
@@ -717,13 +720,17 @@ class SpoolingStore(IncidentStore):
         return found if found.id == incident_id else None
 
     def _know(self, incident_id: IncidentId) -> None:
-        """Make sure the view holds ``incident_id``, fetching it when only Postgres has it."""
+        """Make sure the view holds ``incident_id``, fetching it when only Postgres has it;
+        ForeignIncident (and nothing remembered) when it is another medic's."""
         if self._known(incident_id) is not None:
             return
         try:
-            self._view.put(self._backend.get(incident_id))
+            found = self._backend.get(incident_id)
         except StoreUnavailable as e:
             self._went_down(e)
+            return
+        self.check_own(found)
+        self._view.put(found)
 
     def _apply_to_view(self, op: Operation) -> None:
         """Replay a spooled operation from an earlier run onto the view."""

@@ -243,7 +243,9 @@ def test_two_spooling_medics_on_one_database_do_not_see_each_others_incidents(
     with pytest.raises(ForeignIncident):
         b.set_status(escalated.id, IncidentStatus.RESOLVED, at=T0)
     assert db.rows.get(escalated.id).status is IncidentStatus.ESCALATED
-    # A medic without an identity (the CLI) sees both.
-    assert [i.scope for i in db.rows.list_incidents()] == [HOST_A.scope]
+    # Listing every incident (as the case file does for earlier ones) shows X's to Y,
+    # but Y does not take it for its own.
+    assert [i.id for i in b.list_incidents()] == [escalated.id]
+    assert b.remembered() == 0
     a.close()
     b.close()
