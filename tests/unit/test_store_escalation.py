@@ -18,6 +18,8 @@ import pytest
 from store_contract import CHECKS, T0, WEB, a_diagnosis, a_fix, check_name, open_incident
 from store_fakes import FlakyDatabase
 
+from agent.docker_gateway import DockerSDKGateway
+from agent.errors import DockerError
 from agent.fixes.errors import FixNotFound
 from agent.model import (
     ContainerId,
@@ -249,3 +251,18 @@ def test_two_spooling_medics_on_one_database_do_not_see_each_others_incidents(
     assert b.remembered() == 0
     a.close()
     b.close()
+
+
+class _EngineWithoutId:
+    """The SDK client's shape, for an engine whose ``docker info`` lacks an ID."""
+
+    class api:
+        @staticmethod
+        def info() -> dict[str, object]:
+            return {"ServerVersion": "20.10.24"}
+
+
+def test_an_engine_that_gives_no_id_is_a_clear_error_not_an_empty_identity() -> None:
+    gateway = DockerSDKGateway(_EngineWithoutId(), retry_attempts=1)
+    with pytest.raises(DockerError, match="did not give its ID"):
+        gateway.engine_id()
