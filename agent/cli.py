@@ -43,6 +43,7 @@ from agent.observe import own_container_id, resolve_scope
 from agent.output import cell, dump_json, table
 from agent.playbooks import check_paths, load_playbooks
 from agent.store import IncidentQuery, IncidentStore, MemoryStore
+from agent.store.base import Identity
 from agent.store.postgres import PostgresStore, run_migrations
 from agent.store.spool import SpoolingStore
 from agent.supervisor import CycleReport, Supervisor
@@ -197,22 +198,26 @@ def _fail(message: str, *, debug: bool, error: BaseException) -> None:
     print(message, file=sys.stderr)
 
 
-def open_store(settings: Settings) -> IncidentStore:
-    """The store ``run`` and ``once`` record in: Postgres behind a spool, or memory only."""
+def open_store(settings: Settings, *, identity: Identity | None = None) -> IncidentStore:
+    """The store ``run`` and ``once`` record in: Postgres behind a spool, or memory only.
+
+    ``identity`` is the medic's (its scope and Docker engine): the store stamps it on
+    the incidents it opens and resumes and resolves only those (docs/incidents.md)."""
     if settings.database_url is None:
         logger.warning(
             "MEDIC_DATABASE_URL is not set, so incidents are kept in memory only and are lost "
             "when medic stops. Set it to a Postgres URL like {} to keep them.",
             EXAMPLE_URL,
         )
-        return MemoryStore()
+        return MemoryStore(identity=identity)
     backend = PostgresStore(
         settings.database_url,
         migrate=True,
         observation_interval=settings.observation_interval,
         retention_days=settings.retention_days,
+        identity=identity,
     )
-    store = SpoolingStore(backend, state_dir=settings.state_dir)
+    store = SpoolingStore(backend, state_dir=settings.state_dir, identity=identity)
     if store.reachable:
         logger.info("Incidents are recorded in Postgres at {}.", backend.where)
     return store
@@ -245,7 +250,8 @@ def _supervisor(
     )
     gateway.ping()
     scope = resolve_scope(settings.project, gateway, own_id=own_container_id())
-    store = open_store(settings)
+    # One database, many medics: this one's incidents are those of its scope on this engine.
+    store = open_store(settings, identity=Identity(gateway.engine_id(), scope.project))
     notifier = None
     if settings.notify_targets:
         sender = AppriseNotifier(settings.notify_targets)
@@ -555,10 +561,21 @@ def cmd_incidents(settings: Settings, query: IncidentQuery, *, as_json: bool) ->
         print(f"No {which}{' of service ' + query.service if query.service else ''}.")
         return EXIT_OK
     table(
-        ["id", "service", "signal", "status", "opened", "duration", "attempts", "last action"],
+        [
+            "id",
+            "scope",
+            "service",
+            "signal",
+            "status",
+            "opened",
+            "duration",
+            "attempts",
+            "last action",
+        ],
         [
             (
                 i.id[:8],
+                scope_cell(i.scope),
                 i.container.service or i.container.name,
                 i.signal,
                 i.status,
@@ -586,6 +603,7 @@ def cmd_show(settings: Settings, incident_id: str, *, as_json: bool) -> int:
     print(f"  {incident.summary}")
     print(f"  container  {c.name} ({c.short_id}), service {c.service or '-'}, project {c.project}")
     print(f"  signal     {incident.signal}")
+    print(f"  scope      {incident.scope or '- (recorded before medics had scopes)'}")
     print(f"  status     {incident.status}" + (f": {incident.note}" if incident.note else ""))
     print(f"  opened     {cell(incident.opened_at)}")
     if incident.resolved_at is not None:
@@ -646,6 +664,15 @@ def incident_document(
     if detailed:
         doc["evidence"] = evidence
     return doc
+
+
+def scope_cell(scope: str | None) -> str:
+    """An incident's scope in a table: what the medic supervised, and the start of its
+    engine's ID (``--json`` has it whole); ``-`` for one recorded before scopes."""
+    if scope is None:
+        return "-"
+    what, at, engine = scope.partition("@")
+    return f"{what}@{engine[:14]}" if at else scope
 
 
 def _lasted(incident: Incident, *, now: datetime) -> float:

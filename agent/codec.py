@@ -286,6 +286,7 @@ def incident_to_dict(incident: Incident) -> Document:
         "updated_at": _iso(incident.updated_at),
         "resolved_at": _iso(incident.resolved_at),
         "note": incident.note,
+        "scope": incident.scope,
         "fingerprint": incident.fingerprint,
         "evidence": [evidence_entry_to_dict(e) for e in incident.evidence],
         "attempts": [attempt_to_dict(a) for a in incident.attempts],
@@ -306,6 +307,7 @@ def incident_from_dict(doc: Mapping[str, Any]) -> Incident:
         evidence=_list(doc, "evidence", evidence_entry_from_dict),
         attempts=_list(doc, "attempts", attempt_from_dict),
         note=optional_text_field(doc, "note"),
+        scope=optional_text_field(doc, "scope"),
     )
 
 
@@ -345,6 +347,7 @@ def diagnosis_to_dict(diagnosis: Diagnosis) -> Document:
         "cache_read_input_tokens": d.cache_read_input_tokens,
         "error": d.error,
         "reused_from": d.reused_from,
+        "unverified_evidence": list(d.unverified_evidence),
     }
 
 
@@ -371,6 +374,7 @@ def diagnosis_from_dict(doc: Mapping[str, Any]) -> Diagnosis:
         cache_read_input_tokens=_int(doc, "cache_read_input_tokens", 0),
         error=optional_text_field(doc, "error"),
         reused_from=DiagnosisId(reused) if reused is not None else None,
+        unverified_evidence=_list(doc, "unverified_evidence", _text),
     )
 
 
@@ -380,6 +384,7 @@ def verification_to_dict(verification: Verification) -> Document:
         "ok": v.ok,
         "built": v.built,
         "build_log": v.build_log,
+        "image": v.image,
         "command": v.command,
         "exit_status": v.exit_status,
         "output": v.output,
@@ -392,6 +397,7 @@ def verification_from_dict(doc: Mapping[str, Any]) -> Verification:
     return Verification(
         built=_opt_bool(doc, "built"),
         build_log=optional_text_field(doc, "build_log") or "",
+        image=optional_text_field(doc, "image"),
         command=optional_text_field(doc, "command"),
         exit_status=_opt_int(doc, "exit_status"),
         output=optional_text_field(doc, "output") or "",

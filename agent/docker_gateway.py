@@ -976,3 +976,17 @@ class DockerSDKGateway(DockerGateway):
         )
         text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else str(raw)
         return text.splitlines()
+
+    # --- identity (agent/store/base.py's Identity) ---------------------------------------
+
+    def engine_id(self) -> str:
+        """The engine's own ID (``docker info``'s ``ID``), which tells this host's incidents
+        from another host's in a shared database; one request."""
+        info = self._call("Reading the Docker engine's ID", self._api.info)
+        found = info.get("ID") if isinstance(info, Mapping) else None
+        if not isinstance(found, str) or not found.strip():
+            raise DockerError(
+                "The Docker engine did not give its ID in `docker info`; medic needs it to tell "
+                "its incidents from those of medics on other hosts."
+            )
+        return found.strip()

@@ -461,6 +461,9 @@ class Incident:
     evidence: tuple[EvidenceEntry, ...] = ()
     attempts: tuple[Attempt, ...] = ()
     note: str | None = None
+    scope: str | None = None
+    """Which medic opened it: its scope and Docker engine (see ``agent.store.base.Identity``);
+    None for an incident stored before medics had one."""
 
     @property
     def fingerprint(self) -> str:

@@ -40,14 +40,16 @@ from agent.model import (
     AttemptId,
     ContainerId,
     ContainerRef,
+    Diagnosis,
     Finding,
+    Fix,
     Incident,
     IncidentId,
     IncidentStatus,
     Signal,
 )
 from agent.store import IncidentQuery, new_id
-from agent.store.ops import Operation, OperationStore
+from agent.store.ops import Operation, OperationStore, RecordDiagnosis
 from agent.store.postgres import PostgresStore, run_migrations
 from agent.store.spool import SpoolingStore
 
@@ -100,6 +102,36 @@ class Switchable(OperationStore):
 
     def close(self) -> None:
         self.real.close()
+
+    # Diagnoses and fixes are not measured here; they go to the real store as they are.
+    def record_diagnosis(self, diagnosis: Diagnosis) -> None:
+        self.apply([RecordDiagnosis(diagnosis)])
+
+    def diagnoses(self, incident_id: IncidentId) -> list[Diagnosis]:
+        return self.real.diagnoses(incident_id)
+
+    def find_reusable(self, fingerprint: str, *, since: datetime) -> Diagnosis | None:
+        return self.real.find_reusable(fingerprint, since=since)
+
+    def tokens_since(self, since: datetime) -> int:
+        return self.real.tokens_since(since)
+
+    def record_fix(self, fix: Fix) -> None:
+        self._check()
+        self.real.record_fix(fix)
+
+    def update_fix(self, fix: Fix) -> None:
+        self._check()
+        self.real.update_fix(fix)
+
+    def get_fix(self, ref: str) -> Fix:
+        return self.real.get_fix(ref)
+
+    def list_fixes(self, *, include_decided: bool = False) -> list[Fix]:
+        return self.real.list_fixes(include_decided=include_decided)
+
+    def fixes_of_incident(self, incident_id: IncidentId) -> list[Fix]:
+        return self.real.fixes_of_incident(incident_id)
 
 
 def start_postgres(client: Any, image: str) -> tuple[Any, str]:

@@ -1,7 +1,8 @@
 """Where diagnoses are kept: the interface, and an implementation in memory.
 
-The Postgres implementation lives with the other stores (``agent/store/``); the
-worker only needs these four questions answered.
+Every ``agent.store.IncidentStore`` (memory, Postgres, spooling) is one: the
+worker only needs these four questions answered. ``record_diagnosis`` is named
+for what it records, since the same store records incidents and fixes too.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from agent.model import Diagnosis, DiagnosisSource, IncidentId
 
 
 class DiagnosisStore(Protocol):
-    def record(self, diagnosis: Diagnosis) -> None:
+    def record_diagnosis(self, diagnosis: Diagnosis) -> None:
         """Store one diagnosis; a diagnosis with an id already stored changes nothing."""
         ...
 
@@ -40,7 +41,7 @@ class MemoryDiagnosisStore:
         self._items: list[Diagnosis] = []
         self._lock = threading.Lock()
 
-    def record(self, diagnosis: Diagnosis) -> None:
+    def record_diagnosis(self, diagnosis: Diagnosis) -> None:
         with self._lock:
             if all(d.id != diagnosis.id for d in self._items):
                 self._items.append(diagnosis)

@@ -107,7 +107,7 @@ class DiagnosisService:
             case_file=text,
             fingerprint=fp,
         )
-        self.diagnoses.record(rule_record)
+        self.diagnoses.record_diagnosis(rule_record)
         logger.info(
             "Incident {} ({}) was diagnosed by the rules as {}: {}",
             incident.id[:12],
@@ -161,7 +161,7 @@ class DiagnosisService:
                 cache_creation_input_tokens=usage.cache_creation_input_tokens,
                 cache_read_input_tokens=usage.cache_read_input_tokens,
             )
-            self.diagnoses.record(failed)
+            self.diagnoses.record_diagnosis(failed)
             logger.warning(
                 "Claude could not diagnose incident {} ({}); the rule diagnosis stands and the "
                 "same failure is not sent again for {:g} s.",
@@ -188,7 +188,7 @@ class DiagnosisService:
             cache_read_input_tokens=usage.cache_read_input_tokens,
             unverified_evidence=answer.unverified_evidence,
         )
-        self.diagnoses.record(record)
+        self.diagnoses.record_diagnosis(record)
         logger.info(
             "Claude diagnosed incident {} ({} tokens in {} calls): {}",
             incident.id[:12],
@@ -221,7 +221,7 @@ class DiagnosisService:
             cache_creation_input_tokens=0,
             cache_read_input_tokens=0,
         )
-        self.diagnoses.record(copy)
+        self.diagnoses.record_diagnosis(copy)
         logger.info(
             "Incident {} has the same failure fingerprint as incident {}; its diagnosis is "
             "reused and Claude is not asked again.",
@@ -299,7 +299,7 @@ class DiagnosisWorker:
 
     def _record_abandoned(self, incident_id: IncidentId) -> None:
         source = DiagnosisSource.LLM if self.service.llm is not None else DiagnosisSource.RULES
-        self.service.diagnoses.record(
+        self.service.diagnoses.record_diagnosis(
             Diagnosis(
                 id=new_diagnosis_id(),
                 incident_id=incident_id,

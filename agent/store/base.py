@@ -1,4 +1,11 @@
-"""The interface every incident store implements, and the rules they share."""
+"""The interface every incident store implements, and the rules they share.
+
+A store records incidents and their attempts, and the diagnoses and fix branches
+escalation makes of them; it satisfies both ``agent.escalate.store.DiagnosisStore``
+and ``agent.fixes.review.FixStore``. A store made with an ``Identity`` belongs to one
+medic: it stamps that medic's scope on the incidents it opens and reads, resumes
+and resolves only those. A store without one (the CLI) reads every incident.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +16,15 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from agent.errors import StoreError
+from agent.fixes.errors import FixNotFound
 from agent.model import (
     Attempt,
     ContainerId,
     ContainerSnapshot,
+    Diagnosis,
     EvidenceEntry,
     Finding,
+    Fix,
     Incident,
     IncidentId,
     IncidentStatus,
@@ -28,14 +38,48 @@ class IncidentNotFound(StoreError):
     """No incident has that id (or no single incident starts with that prefix)."""
 
 
+class FixRecordedAlready(StoreError, ValueError):
+    """A new fix was recorded with the id of one that is stored already."""
+
+
+class ForeignIncident(StoreError):
+    """A medic was asked to change an incident that another medic's scope owns."""
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who a medic is, so that several can share one database without touching each
+    other's incidents: what it supervises (a compose project, or the containers
+    labelled ``medic.enable=true``) on which Docker engine (``docker info``'s ``ID``).
+
+    Two hosts running a project of the same name have different engine ids, so
+    they have different scopes too.
+    """
+
+    engine_id: str
+    project: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.engine_id.strip():
+            raise ValueError("a medic's identity needs the ID of the Docker engine it watches")
+
+    @property
+    def scope(self) -> str:
+        """The text stored in ``incidents.scope``: ``project=shop@<engine id>`` or
+        ``label=medic.enable@<engine id>``."""
+        what = f"project={self.project}" if self.project else "label=medic.enable"
+        return f"{what}@{self.engine_id}"
+
+
 def new_id() -> str:
     """A fresh id, made by medic rather than the database so that replays are idempotent."""
     return uuid.uuid4().hex
 
 
-def new_incident(finding: Finding) -> Incident:
+def new_incident(finding: Finding, *, scope: str | None = None) -> Incident:
     """The open incident a first finding starts, with that finding as its evidence."""
     return Incident(
+        scope=scope,
         id=IncidentId(new_id()),
         container=finding.container,
         signal=finding.signal,
@@ -56,15 +100,36 @@ class IncidentQuery:
     since: datetime | None = None
     container_id: ContainerId | None = None
     limit: int | None = None
+    scope: str | None = None
+    """Only incidents of this scope (``Identity.scope``); None: of every scope."""
 
 
 class IncidentStore(ABC):
-    """Incidents and their attempts.
+    """Incidents and their attempts, diagnoses and fixes.
 
     Rules every implementation keeps: at most one active incident (open, healing or
-    escalated) per container and signal; a finding for which one is active adds its
-    evidence to it; writes with an id that is already stored change nothing.
+    escalated) per container and signal; a finding for which one of the store's own
+    scope is active adds its evidence to it; writes with an id that is already stored
+    change nothing (except ``record_fix``, which refuses, and ``update_fix``).
     """
+
+    #: The medic this store records for; None reads (and opens) incidents of any scope.
+    identity: Identity | None = None
+
+    @property
+    def scope(self) -> str | None:
+        """The scope stamped on incidents this store opens (None without an identity)."""
+        return self.identity.scope if self.identity is not None else None
+
+    def check_own(self, incident: Incident) -> None:
+        """ForeignIncident when this store has an identity and ``incident`` is not of its
+        scope: a medic never resolves another medic's incident."""
+        if self.identity is not None and incident.scope != self.identity.scope:
+            owner = incident.scope or "no scope (recorded before medics had one)"
+            raise ForeignIncident(
+                f"Incident {incident.id[:8]} belongs to {owner}, not to this medic "
+                f"({self.identity.scope}); it is left as it is."
+            )
 
     @abstractmethod
     def record_finding(self, finding: Finding) -> Incident:
@@ -94,8 +159,55 @@ class IncidentStore(ABC):
         """Incidents matching ``query``, newest first."""
 
     def active_incidents(self, container_id: ContainerId | None = None) -> list[Incident]:
-        """Open, healing and escalated incidents, optionally of one container."""
-        return self.list_incidents(IncidentQuery(active_only=True, container_id=container_id))
+        """Open, healing and escalated incidents of this store's scope (of every scope
+        without an identity), optionally of one container."""
+        return self.list_incidents(
+            IncidentQuery(active_only=True, container_id=container_id, scope=self.scope)
+        )
+
+    # --- diagnoses (agent.escalate.store.DiagnosisStore) ---------------------------------------
+
+    @abstractmethod
+    def record_diagnosis(self, diagnosis: Diagnosis) -> None:
+        """Store one diagnosis of a stored incident; one whose id is stored changes nothing."""
+
+    @abstractmethod
+    def diagnoses(self, incident_id: IncidentId) -> list[Diagnosis]:
+        """An incident's diagnoses, oldest first."""
+
+    @abstractmethod
+    def find_reusable(self, fingerprint: str, *, since: datetime) -> Diagnosis | None:
+        """The newest LLM diagnosis (or failed call) of this fingerprint made at or after
+        ``since`` that is not itself a reuse."""
+
+    @abstractmethod
+    def tokens_since(self, since: datetime) -> int:
+        """Tokens (input, output, cache creation and cache read) of diagnoses made at or
+        after ``since``."""
+
+    # --- fixes (agent.fixes.review.FixStore) ------------------------------------------------
+
+    @abstractmethod
+    def record_fix(self, fix: Fix) -> None:
+        """Keep a new fix (proposed or refused); FixRecordedAlready when its id is stored."""
+
+    @abstractmethod
+    def update_fix(self, fix: Fix) -> None:
+        """Replace the stored fix with the same id (after a decision); FixNotFound when
+        there is none."""
+
+    @abstractmethod
+    def get_fix(self, ref: str) -> Fix:
+        """The fix with id ``ref`` or the one fix whose id starts with it; FixNotFound
+        otherwise (also when the prefix is shared)."""
+
+    @abstractmethod
+    def list_fixes(self, *, include_decided: bool = False) -> list[Fix]:
+        """Fixes newest first: those awaiting a decision (proposed), or every one."""
+
+    @abstractmethod
+    def fixes_of_incident(self, incident_id: IncidentId) -> list[Fix]:
+        """An incident's fixes, oldest first."""
 
     def record_observations(self, snapshots: Sequence[ContainerSnapshot]) -> None:  # noqa: B027
         """What every container looked like at one poll. A store samples what it keeps
@@ -111,3 +223,10 @@ class IncidentStore(ABC):
     def pending_changes(self) -> int:
         """Changes accepted but not yet durably stored where they belong (a spool's backlog)."""
         return 0
+
+
+def fix_not_found(ref: str, matches: int) -> FixNotFound:
+    """The error ``get_fix`` raises for ``ref`` when ``matches`` fixes (not one) match."""
+    if matches:
+        return FixNotFound(f"{matches} fixes have ids starting with {ref!r}; give more of it.")
+    return FixNotFound(f"No fix has an id starting with {ref!r}; `medic fixes --all` lists them.")

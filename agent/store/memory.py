@@ -6,7 +6,9 @@ the same rules as the Postgres store.
 
 A daemon runs for months, so it does not keep every incident ever: it keeps
 every active one, and the ``MAX_RESOLVED_KEPT`` resolved ones used most
-recently. The durable history is Postgres's to keep.
+recently. An incident's diagnoses and fixes are kept with it (the newest
+``MAX_KEPT_PER_INCIDENT`` of each) and forgotten with it. The durable history
+is Postgres's to keep.
 """
 
 from __future__ import annotations
@@ -16,25 +18,38 @@ from collections import OrderedDict
 from dataclasses import replace
 from datetime import datetime
 
+from agent.fixes.errors import FixNotFound
 from agent.model import (
     Attempt,
+    Diagnosis,
+    DiagnosisId,
+    DiagnosisSource,
     EvidenceEntry,
     Finding,
+    Fix,
+    FixId,
+    FixStatus,
     Incident,
     IncidentId,
     IncidentStatus,
 )
 from agent.store.base import (
     MAX_EVIDENCE,
+    FixRecordedAlready,
+    Identity,
     IncidentNotFound,
     IncidentQuery,
     IncidentStore,
+    fix_not_found,
     new_incident,
 )
 
 #: Resolved incidents kept in memory, besides every active one; the least recently
 #: used go first.
 MAX_RESOLVED_KEPT = 1_000
+
+#: Diagnoses, and fixes, kept in memory per incident: the newest.
+MAX_KEPT_PER_INCIDENT = 20
 
 
 def append_evidence(
@@ -50,8 +65,14 @@ def append_evidence(
 class MemoryStore(IncidentStore):
     """Incidents in a dict, guarded by a lock so the supervisor's threads can share it."""
 
-    def __init__(self, *, max_resolved: int | None = MAX_RESOLVED_KEPT) -> None:
+    def __init__(
+        self, *, max_resolved: int | None = MAX_RESOLVED_KEPT, identity: Identity | None = None
+    ) -> None:
         """``max_resolved=None`` keeps every resolved incident (a stand-in for a database)."""
+        self.identity = identity
+        self._diagnoses: dict[IncidentId, list[Diagnosis]] = {}
+        self._diagnosis_ids: set[DiagnosisId] = set()
+        self._fixes: dict[FixId, Fix] = {}
         self._incidents: dict[IncidentId, Incident] = {}
         self._attempt_ids: set[str] = set()
         self._resolved: OrderedDict[IncidentId, None] = OrderedDict()
@@ -79,6 +100,14 @@ class MemoryStore(IncidentStore):
             gone, _ = self._resolved.popitem(last=False)
             forgotten = self._incidents.pop(gone)
             self._attempt_ids.difference_update(a.id for a in forgotten.attempts)
+            self._forget_escalation(gone)
+
+    def _forget_escalation(self, incident_id: IncidentId) -> None:
+        """Forget an incident's diagnoses and fixes. Hold the lock."""
+        for d in self._diagnoses.pop(incident_id, []):
+            self._diagnosis_ids.discard(d.id)
+        for fix_id in [f.id for f in self._fixes.values() if f.incident_id == incident_id]:
+            del self._fixes[fix_id]
 
     def record_finding(self, finding: Finding) -> Incident:
         entry = EvidenceEntry(finding.observed_at, finding.summary, dict(finding.evidence))
@@ -88,6 +117,7 @@ class MemoryStore(IncidentStore):
                     incident.is_active
                     and incident.container.id == finding.container.id
                     and incident.signal is finding.signal
+                    and incident.scope == self.scope
                 ):
                     updated = replace(
                         incident,
@@ -96,7 +126,7 @@ class MemoryStore(IncidentStore):
                     )
                     self._keep(updated)
                     return updated
-            incident = new_incident(finding)
+            incident = new_incident(finding, scope=self.scope)
             self._keep(incident)
             return incident
 
@@ -128,6 +158,7 @@ class MemoryStore(IncidentStore):
     ) -> Incident:
         with self._lock:
             incident = self._find(incident_id)
+            self.check_own(incident)
             updated = replace(
                 incident,
                 status=status,
@@ -159,6 +190,8 @@ class MemoryStore(IncidentStore):
             if before is not None:
                 self._attempt_ids.update(a.id for a in before.attempts)
                 self._keep(before)
+            else:
+                self._forget_escalation(incident_id)
 
     def get(self, incident_id: str) -> Incident:
         with self._lock:
@@ -174,9 +207,115 @@ class MemoryStore(IncidentStore):
                 and (q.service is None or i.container.service == q.service)
                 and (q.since is None or i.opened_at >= q.since)
                 and (q.container_id is None or i.container.id == q.container_id)
+                and (q.scope is None or i.scope == q.scope)
             ]
         found.sort(key=lambda i: i.opened_at, reverse=True)
         return found[: q.limit] if q.limit is not None else found
+
+    # --- diagnoses ----------------------------------------------------------------------------
+
+    def record_diagnosis(self, diagnosis: Diagnosis) -> None:
+        with self._lock:
+            if diagnosis.id in self._diagnosis_ids:
+                return
+            self._held(diagnosis.incident_id, "diagnosis")
+            kept = [*self._diagnoses.get(diagnosis.incident_id, []), diagnosis]
+            kept.sort(key=lambda d: d.created_at)
+            for dropped in kept[:-MAX_KEPT_PER_INCIDENT]:
+                self._diagnosis_ids.discard(dropped.id)
+            self._diagnoses[diagnosis.incident_id] = kept[-MAX_KEPT_PER_INCIDENT:]
+            self._diagnosis_ids.add(diagnosis.id)
+
+    def diagnoses(self, incident_id: IncidentId) -> list[Diagnosis]:
+        with self._lock:
+            return list(self._diagnoses.get(incident_id, []))
+
+    def find_reusable(self, fingerprint: str, *, since: datetime) -> Diagnosis | None:
+        with self._lock:
+            found = [
+                d
+                for kept in self._diagnoses.values()
+                for d in kept
+                if d.source is DiagnosisSource.LLM
+                and d.fingerprint == fingerprint
+                and d.created_at >= since
+                and d.reused_from is None
+            ]
+        return max(found, key=lambda d: d.created_at) if found else None
+
+    def tokens_since(self, since: datetime) -> int:
+        with self._lock:
+            return sum(
+                d.input_tokens
+                + d.output_tokens
+                + d.cache_creation_input_tokens
+                + d.cache_read_input_tokens
+                for kept in self._diagnoses.values()
+                for d in kept
+                if d.created_at >= since
+            )
+
+    # --- fixes ---------------------------------------------------------------------------------
+
+    def record_fix(self, fix: Fix) -> None:
+        with self._lock:
+            if fix.id in self._fixes:
+                raise FixRecordedAlready(f"fix {fix.id} is recorded already")
+            self._put_fix(fix)
+
+    def update_fix(self, fix: Fix) -> None:
+        with self._lock:
+            if fix.id not in self._fixes:
+                raise FixNotFound(f"No fix has the id {fix.id}.")
+            self._put_fix(fix)
+
+    def put_fix(self, fix: Fix) -> None:
+        """Keep ``fix`` as given, new or known (for the spool's view); IncidentNotFound
+        when its incident is not held."""
+        with self._lock:
+            self._put_fix(fix)
+
+    def _put_fix(self, fix: Fix) -> None:
+        """Hold the lock."""
+        self._held(fix.incident_id, "fix")
+        self._fixes[fix.id] = fix
+        mine = sorted(
+            (f for f in self._fixes.values() if f.incident_id == fix.incident_id),
+            key=lambda f: f.created_at,
+        )
+        for dropped in mine[:-MAX_KEPT_PER_INCIDENT]:
+            del self._fixes[dropped.id]
+
+    def get_fix(self, ref: str) -> Fix:
+        with self._lock:
+            if ref in self._fixes:
+                return self._fixes[FixId(ref)]
+            found = [f for f in self._fixes.values() if ref and f.id.startswith(ref)]
+        if len(found) == 1:
+            return found[0]
+        raise fix_not_found(ref, len(found))
+
+    def list_fixes(self, *, include_decided: bool = False) -> list[Fix]:
+        with self._lock:
+            fixes = list(self._fixes.values())
+        if not include_decided:
+            fixes = [f for f in fixes if f.status is FixStatus.PROPOSED]
+        return sorted(fixes, key=lambda f: f.created_at, reverse=True)
+
+    def fixes_of_incident(self, incident_id: IncidentId) -> list[Fix]:
+        with self._lock:
+            fixes = [f for f in self._fixes.values() if f.incident_id == incident_id]
+        return sorted(fixes, key=lambda f: f.created_at)
+
+    def _held(self, incident_id: IncidentId, what: str) -> None:
+        """IncidentNotFound unless the incident is held, as a database's foreign key
+        refuses a row for an incident it does not have. Hold the lock."""
+        incident = self._incidents.get(incident_id)
+        if incident is None:
+            raise IncidentNotFound(
+                f"The incident {incident_id!r} this {what} belongs to is not stored."
+            )
+        self._used(incident)
 
     def _find(self, incident_id: str) -> Incident:
         exact = self._incidents.get(IncidentId(incident_id))

@@ -1,4 +1,4 @@
-"""Incident changes as explicit, idempotent operations.
+"""Incident changes (diagnoses and fixes included) as explicit, idempotent operations.
 
 The spooling store decides what a finding means (a new incident, or evidence for
 the active one) and then writes one of these. Each carries the id of the row it
@@ -20,9 +20,13 @@ from agent.codec import (
     CodecError,
     attempt_from_dict,
     attempt_to_dict,
+    diagnosis_from_dict,
+    diagnosis_to_dict,
     enum_field,
     evidence_entry_from_dict,
     evidence_entry_to_dict,
+    fix_from_dict,
+    fix_to_dict,
     incident_from_dict,
     incident_to_dict,
     optional_text_field,
@@ -32,8 +36,10 @@ from agent.codec import (
 from agent.errors import StoreError
 from agent.model import (
     Attempt,
+    Diagnosis,
     Evidence,
     EvidenceEntry,
+    Fix,
     Incident,
     IncidentId,
     IncidentStatus,
@@ -78,7 +84,27 @@ class SetStatus:
     note: str | None = None
 
 
-Operation = OpenIncident | AddEvidence | RecordAttempt | SetStatus
+@dataclass(frozen=True)
+class RecordDiagnosis:
+    """One diagnosis of an incident, stored once (keyed by its id)."""
+
+    diagnosis: Diagnosis
+
+
+@dataclass(frozen=True)
+class RecordFix:
+    """A fix as it is now: stored when new, replaced when known (keyed by its id).
+
+    Proposing a fix and each later change (a decision, a push) are each one of
+    these, carrying the whole fix, so the spool replays them in order and the last
+    one wins. One exception keeps a person's word: a fix stored as approved or
+    rejected is not changed to another status by a replayed change.
+    """
+
+    fix: Fix
+
+
+Operation = OpenIncident | AddEvidence | RecordAttempt | SetStatus | RecordDiagnosis | RecordFix
 
 
 class BadSpoolLine(StoreError):
@@ -103,6 +129,10 @@ def to_json(op: Operation) -> str:
         }
     elif isinstance(op, RecordAttempt):
         doc = {"op": "record_attempt", **attempt_to_dict(op.attempt)}
+    elif isinstance(op, RecordDiagnosis):
+        doc = {"op": "record_diagnosis", **diagnosis_to_dict(op.diagnosis)}
+    elif isinstance(op, RecordFix):
+        doc = {"op": "record_fix", **fix_to_dict(op.fix)}
     else:
         doc = {
             "op": "set_status",
@@ -138,6 +168,10 @@ def from_json(line: str) -> Operation:
             )
         if kind == "record_attempt":
             return RecordAttempt(attempt_from_dict(doc))
+        if kind == "record_diagnosis":
+            return RecordDiagnosis(diagnosis_from_dict(doc))
+        if kind == "record_fix":
+            return RecordFix(fix_from_dict(doc))
         if kind == "set_status":
             return SetStatus(
                 change_id=text_field(doc, "id"),

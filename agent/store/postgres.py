@@ -26,19 +26,40 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from agent.clock import utcnow
-from agent.codec import CodecError, attempt_from_dict, evidence_entry_from_dict, incident_from_dict
+from agent.codec import (
+    CodecError,
+    attempt_from_dict,
+    diagnosis_from_dict,
+    edit_to_dict,
+    evidence_entry_from_dict,
+    fix_from_dict,
+    incident_from_dict,
+    verification_to_dict,
+)
 from agent.errors import StoreError, StoreUnavailable
+from agent.fixes.errors import FixNotFound
 from agent.model import (
     ACTIVE_STATUSES,
     Attempt,
     ContainerSnapshot,
+    Diagnosis,
     EvidenceEntry,
     Finding,
+    Fix,
     Incident,
     IncidentId,
     IncidentStatus,
 )
-from agent.store.base import MAX_EVIDENCE, IncidentNotFound, IncidentQuery, new_id, new_incident
+from agent.store.base import (
+    MAX_EVIDENCE,
+    FixRecordedAlready,
+    Identity,
+    IncidentNotFound,
+    IncidentQuery,
+    fix_not_found,
+    new_id,
+    new_incident,
+)
 from agent.store.migrate import migrate
 from agent.store.ops import (
     AddEvidence,
@@ -46,6 +67,8 @@ from agent.store.ops import (
     Operation,
     OperationStore,
     RecordAttempt,
+    RecordDiagnosis,
+    RecordFix,
     SetStatus,
 )
 
@@ -145,7 +168,9 @@ class PostgresStore(OperationStore):
         observation_interval: float = 300.0,
         retention_days: int = 30,
         now: Callable[[], datetime] = utcnow,
+        identity: Identity | None = None,
     ) -> None:
+        self.identity = identity
         self._url = url
         self._migrated = not migrate
         self._observation_interval = timedelta(seconds=observation_interval)
@@ -212,7 +237,8 @@ class PostgresStore(OperationStore):
                     ) from e
                 except psycopg.errors.ForeignKeyViolation as e:
                     raise IncidentNotFound(
-                        f"the incident this change belongs to is not stored: {_one_line(e)}"
+                        "the incident (or diagnosis) this change belongs to is not stored: "
+                        f"{_one_line(e)}"
                     ) from e
                 except psycopg.Error as e:
                     raise StoreError(f"Postgres refused a change: {_one_line(e)}") from e
@@ -259,8 +285,8 @@ class PostgresStore(OperationStore):
         def write(cur: Cursor) -> IncidentId:
             cur.execute(
                 "SELECT id FROM incidents WHERE container_id = %s AND signal = %s"
-                " AND status = ANY(%s) FOR UPDATE",
-                (finding.container.id, str(finding.signal), list(_ACTIVE)),
+                " AND status = ANY(%s) AND scope IS NOT DISTINCT FROM %s FOR UPDATE",
+                (finding.container.id, str(finding.signal), list(_ACTIVE), self.scope),
             )
             row = cur.fetchone()
             if row is not None:
@@ -276,7 +302,7 @@ class PostgresStore(OperationStore):
                     ),
                 )
                 return incident_id
-            incident = new_incident(finding)
+            incident = new_incident(finding, scope=self.scope)
             _apply(cur, OpenIncident(incident, new_id()))
             return incident.id
 
@@ -294,6 +320,7 @@ class PostgresStore(OperationStore):
         note: str | None = None,
     ) -> Incident:
         found = self.get(incident_id)
+        self.check_own(found)
         self.apply([SetStatus(new_id(), found.id, status, at, note)])
         return self.get(found.id)
 
@@ -343,6 +370,9 @@ class PostgresStore(OperationStore):
         if q.container_id is not None:
             where.append("container_id = %s")
             params.append(q.container_id)
+        if q.scope is not None:
+            where.append("scope = %s")
+            params.append(q.scope)
         sql = "SELECT * FROM incidents"
         if where:
             sql += " WHERE " + " AND ".join(where)
@@ -356,6 +386,110 @@ class PostgresStore(OperationStore):
             rows = cur.fetchall()
             attempts = _attempts(cur, [r["id"] for r in rows])
             return [_incident(r, attempts=tuple(attempts.get(r["id"], []))) for r in rows]
+
+        return self._run(read)
+
+    # --- diagnoses ----------------------------------------------------------------------------
+
+    def record_diagnosis(self, diagnosis: Diagnosis) -> None:
+        self.apply([RecordDiagnosis(diagnosis)])
+
+    def diagnoses(self, incident_id: IncidentId) -> list[Diagnosis]:
+        def read(cur: Cursor) -> list[Diagnosis]:
+            cur.execute(
+                "SELECT * FROM diagnoses WHERE incident_id = %s ORDER BY created_at, id",
+                (incident_id,),
+            )
+            return [diagnosis_from_dict(r) for r in cur.fetchall()]
+
+        return self._run(read)
+
+    def find_reusable(self, fingerprint: str, *, since: datetime) -> Diagnosis | None:
+        def read(cur: Cursor) -> Diagnosis | None:
+            cur.execute(
+                "SELECT * FROM diagnoses WHERE fingerprint = %s AND created_at >= %s"
+                " AND source = 'llm' AND reused_from IS NULL"
+                " ORDER BY created_at DESC, id LIMIT 1",
+                (fingerprint, since),
+            )
+            row = cur.fetchone()
+            return None if row is None else diagnosis_from_dict(row)
+
+        return self._run(read)
+
+    def tokens_since(self, since: datetime) -> int:
+        def read(cur: Cursor) -> int:
+            cur.execute(
+                "SELECT coalesce(sum(input_tokens + output_tokens + cache_creation_input_tokens"
+                " + cache_read_input_tokens), 0) AS spent FROM diagnoses WHERE created_at >= %s",
+                (since,),
+            )
+            row = cur.fetchone()
+            return int(row["spent"]) if row else 0
+
+        return self._run(read)
+
+    # --- fixes ---------------------------------------------------------------------------------
+
+    def record_fix(self, fix: Fix) -> None:
+        def write(cur: Cursor) -> None:
+            cur.execute("SELECT 1 FROM fixes WHERE id = %s FOR UPDATE", (fix.id,))
+            if cur.fetchone() is not None:
+                raise FixRecordedAlready(f"fix {fix.id} is recorded already")
+            _apply(cur, RecordFix(fix))
+
+        self._run(write)
+
+    def update_fix(self, fix: Fix) -> None:
+        def write(cur: Cursor) -> None:
+            cur.execute("SELECT 1 FROM fixes WHERE id = %s FOR UPDATE", (fix.id,))
+            if cur.fetchone() is None:
+                raise FixNotFound(f"No fix has the id {fix.id}.")
+            cur.execute(
+                "UPDATE fixes SET "
+                + ", ".join(f"{c} = %s" for c in _FIX_COLUMNS[1:])
+                + " WHERE id = %s",
+                (*_fix_values(fix)[1:], fix.id),
+            )
+
+        self._run(write)
+
+    def get_fix(self, ref: str) -> Fix:
+        def read(cur: Cursor) -> Fix:
+            cur.execute(
+                "SELECT * FROM fixes WHERE id = %s OR id LIKE %s ORDER BY id = %s DESC LIMIT 3",
+                (ref, _prefix(ref), ref),
+            )
+            rows = cur.fetchall()
+            if rows and (rows[0]["id"] == ref or (len(rows) == 1 and ref)):
+                return _fix(rows[0])
+            if not ref:
+                raise fix_not_found(ref, 0)
+            cur.execute("SELECT count(*) AS n FROM fixes WHERE id LIKE %s", (_prefix(ref),))
+            counted = cur.fetchone()
+            raise fix_not_found(ref, int(counted["n"]) if counted else 0)
+
+        return self._run(read)
+
+    def list_fixes(self, *, include_decided: bool = False) -> list[Fix]:
+        sql = "SELECT * FROM fixes"
+        if not include_decided:
+            sql += " WHERE status = 'proposed'"
+        sql += " ORDER BY created_at DESC, id"
+
+        def read(cur: Cursor) -> list[Fix]:
+            cur.execute(sql.encode())
+            return [_fix(r) for r in cur.fetchall()]
+
+        return self._run(read)
+
+    def fixes_of_incident(self, incident_id: IncidentId) -> list[Fix]:
+        def read(cur: Cursor) -> list[Fix]:
+            cur.execute(
+                "SELECT * FROM fixes WHERE incident_id = %s ORDER BY created_at, id",
+                (incident_id,),
+            )
+            return [_fix(r) for r in cur.fetchall()]
 
         return self._run(read)
 
@@ -468,6 +602,106 @@ def _incident(
     return replace(incident, evidence=evidence, attempts=attempts)
 
 
+#: The fixes table's columns in the order ``_fix_values`` gives them.
+_FIX_COLUMNS = (
+    "id",
+    "incident_id",
+    "diagnosis_id",
+    "status",
+    "summary",
+    "files",
+    "branch",
+    "base",
+    "base_branch",
+    "commit_id",
+    "refusal_reasons",
+    "verification",
+    "pushed_to",
+    "push_error",
+    "created_at",
+    "decided_at",
+    "decided_by",
+    "reason",
+)
+
+
+def _fix_values(fix: Fix) -> tuple[Any, ...]:
+    f = fix
+    checked = None if f.verification is None else Jsonb(verification_to_dict(f.verification))
+    return (
+        f.id,
+        f.incident_id,
+        f.diagnosis_id,
+        str(f.status),
+        f.summary,
+        Jsonb(list(f.files)),
+        f.branch,
+        f.base,
+        f.base_branch,
+        f.commit,
+        Jsonb(list(f.refusal_reasons)),
+        checked,
+        f.pushed_to,
+        f.push_error,
+        f.created_at,
+        f.decided_at,
+        f.decided_by,
+        f.reason,
+    )
+
+
+def _fix(row: Row) -> Fix:
+    """A fixes row as the codec reads it: the fix commit is in ``commit_id``."""
+    return fix_from_dict({**row, "commit": row["commit_id"]})
+
+
+def _record_diagnosis(cur: Cursor, d: Diagnosis) -> None:
+    cur.execute(
+        "INSERT INTO diagnoses (id, incident_id, source, rule_id, model, summary, root_cause,"
+        " confidence, evidence, unverified_evidence, edits, no_edits_reason, case_file,"
+        " fingerprint, input_tokens, output_tokens, cache_creation_input_tokens,"
+        " cache_read_input_tokens, error, reused_from, created_at)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
+        " %s, %s) ON CONFLICT (id) DO NOTHING",
+        (
+            d.id,
+            d.incident_id,
+            str(d.source),
+            d.rule_id,
+            d.model,
+            d.summary,
+            d.root_cause,
+            str(d.confidence),
+            Jsonb(list(d.evidence)),
+            Jsonb(list(d.unverified_evidence)),
+            Jsonb([edit_to_dict(e) for e in d.edits]),
+            d.no_edits_reason,
+            d.case_file,
+            d.fingerprint,
+            d.input_tokens,
+            d.output_tokens,
+            d.cache_creation_input_tokens,
+            d.cache_read_input_tokens,
+            d.error,
+            d.reused_from,
+            d.created_at,
+        ),
+    )
+
+
+def _record_fix(cur: Cursor, fix: Fix) -> None:
+    """Insert the fix, or replace the stored one, unless that would change a decision
+    (approved, rejected) already stored into another status."""
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in _FIX_COLUMNS[1:])
+    cur.execute(
+        f"INSERT INTO fixes ({', '.join(_FIX_COLUMNS)})"
+        f" VALUES ({', '.join(['%s'] * len(_FIX_COLUMNS))})"
+        f" ON CONFLICT (id) DO UPDATE SET {updates}"
+        " WHERE fixes.status NOT IN ('approved', 'rejected') OR fixes.status = EXCLUDED.status",
+        _fix_values(fix),
+    )
+
+
 def _apply(cur: Cursor, op: Operation) -> None:
     """Write one operation; a second write of the same operation changes nothing.
 
@@ -493,6 +727,10 @@ def _apply(cur: Cursor, op: Operation) -> None:
                 op.observed_at,
             ),
         )
+    elif isinstance(op, RecordDiagnosis):
+        _record_diagnosis(cur, op.diagnosis)
+    elif isinstance(op, RecordFix):
+        _record_fix(cur, op.fix)
     elif isinstance(op, RecordAttempt):
         a = op.attempt
         cur.execute(
@@ -567,8 +805,8 @@ def _open(cur: Cursor, op: OpenIncident) -> None:
     first = i.evidence[0] if i.evidence else EvidenceEntry(i.opened_at, i.summary)
     cur.execute(
         "INSERT INTO incidents (id, project, service, container_id, container_name, signal,"
-        " status, summary, fingerprint, opened_at, updated_at)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        " status, summary, fingerprint, opened_at, updated_at, scope)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
         (
             i.id,
             i.container.project,
@@ -581,6 +819,7 @@ def _open(cur: Cursor, op: OpenIncident) -> None:
             i.fingerprint,
             i.opened_at,
             i.opened_at,
+            i.scope,
         ),
     )
     cur.execute(

@@ -18,33 +18,53 @@ lines again: the torn tail is moved to ``spool.jsonl.torn-<UTC time>`` (mode
 a crash loses at most the line it cut. Whole lines this medic cannot read are
 set aside the same way (``spool.jsonl.unreadable-<UTC time>``), never dropped.
 
+Diagnoses and fixes are operations like the others (``RecordDiagnosis``,
+``RecordFix``), so a diagnosis made or a fix decided while Postgres is away
+reaches it, in order, when it is back. The view keeps them with their incident.
+
+A spooling store made with an ``Identity`` stamps its scope on the incidents it
+opens, and its active incidents (the supervisor's start-up and every check) are
+only those of its scope, read from Postgres or from the view.
+
 Health observations are samples, not history: they are not spooled.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 from loguru import logger
 
 from agent.clock import utcnow
 from agent.codec import format_duration
 from agent.errors import StoreError, StoreUnavailable
+from agent.fixes.errors import FixNotFound
 from agent.model import (
     Attempt,
     ContainerId,
     ContainerSnapshot,
+    Diagnosis,
     Finding,
+    Fix,
     Incident,
     IncidentId,
     IncidentStatus,
 )
-from agent.store.base import IncidentNotFound, IncidentQuery, IncidentStore, new_id
+from agent.store.base import (
+    FixRecordedAlready,
+    Identity,
+    IncidentNotFound,
+    IncidentQuery,
+    IncidentStore,
+    new_id,
+)
 from agent.store.memory import MemoryStore
 from agent.store.ops import (
     AddEvidence,
@@ -53,10 +73,14 @@ from agent.store.ops import (
     Operation,
     OperationStore,
     RecordAttempt,
+    RecordDiagnosis,
+    RecordFix,
     SetStatus,
     from_json,
     to_json,
 )
+
+T = TypeVar("T")
 
 #: Pauses between background attempts to write the spool; the last one repeats.
 RETRY_DELAYS: tuple[float, ...] = (1, 2, 4, 8, 15, 30)
@@ -84,14 +108,16 @@ class SpoolingStore(IncidentStore):
         batch: int = REPLAY_BATCH,
         sleep: Callable[[float], object] | None = None,
         now: Callable[[], datetime] = utcnow,
+        identity: Identity | None = None,
     ) -> None:
+        self.identity = identity
         self._backend = backend
         self._state_dir = state_dir
         self.path = state_dir / SPOOL_FILE
         self._rejected_path = state_dir / REJECTED_FILE
         self._retry_delays = tuple(retry_delays) or (1.0,)
         self._batch = max(1, batch)
-        self._view = MemoryStore()
+        self._view = MemoryStore(identity=identity)
         self._lock = threading.RLock()
         self._closed = threading.Event()
         self._sleep = sleep
@@ -153,6 +179,8 @@ class SpoolingStore(IncidentStore):
         with self._lock:
             self._know(incident_id)
             before = self._known(incident_id)
+            if before is not None:
+                self.check_own(before)
             incident = self._view.set_status(incident_id, status, at=at, note=note)
             self._write(
                 SetStatus(new_id(), incident.id, status, at, note), incident.id, before=before
@@ -185,7 +213,7 @@ class SpoolingStore(IncidentStore):
         with self._lock:
             if self._flush():
                 try:
-                    found = self._backend.active_incidents(container_id)
+                    found = self._backend.list_incidents(self._active_query(container_id))
                     still = {i.id for i in found}
                     for mine in self._view.active_incidents(container_id):
                         if mine.id not in still:
@@ -196,6 +224,93 @@ class SpoolingStore(IncidentStore):
                     self._mirror(found)
                     return found
             return self._view.active_incidents(container_id)
+
+    def _active_query(self, container_id: ContainerId | None = None) -> IncidentQuery:
+        return IncidentQuery(active_only=True, container_id=container_id, scope=self.scope)
+
+    # --- diagnoses and fixes: written like every change, read from Postgres when it answers --
+
+    def record_diagnosis(self, diagnosis: Diagnosis) -> None:
+        with self._lock:
+            self._know(diagnosis.incident_id)
+            self._store(RecordDiagnosis(diagnosis))
+            with contextlib.suppress(IncidentNotFound):
+                self._view.record_diagnosis(diagnosis)
+
+    def diagnoses(self, incident_id: IncidentId) -> list[Diagnosis]:
+        return self._read(
+            lambda: self._backend.diagnoses(incident_id),
+            lambda: self._view.diagnoses(incident_id),
+        )
+
+    def find_reusable(self, fingerprint: str, *, since: datetime) -> Diagnosis | None:
+        return self._read(
+            lambda: self._backend.find_reusable(fingerprint, since=since),
+            lambda: self._view.find_reusable(fingerprint, since=since),
+        )
+
+    def tokens_since(self, since: datetime) -> int:
+        return self._read(
+            lambda: self._backend.tokens_since(since),
+            lambda: self._view.tokens_since(since),
+        )
+
+    def record_fix(self, fix: Fix) -> None:
+        with self._lock:
+            if self._known_fix(fix.id):
+                raise FixRecordedAlready(f"fix {fix.id} is recorded already")
+            self._know(fix.incident_id)
+            self._store(RecordFix(fix))
+            with contextlib.suppress(IncidentNotFound):
+                self._view.put_fix(fix)
+
+    def update_fix(self, fix: Fix) -> None:
+        """Store a changed fix. One that neither the view nor Postgres knows is
+        FixNotFound; while Postgres is away one the view does not know is spooled all
+        the same (the change carries the whole fix), so a decision is never lost."""
+        with self._lock:
+            if not self._known_fix(fix.id) and self._flush():
+                try:
+                    self._backend.get_fix(fix.id)
+                except StoreUnavailable as e:
+                    self._went_down(e)
+                except FixNotFound:
+                    raise FixNotFound(f"No fix has the id {fix.id}.") from None
+            self._know(fix.incident_id)
+            self._store(RecordFix(fix))
+            with contextlib.suppress(IncidentNotFound):
+                self._view.put_fix(fix)
+
+    def get_fix(self, ref: str) -> Fix:
+        return self._read(lambda: self._backend.get_fix(ref), lambda: self._view.get_fix(ref))
+
+    def list_fixes(self, *, include_decided: bool = False) -> list[Fix]:
+        return self._read(
+            lambda: self._backend.list_fixes(include_decided=include_decided),
+            lambda: self._view.list_fixes(include_decided=include_decided),
+        )
+
+    def fixes_of_incident(self, incident_id: IncidentId) -> list[Fix]:
+        return self._read(
+            lambda: self._backend.fixes_of_incident(incident_id),
+            lambda: self._view.fixes_of_incident(incident_id),
+        )
+
+    def _read(self, durable: Callable[[], T], view: Callable[[], T]) -> T:
+        """Postgres's answer once nothing is pending; the view's while it is away."""
+        with self._lock:
+            if self._flush():
+                try:
+                    return durable()
+                except StoreUnavailable as e:
+                    self._went_down(e)
+            return view()
+
+    def _known_fix(self, fix_id: str) -> bool:
+        try:
+            return self._view.get_fix(fix_id).id == fix_id
+        except FixNotFound:
+            return False
 
     def record_observations(self, snapshots: Sequence[ContainerSnapshot]) -> None:
         with self._lock:
@@ -260,17 +375,21 @@ class SpoolingStore(IncidentStore):
     def _write(self, op: Operation, incident_id: IncidentId, *, before: Incident | None) -> None:
         """Store ``op``, already applied to the view; when it cannot be stored anywhere,
         put the view back to ``before`` so it does not know more than was kept."""
+        try:
+            self._store(op)
+        except SpoolError:
+            self._view.restore(incident_id, before)
+            raise
+
+    def _store(self, op: Operation) -> None:
+        """Write ``op`` to Postgres, or to the spool while Postgres is away. Hold the lock."""
         if self._flush():
             try:
                 self._backend.apply([op])
                 return
             except StoreUnavailable as e:
                 self._went_down(e)
-        try:
-            self._append(op)
-        except SpoolError:
-            self._view.restore(incident_id, before)
-            raise
+        self._append(op)
 
     def _append(self, op: Operation) -> None:
         """Add ``op`` to the spool file durably, or raise SpoolError: never drop it silently."""
@@ -349,7 +468,7 @@ class SpoolingStore(IncidentStore):
             logger.info("Wrote {} spooled changes to Postgres.", written)
         if was_down or not self._seeded:
             try:
-                self._mirror(self._backend.active_incidents())
+                self._mirror(self._backend.list_incidents(self._active_query()))
             except StoreUnavailable as e:
                 self._went_down(e)
                 return False
@@ -576,8 +695,11 @@ class SpoolingStore(IncidentStore):
     # --- the in-memory view --------------------------------------------------------------------
 
     def _mirror(self, incidents: Sequence[Incident]) -> None:
-        """Copy what the database says into the view, unless the view knows more."""
+        """Copy what the database says into the view, unless the view knows more. Another
+        medic's incidents are not this one's to remember."""
         for incident in incidents:
+            if self.identity is not None and incident.scope != self.scope:
+                continue
             if self._pending:
                 try:
                     self._view.get(incident.id)
@@ -598,13 +720,17 @@ class SpoolingStore(IncidentStore):
         return found if found.id == incident_id else None
 
     def _know(self, incident_id: IncidentId) -> None:
-        """Make sure the view holds ``incident_id``, fetching it when only Postgres has it."""
+        """Make sure the view holds ``incident_id``, fetching it when only Postgres has it;
+        ForeignIncident (and nothing remembered) when it is another medic's."""
         if self._known(incident_id) is not None:
             return
         try:
-            self._view.put(self._backend.get(incident_id))
+            found = self._backend.get(incident_id)
         except StoreUnavailable as e:
             self._went_down(e)
+            return
+        self.check_own(found)
+        self._view.put(found)
 
     def _apply_to_view(self, op: Operation) -> None:
         """Replay a spooled operation from an earlier run onto the view."""
@@ -615,5 +741,9 @@ class SpoolingStore(IncidentStore):
                 self._view.record_attempt(op.attempt)
             elif isinstance(op, SetStatus):
                 self._view.set_status(op.incident_id, op.status, at=op.at, note=op.note)
+            elif isinstance(op, RecordDiagnosis):
+                self._view.record_diagnosis(op.diagnosis)
+            elif isinstance(op, RecordFix):
+                self._view.put_fix(op.fix)
         except IncidentNotFound:
             pass

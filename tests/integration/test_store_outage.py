@@ -12,13 +12,15 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import psycopg
 import pytest
 from helpers import ComposeProject, wait_for
+from store_contract import T0, a_diagnosis, a_fix, open_incident
 
 from agent.config import Settings
 from agent.docker_gateway import DockerSDKGateway
@@ -27,8 +29,10 @@ from agent.model import (
     ActionKind,
     Attempt,
     Backoff,
+    DiagnosisSource,
     Escalation,
     Finding,
+    FixStatus,
     Incident,
     IncidentStatus,
     Match,
@@ -36,6 +40,7 @@ from agent.model import (
     Signal,
 )
 from agent.observe import Scope
+from agent.store.base import Identity
 from agent.store.postgres import PostgresStore, run_migrations
 from agent.store.spool import SpoolingStore
 from agent.supervisor import Supervisor
@@ -261,3 +266,61 @@ def test_a_person_resolving_an_escalated_incident_turns_healing_back_on(
     assert statuses[0] == (incident_id, "resolved", "by hand: looked at it")
     assert len(statuses) == 2
     assert worker.id == count(url, "SELECT DISTINCT container_id FROM incidents")[0][0]
+
+
+def test_a_diagnosis_and_a_fix_decision_made_while_postgres_is_away_reach_it_after(
+    own_postgres: PostgresServer, tmp_path: Path
+) -> None:
+    url = own_postgres.url()
+    run_migrations(url)
+    me = Identity(engine_id="TEST:ENGINE", project="shop")
+    store = SpoolingStore(
+        PostgresStore(url, identity=me),
+        state_dir=tmp_path,
+        retry_delays=(0.3, 0.6, 1.0),
+        identity=me,
+    )
+    try:
+        incident = open_incident(store)
+        store.set_status(incident, IncidentStatus.ESCALATED, at=T0)
+        rules = a_diagnosis(incident, "d-rules", source=DiagnosisSource.RULES, model=None)
+        store.record_diagnosis(rules)
+        proposed = a_fix(incident, "f-1", "d-rules")
+        store.record_fix(proposed)
+
+        own_postgres.docker.stop(timeout=10)
+        llm = a_diagnosis(incident, "d-llm", created_at=T0 + timedelta(minutes=1))
+        store.record_diagnosis(llm)
+        approved = replace(
+            proposed,
+            status=FixStatus.APPROVED,
+            decided_at=T0 + timedelta(minutes=2),
+            decided_by="ada",
+        )
+        store.update_fix(approved)
+        assert not store.reachable
+        assert store.pending_changes() == 2
+        # While Postgres is away, medic answers from what it holds.
+        assert store.get_fix("f-1") == approved
+        assert [d.id for d in store.diagnoses(incident)] == ["d-rules", "d-llm"]
+
+        own_postgres.docker.start()
+        wait_for(
+            lambda: store.pending_changes() == 0,
+            timeout=60,
+            message="the spool written to Postgres",
+        )
+    finally:
+        store.close()
+    assert count(url, "SELECT id, source FROM diagnoses ORDER BY created_at") == [
+        ("d-rules", "rules"),
+        ("d-llm", "llm"),
+    ]
+    assert count(url, "SELECT id, status, decided_by FROM fixes") == [("f-1", "approved", "ada")]
+    assert (tmp_path / "spool.jsonl").read_text() == ""
+    reread = PostgresStore(url)
+    try:
+        assert reread.get_fix("f-1") == approved
+        assert reread.diagnoses(incident) == [rules, llm]
+    finally:
+        reread.close()

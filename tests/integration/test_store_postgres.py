@@ -28,6 +28,7 @@ from agent.model import (
     State,
 )
 from agent.store import IncidentNotFound, IncidentQuery, new_id
+from agent.store.migrate import available
 from agent.store.ops import AddEvidence, OpenIncident, Operation, RecordAttempt, SetStatus
 from agent.store.postgres import PostgresStore, run_migrations
 
@@ -41,8 +42,12 @@ TABLES = {
     "attempts",
     "incident_status_changes",
     "observations",
+    "diagnoses",
+    "fixes",
     "medic_schema_migrations",
 }
+#: Every migration file, in order: all of them run on an empty database.
+MIGRATIONS = [m.name for m in available()]
 
 
 def rows(url: str, sql: str, *params: object) -> list[tuple[Any, ...]]:
@@ -71,16 +76,16 @@ def attempt(incident_id: IncidentId, at: datetime, *, ok: bool = True) -> Attemp
 def test_migrations_create_the_tables_on_an_empty_database_and_rerun_changes_nothing(
     postgres_url: str,
 ) -> None:
-    assert run_migrations(postgres_url) == ["0001_incidents.sql"]
+    assert run_migrations(postgres_url) == MIGRATIONS
     tables = {
         r[0]
         for r in rows(postgres_url, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
     }
     assert tables == TABLES
     assert run_migrations(postgres_url) == []
-    assert rows(postgres_url, "SELECT version, name FROM medic_schema_migrations") == [
-        (1, "0001_incidents.sql")
-    ]
+    assert rows(
+        postgres_url, "SELECT version, name FROM medic_schema_migrations ORDER BY version"
+    ) == [(m.version, m.name) for m in available()]
 
 
 def test_concurrent_migrations_take_turns(postgres_url: str) -> None:
@@ -101,8 +106,10 @@ def test_concurrent_migrations_take_turns(postgres_url: str) -> None:
     for t in threads:
         t.join(timeout=60)
     assert errors == []
-    assert sorted(results) == [[], [], [], ["0001_incidents.sql"]]
-    assert rows(postgres_url, "SELECT count(*) FROM medic_schema_migrations") == [(1,)]
+    assert sorted(results) == [[], [], [], MIGRATIONS]
+    assert rows(postgres_url, "SELECT count(*) FROM medic_schema_migrations") == [
+        (len(MIGRATIONS),)
+    ]
 
 
 def test_lifecycle_open_healing_resolved_then_escalated_resolved_by_a_person(

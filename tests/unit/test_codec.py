@@ -89,6 +89,7 @@ def an_incident(**changes: Any) -> Incident:
         ),
         "attempts": (an_attempt(), an_attempt(id=AttemptId("a2" * 16), ok=True, error=None)),
         "note": "3 attempts in 30 min",
+        "scope": "project=shop@ABCD:EFGH",
     }
     fields.update(changes)
     return Incident(**fields)
@@ -116,6 +117,7 @@ def a_diagnosis(**changes: Any) -> Diagnosis:
         "cache_read_input_tokens": 50,
         "error": None,
         "reused_from": DiagnosisId("d0" * 16),
+        "unverified_evidence": ("a quote the model made up",),
     }
     fields.update(changes)
     return Diagnosis(**fields)
@@ -136,7 +138,12 @@ def a_fix(**changes: Any) -> Fix:
         "commit": "1" * 40,
         "refusal_reasons": (),
         "verification": Verification(
-            built=True, build_log="Step 1/3", command="make test", exit_status=0, output="ok"
+            built=True,
+            build_log="Step 1/3",
+            image="medic-candidate/web:f1f1f1f1",
+            command="make test",
+            exit_status=0,
+            output="ok",
         ),
         "pushed_to": None,
         "push_error": "no remote",
@@ -162,6 +169,7 @@ def test_a_resolved_incident_without_service_or_project_survives_too() -> None:
         evidence=(),
         attempts=(),
         note=None,
+        scope=None,
     )
     assert incident_from_dict(through_json(incident_to_dict(incident))) == incident
 
@@ -181,6 +189,7 @@ def test_the_incident_fields_are_the_ones_the_cli_prints() -> None:
         "updated_at",
         "resolved_at",
         "note",
+        "scope",
         "fingerprint",
         "evidence",
         "attempts",

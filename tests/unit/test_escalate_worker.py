@@ -165,7 +165,7 @@ def test_a_second_incident_with_the_same_fingerprint_makes_no_call(fake: FakeAnt
 def test_a_spent_daily_budget_makes_no_call_and_says_so(fake: FakeAnthropic) -> None:
     data = load_fixture("missing_module")
     incidents, diagnoses = MemoryStore(), MemoryDiagnosisStore()
-    diagnoses.record(
+    diagnoses.record_diagnosis(
         Diagnosis(
             id=new_diagnosis_id(),
             incident_id=IncidentId("earlier"),
@@ -189,7 +189,7 @@ def test_a_spent_daily_budget_makes_no_call_and_says_so(fake: FakeAnthropic) -> 
 def test_yesterdays_spending_does_not_count_against_today(fake: FakeAnthropic) -> None:
     data = load_fixture("missing_module")
     incidents, diagnoses = MemoryStore(), MemoryDiagnosisStore()
-    diagnoses.record(
+    diagnoses.record_diagnosis(
         Diagnosis(
             id=new_diagnosis_id(),
             incident_id=IncidentId("earlier"),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 from helpers import wait_for
 from loguru import logger
+from store_fakes import FlakyDatabase
 
 from agent.errors import StoreError, StoreUnavailable
 from agent.model import (
@@ -27,15 +27,14 @@ from agent.model import (
     IncidentStatus,
     Signal,
 )
-from agent.store import IncidentNotFound, IncidentQuery, IncidentStore, MemoryStore, new_id
-from agent.store.memory import MAX_RESOLVED_KEPT, append_evidence
+from agent.store import IncidentNotFound, IncidentStore, MemoryStore, new_id
+from agent.store.memory import MAX_RESOLVED_KEPT
 from agent.store.migrate import available
 from agent.store.ops import (
     AddEvidence,
     BadSpoolLine,
     OpenIncident,
     Operation,
-    OperationStore,
     RecordAttempt,
     SetStatus,
     from_json,
@@ -45,75 +44,6 @@ from agent.store.spool import SpoolError, SpoolingStore
 
 T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 WEB = ContainerRef(ContainerId("c" * 64), "shop-web-1", "shop", "web")
-
-
-class FlakyDatabase(OperationStore):
-    """An honest stand-in for Postgres: applies operations idempotently, and can be down."""
-
-    def __init__(self) -> None:
-        self.rows = MemoryStore(max_resolved=None)
-        self.down = False
-        self.applied: list[Operation] = []
-        self.keys: set[str] = set()
-        self.lock = threading.Lock()
-
-    def _check(self) -> None:
-        if self.down:
-            raise StoreUnavailable("connection refused")
-
-    def apply(self, ops: Sequence[Operation]) -> None:
-        with self.lock:
-            self._check()
-            for op in ops:
-                key = _key(op)
-                if key in self.keys:
-                    continue
-                self.keys.add(key)
-                self.applied.append(op)
-                if isinstance(op, OpenIncident):
-                    self.rows.put(op.incident)
-                elif isinstance(op, AddEvidence):
-                    found = self.rows.get(op.incident_id)
-                    entry = EvidenceEntry(op.observed_at, op.summary, op.evidence)
-                    self.rows.put(replace(found, evidence=append_evidence(found.evidence, entry)))
-                elif isinstance(op, RecordAttempt):
-                    self.rows.record_attempt(op.attempt)
-                else:
-                    self.rows.set_status(op.incident_id, op.status, at=op.at, note=op.note)
-
-    def record_finding(self, finding: Finding) -> Incident:
-        raise AssertionError("the spooling store writes operations, never findings")
-
-    def record_attempt(self, attempt: Attempt) -> None:
-        raise AssertionError("the spooling store writes operations, never attempts")
-
-    def set_status(
-        self,
-        incident_id: IncidentId,
-        status: IncidentStatus,
-        *,
-        at: datetime,
-        note: str | None = None,
-    ) -> Incident:
-        raise AssertionError("the spooling store writes operations")
-
-    def get(self, incident_id: str) -> Incident:
-        self._check()
-        return self.rows.get(incident_id)
-
-    def list_incidents(self, query: IncidentQuery | None = None) -> list[Incident]:
-        self._check()
-        return self.rows.list_incidents(query)
-
-
-def _key(op: Operation) -> str:
-    if isinstance(op, OpenIncident):
-        return f"incident:{op.incident.id}"
-    if isinstance(op, AddEvidence):
-        return f"evidence:{op.entry_id}"
-    if isinstance(op, RecordAttempt):
-        return f"attempt:{op.attempt.id}"
-    return f"status:{op.change_id}"
 
 
 def finding(at: datetime, summary: str = "shop-web-1 exited with code 3.") -> Finding:
@@ -496,9 +426,15 @@ def test_migration_files_are_numbered_plain_sql_and_a_missing_set_is_an_error(
 ) -> None:
     names = [m.name for m in available()]
     assert names[0] == "0001_incidents.sql"
-    assert [m.version for m in available()] == list(range(1, len(names) + 1))
+    assert {"0003_diagnoses.sql", "0004_fixes.sql", "0005_incident_scope.sql"} <= set(names)
+    assert [m.version for m in available()] == sorted(m.version for m in available())
     with pytest.raises(StoreError, match="lacks its SQL files"):
         available(tmp_path)
+    (tmp_path / "0002_a.sql").write_text("SELECT 1;")
+    (tmp_path / "0002_b.sql").write_text("SELECT 1;")
+    with pytest.raises(StoreError, match="share a number"):
+        available(tmp_path)
+    (tmp_path / "0002_b.sql").unlink()
     (tmp_path / "1_oops.sql").write_text("SELECT 1;")
     with pytest.raises(StoreError, match=r"not named like 0001_what\.sql"):
         available(tmp_path)

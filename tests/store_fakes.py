@@ -1,0 +1,171 @@
+"""An honest stand-in for Postgres, for the spooling store's unit tests."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import datetime
+
+from agent.errors import StoreUnavailable
+from agent.fixes.errors import FixNotFound
+from agent.model import (
+    Attempt,
+    Diagnosis,
+    EvidenceEntry,
+    Finding,
+    Fix,
+    FixStatus,
+    Incident,
+    IncidentId,
+    IncidentStatus,
+)
+from agent.store import IncidentNotFound, IncidentQuery, MemoryStore, new_id
+from agent.store.memory import append_evidence
+from agent.store.ops import (
+    AddEvidence,
+    OpenIncident,
+    Operation,
+    OperationStore,
+    RecordAttempt,
+    RecordDiagnosis,
+    RecordFix,
+)
+
+
+class FlakyDatabase(OperationStore):
+    """An honest stand-in for Postgres: applies operations idempotently, and can be down."""
+
+    def __init__(self) -> None:
+        self.rows = MemoryStore(max_resolved=None)
+        self.down = False
+        self.applied: list[Operation] = []
+        self.keys: set[str] = set()
+        self.lock = threading.Lock()
+
+    def _check(self) -> None:
+        if self.down:
+            raise StoreUnavailable("connection refused")
+
+    def apply(self, ops: Sequence[Operation]) -> None:
+        with self.lock:
+            self._check()
+            self._refuse_orphans(ops)
+            for op in ops:
+                key = _key(op)
+                if key in self.keys:
+                    continue
+                self.keys.add(key)
+                self.applied.append(op)
+                if isinstance(op, OpenIncident):
+                    self.rows.put(op.incident)
+                elif isinstance(op, AddEvidence):
+                    found = self.rows.get(op.incident_id)
+                    entry = EvidenceEntry(op.observed_at, op.summary, op.evidence)
+                    self.rows.put(replace(found, evidence=append_evidence(found.evidence, entry)))
+                elif isinstance(op, RecordAttempt):
+                    self.rows.record_attempt(op.attempt)
+                elif isinstance(op, RecordDiagnosis):
+                    self.rows.record_diagnosis(op.diagnosis)
+                elif isinstance(op, RecordFix):
+                    self._put_fix(op.fix)
+                else:
+                    self.rows.set_status(op.incident_id, op.status, at=op.at, note=op.note)
+
+    def _refuse_orphans(self, ops: Sequence[Operation]) -> None:
+        """Refuse the whole batch, as a transaction whose foreign key fails is, when an
+        operation belongs to an incident that is neither stored nor opened in it."""
+        opened = {op.incident.id for op in ops if isinstance(op, OpenIncident)}
+        for op in ops:
+            if isinstance(op, RecordDiagnosis):
+                owner = op.diagnosis.incident_id
+            elif isinstance(op, RecordFix):
+                owner = op.fix.incident_id
+            else:
+                continue
+            if owner not in opened:
+                try:
+                    self.rows.get(owner)
+                except IncidentNotFound as e:
+                    raise IncidentNotFound(f"the incident {owner} is not stored") from e
+
+    def _put_fix(self, fix: Fix) -> None:
+        """As Postgres does: a stored decision is not changed to another status."""
+        try:
+            stored = self.rows.get_fix(fix.id)
+        except FixNotFound:
+            stored = None
+        decided = (FixStatus.APPROVED, FixStatus.REJECTED)
+        if stored is None or stored.status not in decided or stored.status is fix.status:
+            self.rows.put_fix(fix)
+
+    def record_finding(self, finding: Finding) -> Incident:
+        raise AssertionError("the spooling store writes operations, never findings")
+
+    def record_attempt(self, attempt: Attempt) -> None:
+        raise AssertionError("the spooling store writes operations, never attempts")
+
+    def set_status(
+        self,
+        incident_id: IncidentId,
+        status: IncidentStatus,
+        *,
+        at: datetime,
+        note: str | None = None,
+    ) -> Incident:
+        raise AssertionError("the spooling store writes operations")
+
+    def get(self, incident_id: str) -> Incident:
+        self._check()
+        return self.rows.get(incident_id)
+
+    def list_incidents(self, query: IncidentQuery | None = None) -> list[Incident]:
+        self._check()
+        return self.rows.list_incidents(query)
+
+    def record_diagnosis(self, diagnosis: Diagnosis) -> None:
+        self.apply([RecordDiagnosis(diagnosis)])
+
+    def diagnoses(self, incident_id: IncidentId) -> list[Diagnosis]:
+        self._check()
+        return self.rows.diagnoses(incident_id)
+
+    def find_reusable(self, fingerprint: str, *, since: datetime) -> Diagnosis | None:
+        self._check()
+        return self.rows.find_reusable(fingerprint, since=since)
+
+    def tokens_since(self, since: datetime) -> int:
+        self._check()
+        return self.rows.tokens_since(since)
+
+    def record_fix(self, fix: Fix) -> None:
+        raise AssertionError("the spooling store writes operations, never fixes")
+
+    def update_fix(self, fix: Fix) -> None:
+        raise AssertionError("the spooling store writes operations, never fixes")
+
+    def get_fix(self, ref: str) -> Fix:
+        self._check()
+        return self.rows.get_fix(ref)
+
+    def list_fixes(self, *, include_decided: bool = False) -> list[Fix]:
+        self._check()
+        return self.rows.list_fixes(include_decided=include_decided)
+
+    def fixes_of_incident(self, incident_id: IncidentId) -> list[Fix]:
+        self._check()
+        return self.rows.fixes_of_incident(incident_id)
+
+
+def _key(op: Operation) -> str:
+    if isinstance(op, OpenIncident):
+        return f"incident:{op.incident.id}"
+    if isinstance(op, AddEvidence):
+        return f"evidence:{op.entry_id}"
+    if isinstance(op, RecordAttempt):
+        return f"attempt:{op.attempt.id}"
+    if isinstance(op, RecordDiagnosis):
+        return f"diagnosis:{op.diagnosis.id}"
+    if isinstance(op, RecordFix):
+        return f"fix:{op.fix.id}:{new_id()}"  # every change of a fix is applied
+    return f"status:{op.change_id}"
