@@ -18,6 +18,10 @@ retrying is a property of its type, not of its message::
         └── StoreUnavailable        the database cannot be reached           (temporary)
 
 ``TemporaryError`` is a mixin on the temporary ones; retry policies key on it.
+
+A message is a clause with no final period, because most are put inside another
+sentence (``Could not restart web: {error} (attempt 2).``); the command that prints
+one on its own adds the period (``agent.cli.sentence``).
 """
 
 from __future__ import annotations
