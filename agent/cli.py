@@ -26,7 +26,7 @@ from agent.codec import format_duration, incident_to_dict
 from agent.config import Settings, parse_duration
 from agent.docker_gateway import DockerSDKGateway
 from agent.doctor import run_checks
-from agent.errors import ConfigError, DockerError, MedicError, PlaybookErrors
+from agent.errors import ConfigError, MedicError, PlaybookErrors
 from agent.http import StatusServer
 from agent.model import (
     Decision,
@@ -176,26 +176,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "doctor":
             return cmd_doctor(settings, as_json=args.json)
     except PlaybookErrors as e:
-        _fail(f"medic will not start: {e}", debug=debug, error=e)
+        _fail(f"medic will not start: {_first_of(e)}", debug=debug, error=e)
         return EXIT_USAGE
-    except DockerError as e:
-        _fail(
-            f"medic cannot use the Docker engine: {e} Mount the Docker socket into medic's "
-            "container (/var/run/docker.sock) or set DOCKER_HOST.",
-            debug=debug,
-            error=e,
-        )
-        return EXIT_USAGE
-    except (ConfigError, MedicError) as e:
+    except MedicError as e:
+        # DockerError, ConfigError and the rest: their messages say what to check.
         _fail(f"medic: {e}", debug=debug, error=e)
         return EXIT_USAGE
     raise AssertionError(f"unhandled command {args.command}")  # pragma: no cover
 
 
+def _first_of(errors: PlaybookErrors) -> str:
+    """The first playbook error, and how many more there are, on one line."""
+    first, *rest = errors.errors
+    if not rest:
+        return str(first)
+    return f"{first} (and {len(rest)} more; medic playbooks validate {first.file} lists them all)"
+
+
 def _fail(message: str, *, debug: bool, error: BaseException) -> None:
+    """Print ``message`` as the one line a user sees, finished with a period.
+
+    Error messages carry no final period, so that they read well inside other
+    sentences (see agent/errors.py); this is where one stands alone.
+    """
     if debug:
         logger.opt(exception=error).debug("Traceback follows.")
-    print(message, file=sys.stderr)
+    print(sentence(message), file=sys.stderr)
+
+
+def sentence(text: str) -> str:
+    """``text`` ending in one full stop, whether or not it already had one."""
+    text = text.strip()
+    return text if text.endswith((".", "!", "?")) else f"{text}."
 
 
 def open_store(settings: Settings, *, identity: Identity | None = None) -> IncidentStore:

@@ -261,12 +261,20 @@ _BOOL_FALSE = {"0", "false", "no", "off"}
 
 
 def _convert(name: str, var: str, raw: str) -> object:
-    annotation = {f.name: f.type for f in fields(Settings)}[name]
+    """``raw`` as the type of setting ``name``; ConfigError saying what to write instead.
+
+    The message names the variable and its value, then what to write, with no final
+    period (the command adds it, see agent/errors.py).
+    """
+    field_ = {f.name: f for f in fields(Settings)}[name]
+    annotation = field_.type
     text = raw.strip()
     try:
         if annotation == "float":
             return parse_duration(text)
         if annotation == "int":
+            if not re.fullmatch(r"[+-]?\d+", text):
+                raise ValueError(f"write a whole number, like {field_.default}")
             return int(text)
         if annotation == "bool":
             if text.lower() in _BOOL_TRUE:
@@ -277,5 +285,5 @@ def _convert(name: str, var: str, raw: str) -> object:
         if annotation in ("Path", "Path | None"):
             return Path(text)
     except ValueError as e:
-        raise ConfigError(f"{var}={raw!r} is not valid: {e}.") from e
+        raise ConfigError(f"{var}={raw!r} is not valid: {e}") from e
     return text

@@ -18,7 +18,10 @@ attribute names, which no other module reads.
 
 from __future__ import annotations
 
+import errno
+import os
 import re
+import socket
 import threading
 import uuid
 from abc import ABC, abstractmethod
@@ -600,16 +603,110 @@ def translate_errors(what: str) -> Iterator[None]:
     try:
         yield
     except docker.errors.NotFound as e:
-        raise ContainerGone(f"{what}: the container no longer exists.") from e
+        raise ContainerGone(f"{what}: the container no longer exists") from e
     except docker.errors.APIError as e:
-        explanation = e.explanation or str(e)
+        explanation = _clause(e.explanation or str(e))
         if e.status_code is not None and e.status_code >= 500:
             raise DockerServerError(f"{what}: the Docker engine failed: {explanation}") from e
         raise DockerRequestError(f"{what}: the Docker engine refused: {explanation}") from e
     except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as e:
-        raise DockerUnavailable(f"{what}: the Docker engine did not answer ({e}).") from e
+        raise DockerUnavailable(f"{what}: the Docker engine did not answer ({e})") from e
     except docker.errors.DockerException as e:
-        raise DockerUnavailable(f"{what}: {e}") from e
+        raise DockerUnavailable(f"{what}: {_clause(str(e))}") from e
+
+
+def _clause(text: str) -> str:
+    """The library's text without its final period: medic's messages end without one
+    (see agent/errors.py), so they can sit inside a sentence."""
+    text = text.strip()
+    return text[:-1] if text.endswith(".") and not text.endswith("...") else text
+
+
+#: Where the docker SDK (and the docker CLI) connect when DOCKER_HOST is not set.
+DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
+
+
+@contextmanager
+def connecting(host: str) -> Iterator[None]:
+    """Turn a failure to reach the engine at ``host`` into one line saying what to check.
+
+    Connecting is where a user meets a wrong DOCKER_HOST or a missing socket, and the
+    SDK's own text (urllib3's connection pool, its retries, the URL it asked for) does
+    not say what to do. Other Docker errors pass through unchanged.
+    """
+    try:
+        yield
+    except DockerUnavailable as e:
+        raise DockerUnavailable(unreachable_message(host, e)) from e
+
+
+def unreachable_message(host: str, error: BaseException) -> str:
+    """``cannot reach the Docker engine at HOST: REASON; WHAT TO CHECK`` for ``error``."""
+    found = _os_error(error)
+    number = found.errno if found is not None else None
+    if number == errno.ENOENT:
+        reason = "there is no socket there"
+        check = (
+            "start the Docker engine, or mount its socket into medic's container "
+            "(-v /var/run/docker.sock:/var/run/docker.sock), or set DOCKER_HOST to where it "
+            "listens"
+        )
+    elif number in (errno.EACCES, errno.EPERM):
+        reason = "permission denied"
+        check = (
+            "give medic's user the socket's group (DOCKER_GID with compose/medic.yml, see "
+            "README) or run medic as root"
+        )
+    elif number == errno.ECONNREFUSED:
+        reason = "connection refused"
+        check = "check that the Docker engine runs there and that DOCKER_HOST is right"
+    elif isinstance(found, socket.gaierror):
+        reason = "its host name does not resolve"
+        check = "check the host name in DOCKER_HOST"
+    elif found is not None and found.strerror:
+        reason = found.strerror[:1].lower() + found.strerror[1:]
+        check = "check that the Docker engine runs there and that DOCKER_HOST is right"
+    elif _chain_has(error, requests.exceptions.Timeout):
+        reason = "it did not answer in time"
+        check = "check that the Docker engine runs there and that DOCKER_HOST is right"
+    else:
+        reason = _last_words(error)
+        check = "check DOCKER_HOST (unset, medic uses the local socket)"
+    return f"cannot reach the Docker engine at {host}: {reason}; {check}"
+
+
+def _causes(error: BaseException) -> Iterator[BaseException]:
+    """``error`` and what it wraps: causes, contexts, urllib3's ``reason``, and args."""
+    seen: set[int] = set()
+    todo = [error]
+    while todo:
+        current = todo.pop(0)
+        if id(current) in seen or len(seen) > 20:
+            continue
+        seen.add(id(current))
+        yield current
+        linked = [current.__cause__, current.__context__, getattr(current, "reason", None)]
+        linked.extend(arg for arg in current.args if isinstance(arg, BaseException))
+        todo.extend(e for e in linked if isinstance(e, BaseException))
+
+
+def _os_error(error: BaseException) -> OSError | None:
+    """The operating system's own error under the library wrappers, if there is one."""
+    for cause in _causes(error):
+        if isinstance(cause, OSError) and cause.errno is not None:
+            return cause
+    return None
+
+
+def _chain_has(error: BaseException, kind: type[BaseException]) -> bool:
+    return any(isinstance(cause, kind) for cause in _causes(error))
+
+
+def _last_words(error: BaseException) -> str:
+    """The innermost message, on one line and short: the SDK's outer text is its plumbing."""
+    *_, innermost = _causes(error)
+    text = " ".join(str(innermost).split()) or type(innermost).__name__
+    return text if len(text) <= 160 else f"{text[:157]}..."
 
 
 def _since_param(at: datetime) -> str:
@@ -640,6 +737,9 @@ class _SDKEventStream(EventStream):
 class DockerSDKGateway(DockerGateway):
     """The real gateway, over the docker SDK's low-level API client."""
 
+    #: Where the engine is, as the operator wrote it (DOCKER_HOST); set by from_env.
+    host: str = "the configured Docker host"
+
     def __init__(
         self,
         client: Any,
@@ -665,13 +765,21 @@ class DockerSDKGateway(DockerGateway):
         retry_attempts: int = 4,
         retry_max_delay: float = 8.0,
     ) -> DockerSDKGateway:
-        """Connect the way the docker CLI does (DOCKER_HOST, else the local socket)."""
-        with translate_errors("Connecting to the Docker engine"):
+        """Connect the way the docker CLI does (DOCKER_HOST, else the local socket).
+
+        A failure to reach the engine raises DockerUnavailable with one line that names
+        the host and what to check (see ``connecting``).
+        """
+        env = os.environ if environment is None else environment
+        host = env.get("DOCKER_HOST") or DEFAULT_DOCKER_HOST
+        with connecting(host), translate_errors("Connecting to the Docker engine"):
             client = docker.from_env(
                 environment=dict(environment) if environment is not None else None,
                 max_pool_size=pool_size,
             )
-        return cls(client, retry_attempts=retry_attempts, retry_max_delay=retry_max_delay)
+        gateway = cls(client, retry_attempts=retry_attempts, retry_max_delay=retry_max_delay)
+        gateway.host = host
+        return gateway
 
     @property
     def api_client(self) -> Any:
@@ -679,7 +787,8 @@ class DockerSDKGateway(DockerGateway):
         return self._api
 
     def ping(self) -> None:
-        self._call("Pinging the Docker engine", self._api.ping)
+        with connecting(self.host):
+            self._call("Pinging the Docker engine", self._api.ping)
 
     def _call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         def log_retry(state: RetryCallState) -> None:

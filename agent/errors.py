@@ -27,6 +27,10 @@ retrying is a property of its type, not of its message::
 It may carry ``delay``: how many seconds the raiser knows a retry should wait
 (``StoreUnavailable("starting up", delay=2)``, as kopf's ``TemporaryError(msg,
 delay=60)``). ``None`` leaves the pause to the caller's own backoff.
+
+A message is a clause with no final period, because most are put inside another
+sentence (``Could not restart web: {error} (attempt 2).``); the command that prints
+one on its own adds the period (``agent.cli.sentence``).
 """
 
 from __future__ import annotations

@@ -454,7 +454,17 @@ def _regex(r: _Reader, node: Node, path: str) -> str:
     try:
         re.compile(text)
     except re.error as e:
-        r.fail(node, path, f"{text!r} is not a regular expression ({e}); quote it in YAML")
+        # What is wrong and where: YAML quoting never fixes a pattern, so say what does.
+        where = "" if e.pos is None else f" at position {e.pos}"
+        if e.pos is not None and e.pos < len(text):
+            where += f" ({text[e.pos]!r})"
+        r.fail(
+            node,
+            path,
+            f"{text!r} is not a regular expression: {e.msg}{where}; fix the pattern "
+            "(a character meant literally takes a \\ before it, like \\( in a single-quoted "
+            "YAML string)",
+        )
     return text
 
 

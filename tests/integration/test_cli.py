@@ -89,10 +89,66 @@ def test_run_refuses_a_broken_playbook_with_one_line_and_no_traceback(tmp_path: 
     done = medic("run", "--playbooks", str(bad), timeout=30)
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
-    lines = done.stderr.strip().splitlines()
-    assert lines[0].startswith("medic will not start: 1 playbook error")
-    assert f"{bad}:3: playbooks[0].match.signals[0]:" in lines[1]
-    assert "unhealty" in lines[1]
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith(f"medic will not start: {bad}:3: playbooks[0].match.signals[0]: ")
+    assert "unhealty" in line
+    assert line.endswith(".")
+    assert not line.endswith("..")
+
+
+def test_run_with_several_playbook_errors_names_the_first_and_counts_the_rest(
+    tmp_path: Path,
+) -> None:
+    bad = tmp_path / "bad.yml"
+    bad.write_text(
+        "playbooks:\n"
+        "  - name: x\n"
+        "    match:\n"
+        "      signals: [log_match]\n"
+        "      log: {pattern: 'too many (connections', count: 1, window: 1m}\n"
+        "    actions: [restrat]\n"
+    )
+    done = medic("run", "--playbooks", str(bad), timeout=30)
+    assert done.returncode == 2
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith(
+        f"medic will not start: {bad}:5: playbooks[0].match.log.pattern: 'too many (connections' "
+        "is not a regular expression: missing ), unterminated subpattern at position 9"
+    )
+    assert line.endswith(f"(and 1 more; medic playbooks validate {bad} lists them all).")
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        (
+            {"MEDIC_WORKERS": "x"},
+            "medic: MEDIC_WORKERS='x' is not valid: write a whole number, like 4.",
+        ),
+        (
+            {"MEDIC_INTERVAL": "soon"},
+            "medic: MEDIC_INTERVAL='soon' is not valid: 'soon' is not a duration; "
+            "write seconds like 30, or 30s, 5m, 1h.",
+        ),
+    ],
+)
+def test_a_bad_setting_is_one_line_saying_what_to_write(env: dict[str, str], expected: str) -> None:
+    done = medic("once", env=env, timeout=30)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [expected]
+
+
+def test_an_unreachable_docker_host_is_one_medic_line_saying_what_to_check() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        # Bound but not listening: connections are refused while the test runs.
+        done = medic("once", env={"DOCKER_HOST": f"tcp://127.0.0.1:{port}"}, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"medic: cannot reach the Docker engine at tcp://127.0.0.1:{port}: connection refused; "
+        "check that the Docker engine runs there and that DOCKER_HOST is right."
+    ]
 
 
 def test_playbooks_validate_reports_errors_as_json(tmp_path: Path) -> None:

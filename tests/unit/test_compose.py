@@ -15,6 +15,7 @@ from agent.compose import (
     config_files,
     dependents_in_order,
     depends_on_label,
+    interpolate,
     load_compose,
     merge_graphs,
 )
@@ -72,6 +73,210 @@ def test_a_missing_file_points_at_the_mount_medic_needs(tmp_path: Path) -> None:
 def test_a_broken_file_is_an_action_error(tmp_path: Path) -> None:
     with pytest.raises(ActionError, match="not valid YAML"):
         load_compose([write(tmp_path / "c.yml", "services: [\n")])
+
+
+# --- the labels docker-compose v1 and docker compose v2 write ---------------------------
+
+WD = "com.docker.compose.project.working_dir"
+FILES = "com.docker.compose.project.config_files"
+
+
+@pytest.mark.parametrize(
+    ("working_dir", "written", "expected"),
+    [
+        # README's deployment, v1 run in the project folder: the overlay is absolute.
+        (
+            "/home/ann/shop",
+            "docker-compose.yml,/opt/medic/compose/medic.yml",
+            ["/home/ann/shop/docker-compose.yml", "/opt/medic/compose/medic.yml"],
+        ),
+        # v1 run in /tmp/x with -f proj/docker-compose.yml -f proj/sub/over.yml: paths are
+        # relative to /tmp/x, which no label names (these labels were read off real containers).
+        (
+            "/tmp/x/proj",
+            "proj/docker-compose.yml,proj/sub/over.yml",
+            ["/tmp/x/proj/docker-compose.yml", "/tmp/x/proj/sub/over.yml"],
+        ),
+        # v1 run in proj/sub without -f: it found the file in a parent folder.
+        (
+            "/tmp/x/proj",
+            "../docker-compose.yml,../docker-compose.override.yml",
+            ["/tmp/x/proj/docker-compose.yml", "/tmp/x/proj/docker-compose.override.yml"],
+        ),
+        # v1 run in /srv with -f shop/../shop/a.yml: normalised as compose does.
+        ("/srv/shop", "shop/../shop/a.yml,b.yml", ["/srv/shop/a.yml", "/srv/b.yml"]),
+        # v2 writes absolute paths, with spaces where the folder has them.
+        (
+            "/home/ann/my shop",
+            "/home/ann/my shop/compose.yaml,/opt/medic/compose/medic.yml",
+            ["/home/ann/my shop/compose.yaml", "/opt/medic/compose/medic.yml"],
+        ),
+        # v2 without a working folder label (an odd client): the first file's folder.
+        ("", "/srv/shop/compose.yaml", ["/srv/shop/compose.yaml"]),
+    ],
+)
+def test_compose_files_are_found_from_v1_and_v2_labels(
+    working_dir: str, written: str, expected: list[str]
+) -> None:
+    _, files = config_files({WD: working_dir, FILES: written})
+
+    assert files == tuple(Path(p) for p in expected)
+
+
+def test_without_a_working_folder_the_first_files_folder_is_the_project_folder() -> None:
+    working_dir, _ = config_files({FILES: "/srv/shop/compose.yaml,/etc/x.yml"})
+
+    assert working_dir == Path("/srv/shop")
+
+
+def test_with_project_directory_given_relative_files_are_read_from_the_project_folder() -> None:
+    # `--project-directory /srv/other -f shop.yml`: where compose ran is unknown, and the
+    # working folder is the best guess there is.
+    _, files = config_files({WD: "/srv/other", FILES: "deploy/shop.yml"})
+
+    assert files == (Path("/srv/other/deploy/shop.yml"),)
+
+
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [
+        ({FILES: "compose.yml"}, "relative paths, so medic cannot tell where they are"),
+        ({WD: "/srv/shop", FILES: "-"}, "read from standard input"),
+        ({WD: "/srv/shop", FILES: " , "}, "only containers made by docker compose"),
+        ({WD: "/srv/shop", FILES: "../a.yml,b.yml"}, "cannot tell which file it is"),
+    ],
+)
+def test_labels_that_do_not_lead_to_a_file_say_why(labels: dict[str, str], message: str) -> None:
+    with pytest.raises(ActionError, match=message):
+        config_files(labels)
+
+
+def test_medics_own_overlay_is_left_out_when_it_is_not_mounted(tmp_path: Path) -> None:
+    project = tmp_path / "shop"
+    write(project / "docker-compose.yml", "services:\n  web:\n    build: ./web\n")
+    labels = {WD: str(project), FILES: f"docker-compose.yml,{tmp_path}/medic/compose/medic.yml"}
+
+    working_dir, files = config_files(labels)
+    spec = build_spec(load_compose(files), "web", working_dir)
+
+    assert spec == BuildSpec(context=project / "web")
+
+
+def test_medics_overlay_is_read_where_it_can_be(tmp_path: Path) -> None:
+    project = write(tmp_path / "docker-compose.yml", "services:\n  web:\n    image: web\n")
+    overlay = write(tmp_path / "medic.yml", "services:\n  medic:\n    depends_on: [medic-db]\n")
+
+    assert compose_dependencies(load_compose([project, overlay])) == {
+        "web": frozenset(),
+        "medic": frozenset({"medic-db"}),
+    }
+
+
+def test_another_unreadable_file_is_still_an_error_as_it_may_change_the_build(
+    tmp_path: Path,
+) -> None:
+    project = write(tmp_path / "docker-compose.yml", "services:\n  web:\n    build: .\n")
+
+    with pytest.raises(ActionError, match=r"cannot read the compose file .*/override\.yml"):
+        load_compose([project, tmp_path / "elsewhere" / "override.yml"])
+
+
+def test_rebuild_through_the_documented_overlay_builds_and_recreates(tmp_path: Path) -> None:
+    project = tmp_path / "shop"
+    write(project / "app" / "Dockerfile", "FROM scratch\n")
+    write(project / "docker-compose.yml", "services:\n  app:\n    build: ./app\n")
+    fake = FakeDocker()
+    app = fake.add(
+        "shop-app-1",
+        {
+            "com.docker.compose.project": "shop",
+            "com.docker.compose.service": "app",
+            WD: str(project),
+            FILES: "docker-compose.yml,/path/to/medic/compose/medic.yml",
+        },
+    )
+    actor = Actor(fake)
+    try:
+        result = actor.run_action(fake.inspect(app.id).ref, Action(ActionKind.REBUILD))
+    finally:
+        actor.shutdown(timeout=1)
+
+    assert result.ok, result.error
+    assert "recreate" in fake.requests
+
+
+# --- variables in build: ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("plain", "plain"),
+        ("$TAG-${TAG}", "1.2-1.2"),
+        ("${EMPTY:-dflt} ${EMPTY-dflt} ${UNSET-dflt} ${UNSET:-dflt}", "dflt  dflt dflt"),
+        ("${TAG:+alt} ${EMPTY:+alt} ${EMPTY+alt} ${UNSET+alt}", "alt  alt "),
+        ("${UNSET:-${TAG}/x}", "1.2/x"),
+        ("cost $$5 and $${TAG}", "cost $5 and ${TAG}"),
+        ("${UNSET}", ""),
+    ],
+)
+def test_variables_are_substituted_as_compose_does(text: str, expected: str) -> None:
+    assert interpolate(text, {"TAG": "1.2", "EMPTY": ""}) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("${TAG:?set TAG to a version}", "TAG must be set: set TAG to a version"),
+        ("${EMPTY?}", None),
+        ("${TAG", "without its closing"),
+        ("a $ b", "write \\$\\$ for a \\$"),
+        ("${1X}", "names no variable"),
+    ],
+)
+def test_malformed_or_missing_variables_say_what_is_wrong(text: str, message: str | None) -> None:
+    variables = {"EMPTY": ""}
+    if message is None:
+        assert interpolate(text, variables) == ""
+        return
+    with pytest.raises(ValueError, match=message):
+        interpolate(text, variables)
+
+
+def test_build_sections_are_substituted_from_the_environment_then_the_dotenv(
+    tmp_path: Path,
+) -> None:
+    write(tmp_path / ".env", "# versions\nexport APP=web\nVERSION='1.0'\nTAG=from-dotenv\n")
+    file = write(
+        tmp_path / "compose.yml",
+        "services:\n"
+        "  web:\n"
+        "    image: shop/${APP}:${TAG}\n"
+        "    build:\n"
+        "      context: ./${APP}\n"
+        "      dockerfile: ${DOCKERFILE:-Dockerfile.prod}\n"
+        "      args: [VERSION=$VERSION, 'TAG=${TAG}']\n",
+    )
+
+    config = load_compose([file], environment={"TAG": "from-env"})
+    spec = build_spec(config, "web", tmp_path)
+
+    assert spec == BuildSpec(
+        context=tmp_path / "web",
+        dockerfile="Dockerfile.prod",
+        args=(("VERSION", "1.0"), ("TAG", "from-env")),
+    )
+    # Only build: is medic's business; the rest stays as written.
+    assert config["services"]["web"]["image"] == "shop/${APP}:${TAG}"
+
+
+def test_a_required_variable_that_is_unset_fails_naming_service_and_file(tmp_path: Path) -> None:
+    file = write(
+        tmp_path / "compose.yml", "services:\n  web:\n    build: ${SRC:?where the source is}\n"
+    )
+
+    with pytest.raises(ActionError, match=r"service 'web' in .*compose\.yml .*SRC must be set"):
+        load_compose([file], environment={})
 
 
 # --- build: -----------------------------------------------------------------------------

@@ -111,6 +111,36 @@ def test_bad_values_say_what_to_write(env: dict[str, str], says: str) -> None:
         Settings.from_env(env)
 
 
+@pytest.mark.parametrize(
+    ("env", "line"),
+    [
+        ({"MEDIC_WORKERS": "x"}, "MEDIC_WORKERS='x' is not valid: write a whole number, like 4"),
+        (
+            {"MEDIC_WORKERS": "2.5"},
+            "MEDIC_WORKERS='2.5' is not valid: write a whole number, like 4",
+        ),
+        (
+            {"MEDIC_HTTP_PORT": "web"},
+            "MEDIC_HTTP_PORT='web' is not valid: write a whole number, like 8080",
+        ),
+        (
+            {"MEDIC_INTERVAL": "soon"},
+            "MEDIC_INTERVAL='soon' is not valid: 'soon' is not a duration; "
+            "write seconds like 30, or 30s, 5m, 1h",
+        ),
+    ],
+)
+def test_a_value_of_the_wrong_type_says_what_to_write_in_the_operators_words(
+    env: dict[str, str], line: str
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env(env)
+
+    # No final period: the command finishes the sentence (see agent/errors.py).
+    assert str(raised.value) == line
+    assert "invalid literal" not in str(raised.value)
+
+
 def test_durations() -> None:
     assert parse_duration("30") == 30
     assert parse_duration("1.5m") == 90

@@ -990,3 +990,26 @@ def test_every_complete_file_shown_in_the_actions_docs_is_valid(tmp_path: Path) 
         ActionKind.CACHE_CLEAR,
         ActionKind.RESTART_DEPENDENTS,
     } <= kinds
+
+
+def test_an_invalid_regex_says_what_is_wrong_with_it_and_where(tmp_path: Path) -> None:
+    error = only_error(
+        tmp_path,
+        """\
+        playbooks:
+          - name: x
+            match:
+              signals: [log_match]
+              log: {pattern: 'too many (connections', count: 1, window: 1m}
+            actions: [restart]
+        """,
+    )
+
+    assert (error.line, error.field) == (5, "playbooks[0].match.log.pattern")
+    assert error.reason.startswith(
+        "'too many (connections' is not a regular expression: "
+        "missing ), unterminated subpattern at position 9 ('(')"
+    )
+    # Quoting in YAML does not fix a pattern; a backslash does.
+    assert "quote it in YAML" not in error.reason
+    assert "\\(" in error.reason
