@@ -8,60 +8,18 @@ request per cycle, however many containers it has.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 from loguru import logger
 
 from agent.docker_gateway import DockerGateway
 from agent.errors import ContainerGone, DockerError
-from agent.model import (
-    ENABLE_LABEL,
-    IGNORE_LABEL,
-    PROJECT_LABEL,
-    ContainerId,
-    ContainerSnapshot,
-)
+from agent.model import PROJECT_LABEL, ContainerId, ContainerSnapshot
+from agent.scope import Scope, label_is_true
 
 _CONTAINER_ID_IN_PATH = re.compile(r"/(?:docker/containers|docker)/([0-9a-f]{64})(?:/|$|\.scope)")
-_TRUE = {"true", "1", "yes", "on"}
 
-
-def _is_true(value: str | None) -> bool:
-    return (value or "").strip().lower() in _TRUE
-
-
-@dataclass(frozen=True)
-class Scope:
-    """The containers medic may act on: one compose project, or those that opt in.
-
-    medic's own container and any labelled ``medic.ignore=true`` are never in scope.
-    """
-
-    project: str | None
-    own_id: ContainerId | None = None
-
-    @property
-    def label_filter(self) -> str:
-        """The label the engine filters on, so out-of-scope containers cost nothing."""
-        if self.project:
-            return f"{PROJECT_LABEL}={self.project}"
-        return f"{ENABLE_LABEL}=true"
-
-    def includes(self, container_id: str, labels: Mapping[str, str]) -> bool:
-        if self.own_id and container_id.startswith(self.own_id):
-            return False
-        if _is_true(labels.get(IGNORE_LABEL)):
-            return False
-        if self.project:
-            return labels.get(PROJECT_LABEL) == self.project
-        return _is_true(labels.get(ENABLE_LABEL))
-
-    def describe(self) -> str:
-        if self.project:
-            return f"compose project {self.project!r}"
-        return "containers labelled medic.enable=true"
+__all__ = ["Scope", "label_is_true", "own_container_id", "poll", "resolve_scope"]
 
 
 def own_container_id(proc: Path = Path("/proc")) -> ContainerId | None:

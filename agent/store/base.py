@@ -62,13 +62,16 @@ class IncidentStore(ABC):
     """Incidents and their attempts.
 
     Rules every implementation keeps: at most one active incident (open, healing or
-    escalated) per container and signal; a finding for which one is active adds its
-    evidence to it; writes with an id that is already stored change nothing.
+    escalated) per container, whatever signals it shows: one failure episode is one
+    incident (a crash loop is what repeated exits become), and a finding while one is
+    active adds its evidence to it, keeping the incident's first signal; writes with
+    an id that is already stored change nothing.
     """
 
     @abstractmethod
     def record_finding(self, finding: Finding) -> Incident:
-        """Open an incident for the finding, or add its evidence to the active one."""
+        """Open an incident for the finding, or add its evidence to the container's
+        active one."""
 
     @abstractmethod
     def record_attempt(self, attempt: Attempt) -> None:

@@ -11,12 +11,14 @@ from dataclasses import replace
 from datetime import datetime
 
 from agent.model import (
+    SEVERITY,
     Attempt,
     EvidenceEntry,
     Finding,
     Incident,
     IncidentId,
     IncidentStatus,
+    Signal,
 )
 from agent.store.base import (
     MAX_EVIDENCE,
@@ -25,6 +27,11 @@ from agent.store.base import (
     IncidentStore,
     new_incident,
 )
+
+
+def graver(current: Signal, seen: Signal) -> Signal:
+    """The more severe of two signals: what one failure episode is called."""
+    return seen if SEVERITY.index(seen) < SEVERITY.index(current) else current
 
 
 def append_evidence(
@@ -49,13 +56,10 @@ class MemoryStore(IncidentStore):
         entry = EvidenceEntry(finding.observed_at, finding.summary, dict(finding.evidence))
         with self._lock:
             for incident in self._incidents.values():
-                if (
-                    incident.is_active
-                    and incident.container.id == finding.container.id
-                    and incident.signal is finding.signal
-                ):
+                if incident.is_active and incident.container.id == finding.container.id:
                     updated = replace(
                         incident,
+                        signal=graver(incident.signal, finding.signal),
                         updated_at=finding.observed_at,
                         evidence=append_evidence(incident.evidence, entry),
                     )

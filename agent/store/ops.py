@@ -42,13 +42,18 @@ class OpenIncident:
 
 @dataclass(frozen=True)
 class AddEvidence:
-    """One more finding for an active incident."""
+    """One more finding for an active incident.
+
+    ``signal`` is the finding's: when it is more severe than the incident's (repeated
+    exits becoming a crash loop), the incident takes it, as one failure episode.
+    """
 
     entry_id: str
     incident_id: IncidentId
     observed_at: datetime
     summary: str
     evidence: Evidence = field(default_factory=dict)
+    signal: Signal | None = None
 
 
 @dataclass(frozen=True)
@@ -113,6 +118,8 @@ def to_json(op: Operation) -> str:
             "summary": op.summary,
             "evidence": dict(op.evidence),
         }
+        if op.signal is not None:
+            doc["signal"] = str(op.signal)
     elif isinstance(op, RecordAttempt):
         a = op.attempt
         doc = {
@@ -169,6 +176,7 @@ def from_json(line: str) -> Operation:
                 observed_at=_parse_time(doc["observed_at"]),
                 summary=doc["summary"],
                 evidence=doc["evidence"],
+                signal=Signal(doc["signal"]) if doc.get("signal") else None,
             )
         if kind == "record_attempt":
             return RecordAttempt(
