@@ -68,7 +68,10 @@ class OwnAction:
 
     ``after`` and ``until`` are engine times: the newest engine time medic knew of
     before the action started, and when the action's effects on the container were
-    over (its new ``StartedAt``, or ``FinishedAt`` when the action left it stopped).
+    over (its next start, or its stop when the action left it stopped). The end is
+    learned from the engine, never from the host's clock: from the container's next
+    ``start`` (or ``stop``) event, or from the next inspect (``StartedAt`` or
+    ``FinishedAt``). Until then a finished window stays open.
     ``started_at`` is the host's time, for backoff and log lines only.
     """
 
@@ -78,6 +81,8 @@ class OwnAction:
     leaves_stopped: bool = False
     finished: bool = False
     until: datetime | None = None
+    by_plan: bool = True
+    """False for a container an action touched on the way (a dependent, say)."""
 
     def covers(self, at: datetime) -> bool:
         """Whether an engine time falls in this action's window: medic's own doing."""
@@ -85,10 +90,8 @@ class OwnAction:
             return False
         if self.after is not None and at <= self.after:
             return False
-        if not self.finished:
+        if not self.finished or self.until is None:
             return True
-        if self.until is None:
-            return False
         # A stop's die and stop events are stamped just after the FinishedAt they cause.
         margin = SAME_DEATH if self.leaves_stopped else timedelta(0)
         return at <= self.until + margin
@@ -131,9 +134,14 @@ class History:
 
     @property
     def acted_until(self) -> datetime | None:
-        """The engine time by which medic's last finished action was over."""
+        """The engine time by which medic's last finished action was over, once known."""
         ends = [a.until for a in self.actions if a.finished and a.until is not None]
         return max(ends) if ends else None
+
+    @property
+    def open_ended(self) -> bool:
+        """Whether a finished action still waits for the engine to say when it ended."""
+        return any(a.finished and a.until is None and a.stops for a in self.actions)
 
     def by_own_action(self, at: datetime) -> bool:
         """Whether the engine time ``at`` falls in one of medic's own-action windows."""
@@ -184,8 +192,10 @@ def on_event(
     ``grace``: a death this many seconds after a person's kill is that person's doing.
     ``window``: the crash-loop window, for pruning deaths.
     """
-    history = replace(history, engine_seen=_seen(history, at))
     ours = history.by_own_action(at)
+    history = replace(history, engine_seen=_seen(history, at))
+    if ours and kind in ("start", "stop"):
+        history = _ended_by_event(history, kind, at)
     if kind == "kill" and not stops(kind, signal):
         return history, Reaction.NOTHING
     if kind in ("kill", "stop"):
@@ -215,6 +225,41 @@ def on_event(
     return history, Reaction.NOTHING
 
 
+def _ended_by_event(history: History, kind: str, at: datetime) -> History:
+    """The container's next start ends medic's window (its stop, for a stop action)."""
+
+    def end(a: OwnAction) -> OwnAction:
+        if a.until is not None or not a.stops or (a.after is not None and at <= a.after):
+            return a
+        if (kind == "stop") == a.leaves_stopped:
+            return replace(a, until=at)
+        return a
+
+    return replace(history, actions=tuple(end(a) for a in history.actions))
+
+
+def _ended_by_inspect(history: History, snapshot: ContainerSnapshot) -> History:
+    """An inspect after medic's action says when the engine was done with it."""
+
+    def end(a: OwnAction) -> OwnAction:
+        if not a.finished or a.until is not None or not a.stops:
+            return a
+        after = [
+            t
+            for t in (snapshot.started_at, snapshot.finished_at)
+            if t is not None and (a.after is None or t > a.after)
+        ]
+        if not after:
+            return replace(a, until=a.after or snapshot.started_at or snapshot.finished_at)
+        started = snapshot.started_at
+        if not a.leaves_stopped and started is not None and (a.after is None or started > a.after):
+            # Its start after the action ends the window: a death after that is its own.
+            return replace(a, until=started)
+        return replace(a, until=max(after))
+
+    return replace(history, actions=tuple(end(a) for a in history.actions))
+
+
 def unexplained_death(history: History, snapshot: ContainerSnapshot) -> datetime | None:
     """The death an inspect shows that no event explained, if any.
 
@@ -234,6 +279,8 @@ def unexplained_death(history: History, snapshot: ContainerSnapshot) -> datetime
 
 def on_inspect(history: History, snapshot: ContainerSnapshot) -> History:
     """Fold what one snapshot shows into the history (``observed_at`` is host time)."""
+    if snapshot.detailed and history.open_ended:
+        history = _ended_by_inspect(history, snapshot)
     seen = _seen(history, snapshot.started_at, snapshot.finished_at, snapshot.health_checked_at)
     history = replace(history, container=snapshot.ref, engine_seen=seen)
     if snapshot.state is State.RUNNING and (history.stopped_by_person or history.stopped_by_medic):
@@ -267,36 +314,45 @@ def with_past_events(
 
 
 def action_started(
-    history: History, *, at: datetime, stops: bool, leaves_stopped: bool = False
+    history: History,
+    *,
+    at: datetime,
+    stops: bool,
+    leaves_stopped: bool = False,
+    by_plan: bool = True,
 ) -> History:
-    """medic starts a plan (host time ``at``): the container is not judged until it ends,
-    and what it does to the container falls in this window."""
+    """medic starts a plan (host time ``at``), or an action of a plan on another
+    container touches this one (``by_plan`` False): the container is not judged until
+    it ends, and what it does to the container falls in this window."""
     action = OwnAction(
-        started_at=at, after=history.engine_seen, stops=stops, leaves_stopped=leaves_stopped
+        started_at=at,
+        after=history.engine_seen,
+        stops=stops,
+        leaves_stopped=leaves_stopped,
+        by_plan=by_plan,
     )
     kept = history.actions[-(KEPT_ACTIONS - 1) :]
     return replace(history, actions=(*kept, action), healthy_since=None)
 
 
-def action_finished(history: History, *, until: datetime | None, ok: bool) -> History:
-    """medic's action ended; ``until`` is the engine time its effects were over.
-
-    Without it (the container could not be inspected afterwards) the newest engine
-    time medic saw stands in, so the window never stays open.
-    """
-    end = until if until is not None else history.engine_seen
-    actions = tuple(
-        a if a.finished else replace(a, finished=True, until=end) for a in history.actions
-    )
+def action_finished(history: History, *, ok: bool) -> History:
+    """medic's plan ended. Its window stays open until the engine says when the action
+    was over (``_ended_by_event``, ``_ended_by_inspect``), unless it already did."""
+    actions = tuple(a if a.finished else replace(a, finished=True) for a in history.actions)
     left_stopped = ok and any(
         a.leaves_stopped for a in history.actions if not a.finished and a.stops
     )
     return replace(
-        history,
-        actions=actions,
-        engine_seen=_seen(history, until),
-        stopped_by_medic=history.stopped_by_medic or left_stopped,
+        history, actions=actions, stopped_by_medic=history.stopped_by_medic or left_stopped
     )
+
+
+def touch_ended(history: History) -> History:
+    """An action of another container's plan is done with this one (a dependent)."""
+    actions = tuple(
+        a if a.finished or a.by_plan else replace(a, finished=True) for a in history.actions
+    )
+    return replace(history, actions=actions)
 
 
 def moved_to(history: History, container: ContainerRef) -> History:

@@ -1,15 +1,16 @@
-"""The long-running loop: poll, react to events, decide, act, record.
+"""The long-running loop: the poll timer, the events pump, the inbox, a graceful stop.
 
-One decision thread owns every piece of per-container state. Three things feed
-it through a single inbox: the poll timer (every ``interval`` seconds), the Docker
-events thread (a death, an OOM kill, a failed health check, a person's ``docker
-stop``), and the worker pool reporting finished actions. Because only this thread
-reads and writes the state, there are no locks around it, and because actions
-run on the pool, a slow one delays no other container.
+One decision thread owns every piece of per-container state. Four things feed it
+through a single inbox: the poll timer (every ``interval`` seconds), the Docker
+events thread, the actor reporting the containers an action touches, and the
+actor's workers reporting finished plans. Because only this thread reads and
+writes the state, there are no locks around it; actions run on the pool, so a
+slow one delays no other container.
 
-What the snapshot alone cannot tell, this module learns from events: how often a
-container died lately (for crash loops), and whether a person stopped it (manual
-stops are respected). Deaths caused by medic's own restarts are not counted.
+The check of one container is the flow in DESIGN.md: observe, what medic knows
+of it (agent/history.py, pure), detect, decide, record (agent/recorder.py), act.
+A container with an action in flight is not judged at all, and what medic's own
+actions do to containers falls in own-action windows, so it is never a finding.
 """
 
 from __future__ import annotations
@@ -17,26 +18,27 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import partial
-from typing import TypeVar
 
 from loguru import logger
 
-from agent.act import Actor, InFlight
+from agent import history as hist
+from agent import lifecycle
+from agent.act import Actor, InFlight, Touch
+from agent.clock import SYSTEM_CLOCK, Clock
 from agent.config import Settings
 from agent.decide import after_attempt, after_healthy, decide
 from agent.detect import CrashLoopRule, detect, health_is_stale
 from agent.docker_gateway import DockerEvent, DockerGateway, EventStream
-from agent.errors import ContainerGone, DockerError, DockerUnavailable, StoreError
+from agent.errors import ContainerGone, DockerError, DockerUnavailable
+from agent.history import History, Reaction, Slot
 from agent.metrics import Metrics
 from agent.model import (
-    Action,
+    ActionKind,
     ActionResult,
-    Attempt,
-    AttemptId,
     ContainerId,
     ContainerRef,
     ContainerSnapshot,
@@ -44,75 +46,58 @@ from agent.model import (
     Escalate,
     Finding,
     HealingState,
-    IncidentId,
-    IncidentStatus,
-    LogRule,
     Plan,
     Playbook,
-    ProbeRule,
-    Signal,
     Skip,
     State,
     Wait,
 )
-from agent.notify import Notification, NotificationKind, Notifier
+from agent.notify import Notifier
 from agent.observe import Scope, poll
-from agent.signals import Prober, SocketProber, log_finding, log_hits, probe_finding
-from agent.store import IncidentStore, new_id
-
-R = TypeVar("R")
+from agent.recorder import EscalationHook, Recorder, gravest
+from agent.signals import Prober, SocketProber
+from agent.status import ContainerView, LoopView, health_document, status_document
+from agent.store import IncidentStore
+from agent.watch import Watcher
 
 #: Pauses before reconnecting a dropped events stream; the last one repeats.
 EVENT_RECONNECT_DELAYS: tuple[float, ...] = (1, 2, 4, 8, 16, 30)
 
-#: Two deaths closer than this are the same death seen twice (event and inspect).
-SAME_DEATH = timedelta(seconds=1)
+#: Seconds after the engine's last event within which a stop is taken for the engine's
+#: own shutdown when the stream then drops (added to the stop timeout).
+ENGINE_SHUTDOWN_MARGIN = 5.0
 
-#: ``docker kill -s HUP`` and friends ask a process to reload, not to stop: such a kill
-#: does not make the next death a person's doing. Docker reports the signal's number.
-RELOAD_SIGNALS = frozenset({"1", "10", "12", "28", "SIGHUP", "SIGUSR1", "SIGUSR2", "SIGWINCH"})
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
+#: Former container ids a slot remembers (late events of recreated containers).
+KEPT_FORMER_IDS = 4
 
 
-def _stops(event: DockerEvent) -> bool:
-    """Whether the event is a person stopping the container (not a reload signal)."""
-    if event.kind == "stop":
-        return True
-    return event.kind == "kill" and event.attributes.get("signal") not in RELOAD_SIGNALS
-
-
-@dataclass
+@dataclass(frozen=True)
 class Tracked:
-    """What the decision thread remembers about one container."""
+    """What the decision thread holds for one container slot; replaced whole."""
 
-    ref: ContainerRef
+    history: History
     healing: HealingState = field(default_factory=HealingState)
-    deaths: list[datetime] = field(default_factory=list)
-    last_kill_at: datetime | None = None
-    stopped_by_person: bool = False
-    healthy_since: datetime | None = None
-    own_actions: list[list[datetime | None]] = field(default_factory=list)
+    used: tuple[str, ...] = ()
     wake_at: datetime | None = None
-    incidents: dict[Signal, IncidentId] = field(default_factory=dict)
-    last_evidence: dict[Signal, str] = field(default_factory=dict)
-    last_said: str = ""
-    escalated_at: datetime | None = None
-    acted_at: datetime | None = None
     state: str = ""
     health: str = ""
-    log_since: datetime | None = None
-    log_hits: dict[str, list[datetime]] = field(default_factory=dict)
-    log_last: dict[str, str] = field(default_factory=dict)
-    probe_failures: dict[str, tuple[int, str]] = field(default_factory=dict)
+    said: str = ""
+    former: tuple[ContainerId, ...] = ()
+
+    @property
+    def ref(self) -> ContainerRef:
+        return self.history.container
 
 
 @dataclass(frozen=True)
 class _Done:
     flight: InFlight
     results: list[ActionResult]
+
+
+@dataclass(frozen=True)
+class _EngineLost:
+    last_event_at: datetime
 
 
 @dataclass
@@ -138,45 +123,53 @@ class Supervisor:
         store: IncidentStore,
         playbooks: Sequence[Playbook],
         scope: Scope,
-        actor: Actor | None = None,
-        now: Callable[[], datetime] = _utcnow,
+        clock: Clock = SYSTEM_CLOCK,
         reconnect_delays: Sequence[float] = EVENT_RECONNECT_DELAYS,
         notifier: Notifier | None = None,
         metrics: Metrics | None = None,
         prober: Prober | None = None,
+        escalation: EscalationHook | None = None,
     ) -> None:
         self._settings = settings
         self._gateway = gateway
-        self._store = store
         self._playbooks = tuple(playbooks)
-        # Only these make medic read logs or probe ports; without them that costs nothing.
-        self._watching = tuple(p for p in self._playbooks if p.match.log or p.match.probe)
-        self._prober = prober or SocketProber()
         self._scope = scope
-        self._now = now
+        self._clock = clock
         self._reconnect_delays = tuple(reconnect_delays)
-        self._notifier = notifier
-        self._actor = actor or Actor(
+        self.metrics = metrics or Metrics()
+        self._inbox: queue.Queue[DockerEvent | _Done | Touch | _EngineLost] = queue.Queue()
+        self._actor = Actor(
             gateway,
             workers=settings.workers,
             stop_timeout=settings.stop_timeout,
-            now=now,
-            announce=self._announce if notifier is not None else None,
+            clock=clock,
+            scope=scope,
+            touch=self._inbox.put,
+        )
+        self._recorder = Recorder(
+            store=store,
+            clock=clock,
+            metrics=self.metrics,
+            notifier=notifier,
+            escalation=escalation,
+            dry_run=settings.dry_run,
+        )
+        self._watcher = Watcher(
+            gateway=gateway, playbooks=self._playbooks, prober=prober or SocketProber(), clock=clock
         )
         self._rule = CrashLoopRule(settings.crash_loop_deaths, settings.crash_loop_window)
-        self._tracked: dict[ContainerId, Tracked] = {}
-        self._inbox: queue.Queue[DockerEvent | _Done] = queue.Queue()
+        self._slots: dict[Slot, Tracked] = {}
+        self._ids: dict[ContainerId, Slot] = {}
         self._stop = threading.Event()
         self._stop_reason: str | None = None
         self._stream: EventStream | None = None
         self._stream_lock = threading.Lock()
-        self.metrics = metrics or Metrics()
         self._events_connected = False
-        self._started_at = now()
-        self._status: tuple[dict[str, object], ...] = ()
+        self._started_at = clock.now()
         self.last_cycle_at: datetime | None = None
         self._report: CycleReport | None = None
-        self._seed_from_store()
+        self._status: tuple[dict[str, object], ...] = ()
+        self._seed()
 
     # --- entry points ---------------------------------------------------------------------
 
@@ -196,10 +189,10 @@ class Supervisor:
             self._settings.interval,
             dry if self._settings.dry_run else "",
         )
-        next_poll = self._now()
+        next_poll = self._clock.now()
         try:
             while not self._stop.is_set():
-                now = self._now()
+                now = self._clock.now()
                 if now >= next_poll:
                     if _iterations is not None:
                         if _iterations <= 0:
@@ -209,23 +202,21 @@ class Supervisor:
                     next_poll = now + interval
                     continue
                 self._wake_due(now)
-                deadline = min([next_poll, *self._wake_times()])
-                timeout = max(0.0, min((deadline - self._now()).total_seconds(), 1.0))
+                wakes = [t.wake_at for t in self._slots.values() if t.wake_at is not None]
+                deadline = min([next_poll, *wakes])
+                timeout = max(0.0, min((deadline - self._clock.now()).total_seconds(), 1.0))
                 try:
                     message = self._inbox.get(timeout=timeout)
                 except queue.Empty:
                     continue
                 self._handle(message)
+                self._publish()
         finally:
             self._shutdown(events)
 
     def stop(self, reason: str | None = None) -> None:
-        """Ask ``run`` to finish within a second; safe from a signal handler.
-
-        Only an Event is set here: a signal handler runs on the main thread, which may
-        be inside the inbox's or the logger's lock at that moment, so taking either
-        could deadlock. ``run`` notices, logs ``reason`` and does the shutdown work.
-        """
+        """Ask ``run`` to finish within a second; safe from a signal handler (only an
+        Event is set: the main thread may hold the inbox's or the logger's lock)."""
         self._stop_reason = reason
         self._stop.set()
 
@@ -241,8 +232,7 @@ class Supervisor:
 
     def close_notifier(self) -> None:
         """Send what notifications are queued (briefly) before medic exits."""
-        if self._notifier is not None:
-            self._notifier.close()
+        self._recorder.close()
 
     def in_flight(self) -> list[InFlight]:
         """Plans being carried out right now; safe from any thread."""
@@ -250,15 +240,29 @@ class Supervisor:
 
     @property
     def tracked(self) -> dict[ContainerId, Tracked]:
-        """The per-container memory; read it only when ``run`` is not running."""
-        return self._tracked
+        """The per-container memory by current container id; read it only when ``run``
+        is not running."""
+        return {t.ref.id: t for t in self._slots.values()}
 
-    # --- the cycle ------------------------------------------------------------------------
+    def status(self) -> list[dict[str, object]]:
+        """Every supervised container as of the last change; safe from any thread."""
+        return [dict(entry) for entry in self._status]
+
+    def health(self) -> tuple[bool, dict[str, object]]:
+        view = LoopView(
+            self._started_at,
+            self.last_cycle_at,
+            self._settings.interval,
+            self.events_connected,
+            len(self._actor.in_flight()),
+        )
+        return health_document(view, now=self._clock.now())
+
+    # --- the cycle and the check of one container ----------------------------------------
 
     def _cycle(self, *, sync: bool) -> CycleReport:
-        report = CycleReport(started_at=self._now())
-        self._report = report
-        clock = time.monotonic()
+        report = self._report = CycleReport(started_at=self._clock.now())
+        started = time.monotonic()
         try:
             snapshots = poll(self._gateway, self._scope)
         except DockerError as e:
@@ -269,369 +273,287 @@ class Supervisor:
             return report
         try:
             report.containers = len(snapshots)
-            if not self._settings.dry_run:
-                self._store_call(partial(self._store.record_observations, snapshots))
-            seen = {s.ref.id for s in snapshots}
-            # Only what was known before this list can be missing from it: a container
-            # that took another's place during the cycle (recreate) is not gone.
-            known = set(self._tracked)
-            if self._watching:
-                self._watch(snapshots)
-            for snapshot in snapshots:
-                self._check(snapshot, sync=sync)
-            for cid in known - seen:
-                gone = self._tracked.get(cid)
-                if gone is not None:
-                    self._forget(gone, "it no longer exists")
+            self._recorder.observations(snapshots)
+            known = set(self._slots)
+            self._watcher.look(snapshots, skip=self._busy_id)
+            seen = {self._check(snapshot, sync=sync) for snapshot in snapshots}
+            for slot in known - seen:
+                tracked = self._slots.get(slot)
+                if tracked is not None and not tracked.history.busy:
+                    self._forget(slot, "it no longer exists")
         finally:
             self._report = None
         self.last_cycle_at = report.started_at
         self.metrics.cycles.inc()
-        self.metrics.cycle_seconds.observe(time.monotonic() - clock)
+        self.metrics.cycle_seconds.observe(time.monotonic() - started)
         self.metrics.containers.set(report.containers)
-        self.metrics.open_incidents.set(sum(len(t.incidents) for t in self._tracked.values()))
-        self._publish_status()
+        self._publish()
         return report
 
-    def _publish_status(self) -> None:
-        # Built on the loop thread and swapped in whole: readers on other threads
-        # (the HTTP server) never see the loop's state half-changed.
-        busy = {f.container.id for f in self._actor.in_flight()}
-        self._status = tuple(
-            {
-                "container": t.ref.name,
-                "service": t.ref.service,
-                "state": t.state,
-                "health": t.health,
-                "incidents": [
-                    {"id": iid, "signal": str(signal)} for signal, iid in t.incidents.items()
-                ],
-                "attempts_in_streak": len(t.healing.attempts),
-                "next_look_at": t.wake_at.isoformat() if t.wake_at else None,
-                "circuit": "open" if t.healing.circuit_open else "closed",
-                "stopped_by_person": t.stopped_by_person,
-                "action_in_flight": t.ref.id in busy,
-            }
-            for t in sorted(self._tracked.values(), key=lambda t: t.ref.name)
+    def _check(self, snapshot: ContainerSnapshot, *, sync: bool = False) -> Slot | None:
+        slot = self._slot_for(snapshot)
+        tracked = self._slots.get(slot) if slot is not None else None
+        if slot is None or tracked is None or tracked.history.busy:
+            return slot  # an action is in flight: the container is not judged at all
+        history = self._learn(tracked.history, snapshot)
+        if history is None:
+            return slot
+        tracked = self._put(slot, self._observed(tracked, history, snapshot))
+        findings = self._findings(tracked, snapshot)
+        decision = decide(
+            findings,
+            labels=snapshot.labels,
+            state=tracked.healing,
+            playbooks=self._playbooks,
+            now=self._clock.now(),
+            used=tracked.used,
         )
+        self._record(slot, findings, decision)
+        self._settle(slot, snapshot, findings)
+        if decision is not None:
+            self._apply(slot, decision, snapshot, sync=sync)
+        return slot
 
-    def status(self) -> list[dict[str, object]]:
-        """Every supervised container as of the last poll; safe from any thread."""
-        return [dict(entry) for entry in self._status]
+    def _observed(self, tracked: Tracked, history: History, snap: ContainerSnapshot) -> Tracked:
+        healing = tracked.healing
+        if history.healthy_since is not None:
+            healing = after_healthy(
+                healing, healthy_since=history.healthy_since, now=snap.observed_at
+            )
+        if healing.circuit_open and self._recorder.cleared_by_person(history.slot):
+            healing, tracked = HealingState(), replace(tracked, used=())
+        state, health = str(snap.state), str(snap.health)
+        return replace(tracked, history=history, healing=healing, state=state, health=health)
 
-    def health(self) -> tuple[bool, dict[str, object]]:
-        """Alive when the last poll finished within three intervals (or medic just started)."""
-        now = self._now()
-        limit = timedelta(seconds=3 * self._settings.interval)
-        last = self.last_cycle_at
-        alive = (now - (last or self._started_at)) <= limit
-        return alive, {
-            "status": "ok" if alive else "stalled",
-            "last_cycle_at": last.isoformat() if last else None,
-            "interval_seconds": self._settings.interval,
-            "events_stream": "connected" if self.events_connected else "disconnected",
-            "actions_in_flight": len(self._actor.in_flight()),
-        }
-
-    def _check(self, snapshot: ContainerSnapshot, *, sync: bool = False) -> None:
-        tracked = self._track(snapshot.ref)
-        now = snapshot.observed_at
-        tracked.state, tracked.health = str(snapshot.state), str(snapshot.health)
-        if snapshot.detailed:
-            self._learn_from_inspect(tracked, snapshot)
-        if snapshot.state is State.RUNNING and tracked.stopped_by_person:
-            tracked.stopped_by_person = False
-        if snapshot.is_healthy:
-            self._healthy(tracked, now)
-        else:
-            tracked.healthy_since = None
-        if tracked.healing.circuit_open:
-            self._check_cleared_by_person(tracked, now)
-
+    def _findings(self, tracked: Tracked, snapshot: ContainerSnapshot) -> list[Finding]:
+        history = tracked.history
         findings = detect(
             snapshot,
-            deaths=tracked.deaths,
-            stopped_by_person=tracked.stopped_by_person,
+            deaths=history.deaths,
+            stopped_by_person=history.stopped_by_person,
+            stopped_by_medic=history.stopped_by_medic,
             crash_loop=self._rule,
-            acted_at=tracked.acted_at,
+            acted_at=history.acted_until,
         )
-        if self._watching and snapshot.state is State.RUNNING:
-            findings.extend(self._watch_findings(tracked, snapshot))
-        if health_is_stale(snapshot, tracked.acted_at) and snapshot.health_checked_at:
-            # Look again just after the next health check has had its say.
-            interval = timedelta(seconds=(snapshot.health_interval or 30.0) + 0.5)
-            next_check = max(snapshot.health_checked_at + interval, now + timedelta(seconds=0.5))
-            if tracked.wake_at is None or tracked.wake_at > next_check:
-                tracked.wake_at = next_check
-        if not findings:
-            return
-        for finding in findings:
-            self.metrics.findings.labels(signal=str(finding.signal)).inc()
+        return findings + self._watcher.findings(snapshot)
+
+    def _record(self, slot: Slot, findings: list[Finding], decision: Decision | None) -> None:
         if self._report is not None:
             self._report.findings.extend(findings)
-        for finding in findings:
-            self._record_finding(tracked, finding)
-        state = replace(tracked.healing, busy=self._actor.busy(tracked.ref.id))
-        decision = decide(
-            findings, labels=snapshot.labels, state=state, playbooks=self._playbooks, now=now
-        )
-        if decision is None:
-            return
-        if self._report is not None:
-            self._report.decisions.append(decision)
-        self._apply(tracked, decision, sync=sync)
+            if decision is not None:
+                self._report.decisions.append(decision)
+        if findings:
+            self._recorder.record(slot, findings)
 
-    def _watch(self, snapshots: Sequence[ContainerSnapshot]) -> None:
-        """Read logs and run probes for the containers a log or probe playbook applies to."""
-        probes: list[tuple[Tracked, Playbook, ProbeRule, str]] = []
-        for snapshot in snapshots:
-            if snapshot.state is not State.RUNNING or self._actor.busy(snapshot.ref.id):
-                continue
-            books = [p for p in self._watching if p.match.applies_to(snapshot.ref, snapshot.labels)]
-            if not books:
-                continue
-            tracked = self._track(snapshot.ref)
-            rules = [(p.name, p.match.log) for p in books if p.match.log is not None]
-            if rules:
-                self._read_log(tracked, rules)
-            for p in books:
-                if p.match.probe is not None and snapshot.ip_addresses:
-                    probes.append((tracked, p, p.match.probe, snapshot.ip_addresses[0]))
-        if not probes:
-            return
-        outcomes = self._prober.probe_all([(rule, ip) for _, _, rule, ip in probes])
-        for (tracked, book, _, _), outcome in zip(probes, outcomes, strict=True):
-            if outcome.ok:
-                tracked.probe_failures.pop(book.name, None)
-            else:
-                count, _ = tracked.probe_failures.get(book.name, (0, ""))
-                tracked.probe_failures[book.name] = (count + 1, outcome.detail)
+    def _settle(self, slot: Slot, snapshot: ContainerSnapshot, findings: list[Finding]) -> None:
+        """Resolve the slot's incident once every signal it showed is clear for the settle
+        period; otherwise look again when it could be."""
+        tracked, held = self._slots[slot], self._recorder.held(slot)
+        now = self._clock.now()
+        stale = health_is_stale(snapshot, tracked.history.acted_until)
+        wake = lifecycle.health_recheck_at(snapshot, stale=stale, now=now)
+        if not findings and (held is not None or tracked.healing.circuit_open):
+            clear = lifecycle.Clear(
+                healthy_since=tracked.history.healthy_since,
+                probe_ok_since=self._watcher.probe_ok_since(snapshot.ref.id),
+                log_quiet_at=self._watcher.log_quiet_at(snapshot),
+            )
+            signals = held.signals if held is not None else frozenset()
+            settled = lifecycle.settle(signals, clear, now=now, period=self._settings.settle)
+            if settled.resolved:
+                self._resolved(slot, held is not None)
+                return
+            wake = lifecycle.earliest(wake, settled.at)
+        if wake is not None:
+            self._put(slot, replace(tracked, wake_at=lifecycle.earliest(tracked.wake_at, wake)))
 
-    def _read_log(self, tracked: Tracked, rules: Sequence[tuple[str, LogRule]]) -> None:
-        now = self._now()
-        since = tracked.log_since or now - timedelta(seconds=max(r.window for _, r in rules))
+    def _resolved(self, slot: Slot, had_incident: bool) -> None:
+        tracked = self._slots[slot]
+        attempts = len(tracked.healing.attempts)
+        plural = "s" if attempts != 1 else ""
+        note = f"healthy for {self._settings.settle:g} s after {attempts} attempt{plural}"
+        if had_incident:
+            self._recorder.resolve(slot, note=note)
+        if tracked.healing.circuit_open:
+            logger.bind(container=tracked.ref.name).info(
+                "{} recovered; automatic healing of it is on again.", tracked.ref.label
+            )
+            # A fresh start, as when a person resolves it: the old streak would escalate
+            # the next failure before a single attempt.
+            tracked = replace(tracked, healing=HealingState(), used=())
+        self._put(slot, replace(tracked, said=""))
+
+    # --- what snapshots and events teach --------------------------------------------------
+
+    def _slot_for(self, snapshot: ContainerSnapshot) -> Slot | None:
+        """The slot a snapshot belongs to; None for a container a recreate left behind."""
+        ref = snapshot.ref
+        slot = self._ids.get(ref.id) or Slot.of(ref)
+        tracked = self._slots.get(slot)
+        if tracked is None:
+            tracked = self._put(slot, Tracked(History(ref)))
+        elif tracked.ref.id != ref.id:
+            if ref.id in tracked.former:
+                return None
+            if not tracked.history.busy:
+                # Another container took the slot (recreated outside medic).
+                tracked = self._moved(slot, tracked, ref)
+        return slot
+
+    def _learn(self, history: History, snapshot: ContainerSnapshot) -> History | None:
+        """The history after this snapshot; None when it cannot tell who stopped it."""
+        history = hist.on_inspect(history, snapshot)
+        window = self._settings.crash_loop_window
+        died = hist.unexplained_death(history, snapshot) if snapshot.detailed else None
+        if died is None:
+            return history
+        if snapshot.state is not State.EXITED:
+            return hist.note_death(history, died, window=window)
+        since = died - timedelta(seconds=self._settings.manual_stop_grace)
+        if snapshot.started_at is not None:
+            since = max(since, snapshot.started_at)
         try:
-            lines = self._gateway.logs(tracked.ref.id, since=since)
+            past = self._gateway.past_events(
+                snapshot.ref.id, since=since, until=died + hist.SAME_DEATH
+            )
         except DockerError as e:
-            logger.debug("Could not read the log of {}: {}.", tracked.ref.label, e)
+            logger.bind(container=snapshot.ref.name).warning(
+                "Could not read the event history of {} to tell whether a person stopped it "
+                "({}); medic leaves it as it is and looks again at the next poll.",
+                snapshot.ref.label,
+                e,
+            )
+            return None
+        events = tuple((e.kind, e.at, e.attributes.get("signal")) for e in past)
+        history, by_person = hist.with_past_events(history, died, events, window=window)
+        if by_person:
+            self._stopped_by_person(history)
+        return history
+
+    def _on_event(self, event: DockerEvent) -> None:
+        if not self._scope.includes(event.container_id, event.attributes):
             return
-        # Docker's "since" is inclusive: drop what the last look already counted.
-        lines = [line for line in lines if line[0] > since]
-        tracked.log_since = lines[-1][0] if lines else since
-        for name, rule in rules:
-            hits, last = log_hits(rule, lines, earlier=tracked.log_hits.get(name, []), now=now)
-            tracked.log_hits[name] = hits
-            if last is not None:
-                tracked.log_last[name] = last
+        slot = self._ids.get(event.container_id) or Slot.of(event.ref)
+        tracked = self._slots.get(slot) or self._put(slot, Tracked(History(event.ref)))
+        if event.container_id != tracked.ref.id:
+            if event.container_id in tracked.former or tracked.history.busy:
+                return  # a container medic replaced, or the one replacing it mid-action
+            tracked = self._moved(slot, tracked, event.ref)
+        history, reaction = hist.on_event(
+            tracked.history,
+            kind=event.kind,
+            at=event.at,
+            detail=event.detail,
+            signal=event.attributes.get("signal"),
+            grace=self._settings.manual_stop_grace,
+            window=self._settings.crash_loop_window,
+        )
+        tracked = self._put(slot, replace(tracked, history=history))
+        if reaction is Reaction.STOPPED_BY_PERSON:
+            self._stopped_by_person(history)
+            self._put(slot, replace(tracked, wake_at=None))
+        elif tracked.history.busy:
+            return
+        elif reaction is Reaction.GONE:
+            self._forget(slot, "it was removed")
+        elif reaction is Reaction.CHECK or (
+            reaction is Reaction.CHECK_IF_TROUBLED and self._recorder.held(slot) is not None
+        ):
+            self._check_now(slot)
 
-    def _watch_findings(self, tracked: Tracked, snapshot: ContainerSnapshot) -> list[Finding]:
-        found: list[Finding] = []
-        for book in self._watching:
-            if not book.match.applies_to(snapshot.ref, snapshot.labels):
-                continue
-            if book.match.log is not None:
-                finding = log_finding(
-                    snapshot.ref,
-                    book.match.log,
-                    hits=tracked.log_hits.get(book.name, []),
-                    last_line=tracked.log_last.get(book.name),
-                    now=snapshot.observed_at,
-                )
-                if finding is not None:
-                    found.append(finding)
-            if book.match.probe is not None and book.name in tracked.probe_failures:
-                failures, detail = tracked.probe_failures[book.name]
-                finding = probe_finding(
-                    snapshot.ref,
-                    book.match.probe,
-                    failures=failures,
-                    detail=detail,
-                    now=snapshot.observed_at,
-                )
-                if finding is not None:
-                    found.append(finding)
-        return found
+    def _on_touch(self, touch: Touch) -> None:
+        """An action is about to stop or replace a container, or is done with it."""
+        slot = self._ids.get(touch.container.id) or Slot.of(touch.container)
+        tracked = self._slots.get(slot) or self._put(slot, Tracked(History(touch.container)))
+        if touch.ended:
+            history = hist.touch_ended(tracked.history)
+        elif not tracked.history.busy:
+            now = self._clock.now()
+            history = hist.action_started(tracked.history, at=now, stops=True, by_plan=False)
+        else:
+            return
+        self._put(slot, replace(tracked, history=history))
 
-    def _check_now(self, tracked: Tracked) -> None:
+    def _on_engine_lost(self, message: _EngineLost) -> None:
+        window = self._settings.stop_timeout + ENGINE_SHUTDOWN_MARGIN
+        for slot, tracked in list(self._slots.items()):
+            history = hist.engine_stopped(
+                tracked.history, last_event_at=message.last_event_at, window=window
+            )
+            if history is not tracked.history:
+                self._put(slot, replace(tracked, history=history))
+                logger.bind(container=tracked.ref.name).info(
+                    "{} was stopped just before the Docker engine went away: that was the "
+                    "engine shutting down, not a person, so medic heals it if it stays down.",
+                    tracked.ref.label,
+                )
+
+    def _stopped_by_person(self, history: History) -> None:
+        logger.bind(container=history.container.name).info(
+            "{} was stopped by a person (docker stop or kill at {:%H:%M:%S}); medic leaves it "
+            "stopped until it is started again.",
+            history.container.label,
+            history.stopped_at or history.kill_at,
+        )
+
+    def _check_now(self, slot: Slot) -> None:
         """Inspect one container and check it, between polls."""
+        tracked = self._slots[slot]
         try:
             snapshot = self._gateway.inspect(tracked.ref.id)
         except ContainerGone:
-            self._forget(tracked, "it no longer exists")
+            if not tracked.history.busy:
+                self._forget(slot, "it no longer exists")
             return
         except DockerError as e:
             logger.warning(
                 "Could not inspect {}: {}. The next poll looks again.", tracked.ref.label, e
             )
             return
-        if not self._scope.includes(snapshot.ref.id, snapshot.labels):
-            return
-        self._check(snapshot)
-
-    # --- what snapshots and events teach --------------------------------------------------
-
-    def _track(self, ref: ContainerRef) -> Tracked:
-        tracked = self._tracked.get(ref.id)
-        if tracked is None:
-            tracked = Tracked(ref=ref)
-            self._tracked[ref.id] = tracked
-        elif tracked.ref != ref and ref.name:
-            tracked.ref = ref
-        return tracked
-
-    def _learn_from_inspect(self, tracked: Tracked, snapshot: ContainerSnapshot) -> None:
-        """Count a death the events stream did not report (it may have been down)."""
-        if snapshot.state not in (State.EXITED, State.DEAD, State.RESTARTING):
-            return
-        died = snapshot.finished_at
-        if died is None or self._known_death(tracked, died) or self._by_own_action(tracked, died):
-            return
-        if tracked.stopped_by_person:
-            return
-        if snapshot.state is State.EXITED and self._stopped_by_person_before(tracked, snapshot):
-            return
-        self._note_death(tracked, died)
-
-    def _stopped_by_person_before(self, tracked: Tracked, snapshot: ContainerSnapshot) -> bool:
-        """Ask the engine's event history whether a person stopped this container."""
-        died = snapshot.finished_at
-        assert died is not None
-        since = died - timedelta(seconds=self._settings.manual_stop_grace)
-        if snapshot.started_at is not None:
-            since = max(since, snapshot.started_at)
-        try:
-            history = self._gateway.past_events(
-                tracked.ref.id, since=since, until=died + SAME_DEATH
-            )
-        except DockerError as e:
-            logger.debug("Could not read past events of {}: {}.", tracked.ref.label, e)
-            return False
-        for event in history:
-            if _stops(event) and not self._by_own_action(tracked, event.at):
-                self._mark_stopped_by_person(tracked, event)
-                return True
-        return False
-
-    def _known_death(self, tracked: Tracked, at: datetime) -> bool:
-        return any(abs(at - d) <= SAME_DEATH for d in tracked.deaths)
-
-    def _note_death(self, tracked: Tracked, at: datetime) -> None:
-        if self._known_death(tracked, at):
-            return
-        horizon = self._now() - timedelta(seconds=self._settings.crash_loop_window)
-        tracked.deaths = [d for d in tracked.deaths if d >= horizon]
-        tracked.deaths.append(at)
-        tracked.deaths.sort()
-
-    def _by_own_action(self, tracked: Tracked, at: datetime) -> bool:
-        for started, finished in tracked.own_actions:
-            assert started is not None
-            if started <= at and (finished is None or at <= finished):
-                return True
-        return False
-
-    def _mark_stopped_by_person(self, tracked: Tracked, event: DockerEvent) -> None:
-        if not tracked.stopped_by_person:
-            how = "docker stop" if event.kind == "stop" else "docker stop or kill"
-            logger.info(
-                "{} was stopped by a person ({} at {:%H:%M:%S}); medic leaves it stopped "
-                "until it is started again.",
-                tracked.ref.label,
-                how,
-                tracked.last_kill_at or event.at,
-            )
-        tracked.stopped_by_person = True
-        tracked.wake_at = None
-
-    def _healthy(self, tracked: Tracked, now: datetime) -> None:
-        if tracked.healthy_since is None:
-            tracked.healthy_since = now
-        tracked.healing = after_healthy(
-            tracked.healing, healthy_since=tracked.healthy_since, now=now
-        )
-        if not (tracked.incidents or tracked.healing.circuit_open):
-            return
-        settles_at = tracked.healthy_since + timedelta(seconds=self._settings.settle)
-        if now >= settles_at:
-            self._resolve(tracked, now, note=None)
-        elif tracked.wake_at is None or tracked.wake_at > settles_at:
-            # Look again when the settle period is over, not only at the next poll.
-            tracked.wake_at = settles_at
-
-    def _on_event(self, event: DockerEvent) -> None:
-        if not self._scope.includes(event.container_id, event.attributes):
-            return
-        tracked = self._track(event.ref)
-        kind = event.kind
-        ours = self._by_own_action(tracked, event.at)
-        if kind == "kill" and not _stops(event):
-            return
-        if kind in ("kill", "stop"):
-            if not ours:
-                tracked.last_kill_at = event.at
-                if kind == "stop":
-                    self._mark_stopped_by_person(tracked, event)
-            return
-        if kind == "die":
-            grace = timedelta(seconds=self._settings.manual_stop_grace)
-            if not ours and tracked.last_kill_at and event.at - tracked.last_kill_at <= grace:
-                self._mark_stopped_by_person(tracked, event)
-                return
-            if not ours:
-                self._note_death(tracked, event.at)
-            self._check_now(tracked)
-        elif kind == "start":
-            tracked.stopped_by_person = False
-            tracked.last_kill_at = None
-            if tracked.incidents and not ours:
-                self._check_now(tracked)
-        elif kind == "destroy" and not ours:
-            # During medic's own recreate the old container is removed on purpose; the
-            # finished action hands its memory to the new container instead.
-            self._forget(tracked, "it was removed")
-        elif kind == "oom" or (kind == "health_status" and event.detail == "unhealthy"):
-            self._check_now(tracked)
-        elif kind == "health_status" and event.detail == "healthy" and tracked.incidents:
-            # Recovery starts the settle period; only containers with incidents care.
-            self._check_now(tracked)
+        if self._scope.includes(snapshot.ref.id, snapshot.labels):
+            self._check(snapshot)
 
     # --- acting on decisions ----------------------------------------------------------------
 
-    def _apply(self, tracked: Tracked, decision: Decision, *, sync: bool) -> None:
+    def _apply(
+        self, slot: Slot, decision: Decision, snapshot: ContainerSnapshot, *, sync: bool
+    ) -> None:
+        tracked = self._slots[slot]
         if isinstance(decision, Plan):
-            self._start_plan(tracked, decision, sync=sync)
+            self._start_plan(slot, decision, snapshot, sync=sync)
         elif isinstance(decision, Wait):
-            tracked.wake_at = decision.until
+            self._put(slot, replace(tracked, wake_at=decision.until))
             self._say(
-                tracked,
+                slot,
                 f"{decision.finding.summary} Waiting until {decision.until:%H:%M:%S} before "
                 f"the next attempt by playbook {decision.playbook.name} ({decision.reason}).",
             )
         elif isinstance(decision, Escalate):
-            self._escalate(tracked, decision)
+            healing = replace(tracked.healing, circuit_open=True)
+            self._put(slot, replace(tracked, healing=healing, wake_at=None))
+            self._recorder.escalate(slot, decision)
         elif isinstance(decision, Skip):
-            self._say(
-                tracked,
-                f"{decision.finding.summary} No action: {decision.reason}.",
-                level="DEBUG" if "still running" in decision.reason else "INFO",
-            )
+            self._say(slot, f"{decision.finding.summary} No action: {decision.reason}.")
 
-    def _say(self, tracked: Tracked, message: str, *, level: str = "INFO") -> None:
+    def _say(self, slot: Slot, message: str) -> None:
         """Log a waiting or skipping sentence once, not at every poll."""
-        if message != tracked.last_said:
-            tracked.last_said = message
-            logger.bind(container=tracked.ref.name).log(level, message)
+        tracked = self._slots[slot]
+        if message != tracked.said:
+            self._put(slot, replace(tracked, said=message))
+            logger.bind(container=tracked.ref.name).info(message)
 
-    def _start_plan(self, tracked: Tracked, plan: Plan, *, sync: bool) -> None:
+    def _start_plan(
+        self, slot: Slot, plan: Plan, snapshot: ContainerSnapshot, *, sync: bool
+    ) -> None:
+        tracked = self._slots[slot]
         steps = ", then ".join(a.describe() for a in plan.actions)
         if self._settings.dry_run:
             self._say(
-                tracked,
+                slot,
                 f"{plan.finding.summary} Dry run: would {steps} "
                 f"(playbook {plan.playbook.name}, attempt {plan.attempt}).",
             )
             return
-        tracked.last_said = ""
         logger.bind(container=tracked.ref.name).info(
             "{} Healing it by playbook {}, attempt {}: {}.",
             plan.finding.summary,
@@ -639,331 +561,161 @@ class Supervisor:
             plan.attempt,
             steps,
         )
-        window: list[datetime | None] = [self._now(), None]
-        tracked.own_actions = [
-            w
-            for w in tracked.own_actions
-            if w[1] is None or self._now() - w[1] < timedelta(minutes=10)
-        ]
-        # The kill, die and stop events of an action that stops the container carry the
-        # engine's timestamp, taken while medic's request was in progress, so they fall in
-        # this window; a death after it is the container's own.
-        if any(a.stops_container() for a in plan.actions):
-            tracked.own_actions.append(window)
+        now = self._clock.now()
+        history = hist.action_started(
+            tracked.history,
+            at=now,
+            stops=any(a.stops_container() for a in plan.actions),
+            leaves_stopped=_leaves_stopped(plan),
+        )
+        self._put(slot, replace(tracked, history=history, said="", wake_at=None))
+        held = self._recorder.held(slot)
+        announce = None
+        if self._recorder.notifies:
+            incident_id = held.incident_id if held is not None else ""
+            announce = partial(self._recorder.announce, incident_id=incident_id)
         if sync:
-            flight = InFlight(tracked.ref, plan, self._now())
-            self._finish(_Done(flight, self._actor.run_plan(tracked.ref, plan)))
+            results = self._actor.run_plan(
+                tracked.ref, plan, labels=snapshot.labels, announce=announce
+            )
+            self._drain_touches()
+            self._finish(_Done(InFlight(tracked.ref, plan, now), results))
             return
         submitted = self._actor.submit(
-            tracked.ref, plan, lambda flight, results: self._inbox.put(_Done(flight, results))
+            tracked.ref,
+            plan,
+            lambda flight, results: self._inbox.put(_Done(flight, results)),
+            labels=snapshot.labels,
+            announce=announce,
         )
-        if not submitted and window in tracked.own_actions:
-            tracked.own_actions.remove(window)
+        if not submitted:
+            self._put(slot, tracked)
 
     def _finish(self, done: _Done) -> None:
-        flight = done.flight
-        plan = flight.plan
-        tracked = self._track(flight.container)
-        now = self._now()
-        tracked.acted_at = now
-        # What was read or probed before the action says nothing about after it.
-        tracked.log_hits.clear()
-        tracked.log_last.clear()
-        tracked.probe_failures.clear()
-        tracked.log_since = now
-        for window in tracked.own_actions:
-            if window[1] is None:
-                window[1] = now
-        tracked.healing = after_attempt(
-            tracked.healing, at=flight.started_at, playbook=plan.playbook
-        )
-        incident_id = tracked.incidents.get(plan.finding.signal)
+        flight, plan, results = done.flight, done.flight.plan, done.results
+        slot = self._ids.get(flight.container.id) or Slot.of(flight.container)
+        tracked = self._slots.get(slot) or Tracked(History(flight.container))
+        ok = all(r.ok for r in results)
+        history = hist.action_finished(tracked.history, ok=ok)
+        healing = after_attempt(tracked.healing, at=flight.started_at, playbook=plan.playbook)
+        used = (*[u for u in tracked.used if u != plan.playbook.name], plan.playbook.name)
+        tracked = self._put(slot, replace(tracked, history=history, healing=healing, used=used))
         if self._report is not None:
-            self._report.results.append((flight.container, plan, done.results))
-        for result in done.results:
+            self._report.results.append((flight.container, plan, results))
+        for result in results:
             outcome = "ok" if result.ok else "error"
             self.metrics.actions.labels(kind=str(result.action.kind), outcome=outcome).inc()
-            if incident_id is not None:
-                self._record_attempt(incident_id, plan, result)
-        replaced = next((r.replaced_by for r in done.results if r.replaced_by), None)
+        self._recorder.attempt(slot, plan, results)
+        self._watcher.reset(flight.container.id)
+        replaced = next((r.replaced_by for r in results if r.replaced_by), None)
         if replaced is not None:
-            tracked = self._hand_over(tracked, replaced, now)
-        failed = next((r for r in done.results if not r.ok), None)
+            new = replace(flight.container, id=replaced)
+            self._recorder.resolve(
+                slot,
+                note=f"{flight.container.name} was recreated as {new.short_id}; "
+                "medic watches the new one",
+            )
+            tracked = self._moved(slot, tracked, new)
+            logger.bind(container=new.name).info(
+                "{} is now container {}; its backoff and attempts carry over.",
+                new.label,
+                new.short_id,
+            )
         delay = plan.playbook.backoff.delay(len(tracked.healing.attempts))
-        tracked.wake_at = now + timedelta(seconds=delay)
-        took = sum(r.duration for r in done.results)
-        if failed is None:
-            logger.bind(container=flight.container.name).info(
-                "Healed {} with {} in {:.1f} s (attempt {} by playbook {}); medic checks it "
-                "again at {:%H:%M:%S}.",
-                flight.container.label,
-                ", ".join(r.action.describe() for r in done.results),
-                took,
-                plan.attempt,
-                plan.playbook.name,
-                tracked.wake_at,
-            )
-        else:
-            logger.bind(container=flight.container.name).warning(
-                "Could not {} {}: {} (attempt {} by playbook {}). The next attempt is not "
-                "before {:%H:%M:%S}.",
-                failed.action.describe(),
-                flight.container.label,
-                failed.error,
-                plan.attempt,
-                plan.playbook.name,
-                tracked.wake_at,
-            )
+        wake_at = self._clock.now() + timedelta(seconds=delay)
+        self._put(slot, replace(tracked, wake_at=wake_at))
+        _log_outcome(flight, results, wake_at)
 
-    def _hand_over(self, tracked: Tracked, new_id: ContainerId, now: datetime) -> Tracked:
-        """The container was recreated: its backoff and attempt streak go to the new one,
-        so a recreate loop still backs off and escalates. Its incidents end here, with a
-        note; if the trouble persists, the new container gets incidents of its own."""
-        old = tracked.ref
-        new = replace(old, id=new_id)
-        if tracked.incidents:
-            self._resolve(
-                tracked,
-                now,
-                note=f"{old.name} was recreated as {new.short_id}; medic watches the new one",
-            )
-        self._tracked.pop(old.id, None)
-        tracked.ref = new
-        tracked.own_actions = []
-        self._tracked[new_id] = tracked
-        logger.bind(container=old.name).info(
-            "{} is now container {}; its backoff and attempts carry over.", old.label, new.short_id
-        )
+    def _moved(self, slot: Slot, tracked: Tracked, ref: ContainerRef) -> Tracked:
+        former = (*tracked.former, tracked.ref.id)[-KEPT_FORMER_IDS:]
+        for old in set(tracked.former) - set(former):
+            self._ids.pop(old, None)
+        history = hist.moved_to(tracked.history, ref)
+        return self._put(slot, replace(tracked, history=history, former=former))
+
+    def _forget(self, slot: Slot, why: str) -> None:
+        tracked = self._slots.pop(slot, None)
+        if tracked is None:
+            return
+        self._recorder.resolve(slot, note=f"container {tracked.ref.name} is gone: {why}")
+        self._watcher.forget(tracked.ref.id)
+        for cid in (tracked.ref.id, *tracked.former):
+            self._ids.pop(cid, None)
+
+    def _put(self, slot: Slot, tracked: Tracked) -> Tracked:
+        self._slots[slot] = tracked
+        self._ids[tracked.ref.id] = slot
         return tracked
 
-    def _escalate(self, tracked: Tracked, decision: Escalate) -> None:
-        now = self._now()
-        self.metrics.escalations.inc()
-        tracked.healing = replace(tracked.healing, circuit_open=True)
-        tracked.escalated_at = now
-        tracked.wake_at = None
-        ids = [incident_id[:8] for incident_id in tracked.incidents.values()]
-        for incident_id in tracked.incidents.values():
-            self._store_call(
-                partial(
-                    self._store.set_status,
-                    incident_id,
-                    IncidentStatus.ESCALATED,
-                    at=now,
-                    note=decision.reason,
-                )
-            )
-        for signal, incident_id in tracked.incidents.items():
-            self._notify(
-                NotificationKind.ESCALATED,
-                incident_id,
-                ref=tracked.ref,
-                signal=signal,
-                title=f"medic escalated: {tracked.ref.service or tracked.ref.name} "
-                f"still shows {signal}",
-                body=f"{decision.reason}. Automatic healing of {tracked.ref.name} is paused "
-                "until it recovers or a person resolves the incident (medic incidents resolve "
-                f"{incident_id[:8]}).",
-            )
-        logger.bind(container=tracked.ref.name).warning(
-            "Escalating {}: {}. Automatic healing of {} is paused until it recovers by itself "
-            "or a person resolves incident {}.",
-            tracked.ref.label,
-            decision.reason,
-            tracked.ref.label,
-            ", ".join(ids) or "(none recorded)",
-        )
+    def _busy_id(self, container_id: ContainerId) -> bool:
+        slot = self._ids.get(container_id)
+        return slot is not None and slot in self._slots and self._slots[slot].history.busy
 
-    def _check_cleared_by_person(self, tracked: Tracked, now: datetime) -> None:
-        """A person resolving every escalated incident closes the circuit."""
-        if not tracked.incidents:
-            return
-        active = self._store_call(lambda: self._store.active_incidents(tracked.ref.id))
-        if active is None:
-            return
-        still = {i.id for i in active}
-        if not any(iid in still for iid in tracked.incidents.values()):
-            tracked.incidents.clear()
-            tracked.last_evidence.clear()
-            tracked.healing = HealingState()
-            logger.bind(container=tracked.ref.name).info(
-                "A person resolved the escalated incidents of {}; automatic healing is on again.",
-                tracked.ref.label,
-            )
-
-    def _resolve(self, tracked: Tracked, now: datetime, *, note: str | None) -> None:
-        attempts = len(tracked.healing.attempts)
-        for signal, incident_id in list(tracked.incidents.items()):
-            self._store_call(
-                partial(
-                    self._store.set_status, incident_id, IncidentStatus.RESOLVED, at=now, note=note
-                )
-            )
-            logger.bind(container=tracked.ref.name, incident=incident_id).info(
-                "Incident {} ({} on {}) is resolved: {}.",
-                incident_id[:8],
-                signal,
-                tracked.ref.label,
-                note
-                or f"healthy for {self._settings.settle:g} s after {attempts} attempt"
-                f"{'s' if attempts != 1 else ''}",
-            )
-            self._notify(
-                NotificationKind.RESOLVED,
-                incident_id,
-                ref=tracked.ref,
-                signal=signal,
-                title=f"medic: {tracked.ref.service or tracked.ref.name} recovered from {signal}",
-                body=f"Incident {incident_id[:8]} is resolved: "
-                + (note or f"healthy for {self._settings.settle:g} s after {attempts} attempt(s)")
-                + ".",
-            )
-        if tracked.healing.circuit_open:
-            logger.bind(container=tracked.ref.name).info(
-                "{} recovered; automatic healing of it is on again.", tracked.ref.label
-            )
-            # A fresh start, as when a person resolves it: the old streak would
-            # escalate the next failure before a single attempt.
-            tracked.healing = HealingState()
-        tracked.incidents.clear()
-        tracked.last_evidence.clear()
-        tracked.last_said = ""
-
-    def _forget(self, tracked: Tracked, why: str) -> None:
-        if tracked.incidents:
-            self._resolve(tracked, self._now(), note=f"container {tracked.ref.name} is gone: {why}")
-        self._tracked.pop(tracked.ref.id, None)
-
-    # --- the store, which must never stop healing -------------------------------------------
-
-    def _record_finding(self, tracked: Tracked, finding: Finding) -> None:
-        if self._settings.dry_run:
-            return
-        fingerprint = f"{finding.summary}|{sorted(finding.evidence.items())}"
-        if tracked.last_evidence.get(finding.signal) == fingerprint:
-            return
-        incident = self._store_call(lambda: self._store.record_finding(finding))
-        if incident is None:
-            return
-        tracked.last_evidence[finding.signal] = fingerprint
-        if finding.signal not in tracked.incidents:
-            logger.bind(container=tracked.ref.name, incident=incident.id).info(
-                "Incident {} opened: {}", incident.id[:8], finding.summary
-            )
-            details = [f"{k}: {v}" for k, v in finding.evidence.items() if v is not None]
-            self._notify(
-                NotificationKind.OPENED,
-                incident.id,
-                ref=tracked.ref,
-                signal=finding.signal,
-                title=f"medic: {tracked.ref.service or tracked.ref.name} shows {finding.signal}",
-                body="\n".join([finding.summary, *details, f"Incident {incident.id[:8]}."]),
-            )
-        tracked.incidents[finding.signal] = incident.id
-
-    def _record_attempt(self, incident_id: IncidentId, plan: Plan, result: ActionResult) -> None:
-        attempt = Attempt(
-            id=AttemptId(new_id()),
-            incident_id=incident_id,
-            playbook=plan.playbook.name,
-            action=result.action.describe(),
-            started_at=result.started_at,
-            finished_at=result.finished_at,
-            ok=result.ok,
-            error=result.error,
-            output=result.output,
-        )
-        self._store_call(lambda: self._store.record_attempt(attempt))
-
-    def _notify(
-        self,
-        kind: NotificationKind,
-        incident_id: IncidentId,
-        *,
-        ref: ContainerRef,
-        signal: Signal,
-        title: str,
-        body: str,
-        dedupe: str = "",
-    ) -> None:
-        """Queue a notification; the notifier sends it off the healing path."""
-        if self._notifier is None:
-            return
-        fingerprint = f"{ref.project or '-'}/{ref.service or ref.name}/{signal}"
-        note = Notification(kind, incident_id, fingerprint, title, body, self._now(), dedupe)
-        self._notifier.send(note)
-
-    def _announce(self, container: ContainerRef, plan: Plan, action: Action) -> None:
-        """A playbook's notify action; runs on a worker thread, the queue is thread-safe."""
-        tracked = self._tracked.get(container.id)
-        incident_id = tracked.incidents.get(plan.finding.signal, "") if tracked else ""
-        text = action.message or f"medic is healing {container.label}."
-        self._notify(
-            NotificationKind.PLAYBOOK,
-            IncidentId(incident_id or f"{container.id}/{plan.finding.signal}"),
-            ref=container,
-            signal=plan.finding.signal,
-            title=f"medic: {text}",
-            body=f"{plan.finding.summary}\nPlaybook {plan.playbook.name}, attempt {plan.attempt}.",
-            dedupe=f"attempt-{plan.attempt}",
-        )
-
-    def _record_abandoned(self, flight: InFlight) -> None:
-        """An action cut short by medic stopping is still an attempt, and a failed one."""
-        tracked = self._tracked.get(flight.container.id)
-        incident_id = tracked.incidents.get(flight.plan.finding.signal) if tracked else None
-        if incident_id is None:
-            return
-        now = self._now()
-        for action in flight.plan.actions[:1]:
-            result = ActionResult(
-                action=action,
-                ok=False,
-                started_at=flight.started_at,
-                finished_at=now,
-                error="abandoned: medic stopped while the action was still running",
-            )
-            self._record_attempt(incident_id, flight.plan, result)
-
-    def _store_call(self, fn: Callable[[], R]) -> R | None:
-        try:
-            return fn()
-        except StoreError as e:
-            logger.error("The incident store failed: {}. Healing goes on.", e)
-            return None
-
-    def _seed_from_store(self) -> None:
+    def _seed(self) -> None:
         """Pick up open incidents, backoff and open circuits from before a restart."""
-        active = self._store_call(self._store.active_incidents) or []
-        for incident in active:
-            tracked = self._track(incident.container)
-            tracked.incidents[incident.signal] = incident.id
-            starts = sorted(
-                {a.started_at for a in incident.attempts} | set(tracked.healing.attempts)
-            )
-            tracked.healing = replace(
+        for incident in self._recorder.seed():
+            slot = Slot.of(incident.container)
+            tracked = self._slots.get(slot) or Tracked(History(incident.container))
+            starts = {a.started_at for a in incident.attempts} | set(tracked.healing.attempts)
+            escalated = incident.status.value == "escalated"
+            healing = replace(
                 tracked.healing,
                 attempts=tuple(sorted(starts)),
-                circuit_open=tracked.healing.circuit_open
-                or incident.status is IncidentStatus.ESCALATED,
+                circuit_open=tracked.healing.circuit_open or escalated,
             )
+            used = tuple(dict.fromkeys(a.playbook for a in incident.attempts))
+            self._put(slot, replace(tracked, healing=healing, used=used))
+
+    def _publish(self) -> None:
+        # Built on the loop thread after every change and swapped in whole: readers on
+        # other threads (the HTTP server) never see the loop's state half-changed.
+        views = []
+        for slot, t in self._slots.items():
+            held = self._recorder.held(slot)
+            incidents = ((held.incident_id, str(gravest(held.signals))),) if held else ()
+            views.append(
+                ContainerView(
+                    t.ref.name,
+                    t.ref.service,
+                    t.state,
+                    t.health,
+                    incidents,
+                    len(t.healing.attempts),
+                    t.wake_at,
+                    t.healing.circuit_open,
+                    t.history.stopped_by_person,
+                    t.history.busy,
+                )
+            )
+        self._status = status_document(views)
 
     # --- the loop's plumbing -----------------------------------------------------------------
 
-    def _handle(self, message: DockerEvent | _Done) -> None:
+    def _handle(self, message: DockerEvent | _Done | Touch | _EngineLost) -> None:
         if isinstance(message, _Done):
             self._finish(message)
+        elif isinstance(message, Touch):
+            self._on_touch(message)
+        elif isinstance(message, _EngineLost):
+            self._on_engine_lost(message)
         else:
             self._on_event(message)
 
-    def _wake_times(self) -> Iterable[datetime]:
-        return [t.wake_at for t in self._tracked.values() if t.wake_at is not None]
+    def _drain_touches(self) -> None:
+        """In ``run_once`` the actor works on this thread: apply what it reported."""
+        while True:
+            try:
+                message = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+            self._handle(message)
 
     def _wake_due(self, now: datetime) -> None:
-        for tracked in list(self._tracked.values()):
+        for slot, tracked in list(self._slots.items()):
             if tracked.wake_at is not None and tracked.wake_at <= now:
-                tracked.wake_at = None
-                self._check_now(tracked)
+                self._put(slot, replace(tracked, wake_at=None))
+                self._check_now(slot)
+                self._publish()
 
     def _events_loop(self) -> None:
         failures = 0
@@ -986,9 +738,11 @@ class Supervisor:
                 if not self._stop.is_set():
                     raise DockerUnavailable("the stream ended")
             except DockerError as e:
-                self.events_connected = False
+                was_connected, self.events_connected = self.events_connected, False
                 if self._stop.is_set():
                     return
+                if was_connected and since is not None:
+                    self._inbox.put(_EngineLost(since))
                 delay = self._reconnect_delays[min(failures, len(self._reconnect_delays) - 1)]
                 failures += 1
                 logger.warning(
@@ -1021,12 +775,13 @@ class Supervisor:
                 message = self._inbox.get_nowait()
             except queue.Empty:
                 break
-            if isinstance(message, _Done):
-                self._finish(message)
+            if isinstance(message, _Done | Touch):
+                self._handle(message)
         for flight in finished:
             logger.info("Finished healing {} before stopping.", flight.container.label)
         for flight in abandoned:
-            self._record_abandoned(flight)
+            slot = self._ids.get(flight.container.id) or Slot.of(flight.container)
+            self._recorder.abandoned(slot, flight.plan, started_at=flight.started_at)
             logger.warning(
                 "Abandoned healing {} ({}): it was still running when medic stopped.",
                 flight.container.label,
@@ -1034,3 +789,37 @@ class Supervisor:
             )
         events.join(timeout=5)
         logger.info("medic stopped.")
+
+
+def _leaves_stopped(plan: Plan) -> bool:
+    """Whether the plan's last action that changes whether the container runs is a stop."""
+    changes = [a for a in plan.actions if a.stops_container() or a.kind is ActionKind.START]
+    return bool(changes) and changes[-1].kind is ActionKind.STOP
+
+
+def _log_outcome(flight: InFlight, results: list[ActionResult], wake_at: datetime) -> None:
+    plan = flight.plan
+    failed = next((r for r in results if not r.ok), None)
+    log = logger.bind(container=flight.container.name)
+    if failed is None:
+        log.info(
+            "Healed {} with {} in {:.1f} s (attempt {} by playbook {}); medic checks it "
+            "again at {:%H:%M:%S}.",
+            flight.container.label,
+            ", ".join(r.action.describe() for r in results),
+            sum(r.duration for r in results),
+            plan.attempt,
+            plan.playbook.name,
+            wake_at,
+        )
+    else:
+        log.warning(
+            "Could not {} {}: {} (attempt {} by playbook {}). The next attempt is not "
+            "before {:%H:%M:%S}.",
+            failed.action.describe(),
+            flight.container.label,
+            failed.error,
+            plan.attempt,
+            plan.playbook.name,
+            wake_at,
+        )
