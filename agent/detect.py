@@ -138,7 +138,7 @@ def health_is_stale(snapshot: ContainerSnapshot, acted_at: datetime | None) -> b
     """Whether the health status predates medic's last action on the container (both
     engine times)."""
     checked = snapshot.health_checked_at
-    return acted_at is not None and checked is not None and checked < acted_at
+    return acted_at is not None and checked is not None and checked <= acted_at
 
 
 def _span(seconds: float) -> str:

@@ -134,9 +134,15 @@ class History:
 
     @property
     def acted_until(self) -> datetime | None:
-        """The engine time by which medic's last finished action was over, once known."""
-        ends = [a.until for a in self.actions if a.finished and a.until is not None]
-        return max(ends) if ends else None
+        """The engine time by which medic's finished actions were over, as far as known.
+
+        An action that neither stops nor starts the container (exec) has no engine
+        time of its own: the newest engine time known before it stands in, so a
+        health status from a check before it is still taken for stale.
+        """
+        ends = [a.until or a.after for a in self.actions if a.finished]
+        known = [t for t in ends if t is not None]
+        return max(known) if known else None
 
     @property
     def open_ended(self) -> bool:
