@@ -448,9 +448,11 @@ class Supervisor:
             grace=self._settings.manual_stop_grace,
             window=self._settings.crash_loop_window,
         )
+        was_stopped = tracked.history.stopped_by_person
         tracked = self._put(slot, replace(tracked, history=history))
         if reaction is Reaction.STOPPED_BY_PERSON:
-            self._stopped_by_person(history)
+            if not was_stopped:
+                self._stopped_by_person(history)
             self._put(slot, replace(tracked, wake_at=None))
         elif tracked.history.busy:
             return

@@ -15,8 +15,8 @@ Honest about what matters to medic:
 * event times are the engine's clock: the injected clock plus ``skew``, so a test
   can put the engine minutes off the host as a remote DOCKER_HOST may be;
 * any request can be made to fail with the gateway's real errors (``fail``), and
-  the events stream can be dropped, or the whole engine restarted, which loses
-  its in-memory event history as the real one does.
+  the events stream can be dropped, or the whole engine stopped and restarted,
+  which loses its in-memory event history as the real one does.
 
 Every request is counted in ``requests``.
 """
@@ -168,12 +168,16 @@ class FakeDocker(DockerGateway):
             stream.queue.put(DockerUnavailable("Reading Docker events: connection reset"))
         self.streams.clear()
 
-    def restart_engine(self, *, stop_timeout: float = 10) -> None:
-        """The engine shuts down (SIGTERM to every running container, as ``docker stop``
-        does, then it goes away) and comes back, its in-memory event history lost."""
+    def engine_stopping(self, *, stop_timeout: float = 10) -> None:
+        """The engine shuts down: SIGTERM to every running container, with the same
+        events as ``docker stop``."""
         for c in list(self.containers.values()):
             if c.state is State.RUNNING:
                 self._stop(c, timeout=stop_timeout)
+
+    def engine_restarted(self) -> None:
+        """The engine went away and came back: streams fail, its in-memory event
+        history is lost."""
         self.drop_events()
         self.history.clear()
 
