@@ -8,18 +8,27 @@ request per cycle, however many containers it has.
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from pathlib import Path
 
 from loguru import logger
 
 from agent.docker_gateway import DockerGateway
 from agent.errors import ContainerGone, DockerError
-from agent.model import PROJECT_LABEL, ContainerId, ContainerSnapshot
+from agent.history import (
+    SAME_DEATH,
+    History,
+    note_death,
+    on_inspect,
+    unexplained_death,
+    with_past_events,
+)
+from agent.model import PROJECT_LABEL, ContainerId, ContainerSnapshot, State
 from agent.scope import Scope, label_is_true
 
 _CONTAINER_ID_IN_PATH = re.compile(r"/(?:docker/containers|docker)/([0-9a-f]{64})(?:/|$|\.scope)")
 
-__all__ = ["Scope", "label_is_true", "own_container_id", "poll", "resolve_scope"]
+__all__ = ["Scope", "explain", "label_is_true", "own_container_id", "poll", "resolve_scope"]
 
 
 def own_container_id(proc: Path = Path("/proc")) -> ContainerId | None:
@@ -80,3 +89,49 @@ def poll(gateway: DockerGateway, scope: Scope) -> list[ContainerSnapshot]:
                 "Could not inspect {}: {}. It is checked again next poll.", summary.ref.label, e
             )
     return seen
+
+
+def explain(
+    gateway: DockerGateway,
+    history: History,
+    snapshot: ContainerSnapshot,
+    *,
+    grace: float,
+    window: float,
+) -> History | None:
+    """What medic knows of the container after this snapshot (agent/history.py).
+
+    A death no event explained (the stream was down, or medic was not running) is a
+    crash or a person's stop; the engine's event history says which. When that
+    history cannot be read, the container is left as it is until the next poll
+    (None): guessing would either fight a person's stop or ignore a crash.
+    """
+    history = on_inspect(history, snapshot)
+    died = unexplained_death(history, snapshot) if snapshot.detailed else None
+    if died is None:
+        return history
+    if snapshot.state is not State.EXITED:
+        return note_death(history, died, window=window)
+    since = died - timedelta(seconds=grace)
+    if snapshot.started_at is not None:
+        since = max(since, snapshot.started_at)
+    try:
+        past = gateway.past_events(snapshot.ref.id, since=since, until=died + SAME_DEATH)
+    except DockerError as e:
+        logger.bind(container=snapshot.ref.name).warning(
+            "Could not read the event history of {} to tell whether a person stopped it "
+            "({}); medic leaves it as it is and looks again at the next poll.",
+            snapshot.ref.label,
+            e,
+        )
+        return None
+    events = tuple((e.kind, e.at, e.attributes.get("signal")) for e in past)
+    history, by_person = with_past_events(history, died, events, window=window)
+    if by_person:
+        logger.bind(container=snapshot.ref.name).info(
+            "{} was stopped by a person (docker stop or kill at {:%H:%M:%S}, from the engine's "
+            "event history); medic leaves it stopped until it is started again.",
+            snapshot.ref.label,
+            history.stopped_at,
+        )
+    return history

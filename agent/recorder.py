@@ -140,8 +140,9 @@ class Recorder:
     def held(self, slot: Slot) -> Held | None:
         return self._held.get(slot)
 
-    def held_all(self) -> dict[Slot, Held]:
-        return dict(self._held)
+    def incidents(self) -> dict[Slot, tuple[str, Signal]]:
+        """Each slot's active incident and the signal it goes by, for /status."""
+        return {slot: (h.incident_id, gravest(h.signals)) for slot, h in self._held.items()}
 
     def seed(self) -> list[Incident]:
         """The active incidents a previous medic left, now held again."""
@@ -396,6 +397,78 @@ class Recorder:
             title=f"medic: {text}",
             body=f"{plan.finding.summary}\nPlaybook {plan.playbook.name}, attempt {plan.attempt}.",
             dedupe=f"attempt-{plan.attempt}",
+        )
+
+    # --- the sentences of the healing loop -----------------------------------------------
+
+    @staticmethod
+    def outcome(
+        container: ContainerRef, plan: Plan, results: Sequence[ActionResult], wake_at: datetime
+    ) -> None:
+        """Say how a plan went, and when medic looks again."""
+        failed = next((r for r in results if not r.ok), None)
+        log = logger.bind(container=container.name)
+        if failed is None:
+            log.info(
+                "Healed {} with {} in {:.1f} s (attempt {} by playbook {}); medic checks it "
+                "again at {:%H:%M:%S}.",
+                container.label,
+                ", ".join(r.action.describe() for r in results),
+                sum(r.duration for r in results),
+                plan.attempt,
+                plan.playbook.name,
+                wake_at,
+            )
+        else:
+            log.warning(
+                "Could not {} {}: {} (attempt {} by playbook {}). The next attempt is not "
+                "before {:%H:%M:%S}.",
+                failed.action.describe(),
+                container.label,
+                failed.error,
+                plan.attempt,
+                plan.playbook.name,
+                wake_at,
+            )
+
+    @staticmethod
+    def healing(plan: Plan) -> None:
+        steps = ", then ".join(a.describe() for a in plan.actions)
+        logger.bind(container=plan.finding.container.name).info(
+            "{} Healing it by playbook {}, attempt {}: {}.",
+            plan.finding.summary,
+            plan.playbook.name,
+            plan.attempt,
+            steps,
+        )
+
+    @staticmethod
+    def stopped_by_person(ref: ContainerRef, at: datetime | None) -> None:
+        logger.bind(container=ref.name).info(
+            "{} was stopped by a person (docker stop or kill at {:%H:%M:%S}); medic leaves it "
+            "stopped until it is started again.",
+            ref.label,
+            at,
+        )
+
+    @staticmethod
+    def engine_stopped(ref: ContainerRef) -> None:
+        logger.bind(container=ref.name).info(
+            "{} was stopped just before the Docker engine went away: that was the engine "
+            "shutting down, not a person, so medic heals it if it stays down.",
+            ref.label,
+        )
+
+    @staticmethod
+    def recovered(ref: ContainerRef) -> None:
+        logger.bind(container=ref.name).info(
+            "{} recovered; automatic healing of it is on again.", ref.label
+        )
+
+    @staticmethod
+    def replaced(ref: ContainerRef) -> None:
+        logger.bind(container=ref.name).info(
+            "{} is now container {}; its backoff and attempts carry over.", ref.label, ref.short_id
         )
 
     @property

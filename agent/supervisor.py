@@ -30,14 +30,13 @@ from agent import lifecycle
 from agent.act import Actor, InFlight, Touch
 from agent.clock import SYSTEM_CLOCK, Clock
 from agent.config import Settings
-from agent.decide import after_attempt, after_healthy, decide
+from agent.decide import decide
 from agent.detect import CrashLoopRule, detect, health_is_stale
 from agent.docker_gateway import DockerEvent, DockerGateway, EventStream
 from agent.errors import ContainerGone, DockerError, DockerUnavailable
 from agent.history import History, Reaction, Slot
 from agent.metrics import Metrics
 from agent.model import (
-    ActionKind,
     ActionResult,
     ContainerId,
     ContainerRef,
@@ -45,18 +44,17 @@ from agent.model import (
     Decision,
     Escalate,
     Finding,
-    HealingState,
     Plan,
     Playbook,
     Skip,
-    State,
     Wait,
 )
 from agent.notify import Notifier
-from agent.observe import Scope, poll
-from agent.recorder import EscalationHook, Recorder, gravest
+from agent.observe import Scope, explain, poll
+from agent.recorder import EscalationHook, Recorder
 from agent.signals import Prober, SocketProber
-from agent.status import ContainerView, LoopView, health_document, status_document
+from agent.slots import Slots, Tracked
+from agent.status import LoopView, health_document, status_document
 from agent.store import IncidentStore
 from agent.watch import Watcher
 
@@ -66,27 +64,6 @@ EVENT_RECONNECT_DELAYS: tuple[float, ...] = (1, 2, 4, 8, 16, 30)
 #: Seconds after the engine's last event within which a stop is taken for the engine's
 #: own shutdown when the stream then drops (added to the stop timeout).
 ENGINE_SHUTDOWN_MARGIN = 5.0
-
-#: Former container ids a slot remembers (late events of recreated containers).
-KEPT_FORMER_IDS = 4
-
-
-@dataclass(frozen=True)
-class Tracked:
-    """What the decision thread holds for one container slot; replaced whole."""
-
-    history: History
-    healing: HealingState = field(default_factory=HealingState)
-    used: tuple[str, ...] = ()
-    wake_at: datetime | None = None
-    state: str = ""
-    health: str = ""
-    said: str = ""
-    former: tuple[ContainerId, ...] = ()
-
-    @property
-    def ref(self) -> ContainerRef:
-        return self.history.container
 
 
 @dataclass(frozen=True)
@@ -98,6 +75,9 @@ class _Done:
 @dataclass(frozen=True)
 class _EngineLost:
     last_event_at: datetime
+
+
+Message = DockerEvent | _Done | Touch | _EngineLost
 
 
 @dataclass
@@ -137,7 +117,7 @@ class Supervisor:
         self._clock = clock
         self._reconnect_delays = tuple(reconnect_delays)
         self.metrics = metrics or Metrics()
-        self._inbox: queue.Queue[DockerEvent | _Done | Touch | _EngineLost] = queue.Queue()
+        self._inbox: queue.Queue[Message] = queue.Queue()
         self._actor = Actor(
             gateway,
             workers=settings.workers,
@@ -158,8 +138,7 @@ class Supervisor:
             gateway=gateway, playbooks=self._playbooks, prober=prober or SocketProber(), clock=clock
         )
         self._rule = CrashLoopRule(settings.crash_loop_deaths, settings.crash_loop_window)
-        self._slots: dict[Slot, Tracked] = {}
-        self._ids: dict[ContainerId, Slot] = {}
+        self._slots = Slots()
         self._stop = threading.Event()
         self._stop_reason: str | None = None
         self._stream: EventStream | None = None
@@ -169,7 +148,7 @@ class Supervisor:
         self.last_cycle_at: datetime | None = None
         self._report: CycleReport | None = None
         self._status: tuple[dict[str, object], ...] = ()
-        self._seed()
+        self._slots.seed(self._recorder.seed())
 
     # --- entry points ---------------------------------------------------------------------
 
@@ -202,8 +181,7 @@ class Supervisor:
                     next_poll = now + interval
                     continue
                 self._wake_due(now)
-                wakes = [t.wake_at for t in self._slots.values() if t.wake_at is not None]
-                deadline = min([next_poll, *wakes])
+                deadline = min([next_poll, *self._slots.wake_times()])
                 timeout = max(0.0, min((deadline - self._clock.now()).total_seconds(), 1.0))
                 try:
                     message = self._inbox.get(timeout=timeout)
@@ -242,7 +220,7 @@ class Supervisor:
     def tracked(self) -> dict[ContainerId, Tracked]:
         """The per-container memory by current container id; read it only when ``run``
         is not running."""
-        return {t.ref.id: t for t in self._slots.values()}
+        return self._slots.by_container_id()
 
     def status(self) -> list[dict[str, object]]:
         """Every supervised container as of the last change; safe from any thread."""
@@ -275,7 +253,7 @@ class Supervisor:
             report.containers = len(snapshots)
             self._recorder.observations(snapshots)
             known = set(self._slots)
-            self._watcher.look(snapshots, skip=self._busy_id)
+            self._watcher.look(snapshots, skip=self._slots.busy)
             seen = {self._check(snapshot, sync=sync) for snapshot in snapshots}
             for slot in known - seen:
                 tracked = self._slots.get(slot)
@@ -290,16 +268,18 @@ class Supervisor:
         self._publish()
         return report
 
-    def _check(self, snapshot: ContainerSnapshot, *, sync: bool = False) -> Slot | None:
-        slot = self._slot_for(snapshot)
-        tracked = self._slots.get(slot) if slot is not None else None
-        if slot is None or tracked is None or tracked.history.busy:
+    def _check(self, snapshot: ContainerSnapshot, *, sync: bool = False) -> Slot:
+        """observe → what medic knows (pure) → detect → decide → record → act."""
+        slot, tracked = self._slots.track(snapshot.ref)
+        if tracked is None or tracked.history.busy:
             return slot  # an action is in flight: the container is not judged at all
-        history = self._learn(tracked.history, snapshot)
+        grace, window = self._settings.manual_stop_grace, self._settings.crash_loop_window
+        history = explain(self._gateway, tracked.history, snapshot, grace=grace, window=window)
         if history is None:
-            return slot
-        tracked = self._put(slot, self._observed(tracked, history, snapshot))
-        findings = self._findings(tracked, snapshot)
+            return slot  # who stopped it is unknown: look again at the next poll
+        cleared = tracked.healing.circuit_open and self._recorder.cleared_by_person(slot)
+        tracked = self._slots.observed(slot, history, snapshot, cleared=cleared)
+        findings = self._detect(tracked, snapshot)
         decision = decide(
             findings,
             labels=snapshot.labels,
@@ -311,21 +291,10 @@ class Supervisor:
         self._record(slot, findings, decision)
         self._settle(slot, snapshot, findings)
         if decision is not None:
-            self._apply(slot, decision, snapshot, sync=sync)
+            self._act(slot, decision, snapshot, sync=sync)
         return slot
 
-    def _observed(self, tracked: Tracked, history: History, snap: ContainerSnapshot) -> Tracked:
-        healing = tracked.healing
-        if history.healthy_since is not None:
-            healing = after_healthy(
-                healing, healthy_since=history.healthy_since, now=snap.observed_at
-            )
-        if healing.circuit_open and self._recorder.cleared_by_person(history.slot):
-            healing, tracked = HealingState(), replace(tracked, used=())
-        state, health = str(snap.state), str(snap.health)
-        return replace(tracked, history=history, healing=healing, state=state, health=health)
-
-    def _findings(self, tracked: Tracked, snapshot: ContainerSnapshot) -> list[Finding]:
+    def _detect(self, tracked: Tracked, snapshot: ContainerSnapshot) -> list[Finding]:
         history = tracked.history
         findings = detect(
             snapshot,
@@ -361,84 +330,28 @@ class Supervisor:
             signals = held.signals if held is not None else frozenset()
             settled = lifecycle.settle(signals, clear, now=now, period=self._settings.settle)
             if settled.resolved:
-                self._resolved(slot, held is not None)
+                attempts = len(tracked.healing.attempts)
+                self._recorder.resolve(
+                    slot,
+                    note=f"healthy for {self._settings.settle:g} s after {attempts} "
+                    f"attempt{'s' if attempts != 1 else ''}",
+                )
+                if tracked.healing.circuit_open:
+                    self._recorder.recovered(tracked.ref)
+                self._slots.recovered(slot)
                 return
             wake = lifecycle.earliest(wake, settled.at)
         if wake is not None:
-            self._put(slot, replace(tracked, wake_at=lifecycle.earliest(tracked.wake_at, wake)))
+            self._slots.update(slot, wake_at=lifecycle.earliest(tracked.wake_at, wake))
 
-    def _resolved(self, slot: Slot, had_incident: bool) -> None:
-        tracked = self._slots[slot]
-        attempts = len(tracked.healing.attempts)
-        plural = "s" if attempts != 1 else ""
-        note = f"healthy for {self._settings.settle:g} s after {attempts} attempt{plural}"
-        if had_incident:
-            self._recorder.resolve(slot, note=note)
-        if tracked.healing.circuit_open:
-            logger.bind(container=tracked.ref.name).info(
-                "{} recovered; automatic healing of it is on again.", tracked.ref.label
-            )
-            # A fresh start, as when a person resolves it: the old streak would escalate
-            # the next failure before a single attempt.
-            tracked = replace(tracked, healing=HealingState(), used=())
-        self._put(slot, replace(tracked, said=""))
-
-    # --- what snapshots and events teach --------------------------------------------------
-
-    def _slot_for(self, snapshot: ContainerSnapshot) -> Slot | None:
-        """The slot a snapshot belongs to; None for a container a recreate left behind."""
-        ref = snapshot.ref
-        slot = self._ids.get(ref.id) or Slot.of(ref)
-        tracked = self._slots.get(slot)
-        if tracked is None:
-            tracked = self._put(slot, Tracked(History(ref)))
-        elif tracked.ref.id != ref.id:
-            if ref.id in tracked.former:
-                return None
-            if not tracked.history.busy:
-                # Another container took the slot (recreated outside medic).
-                tracked = self._moved(slot, tracked, ref)
-        return slot
-
-    def _learn(self, history: History, snapshot: ContainerSnapshot) -> History | None:
-        """The history after this snapshot; None when it cannot tell who stopped it."""
-        history = hist.on_inspect(history, snapshot)
-        window = self._settings.crash_loop_window
-        died = hist.unexplained_death(history, snapshot) if snapshot.detailed else None
-        if died is None:
-            return history
-        if snapshot.state is not State.EXITED:
-            return hist.note_death(history, died, window=window)
-        since = died - timedelta(seconds=self._settings.manual_stop_grace)
-        if snapshot.started_at is not None:
-            since = max(since, snapshot.started_at)
-        try:
-            past = self._gateway.past_events(
-                snapshot.ref.id, since=since, until=died + hist.SAME_DEATH
-            )
-        except DockerError as e:
-            logger.bind(container=snapshot.ref.name).warning(
-                "Could not read the event history of {} to tell whether a person stopped it "
-                "({}); medic leaves it as it is and looks again at the next poll.",
-                snapshot.ref.label,
-                e,
-            )
-            return None
-        events = tuple((e.kind, e.at, e.attributes.get("signal")) for e in past)
-        history, by_person = hist.with_past_events(history, died, events, window=window)
-        if by_person:
-            self._stopped_by_person(history)
-        return history
+    # --- events -----------------------------------------------------------------------------
 
     def _on_event(self, event: DockerEvent) -> None:
         if not self._scope.includes(event.container_id, event.attributes):
             return
-        slot = self._ids.get(event.container_id) or Slot.of(event.ref)
-        tracked = self._slots.get(slot) or self._put(slot, Tracked(History(event.ref)))
-        if event.container_id != tracked.ref.id:
-            if event.container_id in tracked.former or tracked.history.busy:
-                return  # a container medic replaced, or the one replacing it mid-action
-            tracked = self._moved(slot, tracked, event.ref)
+        slot, tracked = self._slots.track(event.ref)
+        if tracked is None:
+            return  # a container medic replaced, or the one replacing it mid-action
         history, reaction = hist.on_event(
             tracked.history,
             kind=event.kind,
@@ -448,13 +361,12 @@ class Supervisor:
             grace=self._settings.manual_stop_grace,
             window=self._settings.crash_loop_window,
         )
-        was_stopped = tracked.history.stopped_by_person
-        tracked = self._put(slot, replace(tracked, history=history))
+        self._slots.update(slot, history=history)
         if reaction is Reaction.STOPPED_BY_PERSON:
-            if not was_stopped:
-                self._stopped_by_person(history)
-            self._put(slot, replace(tracked, wake_at=None))
-        elif tracked.history.busy:
+            if not tracked.history.stopped_by_person:
+                self._recorder.stopped_by_person(history.container, history.stopped_at)
+            self._slots.update(slot, wake_at=None)
+        elif history.busy:
             return
         elif reaction is Reaction.GONE:
             self._forget(slot, "it was removed")
@@ -462,41 +374,6 @@ class Supervisor:
             reaction is Reaction.CHECK_IF_TROUBLED and self._recorder.held(slot) is not None
         ):
             self._check_now(slot)
-
-    def _on_touch(self, touch: Touch) -> None:
-        """An action is about to stop or replace a container, or is done with it."""
-        slot = self._ids.get(touch.container.id) or Slot.of(touch.container)
-        tracked = self._slots.get(slot) or self._put(slot, Tracked(History(touch.container)))
-        if touch.ended:
-            history = hist.touch_ended(tracked.history)
-        elif not tracked.history.busy:
-            now = self._clock.now()
-            history = hist.action_started(tracked.history, at=now, stops=True, by_plan=False)
-        else:
-            return
-        self._put(slot, replace(tracked, history=history))
-
-    def _on_engine_lost(self, message: _EngineLost) -> None:
-        window = self._settings.stop_timeout + ENGINE_SHUTDOWN_MARGIN
-        for slot, tracked in list(self._slots.items()):
-            history = hist.engine_stopped(
-                tracked.history, last_event_at=message.last_event_at, window=window
-            )
-            if history is not tracked.history:
-                self._put(slot, replace(tracked, history=history))
-                logger.bind(container=tracked.ref.name).info(
-                    "{} was stopped just before the Docker engine went away: that was the "
-                    "engine shutting down, not a person, so medic heals it if it stays down.",
-                    tracked.ref.label,
-                )
-
-    def _stopped_by_person(self, history: History) -> None:
-        logger.bind(container=history.container.name).info(
-            "{} was stopped by a person (docker stop or kill at {:%H:%M:%S}); medic leaves it "
-            "stopped until it is started again.",
-            history.container.label,
-            history.stopped_at or history.kill_at,
-        )
 
     def _check_now(self, slot: Slot) -> None:
         """Inspect one container and check it, between polls."""
@@ -517,22 +394,19 @@ class Supervisor:
 
     # --- acting on decisions ----------------------------------------------------------------
 
-    def _apply(
-        self, slot: Slot, decision: Decision, snapshot: ContainerSnapshot, *, sync: bool
-    ) -> None:
-        tracked = self._slots[slot]
+    def _act(self, slot: Slot, decision: Decision, snap: ContainerSnapshot, *, sync: bool) -> None:
         if isinstance(decision, Plan):
-            self._start_plan(slot, decision, snapshot, sync=sync)
+            self._start_plan(slot, decision, snap, sync=sync)
         elif isinstance(decision, Wait):
-            self._put(slot, replace(tracked, wake_at=decision.until))
+            self._slots.update(slot, wake_at=decision.until)
             self._say(
                 slot,
                 f"{decision.finding.summary} Waiting until {decision.until:%H:%M:%S} before "
                 f"the next attempt by playbook {decision.playbook.name} ({decision.reason}).",
             )
         elif isinstance(decision, Escalate):
-            healing = replace(tracked.healing, circuit_open=True)
-            self._put(slot, replace(tracked, healing=healing, wake_at=None))
+            healing = replace(self._slots[slot].healing, circuit_open=True)
+            self._slots.update(slot, healing=healing, wake_at=None)
             self._recorder.escalate(slot, decision)
         elif isinstance(decision, Skip):
             self._say(slot, f"{decision.finding.summary} No action: {decision.reason}.")
@@ -541,67 +415,47 @@ class Supervisor:
         """Log a waiting or skipping sentence once, not at every poll."""
         tracked = self._slots[slot]
         if message != tracked.said:
-            self._put(slot, replace(tracked, said=message))
+            self._slots.update(slot, said=message)
             logger.bind(container=tracked.ref.name).info(message)
 
-    def _start_plan(
-        self, slot: Slot, plan: Plan, snapshot: ContainerSnapshot, *, sync: bool
-    ) -> None:
-        tracked = self._slots[slot]
-        steps = ", then ".join(a.describe() for a in plan.actions)
+    def _start_plan(self, slot: Slot, plan: Plan, snap: ContainerSnapshot, *, sync: bool) -> None:
         if self._settings.dry_run:
+            steps = ", then ".join(a.describe() for a in plan.actions)
             self._say(
                 slot,
                 f"{plan.finding.summary} Dry run: would {steps} "
                 f"(playbook {plan.playbook.name}, attempt {plan.attempt}).",
             )
             return
-        logger.bind(container=tracked.ref.name).info(
-            "{} Healing it by playbook {}, attempt {}: {}.",
-            plan.finding.summary,
-            plan.playbook.name,
-            plan.attempt,
-            steps,
-        )
+        self._recorder.healing(plan)
+        before = self._slots[slot]
         now = self._clock.now()
-        history = hist.action_started(
-            tracked.history,
-            at=now,
-            stops=any(a.stops_container() for a in plan.actions),
-            leaves_stopped=_leaves_stopped(plan),
-        )
-        self._put(slot, replace(tracked, history=history, said="", wake_at=None))
+        ref = self._slots.plan_started(slot, plan, at=now).ref
         held = self._recorder.held(slot)
         announce = None
         if self._recorder.notifies:
             incident_id = held.incident_id if held is not None else ""
             announce = partial(self._recorder.announce, incident_id=incident_id)
         if sync:
-            results = self._actor.run_plan(
-                tracked.ref, plan, labels=snapshot.labels, announce=announce
-            )
+            results = self._actor.run_plan(ref, plan, labels=snap.labels, announce=announce)
             self._drain_touches()
-            self._finish(_Done(InFlight(tracked.ref, plan, now), results))
+            self._finish(_Done(InFlight(ref, plan, now), results))
             return
-        submitted = self._actor.submit(
-            tracked.ref,
-            plan,
-            lambda flight, results: self._inbox.put(_Done(flight, results)),
-            labels=snapshot.labels,
-            announce=announce,
-        )
-        if not submitted:
-            self._put(slot, tracked)
+        done = partial(self._on_done)
+        if not self._actor.submit(ref, plan, done, labels=snap.labels, announce=announce):
+            self._slots.put(slot, before)
+
+    def _on_done(self, flight: InFlight, results: list[ActionResult]) -> None:
+        """Called on a worker thread: hand the outcome to the decision thread."""
+        self._inbox.put(_Done(flight, results))
 
     def _finish(self, done: _Done) -> None:
         flight, plan, results = done.flight, done.flight.plan, done.results
-        slot = self._ids.get(flight.container.id) or Slot.of(flight.container)
-        tracked = self._slots.get(slot) or Tracked(History(flight.container))
+        slot = self._slots.of(flight.container)
+        if self._slots.get(slot) is None:
+            self._slots.put(slot, Tracked(History(flight.container)))
         ok = all(r.ok for r in results)
-        history = hist.action_finished(tracked.history, ok=ok)
-        healing = after_attempt(tracked.healing, at=flight.started_at, playbook=plan.playbook)
-        used = (*[u for u in tracked.used if u != plan.playbook.name], plan.playbook.name)
-        tracked = self._put(slot, replace(tracked, history=history, healing=healing, used=used))
+        tracked = self._slots.plan_finished(slot, plan, started_at=flight.started_at, ok=ok)
         if self._report is not None:
             self._report.results.append((flight.container, plan, results))
         for result in results:
@@ -612,94 +466,37 @@ class Supervisor:
         replaced = next((r.replaced_by for r in results if r.replaced_by), None)
         if replaced is not None:
             new = replace(flight.container, id=replaced)
-            self._recorder.resolve(
-                slot,
-                note=f"{flight.container.name} was recreated as {new.short_id}; "
-                "medic watches the new one",
-            )
-            tracked = self._moved(slot, tracked, new)
-            logger.bind(container=new.name).info(
-                "{} is now container {}; its backoff and attempts carry over.",
-                new.label,
-                new.short_id,
-            )
+            was = f"{flight.container.name} was recreated as {new.short_id}"
+            self._recorder.resolve(slot, note=f"{was}; medic watches the new one")
+            tracked = self._slots.moved(slot, new)
+            self._recorder.replaced(new)
         delay = plan.playbook.backoff.delay(len(tracked.healing.attempts))
         wake_at = self._clock.now() + timedelta(seconds=delay)
-        self._put(slot, replace(tracked, wake_at=wake_at))
-        _log_outcome(flight, results, wake_at)
-
-    def _moved(self, slot: Slot, tracked: Tracked, ref: ContainerRef) -> Tracked:
-        former = (*tracked.former, tracked.ref.id)[-KEPT_FORMER_IDS:]
-        for old in set(tracked.former) - set(former):
-            self._ids.pop(old, None)
-        history = hist.moved_to(tracked.history, ref)
-        return self._put(slot, replace(tracked, history=history, former=former))
+        self._slots.update(slot, wake_at=wake_at)
+        self._recorder.outcome(flight.container, plan, results, wake_at)
 
     def _forget(self, slot: Slot, why: str) -> None:
-        tracked = self._slots.pop(slot, None)
-        if tracked is None:
-            return
-        self._recorder.resolve(slot, note=f"container {tracked.ref.name} is gone: {why}")
-        self._watcher.forget(tracked.ref.id)
-        for cid in (tracked.ref.id, *tracked.former):
-            self._ids.pop(cid, None)
-
-    def _put(self, slot: Slot, tracked: Tracked) -> Tracked:
-        self._slots[slot] = tracked
-        self._ids[tracked.ref.id] = slot
-        return tracked
-
-    def _busy_id(self, container_id: ContainerId) -> bool:
-        slot = self._ids.get(container_id)
-        return slot is not None and slot in self._slots and self._slots[slot].history.busy
-
-    def _seed(self) -> None:
-        """Pick up open incidents, backoff and open circuits from before a restart."""
-        for incident in self._recorder.seed():
-            slot = Slot.of(incident.container)
-            tracked = self._slots.get(slot) or Tracked(History(incident.container))
-            starts = {a.started_at for a in incident.attempts} | set(tracked.healing.attempts)
-            escalated = incident.status.value == "escalated"
-            healing = replace(
-                tracked.healing,
-                attempts=tuple(sorted(starts)),
-                circuit_open=tracked.healing.circuit_open or escalated,
-            )
-            used = tuple(dict.fromkeys(a.playbook for a in incident.attempts))
-            self._put(slot, replace(tracked, healing=healing, used=used))
+        tracked = self._slots.pop(slot)
+        if tracked is not None:
+            self._recorder.resolve(slot, note=f"container {tracked.ref.name} is gone: {why}")
+            self._watcher.forget(tracked.ref.id)
 
     def _publish(self) -> None:
         # Built on the loop thread after every change and swapped in whole: readers on
         # other threads (the HTTP server) never see the loop's state half-changed.
-        views = []
-        for slot, t in self._slots.items():
-            held = self._recorder.held(slot)
-            incidents = ((held.incident_id, str(gravest(held.signals))),) if held else ()
-            views.append(
-                ContainerView(
-                    t.ref.name,
-                    t.ref.service,
-                    t.state,
-                    t.health,
-                    incidents,
-                    len(t.healing.attempts),
-                    t.wake_at,
-                    t.healing.circuit_open,
-                    t.history.stopped_by_person,
-                    t.history.busy,
-                )
-            )
-        self._status = status_document(views)
+        self._status = status_document(self._slots.views(self._recorder.incidents()))
 
     # --- the loop's plumbing -----------------------------------------------------------------
 
-    def _handle(self, message: DockerEvent | _Done | Touch | _EngineLost) -> None:
+    def _handle(self, message: Message) -> None:
         if isinstance(message, _Done):
             self._finish(message)
         elif isinstance(message, Touch):
-            self._on_touch(message)
+            self._slots.touched(message.container, ended=message.ended, at=self._clock.now())
         elif isinstance(message, _EngineLost):
-            self._on_engine_lost(message)
+            window = self._settings.stop_timeout + ENGINE_SHUTDOWN_MARGIN
+            for ref in self._slots.engine_lost(message.last_event_at, window=window):
+                self._recorder.engine_stopped(ref)
         else:
             self._on_event(message)
 
@@ -713,9 +510,10 @@ class Supervisor:
             self._handle(message)
 
     def _wake_due(self, now: datetime) -> None:
-        for slot, tracked in list(self._slots.items()):
-            if tracked.wake_at is not None and tracked.wake_at <= now:
-                self._put(slot, replace(tracked, wake_at=None))
+        for slot in self._slots:
+            tracked = self._slots.get(slot)
+            if tracked is not None and tracked.wake_at is not None and tracked.wake_at <= now:
+                self._slots.update(slot, wake_at=None)
                 self._check_now(slot)
                 self._publish()
 
@@ -782,7 +580,7 @@ class Supervisor:
         for flight in finished:
             logger.info("Finished healing {} before stopping.", flight.container.label)
         for flight in abandoned:
-            slot = self._ids.get(flight.container.id) or Slot.of(flight.container)
+            slot = self._slots.of(flight.container)
             self._recorder.abandoned(slot, flight.plan, started_at=flight.started_at)
             logger.warning(
                 "Abandoned healing {} ({}): it was still running when medic stopped.",
@@ -791,37 +589,3 @@ class Supervisor:
             )
         events.join(timeout=5)
         logger.info("medic stopped.")
-
-
-def _leaves_stopped(plan: Plan) -> bool:
-    """Whether the plan's last action that changes whether the container runs is a stop."""
-    changes = [a for a in plan.actions if a.stops_container() or a.kind is ActionKind.START]
-    return bool(changes) and changes[-1].kind is ActionKind.STOP
-
-
-def _log_outcome(flight: InFlight, results: list[ActionResult], wake_at: datetime) -> None:
-    plan = flight.plan
-    failed = next((r for r in results if not r.ok), None)
-    log = logger.bind(container=flight.container.name)
-    if failed is None:
-        log.info(
-            "Healed {} with {} in {:.1f} s (attempt {} by playbook {}); medic checks it "
-            "again at {:%H:%M:%S}.",
-            flight.container.label,
-            ", ".join(r.action.describe() for r in results),
-            sum(r.duration for r in results),
-            plan.attempt,
-            plan.playbook.name,
-            wake_at,
-        )
-    else:
-        log.warning(
-            "Could not {} {}: {} (attempt {} by playbook {}). The next attempt is not "
-            "before {:%H:%M:%S}.",
-            failed.action.describe(),
-            flight.container.label,
-            failed.error,
-            plan.attempt,
-            plan.playbook.name,
-            wake_at,
-        )
