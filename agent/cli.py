@@ -40,10 +40,11 @@ from agent.notify import AppriseNotifier, NotificationQueue
 from agent.observe import own_container_id, resolve_scope
 from agent.output import cell, dump_json, table
 from agent.playbooks import check_paths, load_playbooks
+from agent.status import CycleReport
 from agent.store import IncidentQuery, IncidentStore, MemoryStore
 from agent.store.postgres import PostgresStore, run_migrations
 from agent.store.spool import SpoolingStore
-from agent.supervisor import CycleReport, Supervisor
+from agent.supervisor import Supervisor
 
 EXIT_OK = 0
 EXIT_FAILED = 1

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from agent.history import History
 from agent.model import ContainerSnapshot, Finding, Health, Signal, State
 
 
@@ -132,6 +133,20 @@ def detect(
             )
         )
     return findings
+
+
+def detect_in(
+    snapshot: ContainerSnapshot, history: History, crash_loop: CrashLoopRule
+) -> list[Finding]:
+    """``detect`` with what the container's history knows (agent/history.py)."""
+    return detect(
+        snapshot,
+        deaths=history.deaths,
+        stopped_by_person=history.stopped_by_person,
+        stopped_by_medic=history.stopped_by_medic,
+        crash_loop=crash_loop,
+        acted_at=history.acted_until,
+    )
 
 
 def health_is_stale(snapshot: ContainerSnapshot, acted_at: datetime | None) -> bool:

@@ -23,12 +23,20 @@ from agent.history import (
     unexplained_death,
     with_past_events,
 )
-from agent.model import PROJECT_LABEL, ContainerId, ContainerSnapshot, State
+from agent.model import PROJECT_LABEL, ContainerId, ContainerRef, ContainerSnapshot, State
 from agent.scope import Scope, label_is_true
 
 _CONTAINER_ID_IN_PATH = re.compile(r"/(?:docker/containers|docker)/([0-9a-f]{64})(?:/|$|\.scope)")
 
-__all__ = ["Scope", "explain", "label_is_true", "own_container_id", "poll", "resolve_scope"]
+__all__ = [
+    "Scope",
+    "explain",
+    "label_is_true",
+    "look_again",
+    "own_container_id",
+    "poll",
+    "resolve_scope",
+]
 
 
 def own_container_id(proc: Path = Path("/proc")) -> ContainerId | None:
@@ -89,6 +97,19 @@ def poll(gateway: DockerGateway, scope: Scope) -> list[ContainerSnapshot]:
                 "Could not inspect {}: {}. It is checked again next poll.", summary.ref.label, e
             )
     return seen
+
+
+def look_again(gateway: DockerGateway, scope: Scope, ref: ContainerRef) -> ContainerSnapshot | None:
+    """A fresh snapshot of one container between polls; None when it cannot be had now
+    (said in a warning) or is no longer in scope. Raises ContainerGone when it is gone."""
+    try:
+        snapshot = gateway.inspect(ref.id)
+    except ContainerGone:
+        raise
+    except DockerError as e:
+        logger.warning("Could not inspect {}: {}. The next poll looks again.", ref.label, e)
+        return None
+    return snapshot if scope.includes(snapshot.ref.id, snapshot.labels) else None
 
 
 def explain(

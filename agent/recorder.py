@@ -61,6 +61,7 @@ from agent.model import (
     Signal,
 )
 from agent.notify import Notification, NotificationKind, Notifier
+from agent.scope import Scope
 from agent.store import IncidentStore, new_id
 from agent.store.base import IncidentNotFound
 from agent.store.spool import SpoolError
@@ -400,6 +401,25 @@ class Recorder:
         )
 
     # --- the sentences of the healing loop -----------------------------------------------
+
+    @staticmethod
+    def supervising(scope: Scope, interval: float, dry_run: bool) -> None:
+        dry = " in dry-run mode: it says what it would do and does nothing"
+        logger.info(
+            "medic is supervising {} every {:g} s{}.",
+            scope.describe(),
+            interval,
+            dry if dry_run else "",
+        )
+
+    @staticmethod
+    def waiting(in_flight: int, timeout: float) -> None:
+        if in_flight:
+            logger.info(
+                "medic is stopping; waiting up to {:g} s for {} action(s) in flight.",
+                timeout,
+                in_flight,
+            )
 
     @staticmethod
     def outcome(

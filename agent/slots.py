@@ -18,7 +18,7 @@ from datetime import datetime
 
 from agent import history as hist
 from agent.decide import after_attempt, after_healthy
-from agent.history import History, Slot
+from agent.history import History, Reaction, Slot
 from agent.model import (
     ActionKind,
     ContainerId,
@@ -130,6 +130,17 @@ class Slots:
     def by_container_id(self) -> dict[ContainerId, Tracked]:
         return {t.ref.id: t for t in self._slots.values()}
 
+    def idle(self, slots: Iterable[Slot]) -> list[Slot]:
+        """Those of ``slots`` still tracked with no action in flight."""
+        return [s for s in slots if s in self._slots and not self._slots[s].history.busy]
+
+    def due(self, now: datetime) -> list[Slot]:
+        """The slots whose next look is due; their wake time is cleared."""
+        due = [s for s, t in self._slots.items() if t.wake_at is not None and t.wake_at <= now]
+        for slot in due:
+            self.update(slot, wake_at=None)
+        return due
+
     def wake_times(self) -> list[datetime]:
         return [t.wake_at for t in self._slots.values() if t.wake_at is not None]
 
@@ -180,6 +191,42 @@ class Slots:
         healing = after_attempt(tracked.healing, at=started_at, playbook=plan.playbook)
         used = (*[u for u in tracked.used if u != plan.playbook.name], plan.playbook.name)
         return self.put(slot, replace(tracked, history=history, healing=healing, used=used))
+
+    def event(
+        self,
+        ref: ContainerRef,
+        *,
+        kind: str,
+        at: datetime,
+        detail: str,
+        signal: str | None,
+        grace: float,
+        window: float,
+    ) -> tuple[Slot, Reaction]:
+        """Fold one Docker event into its slot's history (agent/history.on_event).
+
+        STOPPED_BY_PERSON is returned only when the container was not already taken as
+        stopped; nothing but that is asked while an action is in flight.
+        """
+        slot, tracked = self.track(ref)
+        if tracked is None:
+            return slot, Reaction.NOTHING  # a container medic replaced, or its replacement
+        history, reaction = hist.on_event(
+            tracked.history,
+            kind=kind,
+            at=at,
+            detail=detail,
+            signal=signal,
+            grace=grace,
+            window=window,
+        )
+        stopped = reaction is Reaction.STOPPED_BY_PERSON
+        self.put(
+            slot, replace(tracked, history=history, wake_at=None if stopped else tracked.wake_at)
+        )
+        if stopped:
+            return slot, Reaction.NOTHING if tracked.history.stopped_by_person else reaction
+        return slot, Reaction.NOTHING if history.busy else reaction
 
     def touched(self, ref: ContainerRef, *, ended: bool, at: datetime) -> None:
         """An action stops or replaces this container (a dependent, or the one a recreate

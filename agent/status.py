@@ -1,4 +1,5 @@
-"""The /status and /healthz documents, built by pure functions from frozen views.
+"""The /status and /healthz documents, built by pure functions from frozen views,
+and the report of one cycle that ``medic once`` prints.
 
 The decision thread builds a ``ContainerView`` per container after every change
 (a poll, an event, a finished action, a person resolving an incident) and swaps
@@ -9,8 +10,27 @@ ever see a complete one, and never read the decision thread's state.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+
+from agent.model import ActionResult, ContainerRef, Decision, Finding, Plan
+
+
+@dataclass
+class CycleReport:
+    """What one poll cycle saw, decided and did; ``medic once`` prints it."""
+
+    started_at: datetime
+    containers: int = 0
+    findings: list[Finding] = field(default_factory=list)
+    decisions: list[Decision] = field(default_factory=list)
+    results: list[tuple[ContainerRef, Plan, list[ActionResult]]] = field(default_factory=list)
+    error: str | None = None
+
+    def add(self, findings: Iterable[Finding], decision: Decision | None) -> None:
+        self.findings.extend(findings)
+        if decision is not None:
+            self.decisions.append(decision)
 
 
 @dataclass(frozen=True)

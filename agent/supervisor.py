@@ -19,44 +19,29 @@ import queue
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import partial
 
 from loguru import logger
 
-from agent import history as hist
-from agent import lifecycle
-from agent.act import Actor, InFlight, Touch
+from agent.act import InFlight, Touch
 from agent.clock import SYSTEM_CLOCK, Clock
 from agent.config import Settings
 from agent.decide import decide
-from agent.detect import CrashLoopRule, detect, health_is_stale
+from agent.detect import CrashLoopRule, detect_in
 from agent.docker_gateway import DockerEvent, DockerGateway, EventStream
 from agent.errors import ContainerGone, DockerError, DockerUnavailable
-from agent.history import History, Reaction, Slot
+from agent.heal import Collect, Done, Healer, Parts
+from agent.history import Reaction, Slot
 from agent.metrics import Metrics
-from agent.model import (
-    ActionResult,
-    ContainerId,
-    ContainerRef,
-    ContainerSnapshot,
-    Decision,
-    Escalate,
-    Finding,
-    Plan,
-    Playbook,
-    Skip,
-    Wait,
-)
+from agent.model import ContainerId, ContainerSnapshot, Playbook
 from agent.notify import Notifier
-from agent.observe import Scope, explain, poll
-from agent.recorder import EscalationHook, Recorder
-from agent.signals import Prober, SocketProber
+from agent.observe import Scope, explain, look_again, poll
+from agent.recorder import EscalationHook
+from agent.signals import Prober
 from agent.slots import Slots, Tracked
-from agent.status import LoopView, health_document, status_document
+from agent.status import CycleReport, LoopView, health_document, status_document
 from agent.store import IncidentStore
-from agent.watch import Watcher
 
 #: Pauses before reconnecting a dropped events stream; the last one repeats.
 EVENT_RECONNECT_DELAYS: tuple[float, ...] = (1, 2, 4, 8, 16, 30)
@@ -67,29 +52,11 @@ ENGINE_SHUTDOWN_MARGIN = 5.0
 
 
 @dataclass(frozen=True)
-class _Done:
-    flight: InFlight
-    results: list[ActionResult]
-
-
-@dataclass(frozen=True)
 class _EngineLost:
     last_event_at: datetime
 
 
-Message = DockerEvent | _Done | Touch | _EngineLost
-
-
-@dataclass
-class CycleReport:
-    """What one poll cycle saw, decided and did; ``medic once`` prints it."""
-
-    started_at: datetime
-    containers: int = 0
-    findings: list[Finding] = field(default_factory=list)
-    decisions: list[Decision] = field(default_factory=list)
-    results: list[tuple[ContainerRef, Plan, list[ActionResult]]] = field(default_factory=list)
-    error: str | None = None
+Message = DockerEvent | Done | Touch | _EngineLost
 
 
 class Supervisor:
@@ -118,25 +85,20 @@ class Supervisor:
         self._reconnect_delays = tuple(reconnect_delays)
         self.metrics = metrics or Metrics()
         self._inbox: queue.Queue[Message] = queue.Queue()
-        self._actor = Actor(
-            gateway,
-            workers=settings.workers,
-            stop_timeout=settings.stop_timeout,
-            clock=clock,
-            scope=scope,
-            touch=self._inbox.put,
-        )
-        self._recorder = Recorder(
+        parts = Parts.build(
+            settings=settings,
+            gateway=gateway,
             store=store,
+            playbooks=self._playbooks,
+            scope=scope,
             clock=clock,
             metrics=self.metrics,
             notifier=notifier,
+            prober=prober,
             escalation=escalation,
-            dry_run=settings.dry_run,
+            touch=self._inbox.put,
         )
-        self._watcher = Watcher(
-            gateway=gateway, playbooks=self._playbooks, prober=prober or SocketProber(), clock=clock
-        )
+        self._actor, self._recorder, self._watcher = parts.actor, parts.recorder, parts.watcher
         self._rule = CrashLoopRule(settings.crash_loop_deaths, settings.crash_loop_window)
         self._slots = Slots()
         self._stop = threading.Event()
@@ -149,6 +111,18 @@ class Supervisor:
         self._report: CycleReport | None = None
         self._status: tuple[dict[str, object], ...] = ()
         self._slots.seed(self._recorder.seed())
+        self._healer = Healer(
+            slots=self._slots,
+            actor=self._actor,
+            recorder=self._recorder,
+            watcher=self._watcher,
+            metrics=self.metrics,
+            clock=clock,
+            dry_run=settings.dry_run,
+            settle=settings.settle,
+            done=self._inbox.put,
+            drain=self._drain,
+        )
 
     # --- entry points ---------------------------------------------------------------------
 
@@ -161,13 +135,7 @@ class Supervisor:
         interval = timedelta(seconds=self._settings.interval)
         events = threading.Thread(target=self._events_loop, name="medic-events", daemon=True)
         events.start()
-        dry = " in dry-run mode: it says what it would do and does nothing"
-        logger.info(
-            "medic is supervising {} every {:g} s{}.",
-            self._scope.describe(),
-            self._settings.interval,
-            dry if self._settings.dry_run else "",
-        )
+        self._recorder.supervising(self._scope, self._settings.interval, self._settings.dry_run)
         next_poll = self._clock.now()
         try:
             while not self._stop.is_set():
@@ -180,7 +148,9 @@ class Supervisor:
                     self._cycle(sync=False)
                     next_poll = now + interval
                     continue
-                self._wake_due(now)
+                for slot in self._slots.due(now):
+                    self._check_now(slot)
+                    self._publish()
                 deadline = min([next_poll, *self._slots.wake_times()])
                 timeout = max(0.0, min((deadline - self._clock.now()).total_seconds(), 1.0))
                 try:
@@ -203,8 +173,7 @@ class Supervisor:
         """Whether the Docker events stream is connected right now."""
         return self._events_connected
 
-    @events_connected.setter
-    def events_connected(self, value: bool) -> None:
+    def _connected(self, value: bool) -> None:
         self._events_connected = value
         self.metrics.events_connected.set(1 if value else 0)
 
@@ -227,13 +196,8 @@ class Supervisor:
         return [dict(entry) for entry in self._status]
 
     def health(self) -> tuple[bool, dict[str, object]]:
-        view = LoopView(
-            self._started_at,
-            self.last_cycle_at,
-            self._settings.interval,
-            self.events_connected,
-            len(self._actor.in_flight()),
-        )
+        loop = (self._started_at, self.last_cycle_at, self._settings.interval)
+        view = LoopView(*loop, self.events_connected, len(self._actor.in_flight()))
         return health_document(view, now=self._clock.now())
 
     # --- the cycle and the check of one container ----------------------------------------
@@ -255,10 +219,8 @@ class Supervisor:
             known = set(self._slots)
             self._watcher.look(snapshots, skip=self._slots.busy)
             seen = {self._check(snapshot, sync=sync) for snapshot in snapshots}
-            for slot in known - seen:
-                tracked = self._slots.get(slot)
-                if tracked is not None and not tracked.history.busy:
-                    self._forget(slot, "it no longer exists")
+            for slot in self._slots.idle(known - seen):
+                self._forget(slot, "it no longer exists")
         finally:
             self._report = None
         self.last_cycle_at = report.started_at
@@ -279,7 +241,8 @@ class Supervisor:
             return slot  # who stopped it is unknown: look again at the next poll
         cleared = tracked.healing.circuit_open and self._recorder.cleared_by_person(slot)
         tracked = self._slots.observed(slot, history, snapshot, cleared=cleared)
-        findings = self._detect(tracked, snapshot)
+        findings = detect_in(snapshot, tracked.history, self._rule)
+        findings += self._watcher.findings(snapshot)
         decision = decide(
             findings,
             labels=snapshot.labels,
@@ -288,72 +251,25 @@ class Supervisor:
             now=self._clock.now(),
             used=tracked.used,
         )
-        self._record(slot, findings, decision)
-        self._settle(slot, snapshot, findings)
+        if self._report is not None:
+            self._report.add(findings, decision)
+        self._recorder.record(slot, findings)
+        self._healer.settle(slot, snapshot, findings)
         if decision is not None:
-            self._act(slot, decision, snapshot, sync=sync)
+            self._healer.act(slot, decision, snapshot, sync=sync, collect=self._collect())
         return slot
 
-    def _detect(self, tracked: Tracked, snapshot: ContainerSnapshot) -> list[Finding]:
-        history = tracked.history
-        findings = detect(
-            snapshot,
-            deaths=history.deaths,
-            stopped_by_person=history.stopped_by_person,
-            stopped_by_medic=history.stopped_by_medic,
-            crash_loop=self._rule,
-            acted_at=history.acted_until,
-        )
-        return findings + self._watcher.findings(snapshot)
-
-    def _record(self, slot: Slot, findings: list[Finding], decision: Decision | None) -> None:
-        if self._report is not None:
-            self._report.findings.extend(findings)
-            if decision is not None:
-                self._report.decisions.append(decision)
-        if findings:
-            self._recorder.record(slot, findings)
-
-    def _settle(self, slot: Slot, snapshot: ContainerSnapshot, findings: list[Finding]) -> None:
-        """Resolve the slot's incident once every signal it showed is clear for the settle
-        period; otherwise look again when it could be."""
-        tracked, held = self._slots[slot], self._recorder.held(slot)
-        now = self._clock.now()
-        stale = health_is_stale(snapshot, tracked.history.acted_until)
-        wake = lifecycle.health_recheck_at(snapshot, stale=stale, now=now)
-        if not findings and (held is not None or tracked.healing.circuit_open):
-            clear = lifecycle.Clear(
-                healthy_since=tracked.history.healthy_since,
-                probe_ok_since=self._watcher.probe_ok_since(snapshot.ref.id),
-                log_quiet_at=self._watcher.log_quiet_at(snapshot),
-            )
-            signals = held.signals if held is not None else frozenset()
-            settled = lifecycle.settle(signals, clear, now=now, period=self._settings.settle)
-            if settled.resolved:
-                attempts = len(tracked.healing.attempts)
-                self._recorder.resolve(
-                    slot,
-                    note=f"healthy for {self._settings.settle:g} s after {attempts} "
-                    f"attempt{'s' if attempts != 1 else ''}",
-                )
-                if tracked.healing.circuit_open:
-                    self._recorder.recovered(tracked.ref)
-                self._slots.recovered(slot)
-                return
-            wake = lifecycle.earliest(wake, settled.at)
-        if wake is not None:
-            self._slots.update(slot, wake_at=lifecycle.earliest(tracked.wake_at, wake))
+    def _collect(self) -> Collect | None:
+        report = self._report
+        return None if report is None else lambda *result: report.results.append(result)
 
     # --- events -----------------------------------------------------------------------------
 
     def _on_event(self, event: DockerEvent) -> None:
         if not self._scope.includes(event.container_id, event.attributes):
             return
-        slot, tracked = self._slots.track(event.ref)
-        if tracked is None:
-            return  # a container medic replaced, or the one replacing it mid-action
-        history, reaction = hist.on_event(
-            tracked.history,
+        slot, reaction = self._slots.event(
+            event.ref,
             kind=event.kind,
             at=event.at,
             detail=event.detail,
@@ -361,13 +277,9 @@ class Supervisor:
             grace=self._settings.manual_stop_grace,
             window=self._settings.crash_loop_window,
         )
-        self._slots.update(slot, history=history)
         if reaction is Reaction.STOPPED_BY_PERSON:
-            if not tracked.history.stopped_by_person:
-                self._recorder.stopped_by_person(history.container, history.stopped_at)
-            self._slots.update(slot, wake_at=None)
-        elif history.busy:
-            return
+            history = self._slots[slot].history
+            self._recorder.stopped_by_person(history.container, history.stopped_at)
         elif reaction is Reaction.GONE:
             self._forget(slot, "it was removed")
         elif reaction is Reaction.CHECK or (
@@ -379,101 +291,13 @@ class Supervisor:
         """Inspect one container and check it, between polls."""
         tracked = self._slots[slot]
         try:
-            snapshot = self._gateway.inspect(tracked.ref.id)
+            snapshot = look_again(self._gateway, self._scope, tracked.ref)
         except ContainerGone:
             if not tracked.history.busy:
                 self._forget(slot, "it no longer exists")
             return
-        except DockerError as e:
-            logger.warning(
-                "Could not inspect {}: {}. The next poll looks again.", tracked.ref.label, e
-            )
-            return
-        if self._scope.includes(snapshot.ref.id, snapshot.labels):
+        if snapshot is not None:
             self._check(snapshot)
-
-    # --- acting on decisions ----------------------------------------------------------------
-
-    def _act(self, slot: Slot, decision: Decision, snap: ContainerSnapshot, *, sync: bool) -> None:
-        if isinstance(decision, Plan):
-            self._start_plan(slot, decision, snap, sync=sync)
-        elif isinstance(decision, Wait):
-            self._slots.update(slot, wake_at=decision.until)
-            self._say(
-                slot,
-                f"{decision.finding.summary} Waiting until {decision.until:%H:%M:%S} before "
-                f"the next attempt by playbook {decision.playbook.name} ({decision.reason}).",
-            )
-        elif isinstance(decision, Escalate):
-            healing = replace(self._slots[slot].healing, circuit_open=True)
-            self._slots.update(slot, healing=healing, wake_at=None)
-            self._recorder.escalate(slot, decision)
-        elif isinstance(decision, Skip):
-            self._say(slot, f"{decision.finding.summary} No action: {decision.reason}.")
-
-    def _say(self, slot: Slot, message: str) -> None:
-        """Log a waiting or skipping sentence once, not at every poll."""
-        tracked = self._slots[slot]
-        if message != tracked.said:
-            self._slots.update(slot, said=message)
-            logger.bind(container=tracked.ref.name).info(message)
-
-    def _start_plan(self, slot: Slot, plan: Plan, snap: ContainerSnapshot, *, sync: bool) -> None:
-        if self._settings.dry_run:
-            steps = ", then ".join(a.describe() for a in plan.actions)
-            self._say(
-                slot,
-                f"{plan.finding.summary} Dry run: would {steps} "
-                f"(playbook {plan.playbook.name}, attempt {plan.attempt}).",
-            )
-            return
-        self._recorder.healing(plan)
-        before = self._slots[slot]
-        now = self._clock.now()
-        ref = self._slots.plan_started(slot, plan, at=now).ref
-        held = self._recorder.held(slot)
-        announce = None
-        if self._recorder.notifies:
-            incident_id = held.incident_id if held is not None else ""
-            announce = partial(self._recorder.announce, incident_id=incident_id)
-        if sync:
-            results = self._actor.run_plan(ref, plan, labels=snap.labels, announce=announce)
-            self._drain_touches()
-            self._finish(_Done(InFlight(ref, plan, now), results))
-            return
-        done = partial(self._on_done)
-        if not self._actor.submit(ref, plan, done, labels=snap.labels, announce=announce):
-            self._slots.put(slot, before)
-
-    def _on_done(self, flight: InFlight, results: list[ActionResult]) -> None:
-        """Called on a worker thread: hand the outcome to the decision thread."""
-        self._inbox.put(_Done(flight, results))
-
-    def _finish(self, done: _Done) -> None:
-        flight, plan, results = done.flight, done.flight.plan, done.results
-        slot = self._slots.of(flight.container)
-        if self._slots.get(slot) is None:
-            self._slots.put(slot, Tracked(History(flight.container)))
-        ok = all(r.ok for r in results)
-        tracked = self._slots.plan_finished(slot, plan, started_at=flight.started_at, ok=ok)
-        if self._report is not None:
-            self._report.results.append((flight.container, plan, results))
-        for result in results:
-            outcome = "ok" if result.ok else "error"
-            self.metrics.actions.labels(kind=str(result.action.kind), outcome=outcome).inc()
-        self._recorder.attempt(slot, plan, results)
-        self._watcher.reset(flight.container.id)
-        replaced = next((r.replaced_by for r in results if r.replaced_by), None)
-        if replaced is not None:
-            new = replace(flight.container, id=replaced)
-            was = f"{flight.container.name} was recreated as {new.short_id}"
-            self._recorder.resolve(slot, note=f"{was}; medic watches the new one")
-            tracked = self._slots.moved(slot, new)
-            self._recorder.replaced(new)
-        delay = plan.playbook.backoff.delay(len(tracked.healing.attempts))
-        wake_at = self._clock.now() + timedelta(seconds=delay)
-        self._slots.update(slot, wake_at=wake_at)
-        self._recorder.outcome(flight.container, plan, results, wake_at)
 
     def _forget(self, slot: Slot, why: str) -> None:
         tracked = self._slots.pop(slot)
@@ -489,8 +313,8 @@ class Supervisor:
     # --- the loop's plumbing -----------------------------------------------------------------
 
     def _handle(self, message: Message) -> None:
-        if isinstance(message, _Done):
-            self._finish(message)
+        if isinstance(message, Done):
+            self._healer.finish(message, collect=self._collect())
         elif isinstance(message, Touch):
             self._slots.touched(message.container, ended=message.ended, at=self._clock.now())
         elif isinstance(message, _EngineLost):
@@ -500,22 +324,16 @@ class Supervisor:
         else:
             self._on_event(message)
 
-    def _drain_touches(self) -> None:
-        """In ``run_once`` the actor works on this thread: apply what it reported."""
+    def _drain(self, *, events: bool = True) -> None:
+        """Handle what is in the inbox now (in ``run_once`` the actor works on this
+        thread, and at shutdown only finished plans and touches still matter)."""
         while True:
             try:
                 message = self._inbox.get_nowait()
             except queue.Empty:
                 return
-            self._handle(message)
-
-    def _wake_due(self, now: datetime) -> None:
-        for slot in self._slots:
-            tracked = self._slots.get(slot)
-            if tracked is not None and tracked.wake_at is not None and tracked.wake_at <= now:
-                self._slots.update(slot, wake_at=None)
-                self._check_now(slot)
-                self._publish()
+            if events or isinstance(message, Done | Touch):
+                self._handle(message)
 
     def _events_loop(self) -> None:
         failures = 0
@@ -528,7 +346,7 @@ class Supervisor:
                         stream.close()
                         return
                     self._stream = stream
-                self.events_connected = True
+                self._connected(True)
                 if failures:
                     logger.info("Reconnected to the Docker events stream after {} tries.", failures)
                 failures = 0
@@ -538,7 +356,8 @@ class Supervisor:
                 if not self._stop.is_set():
                     raise DockerUnavailable("the stream ended")
             except DockerError as e:
-                was_connected, self.events_connected = self.events_connected, False
+                was_connected = self._events_connected
+                self._connected(False)
                 if self._stop.is_set():
                     return
                 if was_connected and since is not None:
@@ -553,7 +372,7 @@ class Supervisor:
                     self._settings.interval,
                 )
                 self._stop.wait(delay)
-        self.events_connected = False
+        self._connected(False)
 
     def _shutdown(self, events: threading.Thread) -> None:
         if self._stop_reason:
@@ -562,30 +381,9 @@ class Supervisor:
         with self._stream_lock:
             if self._stream is not None:
                 self._stream.close()
-        in_flight = self._actor.in_flight()
-        if in_flight:
-            logger.info(
-                "medic is stopping; waiting up to {:g} s for {} action(s) in flight.",
-                self._settings.stop_timeout,
-                len(in_flight),
-            )
+        self._recorder.waiting(len(self._actor.in_flight()), self._settings.stop_timeout)
         finished, abandoned = self._actor.shutdown(timeout=self._settings.stop_timeout)
-        while True:
-            try:
-                message = self._inbox.get_nowait()
-            except queue.Empty:
-                break
-            if isinstance(message, _Done | Touch):
-                self._handle(message)
-        for flight in finished:
-            logger.info("Finished healing {} before stopping.", flight.container.label)
-        for flight in abandoned:
-            slot = self._slots.of(flight.container)
-            self._recorder.abandoned(slot, flight.plan, started_at=flight.started_at)
-            logger.warning(
-                "Abandoned healing {} ({}): it was still running when medic stopped.",
-                flight.container.label,
-                ", ".join(a.describe() for a in flight.plan.actions),
-            )
+        self._drain(events=False)
+        self._healer.stopped(finished, abandoned)
         events.join(timeout=5)
         logger.info("medic stopped.")
