@@ -21,6 +21,7 @@ from types import FrameType
 from loguru import logger
 
 from agent import __version__, logs
+from agent.clock import SYSTEM_CLOCK
 from agent.config import Settings, parse_duration
 from agent.docker_gateway import DockerSDKGateway
 from agent.doctor import run_checks
@@ -237,10 +238,12 @@ def _supervisor(
     settings: Settings,
 ) -> tuple[Supervisor, DockerSDKGateway, IncidentStore]:
     playbooks = load_playbooks(settings.playbooks)
+    clock = SYSTEM_CLOCK  # one clock for the gateway and the supervisor (and its actor)
     gateway = DockerSDKGateway.from_env(
         pool_size=settings.workers + 4,
         retry_attempts=settings.docker_retry_attempts,
         retry_max_delay=settings.docker_retry_max_delay,
+        clock=clock,
     )
     gateway.ping()
     scope = resolve_scope(settings.project, gateway, own_id=own_container_id())
@@ -257,6 +260,7 @@ def _supervisor(
         playbooks=playbooks,
         scope=scope,
         notifier=notifier,
+        clock=clock,
     )
     supervisor.metrics.spool_depth.set_function(store.pending_changes)
     logger.debug("Loaded {} playbooks from {}.", len(playbooks), settings.playbooks)
