@@ -198,10 +198,10 @@ def on_event(
     ``grace``: a death this many seconds after a person's kill is that person's doing.
     ``window``: the crash-loop window, for pruning deaths.
     """
+    if kind in ("start", "stop"):
+        history = _ended_by_event(history, kind, at)
     ours = history.by_own_action(at)
     history = replace(history, engine_seen=_seen(history, at))
-    if ours and kind in ("start", "stop"):
-        history = _ended_by_event(history, kind, at)
     if kind == "kill" and not stops(kind, signal):
         return history, Reaction.NOTHING
     if kind in ("kill", "stop"):
@@ -232,13 +232,17 @@ def on_event(
 
 
 def _ended_by_event(history: History, kind: str, at: datetime) -> History:
-    """The container's next start ends medic's window (its stop, for a stop action)."""
+    """The container's next start ends medic's window (its stop, for a stop action, and
+    a later start of a container medic left stopped ends it before that start)."""
 
     def end(a: OwnAction) -> OwnAction:
         if a.until is not None or not a.stops or (a.after is not None and at <= a.after):
             return a
         if (kind == "stop") == a.leaves_stopped:
             return replace(a, until=at)
+        if kind == "start" and a.leaves_stopped and a.finished:
+            # Started again after medic's stop (by a person): that start is not medic's.
+            return replace(a, until=history.engine_seen or at - timedelta(microseconds=1))
         return a
 
     return replace(history, actions=tuple(end(a) for a in history.actions))
