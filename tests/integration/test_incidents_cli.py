@@ -238,7 +238,7 @@ def test_an_unreachable_database_is_one_line_naming_host_and_port() -> None:
 def test_db_migrate_creates_the_tables_then_finds_them_up_to_date(postgres_url: str) -> None:
     first = medic("db", "migrate", url=postgres_url)
     assert first.returncode == 0, first.stderr
-    assert "Applied 1 migration(s)" in first.stdout
+    assert "Applied 2 migration(s)" in first.stdout
     assert "0001_incidents.sql" in first.stdout
     second = medic("db", "migrate", url=postgres_url)
     assert second.returncode == 0, second.stderr
