@@ -4,29 +4,39 @@ Each container has at most one plan in flight: ``submit`` refuses a second one.
 Containers are healed in parallel, so a container that takes its whole stop
 timeout delays nobody else. Temporary Docker errors are retried inside the
 gateway (tenacity); what reaches here is a final outcome, captured as an
-``ActionResult`` rather than raised.
+``ActionResult`` rather than raised. Every action ends with a result, whatever
+is raised inside it: an unexpected exception is a bug, logged with its traceback,
+and a failed result, so the supervisor's bookkeeping never waits forever.
+
+Every container an action touches passes one scope check here (the healed one,
+each dependent of ``restart_dependents``, the container ``recreate`` replaces):
+never one out of scope, labelled ``medic.ignore``, or medic's own. Before an
+action stops or replaces a container the actor reports a ``Touch`` (and another
+when it is over, with the engine's time by which its effects were over), so the
+kills it causes fall in medic's own-action windows and are never taken for a
+crash or a person's stop.
 """
 
 from __future__ import annotations
 
 import queue
-import re
-import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future
 from concurrent.futures import wait as wait_futures
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import partial
 from typing import Any, TypeVar
 
 from loguru import logger
 
-from agent import compose
+from agent import compose, compose_graph
+from agent.clock import SYSTEM_CLOCK, Clock
 from agent.docker_gateway import BuildRequest, DockerGateway, ProjectContainer
-from agent.errors import ActionError, MedicError
+from agent.errors import ActionError, DockerError, MedicError
 from agent.model import (
     IGNORE_LABEL,
     Action,
@@ -36,6 +46,7 @@ from agent.model import (
     ContainerRef,
     Plan,
 )
+from agent.scope import Scope, label_is_true
 
 T = TypeVar("T")
 
@@ -67,8 +78,19 @@ CACHE_CLEAR_COMMAND_TIMEOUT = 300.0
 ONEOFF_LABEL = "com.docker.compose.oneoff"
 
 
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
+#: A playbook's notify action, bound by the supervisor to the values it needs.
+Announce = Callable[[ContainerRef, Plan, Action], None]
+
+
+@dataclass(frozen=True)
+class Touch:
+    """The actor is about to stop or replace a container, or (``ended``) is done with it.
+
+    Reported before the request, so it reaches the supervisor's inbox before any event
+    the request causes can."""
+
+    container: ContainerRef
+    ended: bool = False
 
 
 def excerpt(text: str, limit: int = OUTPUT_EXCERPT) -> str:
@@ -142,32 +164,57 @@ class Actor:
         *,
         workers: int = 4,
         stop_timeout: float = 10.0,
-        now: Callable[[], datetime] = _utcnow,
-        announce: Callable[[ContainerRef, Plan, Action], None] | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+        scope: Scope | None = None,
+        touch: Callable[[Touch], None] | None = None,
     ) -> None:
+        """``scope`` None acts on any container except those labelled ``medic.ignore``;
+        ``touch`` hears of every container an action stops or replaces."""
         self._gateway = gateway
-        self._announce = announce
         self._stop_timeout = stop_timeout
-        self._now = now
+        self._clock = clock
+        self._scope = scope
+        self._touch = touch
         self._pool = _DaemonPool(workers)
         self._lock = threading.Lock()
         self._in_flight: dict[ContainerId, tuple[InFlight, Future[list[ActionResult]]]] = {}
 
+    def refusal(self, container_id: str, labels: Mapping[str, str]) -> str | None:
+        """Why medic must not act on this container, or None: the one scope check."""
+        if self._scope is not None:
+            return self._scope.refusal(container_id, labels)
+        if label_is_true(labels.get(IGNORE_LABEL)):
+            return f"it is labelled {IGNORE_LABEL}={labels.get(IGNORE_LABEL)}"
+        return None
+
     def run_action(
-        self, container: ContainerRef, action: Action, plan: Plan | None = None
+        self,
+        container: ContainerRef,
+        action: Action,
+        plan: Plan | None = None,
+        *,
+        announce: Announce | None = None,
     ) -> ActionResult:
-        """Carry out one action and say how it went; never raises a MedicError."""
-        started = self._now()
+        """Carry out one action and say how it went; never raises."""
+        started = self._clock.now()
         clock = time.monotonic()
         output = ""
         replaced_by: ContainerId | None = None
         error: str | None = None
         try:
-            output, replaced_by = self._dispatch(container, action, plan)
+            output, replaced_by = self._dispatch(container, action, plan, announce)
         except MedicError as e:
             error = str(e)
+        except Exception as e:  # a bug: the action still ends, with a failed result
+            logger.opt(exception=e).error(
+                "{} on {} failed unexpectedly: {!r}. medic counts it as a failed attempt.",
+                action.describe(),
+                container.label,
+                e,
+            )
+            error = f"medic failed unexpectedly: {type(e).__name__}: {e}"
         # A wall clock stepped back during a long action must not make a negative duration.
-        finished = max(self._now(), started)
+        finished = max(self._clock.now(), started)
         elapsed = time.monotonic() - clock
         logger.debug("{} on {} took {:.2f} s.", action.describe(), container.label, elapsed)
         return ActionResult(
@@ -180,31 +227,73 @@ class Actor:
             replaced_by=replaced_by,
         )
 
-    def run_plan(self, container: ContainerRef, plan: Plan) -> list[ActionResult]:
-        """Every action of the plan in order, stopping at the first that fails."""
+    def run_plan(
+        self,
+        container: ContainerRef,
+        plan: Plan,
+        *,
+        labels: Mapping[str, str] | None = None,
+        announce: Announce | None = None,
+    ) -> list[ActionResult]:
+        """Every action of the plan in order, stopping at the first that fails.
+
+        ``labels`` are the container's (from the snapshot the plan came from); without
+        them the container is inspected for the scope check.
+        """
+        started = self._clock.now()
+        refused = self._refuse_plan(container, labels)
+        if refused is not None:
+            return [
+                ActionResult(
+                    action=plan.actions[0],
+                    ok=False,
+                    started_at=started,
+                    finished_at=started,
+                    error=refused,
+                )
+            ]
         results: list[ActionResult] = []
         for action in plan.actions:
-            result = self.run_action(container, action, plan)
+            result = self.run_action(container, action, plan, announce=announce)
             results.append(result)
-            if not result.ok:
-                break
             if result.replaced_by is not None:
                 # Later actions are for the container that took its place.
                 container = replace(container, id=result.replaced_by)
+            if not result.ok:
+                break
         return results
+
+    def _refuse_plan(self, container: ContainerRef, labels: Mapping[str, str] | None) -> str | None:
+        if labels is None:
+            try:
+                labels = self._gateway.inspect(container.id).labels
+            except DockerError as e:
+                return f"medic could not look at {container.label} before acting: {e}"
+        why = self.refusal(container.id, labels)
+        if why is None:
+            return None
+        logger.bind(container=container.name).error(
+            "medic refused to act on {}: {}.", container.label, why
+        )
+        return f"medic does not act on {container.label}: {why}"
 
     def submit(
         self,
         container: ContainerRef,
         plan: Plan,
         on_done: Callable[[InFlight, list[ActionResult]], None],
+        *,
+        labels: Mapping[str, str] | None = None,
+        announce: Announce | None = None,
     ) -> bool:
         """Start the plan on a worker; False (and nothing done) if one is in flight."""
         with self._lock:
             if container.id in self._in_flight:
                 return False
-            flight = InFlight(container, plan, self._now())
-            future = self._pool.submit(partial(self.run_plan, container, plan))
+            flight = InFlight(container, plan, self._clock.now())
+            future = self._pool.submit(
+                partial(self.run_plan, container, plan, labels=labels, announce=announce)
+            )
             self._in_flight[container.id] = (flight, future)
 
         def finished(f: Future[list[ActionResult]]) -> None:
@@ -213,13 +302,27 @@ class Actor:
             if f.cancelled():
                 return
             error = f.exception()
-            if error is not None:
-                # run_plan turns every MedicError into a result, so this is a bug.
-                logger.opt(exception=error).error(
-                    "Healing {} failed unexpectedly: {}.", container.label, error
-                )
+            if error is None:
+                on_done(flight, f.result())
                 return
-            on_done(flight, f.result())
+            # run_plan turns every exception into a result, so this is a bug; the plan
+            # still ends, as a failed attempt, so nothing waits for it forever.
+            logger.opt(exception=error).error(
+                "Healing {} failed unexpectedly: {!r}.", container.label, error
+            )
+            now = self._clock.now()
+            on_done(
+                flight,
+                [
+                    ActionResult(
+                        action=plan.actions[0],
+                        ok=False,
+                        started_at=flight.started_at,
+                        finished_at=max(now, flight.started_at),
+                        error=f"medic failed unexpectedly: {type(error).__name__}: {error}",
+                    )
+                ],
+            )
 
         future.add_done_callback(finished)
         return True
@@ -242,19 +345,37 @@ class Actor:
         self._pool.shutdown()
         return finished, abandoned
 
+    @contextmanager
+    def _touching(self, container: ContainerRef) -> Iterator[None]:
+        """Report the container as touched around the block (see ``Touch``)."""
+        if self._touch is not None:
+            self._touch(Touch(container))
+        try:
+            yield
+        finally:
+            if self._touch is not None:
+                self._touch(Touch(container, ended=True))
+
     def _dispatch(
-        self, container: ContainerRef, action: Action, plan: Plan | None
+        self,
+        container: ContainerRef,
+        action: Action,
+        plan: Plan | None,
+        announce: Announce | None,
     ) -> tuple[str, ContainerId | None]:
         cid = container.id
         stop_timeout = action.timeout if action.timeout is not None else self._stop_timeout
         if action.kind is ActionKind.RESTART:
-            self._gateway.restart(cid, timeout=stop_timeout)
+            with self._touching(container):
+                self._gateway.restart(cid, timeout=stop_timeout)
             return "", None
         if action.kind is ActionKind.START:
-            self._gateway.start(cid)
+            with self._touching(container):
+                self._gateway.start(cid)
             return "", None
         if action.kind is ActionKind.STOP:
-            self._gateway.stop(cid, timeout=stop_timeout)
+            with self._touching(container):
+                self._gateway.stop(cid, timeout=stop_timeout)
             return "", None
         if action.kind is ActionKind.EXEC:
             result = self._gateway.exec(
@@ -269,18 +390,19 @@ class Actor:
                 )
             return result.output, None
         if action.kind is ActionKind.RECREATE:
-            new_id = self._gateway.recreate(cid, timeout=stop_timeout)
-            return f"recreated as {new_id[:12]}", ContainerId(new_id)
+            with self._touching(container):
+                new_id = ContainerId(self._gateway.recreate(cid, timeout=stop_timeout))
+            return f"recreated as {new_id[:12]}", new_id
         if action.kind is ActionKind.REBUILD:
             return self._rebuild(container, stop_timeout)
         if action.kind is ActionKind.CACHE_CLEAR:
             return self._cache_clear(container, action, stop_timeout), None
         if action.kind is ActionKind.NOTIFY:
-            if self._announce is None or plan is None:
+            if announce is None or plan is None:
                 raise ActionError(
                     "no notification destination is configured; set MEDIC_NOTIFY_URLS"
                 )
-            self._announce(container, plan, action)
+            announce(container, plan, action)
             return "queued for sending", None
         if action.kind is ActionKind.RESTART_DEPENDENTS:
             return self._restart_dependents(container, stop_timeout), None
@@ -327,11 +449,12 @@ class Actor:
                 f"was; the build said:\n{excerpt(built.output, 1500)}"
             )
         logger.info("Image {} of {} was rebuilt as {}.", tag, container.label, built.image_id[:19])
-        new_id = self._gateway.recreate(container.id, timeout=stop_timeout)
+        with self._touching(container):
+            new_id = ContainerId(self._gateway.recreate(container.id, timeout=stop_timeout))
         return (
             f"{built.output.rstrip()}\n"
             f"rebuilt {tag} as {built.image_id[:19]}; recreated as {new_id[:12]}",
-            ContainerId(new_id),
+            new_id,
         )
 
     def _cache_clear(self, container: ContainerRef, action: Action, stop_timeout: float) -> str:
@@ -356,7 +479,8 @@ class Actor:
                     f"cache_clear: {what} ended with {code}: {excerpt(result.output, 300)}"
                 )
         if action.restart:
-            self._gateway.restart(cid, timeout=stop_timeout)
+            with self._touching(container):
+                self._gateway.restart(cid, timeout=stop_timeout)
             outputs.append(f"restarted {container.name}")
         return "\n".join(o for o in outputs if o)
 
@@ -369,37 +493,50 @@ class Actor:
         members = self._gateway.project_containers(container.project)
         notes: list[str] = []
         graph = _dependency_graph(container, members, notes)
-        order = compose.dependents_in_order(graph, container.service)
+        order = compose_graph.dependents_in_order(graph, container.service)
         replacement = _replacement(container, members)
         done: list[str] = []
         failed: list[str] = []
         finished: list[str] = []
+        left_alone: list[str] = []
         for service in order:
             for member in sorted((m for m in members if m.service == service), key=_by_name):
-                if not _may_restart(member):
+                if label_is_true(member.labels.get(ONEOFF_LABEL)):
+                    continue
+                why = self.refusal(member.id, member.labels)
+                if why is not None:
+                    left_alone.append(f"{member.name} ({why})")
                     continue
                 if member.finished:
                     # A job that ran to completion (a migration, a seed) is not restarted:
                     # running it again is not healing, and may not be harmless.
                     finished.append(member.name)
                     continue
+                ref = ContainerRef(member.id, member.name, container.project, member.service)
                 try:
                     target = _network_target(member)
-                    if replacement is not None and target and container.id.startswith(target):
-                        # Its network stack belonged to the container that was recreated:
-                        # a restart cannot join a namespace that is gone, so it is made
-                        # again on the new container's stack.
-                        self._gateway.recreate(
-                            member.id,
-                            timeout=stop_timeout,
-                            network_mode=f"container:{replacement.id}",
-                        )
-                        done.append(f"{member.name} (recreated on the new network stack)")
-                    else:
-                        self._gateway.restart(member.id, timeout=stop_timeout)
-                        done.append(member.name)
+                    with self._touching(ref):
+                        if replacement is not None and target and container.id.startswith(target):
+                            # Its network stack belonged to the container that was recreated:
+                            # a restart cannot join a namespace that is gone, so it is made
+                            # again on the new container's stack.
+                            self._gateway.recreate(
+                                member.id,
+                                timeout=stop_timeout,
+                                network_mode=f"container:{replacement.id}",
+                            )
+                            done.append(f"{member.name} (recreated on the new network stack)")
+                        else:
+                            self._gateway.restart(member.id, timeout=stop_timeout)
+                            done.append(member.name)
                 except MedicError as e:
                     failed.append(f"{member.name}: {e}")
+        if left_alone:
+            logger.info(
+                "restart_dependents of {} left alone what medic may not touch: {}.",
+                container.label,
+                ", ".join(left_alone),
+            )
         if done:
             summary = f"restarted in order: {', '.join(done)}"
         else:
@@ -414,25 +551,6 @@ class Actor:
 
 def _by_name(member: ProjectContainer) -> str:
     return member.name
-
-
-def _own_id_prefix() -> str | None:
-    """This process's container id prefix, when it runs in a container.
-
-    Docker names a container's host after its short id unless told otherwise;
-    medic never acts on itself, so a dependent with that id is skipped.
-    """
-    hostname = socket.gethostname()
-    return hostname if re.fullmatch(r"[0-9a-f]{12}", hostname) else None
-
-
-def _may_restart(member: ProjectContainer) -> bool:
-    if member.labels.get(IGNORE_LABEL, "").lower() == "true":
-        return False
-    if member.labels.get(ONEOFF_LABEL, "").lower() == "true":
-        return False
-    own = _own_id_prefix()
-    return not (own and member.id.startswith(own))
 
 
 def _network_target(member: ProjectContainer) -> str | None:
@@ -468,7 +586,7 @@ def _dependency_graph(
         if not member.service:
             continue
         needs = from_labels.setdefault(member.service, set())
-        needs.update(compose.depends_on_label(member.labels.get(compose.DEPENDS_ON_LABEL)))
+        needs.update(compose_graph.depends_on_label(member.labels.get(compose.DEPENDS_ON_LABEL)))
         target = _network_target(member)
         if target is None:
             continue
@@ -484,7 +602,7 @@ def _dependency_graph(
     if labelled is not None:
         try:
             _, files = compose.config_files(labelled)
-            from_files = compose.compose_dependencies(compose.load_compose(files))
+            from_files = compose_graph.compose_dependencies(compose.load_compose(files))
         except ActionError as e:
             notes.append(f"dependencies read from labels only: {e}")
             logger.warning(
@@ -493,4 +611,4 @@ def _dependency_graph(
                 container.project,
                 e,
             )
-    return compose.merge_graphs(from_labels, from_files)
+    return compose_graph.merge_graphs(from_labels, from_files)

@@ -21,7 +21,7 @@ from types import FrameType
 from loguru import logger
 
 from agent import __version__, logs
-from agent.clock import utcnow
+from agent.clock import SYSTEM_CLOCK, utcnow
 from agent.codec import format_duration, incident_to_dict
 from agent.config import Settings, parse_duration
 from agent.docker_gateway import DockerSDKGateway
@@ -42,11 +42,12 @@ from agent.notify import AppriseNotifier, NotificationQueue
 from agent.observe import own_container_id, resolve_scope
 from agent.output import cell, dump_json, table
 from agent.playbooks import check_paths, load_playbooks
+from agent.status import CycleReport
 from agent.store import IncidentQuery, IncidentStore, MemoryStore
 from agent.store.base import Identity
 from agent.store.postgres import PostgresStore, run_migrations
 from agent.store.spool import SpoolingStore
-from agent.supervisor import CycleReport, Supervisor
+from agent.supervisor import Supervisor
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -255,10 +256,12 @@ def _supervisor(
     settings: Settings,
 ) -> tuple[Supervisor, DockerSDKGateway, IncidentStore]:
     playbooks = load_playbooks(settings.playbooks)
+    clock = SYSTEM_CLOCK  # one clock for the gateway and the supervisor (and its actor)
     gateway = DockerSDKGateway.from_env(
         pool_size=settings.workers + 4,
         retry_attempts=settings.docker_retry_attempts,
         retry_max_delay=settings.docker_retry_max_delay,
+        clock=clock,
     )
     gateway.ping()
     scope = resolve_scope(settings.project, gateway, own_id=own_container_id())
@@ -276,6 +279,7 @@ def _supervisor(
         playbooks=playbooks,
         scope=scope,
         notifier=notifier,
+        clock=clock,
     )
     supervisor.metrics.spool_depth.set_function(store.pending_changes)
     logger.debug("Loaded {} playbooks from {}.", len(playbooks), settings.playbooks)

@@ -60,8 +60,13 @@ def decide(
     state: HealingState,
     playbooks: Sequence[Playbook],
     now: datetime,
+    used: Sequence[str] = (),
 ) -> Decision | None:
-    """One decision for one container, or None when it shows no trouble."""
+    """One decision for one container, or None when it shows no trouble.
+
+    ``used`` names the playbooks whose attempts make up the current streak (a crash
+    loop is often healed first as exits): an escalation names those.
+    """
     if not findings:
         return None
     ordered = by_severity(findings)
@@ -89,12 +94,14 @@ def decide(
     horizon = now - timedelta(seconds=rule.within)
     recent = [at for at in state.attempts if at >= horizon]
     if len(recent) >= rule.after_attempts:
+        names = list(dict.fromkeys(used)) or [playbook.name]
+        by = f"playbook {names[0]}" if len(names) == 1 else f"playbooks {', '.join(names)}"
         return Escalate(
             finding,
             playbook,
             f"{finding.container.label} still shows {finding.signal} after "
-            f"{len(recent)} attempt{'s' if len(recent) != 1 else ''} by playbook "
-            f"{playbook.name} within {_minutes(rule.within)}",
+            f"{len(recent)} attempt{'s' if len(recent) != 1 else ''} by {by} "
+            f"within {_minutes(rule.within)}",
         )
 
     made = len(state.attempts)

@@ -1,8 +1,10 @@
 """From a snapshot of one container to the trouble it shows. Pure: no I/O, no clock.
 
-What the snapshot alone cannot say (how often the container died lately, and
-whether a person stopped it) is passed in by the supervisor, which learns it
-from Docker's events.
+What the snapshot alone cannot say (how often the container died lately, whether
+a person stopped it, whether medic's own action left it stopped) is passed in from
+the container's history (agent/history.py), which learns it from Docker's events.
+Every time compared here is the engine's: deaths with deaths, health-check times
+with the end of medic's last action.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from agent.history import History
 from agent.model import ContainerSnapshot, Finding, Health, Signal, State
 
 
@@ -22,9 +25,15 @@ class CrashLoopRule:
     window: float = 300.0
 
 
-def deaths_within(deaths: Sequence[datetime], *, now: datetime, window: float) -> list[datetime]:
-    """The deaths no older than ``window`` seconds."""
-    horizon = now - timedelta(seconds=window)
+def deaths_within(deaths: Sequence[datetime], *, window: float) -> list[datetime]:
+    """The deaths within ``window`` seconds of the newest one.
+
+    Counted against each other, never against the host's clock: death times are the
+    engine's, and the engine's clock may be minutes off medic's.
+    """
+    if not deaths:
+        return []
+    horizon = max(deaths) - timedelta(seconds=window)
     return [d for d in deaths if d >= horizon]
 
 
@@ -35,22 +44,26 @@ def detect(
     stopped_by_person: bool = False,
     crash_loop: CrashLoopRule = CrashLoopRule(),
     acted_at: datetime | None = None,
+    stopped_by_medic: bool = False,
 ) -> list[Finding]:
     """Every finding the snapshot shows, most severe first.
 
     Exit code 0 is a finished job, not trouble. A container a person stopped
     (``docker stop``, ``docker kill``, ``compose stop``) is left alone. An
     ``unhealthy`` status from a health check that ran before medic's last action
-    (``acted_at``) says nothing about that action yet: Docker keeps the old status
-    until the check runs again, so it is not a finding.
+    (``acted_at``, the engine's time when that action was over) says nothing about
+    that action yet: Docker keeps the old status until the check runs again, so it is
+    not a finding. A container medic's own ``stop`` action left stopped
+    (``stopped_by_medic``) is no more trouble than one a person stopped.
     """
     now = snapshot.observed_at
     who = snapshot.ref.label
     findings: list[Finding] = []
+    left_alone = stopped_by_person or stopped_by_medic
 
-    recent = deaths_within(deaths, now=now, window=crash_loop.window)
+    recent = deaths_within(deaths, window=crash_loop.window)
     down = not snapshot.is_healthy or snapshot.state is State.RESTARTING
-    if len(recent) >= crash_loop.deaths and down and not stopped_by_person:
+    if len(recent) >= crash_loop.deaths and down and not left_alone:
         findings.append(
             Finding(
                 container=snapshot.ref,
@@ -77,7 +90,7 @@ def detect(
                 evidence={"error": snapshot.error, "exit_code": snapshot.exit_code},
             )
         )
-    elif snapshot.state is State.EXITED and snapshot.exit_code and not stopped_by_person:
+    elif snapshot.state is State.EXITED and snapshot.exit_code and not left_alone:
         if snapshot.oom_killed:
             signal = Signal.OOM_KILLED
             summary = (
@@ -122,10 +135,25 @@ def detect(
     return findings
 
 
+def detect_in(
+    snapshot: ContainerSnapshot, history: History, crash_loop: CrashLoopRule
+) -> list[Finding]:
+    """``detect`` with what the container's history knows (agent/history.py)."""
+    return detect(
+        snapshot,
+        deaths=history.deaths,
+        stopped_by_person=history.stopped_by_person,
+        stopped_by_medic=history.stopped_by_medic,
+        crash_loop=crash_loop,
+        acted_at=history.acted_until,
+    )
+
+
 def health_is_stale(snapshot: ContainerSnapshot, acted_at: datetime | None) -> bool:
-    """Whether the health status predates medic's last action on the container."""
+    """Whether the health status predates medic's last action on the container (both
+    engine times)."""
     checked = snapshot.health_checked_at
-    return acted_at is not None and checked is not None and checked < acted_at
+    return acted_at is not None and checked is not None and checked <= acted_at
 
 
 def _span(seconds: float) -> str:

@@ -44,6 +44,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from agent.clock import SYSTEM_CLOCK, Clock
 from agent.errors import (
     ContainerGone,
     DockerError,
@@ -746,15 +747,17 @@ class DockerSDKGateway(DockerGateway):
         *,
         retry_attempts: int = 4,
         retry_max_delay: float = 8.0,
+        clock: Clock = SYSTEM_CLOCK,
         sleep: Callable[[float], None] | None = None,
-        now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
+        """``clock`` stamps snapshots (``observed_at``, the host's time) and waits between
+        retries; ``sleep`` replaces only the waiting, for tests that read the delays."""
         self._client = client
         self._api = client.api
-        self._now = now
+        self._now = clock.now
         self._retry_attempts = retry_attempts
         self._retry_max_delay = retry_max_delay
-        self._sleep = sleep
+        self._sleep = sleep or clock.sleep
 
     @classmethod
     def from_env(
@@ -764,6 +767,7 @@ class DockerSDKGateway(DockerGateway):
         pool_size: int = 10,
         retry_attempts: int = 4,
         retry_max_delay: float = 8.0,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> DockerSDKGateway:
         """Connect the way the docker CLI does (DOCKER_HOST, else the local socket).
 
@@ -777,7 +781,9 @@ class DockerSDKGateway(DockerGateway):
                 environment=dict(environment) if environment is not None else None,
                 max_pool_size=pool_size,
             )
-        gateway = cls(client, retry_attempts=retry_attempts, retry_max_delay=retry_max_delay)
+        gateway = cls(
+            client, retry_attempts=retry_attempts, retry_max_delay=retry_max_delay, clock=clock
+        )
         gateway.host = host
         return gateway
 
@@ -810,8 +816,7 @@ class DockerSDKGateway(DockerGateway):
             before_sleep=log_retry,
             reraise=True,
         )
-        if self._sleep is not None:
-            retrying = retrying.copy(sleep=self._sleep)
+        retrying = retrying.copy(sleep=self._sleep)
         for attempt in retrying:
             with attempt, translate_errors(what):
                 return fn(*args, **kwargs)

@@ -8,60 +8,35 @@ request per cycle, however many containers it has.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 from loguru import logger
 
 from agent.docker_gateway import DockerGateway
 from agent.errors import ContainerGone, DockerError
-from agent.model import (
-    ENABLE_LABEL,
-    IGNORE_LABEL,
-    PROJECT_LABEL,
-    ContainerId,
-    ContainerSnapshot,
+from agent.history import (
+    SAME_DEATH,
+    History,
+    note_death,
+    on_inspect,
+    unexplained_death,
+    with_past_events,
 )
+from agent.model import PROJECT_LABEL, ContainerId, ContainerRef, ContainerSnapshot, State
+from agent.scope import Scope, label_is_true
 
 _CONTAINER_ID_IN_PATH = re.compile(r"/(?:docker/containers|docker)/([0-9a-f]{64})(?:/|$|\.scope)")
-_TRUE = {"true", "1", "yes", "on"}
 
-
-def _is_true(value: str | None) -> bool:
-    return (value or "").strip().lower() in _TRUE
-
-
-@dataclass(frozen=True)
-class Scope:
-    """The containers medic may act on: one compose project, or those that opt in.
-
-    medic's own container and any labelled ``medic.ignore=true`` are never in scope.
-    """
-
-    project: str | None
-    own_id: ContainerId | None = None
-
-    @property
-    def label_filter(self) -> str:
-        """The label the engine filters on, so out-of-scope containers cost nothing."""
-        if self.project:
-            return f"{PROJECT_LABEL}={self.project}"
-        return f"{ENABLE_LABEL}=true"
-
-    def includes(self, container_id: str, labels: Mapping[str, str]) -> bool:
-        if self.own_id and container_id.startswith(self.own_id):
-            return False
-        if _is_true(labels.get(IGNORE_LABEL)):
-            return False
-        if self.project:
-            return labels.get(PROJECT_LABEL) == self.project
-        return _is_true(labels.get(ENABLE_LABEL))
-
-    def describe(self) -> str:
-        if self.project:
-            return f"compose project {self.project!r}"
-        return "containers labelled medic.enable=true"
+__all__ = [
+    "Scope",
+    "explain",
+    "label_is_true",
+    "look_again",
+    "own_container_id",
+    "poll",
+    "resolve_scope",
+]
 
 
 def own_container_id(proc: Path = Path("/proc")) -> ContainerId | None:
@@ -122,3 +97,62 @@ def poll(gateway: DockerGateway, scope: Scope) -> list[ContainerSnapshot]:
                 "Could not inspect {}: {}. It is checked again next poll.", summary.ref.label, e
             )
     return seen
+
+
+def look_again(gateway: DockerGateway, scope: Scope, ref: ContainerRef) -> ContainerSnapshot | None:
+    """A fresh snapshot of one container between polls; None when it cannot be had now
+    (said in a warning) or is no longer in scope. Raises ContainerGone when it is gone."""
+    try:
+        snapshot = gateway.inspect(ref.id)
+    except ContainerGone:
+        raise
+    except DockerError as e:
+        logger.warning("Could not inspect {}: {}. The next poll looks again.", ref.label, e)
+        return None
+    return snapshot if scope.includes(snapshot.ref.id, snapshot.labels) else None
+
+
+def explain(
+    gateway: DockerGateway,
+    history: History,
+    snapshot: ContainerSnapshot,
+    *,
+    grace: float,
+    window: float,
+) -> History | None:
+    """What medic knows of the container after this snapshot (agent/history.py).
+
+    A death no event explained (the stream was down, or medic was not running) is a
+    crash or a person's stop; the engine's event history says which. When that
+    history cannot be read, the container is left as it is until the next poll
+    (None): guessing would either fight a person's stop or ignore a crash.
+    """
+    history = on_inspect(history, snapshot)
+    died = unexplained_death(history, snapshot) if snapshot.detailed else None
+    if died is None:
+        return history
+    if snapshot.state is not State.EXITED:
+        return note_death(history, died, window=window)
+    since = died - timedelta(seconds=grace)
+    if snapshot.started_at is not None:
+        since = max(since, snapshot.started_at)
+    try:
+        past = gateway.past_events(snapshot.ref.id, since=since, until=died + SAME_DEATH)
+    except DockerError as e:
+        logger.bind(container=snapshot.ref.name).warning(
+            "Could not read the event history of {} to tell whether a person stopped it "
+            "({}); medic leaves it as it is and looks again at the next poll.",
+            snapshot.ref.label,
+            e,
+        )
+        return None
+    events = tuple((e.kind, e.at, e.attributes.get("signal")) for e in past)
+    history, by_person = with_past_events(history, died, events, window=window)
+    if by_person:
+        logger.bind(container=snapshot.ref.name).info(
+            "{} was stopped by a person (docker stop or kill at {:%H:%M:%S}, from the engine's "
+            "event history); medic leaves it stopped until it is started again.",
+            snapshot.ref.label,
+            history.stopped_at,
+        )
+    return history

@@ -35,8 +35,8 @@ from escalate_support import case_from_fixture, fixture_names, incident_for  # n
 from fake_anthropic import FakeAnthropic, tool_use  # noqa: E402
 
 from agent.docker_gateway import DockerSDKGateway  # noqa: E402
-from agent.escalate.casefile import gather  # noqa: E402
 from agent.escalate.claude import SUBMIT, ClaudeDiagnoser, make_client  # noqa: E402
+from agent.escalate.gather import gather  # noqa: E402
 from agent.escalate.rules import diagnose  # noqa: E402
 from agent.store.memory import MemoryStore  # noqa: E402
 

@@ -1,9 +1,24 @@
-"""An in-memory Docker engine behind the DockerGateway interface.
+"""An in-memory Docker engine behind the DockerGateway interface, and a test clock.
 
-Honest about what matters to medic: containers filtered by label, ContainerGone
-for unknown ids, restart/start/stop change state and emit the same events a real
-engine does, in the same order, and the events stream can be dropped to test
-reconnection. Every request is counted.
+Honest about what matters to medic:
+
+* containers are filtered by label, and ``ContainerGone`` is raised for unknown ids;
+* restart, start, stop and recreate change state and record the events a real
+  engine records, in the same order, with the real exit codes: a process that
+  handles SIGTERM exits with its own code (143 by default, as a shell killed by
+  SIGTERM does); one that ignores it is killed when the stop timeout runs out
+  (a second ``kill`` with signal 9, exit code 137), after the timeout has passed
+  on the injected clock;
+* the events stream is filtered as the engine filters it for the gateway: only
+  the container's labels matching the filter and only ``WATCHED_EVENTS`` reach
+  it (``create`` and ``restart`` are recorded in ``history`` but never streamed);
+* event times are the engine's clock: the injected clock plus ``skew``, so a test
+  can put the engine minutes off the host as a remote DOCKER_HOST may be;
+* any request can be made to fail with the gateway's real errors (``fail``), and
+  the events stream can be dropped, or the whole engine stopped and restarted,
+  which loses its in-memory event history as the real one does.
+
+Every request is counted in ``requests``.
 """
 
 from __future__ import annotations
@@ -13,10 +28,12 @@ import threading
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from agent.clock import SYSTEM_CLOCK, Clock
 from agent.docker_gateway import (
+    WATCHED_EVENTS,
     BuildRequest,
     BuildResult,
     DockerEvent,
@@ -25,8 +42,35 @@ from agent.docker_gateway import (
     ExecResult,
     ProjectContainer,
 )
-from agent.errors import ContainerGone, DockerUnavailable
+from agent.errors import ContainerGone, DockerError, DockerUnavailable
 from agent.model import ContainerId, ContainerRef, ContainerSnapshot, Health, State
+
+T0 = datetime(2026, 11, 21, 12, 0, 0, tzinfo=UTC)
+
+#: Exit code of a process ended by SIGTERM (128 + 15) and by SIGKILL (128 + 9).
+SIGTERM_EXIT = 143
+SIGKILL_EXIT = 137
+
+
+class FakeClock:
+    """A clock that moves only when told to (or when something sleeps on it)."""
+
+    def __init__(self, start: datetime = T0) -> None:
+        self._now = start
+        self._lock = threading.Lock()
+        self.slept: list[float] = []
+
+    def now(self) -> datetime:
+        with self._lock:
+            return self._now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.advance(seconds)
+
+    def advance(self, seconds: float) -> None:
+        with self._lock:
+            self._now += timedelta(seconds=seconds)
 
 
 @dataclass
@@ -37,16 +81,23 @@ class FakeContainer:
     state: State = State.RUNNING
     health: Health = Health.NONE
     exit_code: int = 0
-    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    started_at: datetime | None = None
     finished_at: datetime | None = None
     log: list[tuple[datetime, str]] = field(default_factory=list)
     ip: str = "172.30.0.2"
+    term_exit_code: int | None = SIGTERM_EXIT
+    """The exit code when it gets SIGTERM; None: it ignores SIGTERM and is killed."""
+    health_checked_at: datetime | None = None
 
 
 class _Stream(EventStream):
-    def __init__(self, owner: FakeDocker) -> None:
-        self._owner = owner
+    def __init__(self, label_filter: str) -> None:
+        self.label_filter = label_filter
         self.queue: queue.Queue[DockerEvent | Exception | None] = queue.Queue()
+
+    def wants(self, event: DockerEvent) -> bool:
+        key, _, value = self.label_filter.partition("=")
+        return event.kind in WATCHED_EVENTS and event.attributes.get(key) == value
 
     def __iter__(self) -> Iterator[DockerEvent]:
         while True:
@@ -62,37 +113,53 @@ class _Stream(EventStream):
 
 
 class FakeDocker(DockerGateway):
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock = SYSTEM_CLOCK, *, skew: float = 0.0) -> None:
+        self.clock = clock
+        self.skew = timedelta(seconds=skew)
         self.containers: dict[str, FakeContainer] = {}
         self.requests: list[str] = []
         self.streams: list[_Stream] = []
         self.refuse_events = 0
         self.history: list[DockerEvent] = []
-        self._lock = threading.Lock()
+        self.failures: dict[str, list[Exception]] = {}
+        self._count = 0
 
     # --- test controls ---
+    def engine_now(self) -> datetime:
+        """The engine's clock: the injected one, ``skew`` seconds off."""
+        return self.clock.now() + self.skew
+
     def add(self, name: str, labels: Mapping[str, str], **state: object) -> FakeContainer:
-        c = FakeContainer(id=f"{len(self.containers) + 1:064x}", name=name, labels=dict(labels))
+        self._count += 1
+        c = FakeContainer(id=f"{self._count:064x}", name=name, labels=dict(labels))
+        c.started_at = self.engine_now()
         for key, value in state.items():
             setattr(c, key, value)
+        if c.state is State.EXITED and c.finished_at is None:
+            c.finished_at = self.engine_now()
         self.containers[c.id] = c
         return c
+
+    def fail(self, request: str, error: Exception, times: int = 1) -> None:
+        """Make the next ``times`` requests of that kind fail with ``error``."""
+        self.failures.setdefault(request, []).extend([error] * times)
 
     def emit(self, container: FakeContainer, action: str, **attributes: str) -> None:
         event = DockerEvent(
             ContainerId(container.id),
             action,
-            datetime.now(UTC),
+            self.engine_now(),
             {"name": container.name, **container.labels, **attributes},
         )
         self.history.append(event)
         for stream in list(self.streams):
-            stream.queue.put(event)
+            if stream.wants(event):
+                stream.queue.put(event)
 
     def crash(self, container: FakeContainer, exit_code: int = 1) -> None:
         """The main process died by itself: state, code and the die event, as the engine does."""
         container.state, container.exit_code = State.EXITED, exit_code
-        container.finished_at = datetime.now(UTC)
+        container.finished_at = self.engine_now()
         self.emit(container, "die", exitCode=str(exit_code))
 
     def drop_events(self) -> None:
@@ -101,7 +168,26 @@ class FakeDocker(DockerGateway):
             stream.queue.put(DockerUnavailable("Reading Docker events: connection reset"))
         self.streams.clear()
 
+    def engine_stopping(self, *, stop_timeout: float = 10) -> None:
+        """The engine shuts down: SIGTERM to every running container, with the same
+        events as ``docker stop``."""
+        for c in list(self.containers.values()):
+            if c.state is State.RUNNING:
+                self._stop(c, timeout=stop_timeout)
+
+    def engine_restarted(self) -> None:
+        """The engine went away and came back: streams fail, its in-memory event
+        history is lost."""
+        self.drop_events()
+        self.history.clear()
+
     # --- the interface ---
+    def _request(self, kind: str) -> None:
+        self.requests.append(kind)
+        pending = self.failures.get(kind)
+        if pending:
+            raise pending.pop(0)
+
     def _get(self, container_id: str) -> FakeContainer:
         found = self.containers.get(container_id)
         if found is None:
@@ -121,15 +207,17 @@ class FakeDocker(DockerGateway):
             state=c.state,
             health=c.health,
             exit_code=c.exit_code if c.state in (State.EXITED, State.DEAD) else None,
-            observed_at=datetime.now(UTC),
+            observed_at=self.clock.now(),
             ip_addresses=(c.ip,) if c.state is State.RUNNING else (),
             detailed=detailed,
             started_at=c.started_at if detailed else None,
             finished_at=c.finished_at if detailed else None,
+            health_checked_at=c.health_checked_at if detailed else None,
+            health_interval=30.0 if detailed and c.health is not Health.NONE else None,
         )
 
     def list_containers(self, label_filter: str) -> list[ContainerSnapshot]:
-        self.requests.append("list")
+        self._request("list")
         key, _, value = label_filter.partition("=")
         return [
             self._snapshot(c, detailed=False)
@@ -138,38 +226,46 @@ class FakeDocker(DockerGateway):
         ]
 
     def inspect(self, container_id: str) -> ContainerSnapshot:
-        self.requests.append("inspect")
+        self._request("inspect")
         return self._snapshot(self._get(container_id), detailed=True)
 
+    def _stop(self, c: FakeContainer, *, timeout: float, exit_code: int | None = None) -> None:
+        """SIGTERM; the process exits with its code, or is killed when the timeout runs out."""
+        self.emit(c, "kill", signal="15")
+        if exit_code is None:
+            exit_code = c.term_exit_code
+            if exit_code is None:
+                self.clock.sleep(timeout)
+                self.emit(c, "kill", signal="9")
+                exit_code = SIGKILL_EXIT
+        c.state, c.exit_code, c.finished_at = State.EXITED, exit_code, self.engine_now()
+        self.emit(c, "die", exitCode=str(exit_code))
+        self.emit(c, "stop")
+
     def restart(self, container_id: str, *, timeout: float) -> None:
-        self.requests.append("restart")
+        self._request("restart")
         c = self._get(container_id)
         if c.state is State.RUNNING:
-            self.emit(c, "kill", signal="15")
-            self.emit(c, "die", exitCode="0")
-            self.emit(c, "stop")
+            self._stop(c, timeout=timeout)
         self._run(c)
         self.emit(c, "restart")
 
     def start(self, container_id: str) -> None:
-        self.requests.append("start")
+        self._request("start")
         c = self._get(container_id)
         if c.state is not State.RUNNING:
             self._run(c)
 
-    def stop(self, container_id: str, *, timeout: float, exit_code: int = 0) -> None:
-        """As ``docker stop``: kill, the process ends, die, then stop."""
-        self.requests.append("stop")
-        c = self._get(container_id)
-        self.emit(c, "kill", signal="15")
-        c.state, c.exit_code, c.finished_at = State.EXITED, exit_code, datetime.now(UTC)
-        self.emit(c, "die", exitCode=str(exit_code))
-        self.emit(c, "stop")
+    def stop(self, container_id: str, *, timeout: float, exit_code: int | None = None) -> None:
+        """As ``docker stop``: kill, the process ends, die, then stop. ``exit_code``
+        overrides the container's own reaction to SIGTERM."""
+        self._request("stop")
+        self._stop(self._get(container_id), timeout=timeout, exit_code=exit_code)
 
     def exec(
         self, container_id: str, command: Sequence[str], *, user: str | None, timeout: float | None
     ) -> ExecResult:
-        self.requests.append("exec")
+        self._request("exec")
         self._get(container_id)
         return ExecResult(exit_code=0, output=" ".join(command))
 
@@ -177,13 +273,17 @@ class FakeDocker(DockerGateway):
         self, container_id: str, *, timeout: float, network_mode: str | None = None
     ) -> ContainerId:
         """As the real gateway: stop, step aside, create and start the new one, remove the old."""
-        self.requests.append("recreate")
+        self._request("recreate")
         old = self._get(container_id)
         if old.state is State.RUNNING:
-            self.stop(container_id, timeout=timeout)
+            self._stop(old, timeout=timeout)
         new = FakeContainer(
-            id=uuid.uuid4().hex + uuid.uuid4().hex, name=old.name, labels=dict(old.labels)
+            id=uuid.uuid4().hex + uuid.uuid4().hex,
+            name=old.name,
+            labels=dict(old.labels),
+            term_exit_code=old.term_exit_code,
         )
+        old.name = f"{old.name}-replaced-{uuid.uuid4().hex[:8]}"
         self.containers[new.id] = new
         self.emit(new, "create")
         self._run(new)
@@ -193,7 +293,7 @@ class FakeDocker(DockerGateway):
 
     def build_image(self, spec: BuildRequest) -> BuildResult:
         """Succeeds when the context folder holds the Dockerfile, as a real build would start."""
-        self.requests.append("build")
+        self._request("build")
         dockerfile = Path(spec.context) / (spec.dockerfile or "Dockerfile")
         if not dockerfile.is_file():
             return BuildResult(
@@ -207,7 +307,7 @@ class FakeDocker(DockerGateway):
 
     def project_containers(self, project: str) -> list[ProjectContainer]:
         """Fake containers have no network settings, so each has the default network mode."""
-        self.requests.append("list")
+        self._request("list")
         return [
             ProjectContainer(
                 id=ContainerId(c.id),
@@ -223,34 +323,38 @@ class FakeDocker(DockerGateway):
         ]
 
     def events(self, label_filter: str, *, since: datetime | None) -> EventStream:
-        self.requests.append("events")
+        self._request("events")
         if self.refuse_events > 0:
             self.refuse_events -= 1
             raise DockerUnavailable("Subscribing to Docker events: connection refused")
-        stream = _Stream(self)
+        stream = _Stream(label_filter)
         self.streams.append(stream)
         return stream
 
     def past_events(
         self, container_id: str, *, since: datetime, until: datetime
     ) -> list[DockerEvent]:
-        self.requests.append("past_events")
+        self._request("past_events")
         return [
-            e for e in self.history if e.container_id == container_id and since <= e.at <= until
+            e
+            for e in self.history
+            if e.container_id == container_id
+            and since <= e.at <= until
+            and e.kind in WATCHED_EVENTS
         ]
 
     def logs(
         self, container_id: str, *, since: datetime, limit: int = 1000
     ) -> list[tuple[datetime, str]]:
-        self.requests.append("logs")
+        self._request("logs")
         lines = [line for line in self._get(container_id).log if line[0] > since]
         return lines[-limit:]
 
     def write_log(self, container: FakeContainer, text: str) -> None:
-        container.log.append((datetime.now(UTC), text))
+        container.log.append((self.engine_now(), text))
 
     def _run(self, c: FakeContainer) -> None:
-        c.state, c.exit_code, c.started_at = State.RUNNING, 0, datetime.now(UTC)
+        c.state, c.exit_code, c.started_at = State.RUNNING, 0, self.engine_now()
         if c.health is Health.UNHEALTHY:
             c.health = Health.HEALTHY
         self.emit(c, "start")
@@ -258,3 +362,6 @@ class FakeDocker(DockerGateway):
 
 def with_labels(snapshot: ContainerSnapshot, **labels: str) -> ContainerSnapshot:
     return replace(snapshot, labels={**snapshot.labels, **labels})
+
+
+__all__ = ["DockerError", "FakeClock", "FakeContainer", "FakeDocker", "with_labels"]

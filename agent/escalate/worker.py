@@ -23,8 +23,9 @@ from loguru import logger
 
 from agent.clock import SYSTEM_CLOCK, Clock
 from agent.escalate.budget import daily_refusal, day_start, fingerprint, window_start
-from agent.escalate.casefile import EvidenceSource, gather
+from agent.escalate.casefile import EvidenceSource
 from agent.escalate.claude import ClaudeDiagnoser, LLMError
+from agent.escalate.gather import gather
 from agent.escalate.rules import diagnose as rule_diagnose
 from agent.escalate.store import DiagnosisStore
 from agent.model import (

@@ -108,9 +108,11 @@ class IncidentStore(ABC):
     """Incidents and their attempts, diagnoses and fixes.
 
     Rules every implementation keeps: at most one active incident (open, healing or
-    escalated) per container and signal; a finding for which one of the store's own
-    scope is active adds its evidence to it; writes with an id that is already stored
-    change nothing (except ``record_fix``, which refuses, and ``update_fix``).
+    escalated) per container of the store's own scope, whatever signals it shows: one
+    failure episode is one incident, named by its gravest signal (a crash loop is what
+    repeated exits become), and a finding while one is active adds its evidence to it;
+    writes with an id that is already stored change nothing (except ``record_fix``, which
+    refuses, and ``update_fix``).
     """
 
     #: The medic this store records for; None reads (and opens) incidents of any scope.
@@ -133,7 +135,8 @@ class IncidentStore(ABC):
 
     @abstractmethod
     def record_finding(self, finding: Finding) -> Incident:
-        """Open an incident for the finding, or add its evidence to the active one."""
+        """Open an incident for the finding, or add its evidence to the container's
+        active one."""
 
     @abstractmethod
     def record_attempt(self, attempt: Attempt) -> None:

@@ -20,6 +20,7 @@ from datetime import datetime
 
 from agent.fixes.errors import FixNotFound
 from agent.model import (
+    SEVERITY,
     Attempt,
     Diagnosis,
     DiagnosisId,
@@ -32,6 +33,7 @@ from agent.model import (
     Incident,
     IncidentId,
     IncidentStatus,
+    Signal,
 )
 from agent.store.base import (
     MAX_EVIDENCE,
@@ -50,6 +52,11 @@ MAX_RESOLVED_KEPT = 1_000
 
 #: Diagnoses, and fixes, kept in memory per incident: the newest.
 MAX_KEPT_PER_INCIDENT = 20
+
+
+def graver(current: Signal, seen: Signal) -> Signal:
+    """The more severe of two signals: what one failure episode is called."""
+    return seen if SEVERITY.index(seen) < SEVERITY.index(current) else current
 
 
 def append_evidence(
@@ -116,11 +123,11 @@ class MemoryStore(IncidentStore):
                 if (
                     incident.is_active
                     and incident.container.id == finding.container.id
-                    and incident.signal is finding.signal
                     and incident.scope == self.scope
                 ):
                     updated = replace(
                         incident,
+                        signal=graver(incident.signal, finding.signal),
                         updated_at=finding.observed_at,
                         evidence=append_evidence(incident.evidence, entry),
                     )

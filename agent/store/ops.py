@@ -43,6 +43,7 @@ from agent.model import (
     Incident,
     IncidentId,
     IncidentStatus,
+    Signal,
 )
 from agent.store.base import IncidentStore
 
@@ -57,13 +58,18 @@ class OpenIncident:
 
 @dataclass(frozen=True)
 class AddEvidence:
-    """One more finding for an active incident."""
+    """One more finding for an active incident.
+
+    ``signal`` is the finding's: when it is more severe than the incident's (repeated
+    exits becoming a crash loop), the incident takes it, as one failure episode.
+    """
 
     entry_id: str
     incident_id: IncidentId
     observed_at: datetime
     summary: str
     evidence: Evidence = field(default_factory=dict)
+    signal: Signal | None = None
 
 
 @dataclass(frozen=True)
@@ -127,6 +133,8 @@ def to_json(op: Operation) -> str:
             "incident_id": op.incident_id,
             **evidence_entry_to_dict(entry),
         }
+        if op.signal is not None:
+            doc["signal"] = str(op.signal)
     elif isinstance(op, RecordAttempt):
         doc = {"op": "record_attempt", **attempt_to_dict(op.attempt)}
     elif isinstance(op, RecordDiagnosis):
@@ -165,6 +173,7 @@ def from_json(line: str) -> Operation:
                 observed_at=entry.observed_at,
                 summary=entry.summary,
                 evidence=entry.evidence,
+                signal=enum_field(doc, "signal", Signal) if doc.get("signal") else None,
             )
         if kind == "record_attempt":
             return RecordAttempt(attempt_from_dict(doc))

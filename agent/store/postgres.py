@@ -40,6 +40,7 @@ from agent.errors import StoreError, StoreUnavailable
 from agent.fixes.errors import FixNotFound
 from agent.model import (
     ACTIVE_STATUSES,
+    SEVERITY,
     Attempt,
     ContainerSnapshot,
     Diagnosis,
@@ -87,6 +88,7 @@ MAX_KEPT_CONTAINERS = 5_000
 PRUNE_EVERY = timedelta(hours=1)
 
 _ACTIVE = tuple(str(s) for s in ACTIVE_STATUSES)
+_SEVERITY = [str(s) for s in SEVERITY]
 
 #: Sent with every connection so a lost network or a dead server is noticed in
 #: seconds rather than at the kernel's default of minutes.
@@ -284,9 +286,9 @@ class PostgresStore(OperationStore):
     def record_finding(self, finding: Finding) -> Incident:
         def write(cur: Cursor) -> IncidentId:
             cur.execute(
-                "SELECT id FROM incidents WHERE container_id = %s AND signal = %s"
+                "SELECT id FROM incidents WHERE container_id = %s"
                 " AND status = ANY(%s) AND scope IS NOT DISTINCT FROM %s FOR UPDATE",
-                (finding.container.id, str(finding.signal), list(_ACTIVE), self.scope),
+                (finding.container.id, list(_ACTIVE), self.scope),
             )
             row = cur.fetchone()
             if row is not None:
@@ -299,6 +301,7 @@ class PostgresStore(OperationStore):
                         finding.observed_at,
                         finding.summary,
                         dict(finding.evidence),
+                        signal=finding.signal,
                     ),
                 )
                 return incident_id
@@ -712,11 +715,21 @@ def _apply(cur: Cursor, op: Operation) -> None:
     if isinstance(op, OpenIncident):
         _open(cur, op)
     elif isinstance(op, AddEvidence):
+        # No signal (an older spool line): array_position(..., NULL) is NULL, no change.
+        signal = str(op.signal) if op.signal is not None else None
         cur.execute(
             "WITH new AS ("
             " INSERT INTO incident_evidence (id, incident_id, observed_at, summary, evidence)"
             " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING RETURNING incident_id)"
-            " UPDATE incidents SET updated_at = greatest(updated_at, %s)"
+            " UPDATE incidents SET updated_at = greatest(updated_at, %s),"
+            # One failure episode takes the name of its gravest signal (exits that
+            # become a crash loop); the fingerprint follows the signal.
+            " signal = CASE WHEN array_position(%s::text[], %s::text)"
+            "  < array_position(%s::text[], signal) THEN %s::text ELSE signal END,"
+            " fingerprint = CASE WHEN array_position(%s::text[], %s::text)"
+            "  < array_position(%s::text[], signal)"
+            "  THEN coalesce(project, '-') || '/' || coalesce(service, container_name)"
+            "   || '/' || %s::text ELSE fingerprint END"
             " FROM new WHERE incidents.id = new.incident_id",
             (
                 op.entry_id,
@@ -725,6 +738,7 @@ def _apply(cur: Cursor, op: Operation) -> None:
                 op.summary,
                 Jsonb(dict(op.evidence)),
                 op.observed_at,
+                *((_SEVERITY, signal, _SEVERITY, signal) * 2),
             ),
         )
     elif isinstance(op, RecordDiagnosis):
@@ -783,13 +797,12 @@ def _open(cur: Cursor, op: OpenIncident) -> None:
     cur.execute("SELECT 1 FROM incidents WHERE id = %s", (i.id,))
     if cur.fetchone() is not None:
         return  # written before: a replay
-    # Another incident for this container and signal may be active in the database:
+    # Another incident for this container may be active in the database:
     # opened by a medic that ran before this one, while this one could not see
     # Postgres. The newer one carries on; the older one is closed, saying why.
     cur.execute(
-        "SELECT id FROM incidents WHERE container_id = %s AND signal = %s AND status = ANY(%s)"
-        " FOR UPDATE",
-        (i.container.id, str(i.signal), list(_ACTIVE)),
+        "SELECT id FROM incidents WHERE container_id = %s AND status = ANY(%s) FOR UPDATE",
+        (i.container.id, list(_ACTIVE)),
     )
     for row in cur.fetchall():
         _apply(

@@ -141,11 +141,7 @@ class SpoolingStore(IncidentStore):
 
     def record_finding(self, finding: Finding) -> Incident:
         with self._lock:
-            active = {
-                i.id: i
-                for i in self._view.active_incidents(finding.container.id)
-                if i.signal is finding.signal
-            }
+            active = {i.id: i for i in self._view.active_incidents(finding.container.id)}
             incident = self._view.record_finding(finding)
             op: Operation
             if incident.id in active:
@@ -155,6 +151,7 @@ class SpoolingStore(IncidentStore):
                     finding.observed_at,
                     finding.summary,
                     dict(finding.evidence),
+                    signal=finding.signal,
                 )
             else:
                 op = OpenIncident(incident, new_id())

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from helpers import ComposeProject, healthcheck, wait_for
+from loguru import logger
 
 from agent.config import Settings
 from agent.docker_gateway import DockerSDKGateway, parse_time
@@ -384,3 +385,137 @@ def test_an_oom_killed_container_is_found_and_restarted(
     assert incident.signal is Signal.OOM_KILLED
     assert incident.evidence[0].evidence["exit_code"] == 137
     wait_for(lambda: eater.reload() or eater.status == "running", timeout=10, message="running")
+
+
+# --- medic's own actions are never findings (issue 9) ------------------------------------
+
+#: Ignores SIGTERM, so every stop medic makes ends in SIGKILL: exit code 137.
+STUBBORN = 'rm -f /tmp/broken; trap "" TERM; while :; do sleep 1; done'
+
+
+@pytest.fixture
+def log_lines() -> Iterator[list[str]]:
+    lines: list[str] = []
+    sink = logger.add(lambda message: lines.append(str(message.record["message"])), level="INFO")
+    yield lines
+    logger.remove(sink)
+
+
+def stubborn_web(compose_project: ComposeProject) -> Any:
+    web = compose_project.run(
+        "web", command=["sh", "-c", STUBBORN], healthcheck=healthcheck(HEALTHY_UNLESS_BROKEN)
+    )
+    wait_for(lambda: health(web) == "healthy", timeout=20, message="web healthy at first")
+    return web
+
+
+def test_restarting_a_container_that_ignores_sigterm_opens_no_exited_incident(
+    compose_project: ComposeProject, start_medic: Callable[..., Medic], log_lines: list[str]
+) -> None:
+    web = stubborn_web(compose_project)
+    books = (
+        book("restart-unhealthy", [Signal.UNHEALTHY], Action(ActionKind.RESTART, timeout=1)),
+        *DEFAULT_BOOKS[1:],
+    )
+    medic = start_medic(playbooks=books)
+    break_health(web)
+    wait_for(lambda: medic.attempts(web), timeout=30, message="a restart")
+    wait_for(lambda: health(web) == "healthy", timeout=20, message="healthy after the restart")
+    time.sleep(3)  # several polls and the late events of the kill
+
+    [incident] = medic.incidents(web)
+    assert incident.signal is Signal.UNHEALTHY
+    [attempt] = incident.attempts
+    assert attempt.ok and attempt.duration >= 0.9  # the stop timeout ran out: SIGKILL
+    assert not any("stopped by a person" in line for line in log_lines)
+
+
+def test_recreating_a_container_that_ignores_sigterm_opens_no_exited_incident(
+    compose_project: ComposeProject, start_medic: Callable[..., Medic], log_lines: list[str]
+) -> None:
+    web = stubborn_web(compose_project)
+    books = (
+        book("recreate-unhealthy", [Signal.UNHEALTHY], Action(ActionKind.RECREATE, timeout=1)),
+        *DEFAULT_BOOKS[1:],
+    )
+    medic = start_medic(playbooks=books)
+    break_health(web)
+    wait_for(lambda: medic.attempts(web), timeout=30, message="a recreate")
+    [new] = wait_for(
+        lambda: [c for c in compose_project.project_containers() if c.id != web.id],
+        timeout=20,
+        message="the new container",
+    )
+    wait_for(lambda: health(new) == "healthy", timeout=20, message="the new one healthy")
+    time.sleep(3)
+
+    everything = medic.store.list_incidents()
+    assert [i.signal for i in everything] == [Signal.UNHEALTHY]
+    [incident] = everything
+    assert incident.container.id == web.id
+    assert incident.status is IncidentStatus.RESOLVED
+    assert incident.note is not None and "was recreated as" in incident.note
+    [attempt] = incident.attempts
+    assert attempt.ok and attempt.action.startswith("recreate")
+    assert not any("stopped by a person" in line for line in log_lines)
+
+
+def test_a_playbook_stop_action_leaves_the_container_stopped_without_an_incident_of_its_own(
+    compose_project: ComposeProject, start_medic: Callable[..., Medic]
+) -> None:
+    web = stubborn_web(compose_project)
+    books = (
+        book("stop-unhealthy", [Signal.UNHEALTHY], Action(ActionKind.STOP, timeout=1)),
+        *DEFAULT_BOOKS[1:],
+    )
+    # A control that crashes proves medic keeps healing meanwhile.
+    control = compose_project.run("control", command=["sh", "-c", CRASH_ON_DEMAND])
+    medic = start_medic(playbooks=books)
+    break_health(web)
+    wait_for(lambda: medic.attempts(web), timeout=30, message="a stop")
+    control.exec_run(["touch", "/tmp/crash"])
+    wait_for(lambda: medic.attempts(control), timeout=30, message="control healed")
+    time.sleep(4)  # several polls: start-exited must not fight the stop
+
+    web.reload()
+    assert web.status == "exited"
+    assert web.attrs["State"]["ExitCode"] == 137
+    [incident] = medic.incidents(web)
+    assert incident.signal is Signal.UNHEALTHY
+    assert [a.action for a in incident.attempts] == ["stop (stop timeout 1s)"]
+
+
+def test_restart_dependents_spares_an_ignored_dependent_and_its_kills_are_medics_own(
+    compose_project: ComposeProject, start_medic: Callable[..., Medic], log_lines: list[str]
+) -> None:
+    needs_db = {"com.docker.compose.depends_on": "db:service_started:false"}
+    db = compose_project.run(
+        "db", command=["sh", "-c", SERVE], healthcheck=healthcheck(HEALTHY_UNLESS_BROKEN)
+    )
+    api = compose_project.run("api", command=["sh", "-c", STUBBORN], labels=needs_db)
+    quiet = compose_project.run(
+        "quiet", command=["sh", "-c", SERVE], labels={**needs_db, "medic.ignore": "1"}
+    )
+    wait_for(lambda: health(db) == "healthy", timeout=20, message="db healthy at first")
+    before = {c.name: started_at(c) for c in (db, api, quiet)}
+    heal = Playbook(
+        name="restart-dependents",
+        match=Match(signals=frozenset({Signal.UNHEALTHY}), services=frozenset({"db"})),
+        actions=(
+            Action(ActionKind.RESTART_DEPENDENTS, timeout=1),
+            Action(ActionKind.EXEC, command=("rm", "-f", "/tmp/broken")),
+        ),
+        backoff=FAST,
+    )
+    medic = start_medic(playbooks=(heal, *DEFAULT_BOOKS[1:]))
+    break_health(db)
+    wait_for(lambda: len(medic.attempts(db)) == 2, timeout=30, message="dependents restarted")
+    time.sleep(3)
+
+    assert started_at(api) > before[api.name]
+    assert started_at(quiet) == before[quiet.name]
+    assert started_at(db) == before[db.name]
+    api.reload()
+    assert api.status == "running"
+    assert medic.incidents(api) == []
+    assert not any("stopped by a person" in line for line in log_lines)

@@ -24,10 +24,13 @@ LABELS = {"com.docker.compose.project": "shop", "com.docker.compose.service": "w
 
 class Clock:
     def __init__(self) -> None:
-        self.now = T0
+        self.at = T0
 
-    def __call__(self) -> datetime:
-        return self.now
+    def now(self) -> datetime:
+        return self.at
+
+    def sleep(self, seconds: float) -> None:
+        self.at += timedelta(seconds=seconds)
 
 
 def get(url: str) -> tuple[int, str]:
@@ -50,7 +53,7 @@ def medic() -> Iterator[tuple[Supervisor, FakeDocker, Clock, str, list[bool]]]:
             Playbook("start", Match(frozenset({Signal.EXITED})), (Action(ActionKind.START),))
         ],
         scope=Scope(project="shop"),
-        now=clock,
+        clock=clock,
     )
     ready = [True]
     server = StatusServer(
@@ -76,7 +79,7 @@ def test_healthz_is_ok_while_polls_happen_and_503_when_the_loop_stalls(
     detail = json.loads(body)
     assert detail["status"] == "ok"
     assert detail["events_stream"] == "disconnected"
-    clock.now = T0 + timedelta(seconds=91)  # three 30 s intervals without a poll
+    clock.at = T0 + timedelta(seconds=91)  # three 30 s intervals without a poll
     status, body = get(f"{base}/healthz")
     assert status == 503
     assert json.loads(body)["status"] == "stalled"

@@ -28,9 +28,12 @@ from agent.model import (
     State,
 )
 from agent.store import IncidentNotFound, IncidentQuery, new_id
-from agent.store.migrate import available
+from agent.store.migrate import available, migrate
 from agent.store.ops import AddEvidence, OpenIncident, Operation, RecordAttempt, SetStatus
 from agent.store.postgres import PostgresStore, run_migrations
+
+#: Every migration, in the order a fresh database gets them.
+MIGRATIONS = ["0001_incidents.sql", "0002_one_incident_per_episode.sql"]
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "incidents.md"
 T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
@@ -165,24 +168,57 @@ def test_lifecycle_open_healing_resolved_then_escalated_resolved_by_a_person(
         store.close()
 
 
-def test_the_database_allows_one_active_incident_per_container_and_signal(
+def test_the_database_allows_one_active_incident_per_container_whatever_its_signal(
     postgres_url: str,
 ) -> None:
     store = PostgresStore(postgres_url)
     try:
         first = store.record_finding(finding(WEB, T0))
-        store.record_finding(finding(WEB, T0, Signal.UNHEALTHY))  # another signal is fine
+        # Another signal of the same failure episode adds evidence; the graver one names it.
+        again = store.record_finding(finding(WEB, T0, Signal.UNHEALTHY))
+        looped = store.record_finding(finding(WEB, T0, Signal.CRASH_LOOP))
+        assert again.id == looped.id == first.id
         with pytest.raises(psycopg.errors.UniqueViolation), psycopg.connect(postgres_url) as conn:
             conn.execute(
                 "INSERT INTO incidents (id, container_id, container_name, signal, status, "
                 "summary, fingerprint, opened_at, updated_at) VALUES "
-                "(%s, %s, 'x', 'exited', 'healing', 's', 'f', now(), now())",
+                "(%s, %s, 'x', 'unhealthy', 'healing', 's', 'f', now(), now())",
                 (new_id(), WEB.id),
             )
-        assert len(store.active_incidents(WEB.id)) == 2
-        assert store.get(first.id).status is IncidentStatus.OPEN
+        [active] = store.active_incidents(WEB.id)
+        assert active.status is IncidentStatus.OPEN
+        assert active.signal is Signal.CRASH_LOOP
+        assert active.fingerprint == "shop/web/crash_loop"
+        assert len(store.get(active.id).evidence) == 3
     finally:
         store.close()
+
+
+def test_migration_0002_keeps_the_oldest_of_several_active_incidents_of_a_container(
+    postgres_url: str,
+) -> None:
+    [first, second] = available()[:2]
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        migrate(conn, [first])
+        for n, signal in enumerate(("exited", "crash_loop")):
+            conn.execute(
+                "INSERT INTO incidents (id, container_id, container_name, signal, status, "
+                "summary, fingerprint, opened_at, updated_at) VALUES "
+                "(%s, %s, 'x', %s, 'healing', 's', 'f', %s, %s)",
+                (f"incident-{n}", WEB.id, signal, T0 + timedelta(seconds=n), T0),
+            )
+        assert migrate(conn, [first, second]) == [second.name]
+    assert rows(postgres_url, "SELECT id, status, note FROM incidents ORDER BY id") == [
+        ("incident-0", "healing", None),
+        (
+            "incident-1",
+            "resolved",
+            "merged into incident incident: one incident per failure episode",
+        ),
+    ]
+    assert rows(
+        postgres_url, "SELECT status FROM incident_status_changes WHERE incident_id = 'incident-1'"
+    ) == [("resolved",)]
 
 
 def test_operations_applied_twice_are_stored_once(postgres_url: str) -> None:

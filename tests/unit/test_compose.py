@@ -8,15 +8,11 @@ import pytest
 from fakes import FakeDocker
 
 from agent.act import Actor
-from agent.compose import (
-    BuildSpec,
-    build_spec,
+from agent.compose import BuildSpec, build_spec, config_files, interpolate, load_compose
+from agent.compose_graph import (
     compose_dependencies,
-    config_files,
     dependents_in_order,
     depends_on_label,
-    interpolate,
-    load_compose,
     merge_graphs,
 )
 from agent.docker_gateway import project_container_from_list

@@ -13,8 +13,8 @@ from agent.escalate.casefile import (
     TOTAL_BYTES,
     bound_log,
     build_case_file,
-    gather,
 )
+from agent.escalate.gather import gather
 from agent.escalate.redact import parse_patterns
 from agent.store.memory import MemoryStore
 

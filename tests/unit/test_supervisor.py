@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from dataclasses import replace
-from datetime import timedelta
 
 import pytest
-from fakes import FakeDocker
+from fakes import FakeClock, FakeDocker
 from helpers import wait_for
 
 from agent.config import Settings
@@ -272,7 +270,8 @@ def test_recovering_from_an_escalation_starts_a_fresh_streak() -> None:
 
 
 def test_a_recreated_container_keeps_its_backoff_so_a_recreate_loop_still_escalates() -> None:
-    fake = FakeDocker()
+    clock = FakeClock()
+    fake = FakeDocker(clock)
     web = fake.add("shop-web-1", labels("web"), state=State.EXITED, exit_code=1)
     store = MemoryStore()
     recreate = Playbook(
@@ -287,6 +286,7 @@ def test_a_recreated_container_keeps_its_backoff_so_a_recreate_loop_still_escala
         store=store,
         playbooks=[recreate],
         scope=Scope(project="shop"),
+        clock=clock,
     )
     [(_, _, [result])] = s.run_once().results
     assert result.ok and result.replaced_by is not None
@@ -303,10 +303,7 @@ def test_a_recreated_container_keeps_its_backoff_so_a_recreate_loop_still_escala
     waiting = s.run_once()
     assert waiting.results == []  # backoff: the next attempt is 10 s after the first
     assert [type(d).__name__ for d in waiting.decisions] == ["Wait"]
-    s.tracked[new.id].healing = replace(  # type: ignore[index]
-        s.tracked[new.id].healing,  # type: ignore[index]
-        attempts=(s.tracked[new.id].healing.attempts[0] - timedelta(seconds=60),),  # type: ignore[index]
-    )
+    clock.advance(60)
     s.run_once()  # attempt 2, another recreate
     newest = next(c for c in fake.containers.values() if c.name == "shop-web-1")
     fake.crash(newest)

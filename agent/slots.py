@@ -1,0 +1,290 @@
+"""The decision thread's memory of container slots. Pure: no I/O, no clock of its own.
+
+Which container id sits in which slot (agent/history.py explains slots), and per
+slot one frozen ``Tracked`` record: its history, its healing state (backoff and
+circuit), the playbooks of its current streak, when to look again. Every change
+replaces a record whole; ``views`` turns them into what /status shows.
+
+A container id a recreate replaced stays known to its slot for a while
+(``KEPT_FORMER_IDS``), so late events of the old container are recognised and a
+container left behind under its ``-replaced-`` name is never judged on its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+
+from agent import history as hist
+from agent.decide import after_attempt, after_healthy
+from agent.history import History, Reaction, Slot
+from agent.model import (
+    ActionKind,
+    ContainerId,
+    ContainerRef,
+    ContainerSnapshot,
+    HealingState,
+    Incident,
+    IncidentStatus,
+    Plan,
+    Signal,
+)
+from agent.status import ContainerView
+
+#: Former container ids a slot remembers (late events of recreated containers).
+KEPT_FORMER_IDS = 4
+
+
+@dataclass(frozen=True)
+class Tracked:
+    """What the decision thread holds for one container slot; replaced whole."""
+
+    history: History
+    healing: HealingState = field(default_factory=HealingState)
+    used: tuple[str, ...] = ()
+    """Playbooks whose attempts make up the current streak, in order of first use."""
+    wake_at: datetime | None = None
+    state: str = ""
+    health: str = ""
+    said: str = ""
+    former: tuple[ContainerId, ...] = ()
+
+    @property
+    def ref(self) -> ContainerRef:
+        return self.history.container
+
+
+def leaves_stopped(plan: Plan) -> bool:
+    """Whether the plan's last action that changes whether the container runs is a stop."""
+    changes = [a for a in plan.actions if a.stops_container() or a.kind is ActionKind.START]
+    return bool(changes) and changes[-1].kind is ActionKind.STOP
+
+
+class Slots:
+    """Every slot medic tracks, and which container id sits in which."""
+
+    def __init__(self) -> None:
+        self._slots: dict[Slot, Tracked] = {}
+        self._ids: dict[ContainerId, Slot] = {}
+
+    def __getitem__(self, slot: Slot) -> Tracked:
+        return self._slots[slot]
+
+    def __iter__(self) -> Iterator[Slot]:
+        return iter(list(self._slots))
+
+    def get(self, slot: Slot) -> Tracked | None:
+        return self._slots.get(slot)
+
+    def of(self, ref: ContainerRef) -> Slot:
+        """The slot a container belongs to: by its id when known, else by name."""
+        return self._ids.get(ref.id) or Slot.of(ref)
+
+    def put(self, slot: Slot, tracked: Tracked) -> Tracked:
+        self._slots[slot] = tracked
+        self._ids[tracked.ref.id] = slot
+        return tracked
+
+    def update(self, slot: Slot, **changes: object) -> Tracked:
+        return self.put(slot, replace(self._slots[slot], **changes))  # type: ignore[arg-type]
+
+    def track(self, ref: ContainerRef) -> tuple[Slot, Tracked | None]:
+        """The slot of a container seen in a snapshot or event, tracked from now on.
+
+        None for a container a recreate left behind, and for the one replacing it
+        while medic's recreate is still in flight: neither is judged on its own.
+        """
+        slot = self.of(ref)
+        tracked = self._slots.get(slot)
+        if tracked is None:
+            return slot, self.put(slot, Tracked(History(ref)))
+        if tracked.ref.id == ref.id:
+            return slot, tracked
+        if ref.id in tracked.former or tracked.history.busy:
+            return slot, None
+        # Another container took the slot (recreated outside medic): it carries on.
+        return slot, self.moved(slot, ref)
+
+    def moved(self, slot: Slot, ref: ContainerRef) -> Tracked:
+        """The slot's container was replaced by ``ref``; the slot's memory carries over."""
+        tracked = self._slots[slot]
+        former = (*tracked.former, tracked.ref.id)[-KEPT_FORMER_IDS:]
+        for old in set(tracked.former) - set(former):
+            self._ids.pop(old, None)
+        history = hist.moved_to(tracked.history, ref)
+        return self.put(slot, replace(tracked, history=history, former=former))
+
+    def pop(self, slot: Slot) -> Tracked | None:
+        tracked = self._slots.pop(slot, None)
+        if tracked is not None:
+            for cid in (tracked.ref.id, *tracked.former):
+                self._ids.pop(cid, None)
+        return tracked
+
+    def busy(self, container_id: ContainerId) -> bool:
+        slot = self._ids.get(container_id)
+        tracked = self._slots.get(slot) if slot is not None else None
+        return tracked is not None and tracked.history.busy
+
+    def by_container_id(self) -> dict[ContainerId, Tracked]:
+        return {t.ref.id: t for t in self._slots.values()}
+
+    def idle(self, slots: Iterable[Slot]) -> list[Slot]:
+        """Those of ``slots`` still tracked with no action in flight."""
+        return [s for s in slots if s in self._slots and not self._slots[s].history.busy]
+
+    def due(self, now: datetime) -> list[Slot]:
+        """The slots whose next look is due; their wake time is cleared."""
+        due = [s for s, t in self._slots.items() if t.wake_at is not None and t.wake_at <= now]
+        for slot in due:
+            self.update(slot, wake_at=None)
+        return due
+
+    def wake_times(self) -> list[datetime]:
+        return [t.wake_at for t in self._slots.values() if t.wake_at is not None]
+
+    # --- state changes ---------------------------------------------------------------------
+
+    def observed(
+        self, slot: Slot, history: History, snapshot: ContainerSnapshot, *, cleared: bool
+    ) -> Tracked:
+        """A snapshot was folded into the history; ``cleared``: a person resolved the
+        escalated incident, so healing starts afresh."""
+        tracked = self._slots[slot]
+        healing = tracked.healing
+        if history.healthy_since is not None:
+            now = snapshot.observed_at
+            healing = after_healthy(healing, healthy_since=history.healthy_since, now=now)
+        used = tracked.used
+        if cleared:
+            healing, used = HealingState(), ()
+        state, health = str(snapshot.state), str(snapshot.health)
+        return self.put(
+            slot,
+            replace(
+                tracked, history=history, healing=healing, used=used, state=state, health=health
+            ),
+        )
+
+    def recovered(self, slot: Slot) -> Tracked:
+        """The slot's trouble is over: a recovery from escalation starts a fresh streak
+        (the old one would escalate the next failure before a single attempt)."""
+        tracked = self._slots[slot]
+        if tracked.healing.circuit_open:
+            tracked = replace(tracked, healing=HealingState(), used=())
+        return self.put(slot, replace(tracked, said=""))
+
+    def plan_started(self, slot: Slot, plan: Plan, *, at: datetime) -> Tracked:
+        tracked = self._slots[slot]
+        history = hist.action_started(
+            tracked.history,
+            at=at,
+            stops=any(a.stops_container() for a in plan.actions),
+            leaves_stopped=leaves_stopped(plan),
+        )
+        return self.put(slot, replace(tracked, history=history, said="", wake_at=None))
+
+    def plan_finished(self, slot: Slot, plan: Plan, *, started_at: datetime, ok: bool) -> Tracked:
+        tracked = self._slots[slot]
+        history = hist.action_finished(tracked.history, ok=ok)
+        healing = after_attempt(tracked.healing, at=started_at, playbook=plan.playbook)
+        used = (*[u for u in tracked.used if u != plan.playbook.name], plan.playbook.name)
+        return self.put(slot, replace(tracked, history=history, healing=healing, used=used))
+
+    def event(
+        self,
+        ref: ContainerRef,
+        *,
+        kind: str,
+        at: datetime,
+        detail: str,
+        signal: str | None,
+        grace: float,
+        window: float,
+    ) -> tuple[Slot, Reaction]:
+        """Fold one Docker event into its slot's history (agent/history.on_event).
+
+        STOPPED_BY_PERSON is returned only when the container was not already taken as
+        stopped; nothing but that is asked while an action is in flight.
+        """
+        slot, tracked = self.track(ref)
+        if tracked is None:
+            return slot, Reaction.NOTHING  # a container medic replaced, or its replacement
+        history, reaction = hist.on_event(
+            tracked.history,
+            kind=kind,
+            at=at,
+            detail=detail,
+            signal=signal,
+            grace=grace,
+            window=window,
+        )
+        stopped = reaction is Reaction.STOPPED_BY_PERSON
+        self.put(
+            slot, replace(tracked, history=history, wake_at=None if stopped else tracked.wake_at)
+        )
+        if stopped:
+            return slot, Reaction.NOTHING if tracked.history.stopped_by_person else reaction
+        return slot, Reaction.NOTHING if history.busy else reaction
+
+    def touched(self, ref: ContainerRef, *, ended: bool, at: datetime) -> None:
+        """An action stops or replaces this container (a dependent, or the one a recreate
+        replaces), or is done with it: its window opens before the engine's events."""
+        slot = self.of(ref)
+        tracked = self._slots.get(slot) or self.put(slot, Tracked(History(ref)))
+        if ended:
+            history = hist.touch_ended(tracked.history)
+        elif not tracked.history.busy:
+            history = hist.action_started(tracked.history, at=at, stops=True, by_plan=False)
+        else:
+            return
+        self.put(slot, replace(tracked, history=history))
+
+    def engine_lost(self, last_event_at: datetime, *, window: float) -> list[ContainerRef]:
+        """The events stream dropped: stops just before it were the engine shutting down."""
+        reverted = []
+        for slot, tracked in list(self._slots.items()):
+            history = hist.engine_stopped(
+                tracked.history, last_event_at=last_event_at, window=window
+            )
+            if history is not tracked.history:
+                self.put(slot, replace(tracked, history=history))
+                reverted.append(tracked.ref)
+        return reverted
+
+    def seed(self, incidents: Iterable[Incident]) -> None:
+        """Backoff and open circuits from the active incidents a previous medic left."""
+        for incident in incidents:
+            slot = Slot.of(incident.container)
+            tracked = self._slots.get(slot) or Tracked(History(incident.container))
+            starts = {a.started_at for a in incident.attempts} | set(tracked.healing.attempts)
+            healing = replace(
+                tracked.healing,
+                attempts=tuple(sorted(starts)),
+                circuit_open=tracked.healing.circuit_open
+                or incident.status is IncidentStatus.ESCALATED,
+            )
+            used = (*tracked.used, *(a.playbook for a in incident.attempts))
+            self.put(slot, replace(tracked, healing=healing, used=tuple(dict.fromkeys(used))))
+
+    def views(self, incidents: Mapping[Slot, tuple[str, Signal]]) -> list[ContainerView]:
+        """What /status shows of each slot; ``incidents``: each slot's active incident."""
+        views = []
+        for slot, t in self._slots.items():
+            held = incidents.get(slot)
+            views.append(
+                ContainerView(
+                    container=t.ref.name,
+                    service=t.ref.service,
+                    state=t.state,
+                    health=t.health,
+                    incidents=((held[0], str(held[1])),) if held else (),
+                    attempts_in_streak=len(t.healing.attempts),
+                    next_look_at=t.wake_at,
+                    circuit_open=t.healing.circuit_open,
+                    stopped_by_person=t.history.stopped_by_person,
+                    action_in_flight=t.history.busy,
+                )
+            )
+        return views

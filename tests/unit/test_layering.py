@@ -1,0 +1,170 @@
+"""The import direction DESIGN.md asks for, checked on the source with ``ast``.
+
+Pure modules decide, I/O modules do: a pure module imports only other pure modules
+and libraries that do no I/O. Each library with side effects has one adapter
+module. The rules are data, here at the top; a test per rule reads every module
+under agent/ and names each import that breaks it.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+AGENT = Path(__file__).resolve().parents[2] / "agent"
+
+#: Modules that decide and never do: no I/O, no clock but one passed in.
+PURE = frozenset(
+    {
+        "agent.model",
+        "agent.config",
+        "agent.errors",
+        "agent.clock",
+        "agent.scope",
+        "agent.history",
+        "agent.lifecycle",
+        "agent.detect",
+        "agent.decide",
+        "agent.status",
+        "agent.slots",
+        "agent.compose_graph",
+        "agent.escalate.casefile",
+        "agent.escalate.rules",
+        "agent.escalate.redact",
+        "agent.fixes.guardrails",
+        "agent.fixes.compose_guard",
+        "agent.fixes.refusal",
+        "agent.fixes.secrets",
+    }
+)
+
+#: Libraries (top-level names) a pure module must not import: they reach the network,
+#: the disk, other processes or the log.
+IO_LIBRARIES = frozenset(
+    {
+        "anthropic",
+        "apprise",
+        "docker",
+        "http",
+        "httpx",
+        "loguru",
+        "prometheus_client",
+        "psycopg",
+        "requests",
+        "shutil",
+        "socket",
+        "subprocess",
+        "tenacity",
+        "urllib",
+    }
+)
+
+#: Parts of those libraries that only compute (``urllib.parse`` splits and quotes text).
+PURE_PARTS = frozenset({"urllib.parse"})
+
+#: Libraries only one adapter may import: library -> the modules allowed to.
+ADAPTERS: dict[str, frozenset[str]] = {
+    "docker": frozenset({"agent.docker_gateway"}),
+    "psycopg": frozenset({"agent.store.postgres", "agent.store.migrate"}),
+    "anthropic": frozenset({"agent.escalate.claude", "agent.escalate.llm"}),
+}
+
+#: Only this module runs git (through subprocess).
+GIT_RUNNER = "agent.fixes.git"
+
+#: Modules that run git themselves today, each with why; the test fails when one no
+#: longer does, so this list cannot outlive its reason.
+GIT_EXCEPTIONS: dict[str, str] = {
+    "agent.doctor": "its repository check runs git rev-parse until agent/fixes/git.py exists",
+}
+
+
+def modules() -> Iterator[tuple[str, ast.Module]]:
+    for path in sorted(AGENT.rglob("*.py")):
+        parts = path.relative_to(AGENT.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        yield name, ast.parse(path.read_text(), filename=str(path))
+
+
+def imports(module: str, tree: ast.Module) -> Iterator[str]:
+    """Every module name imported, absolute, relative ones resolved."""
+    package = module.rsplit(".", 1)[0]
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join([*package.split(".")[: len(package.split(".")) - node.level + 1]])
+                base = f"{base}.{node.module}" if node.module else base
+            yield base
+            # ``from agent import history`` imports the module agent.history.
+            yield from (f"{base}.{alias.name}" for alias in node.names)
+
+
+def runs_git(tree: ast.Module) -> bool:
+    """Imports subprocess and names the git executable in a string."""
+    names = {n for node in ast.walk(tree) if isinstance(node, ast.Import) for n in node.names}
+    uses_subprocess = any(alias.name == "subprocess" for alias in names) or any(
+        isinstance(node, ast.ImportFrom) and node.module == "subprocess" for node in ast.walk(tree)
+    )
+    mentions_git = any(
+        isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and (node.value == "git" or node.value.startswith("git "))
+        for node in ast.walk(tree)
+    )
+    return uses_subprocess and mentions_git
+
+
+ALL = dict(modules())
+
+
+def agent_modules() -> set[str]:
+    return set(ALL)
+
+
+@pytest.mark.parametrize("module", sorted(m for m in ALL if m in PURE))
+def test_a_pure_module_imports_only_pure_modules_and_no_io_library(module: str) -> None:
+    known = agent_modules()
+    bad = []
+    for name in imports(module, ALL[module]):
+        if name.startswith("agent.") or name == "agent":
+            if name in known and name not in PURE and name != "agent":
+                bad.append(name)
+        elif name.split(".")[0] in IO_LIBRARIES and name not in PURE_PARTS:
+            bad.append(name)
+    assert bad == [], f"{module} is pure but imports {sorted(set(bad))}"
+
+
+@pytest.mark.parametrize("library", sorted(ADAPTERS))
+def test_only_its_adapter_imports_a_library(library: str) -> None:
+    bad = sorted(
+        module
+        for module, tree in ALL.items()
+        if module not in ADAPTERS[library]
+        and any(name.split(".")[0] == library for name in imports(module, tree))
+    )
+    assert bad == [], f"only {sorted(ADAPTERS[library])} may import {library}, not {bad}"
+
+
+def test_only_the_git_adapter_runs_git() -> None:
+    runners = {module for module, tree in ALL.items() if runs_git(tree)}
+    assert runners - {GIT_RUNNER} - set(GIT_EXCEPTIONS) == set()
+    stale = set(GIT_EXCEPTIONS) - runners
+    assert stale == set(), f"{sorted(stale)} no longer run git: drop them from GIT_EXCEPTIONS"
+
+
+def test_the_checks_catch_what_they_are_for() -> None:
+    # A check that cannot fail proves nothing: feed each one a module that breaks it.
+    pure = ast.parse("from agent import supervisor\nimport socket\n")
+    found = list(imports("agent.decide", pure))
+    assert "agent.supervisor" in found
+    assert "socket" in found
+    assert runs_git(ast.parse('import subprocess\nsubprocess.run(["git", "status"])\n'))
+    assert not runs_git(ast.parse('import subprocess\nsubprocess.run(["ls"])\n'))
+    relative = ast.parse("from ..model import Finding\n")
+    assert "agent.model" in set(imports("agent.store.base", relative))
