@@ -224,6 +224,7 @@ class Healer:
             was = f"{flight.container.name} was recreated as {new.short_id}"
             self._recorder.resolve(slot, note=f"{was}; medic watches the new one")
             tracked = self._slots.moved(slot, new)
+            self._watcher.forget(flight.container.id)
             self._recorder.replaced(new)
         delay = plan.playbook.backoff.delay(len(tracked.healing.attempts))
         wake_at = self._clock.now() + timedelta(seconds=delay)

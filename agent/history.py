@@ -292,7 +292,8 @@ def on_inspect(history: History, snapshot: ContainerSnapshot) -> History:
     if snapshot.detailed and history.open_ended:
         history = _ended_by_inspect(history, snapshot)
     seen = _seen(history, snapshot.started_at, snapshot.finished_at, snapshot.health_checked_at)
-    history = replace(history, container=snapshot.ref, engine_seen=seen)
+    if history.container != snapshot.ref or history.engine_seen != seen:
+        history = replace(history, container=snapshot.ref, engine_seen=seen)
     if snapshot.state is State.RUNNING and (history.stopped_by_person or history.stopped_by_medic):
         history = replace(
             history, stopped_by_person=False, stopped_by_medic=False, kill_at=None, stopped_at=None

@@ -187,9 +187,11 @@ class Recorder:
         if not self._dry_run:
             self._call("recording observations", lambda: self._store.record_observations(snapshots))
 
-    def record(self, slot: Slot, findings: Iterable[Finding]) -> Recorded:
+    def record(self, slot: Slot, findings: Sequence[Finding]) -> Recorded:
         """Add the findings (already seen by ``decide``) to the slot's incident."""
         held = self._held.get(slot)
+        if not findings:
+            return Recorded(held.incident_id if held else None)
         opened = False
         for finding in findings:
             self._metrics.findings.labels(signal=str(finding.signal)).inc()

@@ -160,6 +160,14 @@ class Slots:
         if cleared:
             healing, used = HealingState(), ()
         state, health = str(snapshot.state), str(snapshot.health)
+        if (history, healing, used, state, health) == (
+            tracked.history,
+            tracked.healing,
+            tracked.used,
+            tracked.state,
+            tracked.health,
+        ):
+            return tracked  # a healthy container seen again: nothing to replace
         return self.put(
             slot,
             replace(
