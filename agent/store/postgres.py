@@ -801,8 +801,9 @@ def _open(cur: Cursor, op: OpenIncident) -> None:
     # opened by a medic that ran before this one, while this one could not see
     # Postgres. The newer one carries on; the older one is closed, saying why.
     cur.execute(
-        "SELECT id FROM incidents WHERE container_id = %s AND status = ANY(%s) FOR UPDATE",
-        (i.container.id, list(_ACTIVE)),
+        "SELECT id FROM incidents WHERE container_id = %s AND status = ANY(%s)"
+        " AND (scope IS NOT DISTINCT FROM %s OR scope IS NULL) FOR UPDATE",
+        (i.container.id, list(_ACTIVE), i.scope),
     )
     for row in cur.fetchall():
         _apply(

@@ -10,3 +10,10 @@ ALTER TABLE incidents ADD COLUMN scope text;
 -- A medic's start-up and every poll: its own active incidents.
 CREATE INDEX incidents_scope_active ON incidents (scope, opened_at DESC)
     WHERE status <> 'resolved';
+
+-- One active incident per container and failure episode, now within one medic's
+-- scope: two medics never block or close each other's incidents.
+DROP INDEX incidents_one_active;
+CREATE UNIQUE INDEX incidents_one_active
+    ON incidents (coalesce(scope, ''), container_id)
+    WHERE status IN ('open', 'healing', 'escalated');
