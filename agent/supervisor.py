@@ -35,10 +35,10 @@ from agent.errors import ContainerGone, DockerError, DockerUnavailable
 from agent.heal import Collect, Done, Healer, Parts
 from agent.history import Reaction, Slot
 from agent.metrics import Metrics
-from agent.model import ContainerId, ContainerSnapshot, Playbook
+from agent.model import AttemptStatus, ContainerId, ContainerSnapshot, Incident, Playbook
 from agent.notify import Notifier
 from agent.observe import Scope, explain, look_again, poll
-from agent.recorder import EscalationHook
+from agent.recorder import EscalationHook, engine_account
 from agent.signals import Prober
 from agent.slots import Slots, Tracked
 from agent.status import CycleReport, LoopView, health_document, status_document
@@ -123,7 +123,9 @@ class Supervisor:
         self.last_cycle_at: datetime | None = None
         self._report: CycleReport | None = None
         self._status: tuple[dict[str, object], ...] = ()
-        self._slots.seed(self._recorder.seed())
+        active = self._recorder.seed()
+        self._interrupted(active)
+        self._slots.seed(active)
         self._healer = Healer(
             slots=self._slots,
             actor=self._actor,
@@ -212,6 +214,28 @@ class Supervisor:
         loop = (self._started_at, self.last_cycle_at, self._settings.interval)
         view = LoopView(*loop, self.events_connected, len(self._actor.in_flight()))
         return health_document(view, now=self._clock.now())
+
+    def _interrupted(self, incidents: Sequence[Incident]) -> None:
+        """Attempts of this medic's scope that a previous medic started and never ended
+        (it was killed while they ran): recorded as interrupted, with what the engine
+        says happened to the container since. Their start counts in the backoff like
+        any attempt's (``Slots.seed``), so the action is not repeated before it says."""
+        for incident in incidents:
+            for attempt in incident.attempts:
+                if attempt.status is not AttemptStatus.RUNNING:
+                    continue
+                snapshot: ContainerSnapshot | None = None
+                unknown: str | None = None
+                try:
+                    snapshot = self._gateway.inspect(incident.container.id)
+                except ContainerGone:
+                    pass
+                except DockerError as e:
+                    unknown = str(e)
+                account = engine_account(attempt.started_at, snapshot, unknown=unknown)
+                self._recorder.interrupted(
+                    attempt, incident.container, account=account, found_at=self._clock.now()
+                )
 
     # --- the cycle and the check of one container ----------------------------------------
 
