@@ -405,6 +405,10 @@ class Supervisor:
             except DockerError as e:
                 was_connected = self._events_connected
                 self._connected(False)
+                with self._stream_lock:
+                    dropped, self._stream = self._stream, None
+                if dropped is not None:
+                    dropped.close()  # its connection to the engine that went away
                 if self._stop.is_set():
                     return
                 if was_connected and since is not None:
