@@ -29,6 +29,8 @@ from agent.doctor import run_checks
 from agent.errors import ConfigError, MedicError, PlaybookErrors
 from agent.http import StatusServer
 from agent.model import (
+    Attempt,
+    AttemptStatus,
     Decision,
     Escalate,
     Incident,
@@ -630,15 +632,7 @@ def cmd_show(settings: Settings, incident_id: str, *, as_json: bool) -> int:
         (e.observed_at, "finding", _evidence_text(e.summary, e.evidence), "")
         for e in incident.evidence
     ]
-    rows += [
-        (
-            a.started_at,
-            "attempt",
-            f"{a.action} (playbook {a.playbook}, {format_duration(a.duration)})",
-            "ok" if a.ok else f"failed: {a.error or 'no reason given'}",
-        )
-        for a in incident.attempts
-    ]
+    rows += [(a.started_at, "attempt", *_attempt_cells(a)) for a in incident.attempts]
     if incident.resolved_at is not None:
         rows.append((incident.resolved_at, "resolved", incident.note or "", ""))
     rows.sort(key=lambda r: r[0])
@@ -706,6 +700,19 @@ def _last_action(incident: Incident) -> str:
         return "-"
     last = incident.attempts[-1]
     return f"{last.action}: {'ok' if last.ok else 'failed'}"
+
+
+def _attempt_cells(a: Attempt) -> tuple[str, str]:
+    """An attempt's detail and outcome for ``incidents show``; one whose end is unknown
+    says so rather than showing a duration or an outcome it does not have."""
+    took = "end unknown" if a.duration is None else format_duration(a.duration)
+    detail = f"{a.action} (playbook {a.playbook}, {took})"
+    if a.status is AttemptStatus.RUNNING:
+        return detail, "running: its end is not recorded yet"
+    if a.status is AttemptStatus.INTERRUPTED:
+        said = f"; {a.output}" if a.output else ""
+        return detail, f"interrupted: {a.error or 'medic stopped before it ended'}{said}"
+    return detail, "ok" if a.ok else f"failed: {a.error or 'no reason given'}"
 
 
 def _evidence_text(summary: str, evidence: Mapping[str, object]) -> str:

@@ -26,6 +26,7 @@ from agent.errors import MedicError
 from agent.model import (
     Attempt,
     AttemptId,
+    AttemptStatus,
     Confidence,
     ContainerId,
     ContainerRef,
@@ -253,6 +254,7 @@ def attempt_to_dict(attempt: Attempt) -> Document:
         "ok": attempt.ok,
         "error": attempt.error,
         "output": attempt.output,
+        "status": str(attempt.status),
     }
 
 
@@ -263,10 +265,16 @@ def attempt_from_dict(doc: Mapping[str, Any]) -> Attempt:
         playbook=text_field(doc, "playbook"),
         action=text_field(doc, "action"),
         started_at=time_field(doc, "started_at"),
-        finished_at=time_field(doc, "finished_at"),
+        finished_at=optional_time_field(doc, "finished_at"),
         ok=_bool(doc, "ok"),
         error=optional_text_field(doc, "error"),
         output=optional_text_field(doc, "output") or "",
+        # Written before attempts had a status (older spool lines): finished.
+        status=(
+            enum_field(doc, "status", AttemptStatus)
+            if doc.get("status")
+            else AttemptStatus.FINISHED
+        ),
     )
 
 

@@ -171,6 +171,12 @@ class DockerGateway(ABC):
     """What medic needs from a Docker engine. ``DockerSDKGateway`` is the real one."""
 
     @abstractmethod
+    def ping(self, *, retry: bool = True) -> None:
+        """Whether the engine answers, by its cheapest request (``GET /_ping``);
+        DockerUnavailable when it does not. ``retry=False`` asks once, for a caller that
+        asks again on its own schedule (the supervisor while the engine is away)."""
+
+    @abstractmethod
     def list_containers(self, label_filter: str) -> list[ContainerSnapshot]:
         """Every container, running or not, carrying ``label_filter`` (``key=value``)."""
 
@@ -792,9 +798,14 @@ class DockerSDKGateway(DockerGateway):
         """The SDK's low-level client, for the benchmark's request counter."""
         return self._api
 
-    def ping(self) -> None:
+    def ping(self, *, retry: bool = True) -> None:
+        what = "Pinging the Docker engine"
         with connecting(self.host):
-            self._call("Pinging the Docker engine", self._api.ping)
+            if retry:
+                self._call(what, self._api.ping)
+                return
+            with translate_errors(what):
+                self._api.ping()
 
     def _call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         def log_retry(state: RetryCallState) -> None:

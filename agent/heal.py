@@ -186,6 +186,8 @@ class Healer:
         before = self._slots[slot]
         now = self._clock.now()
         ref = self._slots.plan_started(slot, plan, at=now).ref
+        # Written before the action starts: a medic killed while it runs leaves a trace.
+        self._recorder.started(slot, plan, at=now)
         held = self._recorder.held(slot)
         announce = None
         if self._recorder.notifies:
@@ -202,6 +204,14 @@ class Healer:
 
         if not self._actor.submit(ref, plan, done, labels=snapshot.labels, announce=announce):
             self._slots.put(slot, before)
+            refused = ActionResult(
+                action=plan.actions[0],
+                ok=False,
+                started_at=now,
+                finished_at=now,
+                error="not started: another plan was in flight on this container",
+            )
+            self._recorder.attempt(slot, plan, [refused])
 
     def finish(self, done: Done, *, collect: Collect | None) -> None:
         """A plan ended: attempts recorded, backoff counted, the next look scheduled."""

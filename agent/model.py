@@ -418,6 +418,17 @@ class ActionResult:
         return (self.finished_at - self.started_at).total_seconds()
 
 
+class AttemptStatus(StrEnum):
+    """Where an attempt stands. It is recorded when its plan starts and completed when
+    the plan ends, so a medic killed in between leaves it ``running``."""
+
+    RUNNING = "running"
+    FINISHED = "finished"
+    INTERRUPTED = "interrupted"
+    """medic stopped (a crash, a kill -9) before the attempt ended; the next medic found
+    it still running and recorded what the engine says happened since."""
+
+
 @dataclass(frozen=True)
 class Attempt:
     """One action taken for one incident, as recorded."""
@@ -427,13 +438,18 @@ class Attempt:
     playbook: str
     action: str
     started_at: datetime
-    finished_at: datetime
+    finished_at: datetime | None
+    """None while it runs, and for an interrupted attempt (when it ended is unknown)."""
     ok: bool
     error: str | None = None
     output: str = ""
+    status: AttemptStatus = AttemptStatus.FINISHED
 
     @property
-    def duration(self) -> float:
+    def duration(self) -> float | None:
+        """Seconds it took; None when its end is unknown."""
+        if self.finished_at is None:
+            return None
         return (self.finished_at - self.started_at).total_seconds()
 
 

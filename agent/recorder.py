@@ -50,15 +50,18 @@ from agent.model import (
     ActionResult,
     Attempt,
     AttemptId,
+    AttemptStatus,
     ContainerRef,
     ContainerSnapshot,
     Escalate,
     Finding,
+    Health,
     Incident,
     IncidentId,
     IncidentStatus,
     Plan,
     Signal,
+    State,
 )
 from agent.notify import Notification, NotificationKind, Notifier
 from agent.scope import Scope
@@ -83,6 +86,40 @@ def gravest(signals: Iterable[Signal]) -> Signal:
 def evidence_key(finding: Finding) -> str:
     """Tells a finding's evidence from the previous one's: repeats are not stored again."""
     return f"{finding.signal}|{finding.summary}|{sorted(finding.evidence.items())}"
+
+
+def engine_account(
+    started_at: datetime, snapshot: ContainerSnapshot | None, *, unknown: str | None = None
+) -> str:
+    """What the engine says happened to a container since an attempt began at
+    ``started_at`` (host time; the container's times are the engine's, so the words
+    "before" and "after" assume the two clocks roughly agree). ``snapshot`` None: the
+    container is gone, or (``unknown``) the engine could not be asked."""
+    if snapshot is None:
+        if unknown is not None:
+            return f"the engine could not be asked what happened to the container since ({unknown})"
+        return "the engine no longer has the container"
+
+    def when(at: datetime) -> str:
+        side = "after" if at > started_at else "before"
+        return f"{at:%H:%M:%S} ({side} the attempt began)"
+
+    said = [f"the engine says the container is {snapshot.state}"]
+    if snapshot.health is not Health.NONE:
+        said[0] += f" and {snapshot.health}"
+    said.append(f"restart count {snapshot.restart_count}")
+    if snapshot.finished_at is not None:
+        code = "" if snapshot.exit_code is None else f" with exit code {snapshot.exit_code}"
+        said.append(f"it last stopped at {when(snapshot.finished_at)}{code}")
+    if snapshot.started_at is not None:
+        said.append(f"it last started at {when(snapshot.started_at)}")
+    text = ", ".join(said)
+    restarted = snapshot.started_at is not None and snapshot.started_at > started_at
+    if snapshot.state is State.RUNNING and restarted:
+        return f"{text}: the action most likely completed"
+    if not restarted and (snapshot.finished_at is None or snapshot.finished_at <= started_at):
+        return f"{text}: nothing it shows happened after the attempt began"
+    return text
 
 
 def notification_key(ref: ContainerRef, signal: Signal) -> str:
@@ -129,6 +166,8 @@ class Recorder:
         self._escalation = escalation
         self._dry_run = dry_run
         self._held: dict[Slot, Held] = {}
+        self._running: dict[Slot, Attempt] = {}
+        """The attempt recorded as running for each slot's plan in flight."""
         self.lost_changes = 0
         self._lost = Counter(
             "medic_store_lost_changes_total",
@@ -223,21 +262,49 @@ class Recorder:
         self._publish()
         return Recorded(held.incident_id if held else None, opened=opened)
 
+    def started(self, slot: Slot, plan: Plan, *, at: datetime) -> None:
+        """Record the plan's attempt as running before it starts, so that a medic killed
+        while it runs leaves a trace the next one finds (``interrupted``)."""
+        if self._dry_run:
+            return
+        incident_id = self._active_incident(slot, plan.finding)
+        if incident_id is None:
+            return
+        attempt = Attempt(
+            id=AttemptId(new_id()),
+            incident_id=incident_id,
+            playbook=plan.playbook.name,
+            action=", then ".join(a.describe() for a in plan.actions),
+            started_at=at,
+            finished_at=None,
+            ok=False,
+            status=AttemptStatus.RUNNING,
+        )
+
+        def write() -> bool:
+            self._store.record_attempt(attempt)
+            return True
+
+        if self._call(f"recording the start of an attempt on incident {incident_id[:8]}", write):
+            self._running[slot] = attempt
+
     def attempt(self, slot: Slot, plan: Plan, results: Sequence[ActionResult]) -> None:
-        """Record the plan's results as attempts of the slot's incident.
+        """Record the plan's results as attempts of the slot's incident; the first
+        completes the attempt recorded as running when the plan started.
 
         If a person resolved the incident meanwhile (or it is gone from the store),
         the attempts belong to a new incident for the same finding, never to a
         closed one.
         """
+        running = self._running.pop(slot, None)
         if self._dry_run or not results:
             return
         incident_id = self._active_incident(slot, plan.finding)
         if incident_id is None:
             return
-        for result in results:
+        for index, result in enumerate(results):
             attempt = Attempt(
-                id=AttemptId(new_id()),
+                id=running.id if running is not None and index == 0 else AttemptId(new_id()),
                 incident_id=incident_id,
                 playbook=plan.playbook.name,
                 action=result.action.describe(),
@@ -372,6 +439,38 @@ class Recorder:
             signal=gravest(held.signals),
             title=f"medic: {ref.service or ref.name} recovered from {signals}",
             body=f"Incident {held.incident_id[:8]} is resolved: {note}.",
+        )
+
+    def interrupted(
+        self, attempt: Attempt, container: ContainerRef, *, account: str, found_at: datetime
+    ) -> None:
+        """An attempt a previous medic started and never ended (it was killed meanwhile):
+        recorded as interrupted, with ``account``, what the engine says happened since."""
+        ended = replace(
+            attempt,
+            status=AttemptStatus.INTERRUPTED,
+            finished_at=None,
+            ok=False,
+            error=f"medic stopped before it ended; found at {found_at:%Y-%m-%d %H:%M:%S} UTC "
+            "when medic started again",
+            output=account,
+        )
+        self._call(
+            f"recording the interrupted attempt {attempt.id[:8]} on incident "
+            f"{attempt.incident_id[:8]}",
+            partial(self._store.record_attempt, ended),
+        )
+        logger.bind(container=container.name, incident=attempt.incident_id).warning(
+            "The attempt to {} {} (incident {}, playbook {}, started at {:%H:%M:%S}) was "
+            "interrupted: medic stopped before it ended. {}. It counts in the backoff, so "
+            "medic does not act on {} again before the backoff says so.",
+            attempt.action,
+            container.label,
+            attempt.incident_id[:8],
+            attempt.playbook,
+            attempt.started_at,
+            account[:1].upper() + account[1:],
+            container.label,
         )
 
     def abandoned(self, slot: Slot, plan: Plan, *, started_at: datetime) -> None:

@@ -26,6 +26,7 @@ from loguru import logger
 
 from agent.act import InFlight, Touch
 from agent.clock import SYSTEM_CLOCK, Clock
+from agent.codec import format_duration
 from agent.config import Settings
 from agent.decide import decide
 from agent.detect import CrashLoopRule, detect_in
@@ -34,17 +35,26 @@ from agent.errors import ContainerGone, DockerError, DockerUnavailable
 from agent.heal import Collect, Done, Healer, Parts
 from agent.history import Reaction, Slot
 from agent.metrics import Metrics
-from agent.model import ContainerId, ContainerSnapshot, Playbook
+from agent.model import AttemptStatus, ContainerId, ContainerSnapshot, Incident, Playbook
 from agent.notify import Notifier
 from agent.observe import Scope, explain, look_again, poll
-from agent.recorder import EscalationHook
+from agent.recorder import EscalationHook, engine_account
 from agent.signals import Prober
 from agent.slots import Slots, Tracked
 from agent.status import CycleReport, LoopView, health_document, status_document
 from agent.store import IncidentStore
 
-#: Pauses before reconnecting a dropped events stream; the last one repeats.
+#: Pauses before subscribing again when the engine answers but the events stream keeps
+#: failing; the last one repeats. The first reconnect after a drop is at once.
 EVENT_RECONNECT_DELAYS: tuple[float, ...] = (1, 2, 4, 8, 16, 30)
+
+#: Seconds between pings while the engine does not answer: the stream is back at most
+#: this long after the engine is (a poll that reaches it reconnects it sooner).
+ENGINE_PING_INTERVAL = 1.0
+
+#: The granularity of the events thread's pauses: how soon it notices ``stop()`` or a
+#: poll that found the engine back.
+_PAUSE_STEP = 0.1
 
 #: Seconds after the engine's last event within which a stop is taken for the engine's
 #: own shutdown when the stream then drops (added to the stop timeout).
@@ -72,6 +82,7 @@ class Supervisor:
         scope: Scope,
         clock: Clock = SYSTEM_CLOCK,
         reconnect_delays: Sequence[float] = EVENT_RECONNECT_DELAYS,
+        ping_interval: float = ENGINE_PING_INTERVAL,
         notifier: Notifier | None = None,
         metrics: Metrics | None = None,
         prober: Prober | None = None,
@@ -82,7 +93,8 @@ class Supervisor:
         self._playbooks = tuple(playbooks)
         self._scope = scope
         self._clock = clock
-        self._reconnect_delays = tuple(reconnect_delays)
+        self._reconnect_delays = tuple(reconnect_delays) or (1.0,)
+        self._ping_interval = ping_interval
         self.metrics = metrics or Metrics()
         self._inbox: queue.Queue[Message] = queue.Queue()
         parts = Parts.build(
@@ -106,11 +118,14 @@ class Supervisor:
         self._stream: EventStream | None = None
         self._stream_lock = threading.Lock()
         self._events_connected = False
+        self._engine_back = threading.Event()
         self._started_at = clock.now()
         self.last_cycle_at: datetime | None = None
         self._report: CycleReport | None = None
         self._status: tuple[dict[str, object], ...] = ()
-        self._slots.seed(self._recorder.seed())
+        active = self._recorder.seed()
+        self._interrupted(active)
+        self._slots.seed(active)
         self._healer = Healer(
             slots=self._slots,
             actor=self._actor,
@@ -200,6 +215,28 @@ class Supervisor:
         view = LoopView(*loop, self.events_connected, len(self._actor.in_flight()))
         return health_document(view, now=self._clock.now())
 
+    def _interrupted(self, incidents: Sequence[Incident]) -> None:
+        """Attempts of this medic's scope that a previous medic started and never ended
+        (it was killed while they ran): recorded as interrupted, with what the engine
+        says happened to the container since. Their start counts in the backoff like
+        any attempt's (``Slots.seed``), so the action is not repeated before it says."""
+        for incident in incidents:
+            for attempt in incident.attempts:
+                if attempt.status is not AttemptStatus.RUNNING:
+                    continue
+                snapshot: ContainerSnapshot | None = None
+                unknown: str | None = None
+                try:
+                    snapshot = self._gateway.inspect(incident.container.id)
+                except ContainerGone:
+                    pass
+                except DockerError as e:
+                    unknown = str(e)
+                account = engine_account(attempt.started_at, snapshot, unknown=unknown)
+                self._recorder.interrupted(
+                    attempt, incident.container, account=account, found_at=self._clock.now()
+                )
+
     # --- the cycle and the check of one container ----------------------------------------
 
     def _cycle(self, *, sync: bool) -> CycleReport:
@@ -213,6 +250,8 @@ class Supervisor:
             logger.warning("Could not list containers: {}. medic tries again at the next poll.", e)
             self._report = None
             return report
+        if not self._events_connected:
+            self._engine_back.set()  # the engine answers: the events thread reconnects now
         try:
             report.containers = len(snapshots)
             self._recorder.observations(snapshots)
@@ -336,7 +375,15 @@ class Supervisor:
                 self._handle(message)
 
     def _events_loop(self) -> None:
-        failures = 0
+        """Keep the events stream connected.
+
+        When it drops, the engine is asked (a ping) whether it is there. If it is, the
+        stream is subscribed again at once, and with growing pauses only while that
+        keeps failing. If it is not, it is pinged every ``ping_interval`` seconds and
+        the stream is back at the first ping it answers, or as soon as a poll reaches
+        it: after an engine restart medic hears events again within about a second.
+        """
+        failures = 0  # subscriptions that failed in a row while the engine answered
         since: datetime | None = None
         while not self._stop.is_set():
             try:
@@ -358,21 +405,81 @@ class Supervisor:
             except DockerError as e:
                 was_connected = self._events_connected
                 self._connected(False)
+                with self._stream_lock:
+                    dropped, self._stream = self._stream, None
+                if dropped is not None:
+                    dropped.close()  # its connection to the engine that went away
                 if self._stop.is_set():
                     return
                 if was_connected and since is not None:
                     self._inbox.put(_EngineLost(since))
-                delay = self._reconnect_delays[min(failures, len(self._reconnect_delays) - 1)]
+                if self._wait_for_engine(e):
+                    failures = 0
+                    continue
+                delay = 0.0
+                if failures:
+                    delay = self._reconnect_delays[
+                        min(failures - 1, len(self._reconnect_delays) - 1)
+                    ]
                 failures += 1
                 logger.warning(
-                    "The Docker events stream dropped ({}); reconnecting in {:g} s. Polling "
-                    "every {:g} s carries on meanwhile.",
+                    "The Docker events stream dropped ({}) while the engine answers; "
+                    "reconnecting {}. Polling every {:g} s carries on meanwhile.",
                     e,
-                    delay,
+                    f"in {delay:g} s" if delay else "now",
                     self._settings.interval,
                 )
-                self._stop.wait(delay)
+                self._pause(delay)
         self._connected(False)
+
+    def _wait_for_engine(self, error: DockerError) -> bool:
+        """False when the engine answers a ping now. Otherwise ping it every
+        ``ping_interval`` seconds until it answers or a poll reaches it (or medic
+        stops), saying once that it is away and once that it is back; True then."""
+        try:
+            self._gateway.ping(retry=False)
+            return False
+        except DockerError:
+            pass
+        away_since = self._clock.now()
+        self._engine_back.clear()
+        logger.warning(
+            "The Docker engine does not answer ({}); medic asks it every {:g} s and reconnects "
+            "the events stream as soon as it does. Polling every {:g} s carries on meanwhile.",
+            error,
+            self._ping_interval,
+            self._settings.interval,
+        )
+        while True:
+            if self._pause(self._ping_interval, wake=self._engine_back):
+                return True
+            if self._engine_back.is_set():
+                how = "a poll reached it"
+                break
+            try:
+                self._gateway.ping(retry=False)
+            except DockerError:
+                continue
+            how = "it answered a ping"
+            break
+        away = (self._clock.now() - away_since).total_seconds()
+        logger.info(
+            "The Docker engine is back after {} away ({}); medic reconnects the events stream now.",
+            format_duration(away),
+            how,
+        )
+        return True
+
+    def _pause(self, seconds: float, *, wake: threading.Event | None = None) -> bool:
+        """Wait ``seconds`` on the injected clock, cut short by ``wake``; True when medic
+        is stopping."""
+        deadline = self._clock.now() + timedelta(seconds=seconds)
+        while not self._stop.is_set() and not (wake is not None and wake.is_set()):
+            left = (deadline - self._clock.now()).total_seconds()
+            if left <= 0:
+                break
+            self._clock.sleep(min(left, _PAUSE_STEP))
+        return self._stop.is_set()
 
     def _shutdown(self, events: threading.Thread) -> None:
         if self._stop_reason:

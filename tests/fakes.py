@@ -16,9 +16,13 @@ Honest about what matters to medic:
   can put the engine minutes off the host as a remote DOCKER_HOST may be;
 * any request can be made to fail with the gateway's real errors (``fail``), and
   the events stream can be dropped, or the whole engine stopped and restarted,
-  which loses its in-memory event history as the real one does.
+  which loses its in-memory event history as the real one does;
+* the engine can be away for a while (``engine_down``): every request, ``ping``
+  included, fails with ``DockerUnavailable`` until ``engine_up`` or until the
+  injected clock reaches the time it was told to come back.
 
-Every request is counted in ``requests``.
+Every request is counted in ``requests``, and stamped with the injected clock's
+time in ``timeline``.
 """
 
 from __future__ import annotations
@@ -122,6 +126,9 @@ class FakeDocker(DockerGateway):
         self.refuse_events = 0
         self.history: list[DockerEvent] = []
         self.failures: dict[str, list[Exception]] = {}
+        self.timeline: list[tuple[str, datetime]] = []
+        self._down = False
+        self._back_at: datetime | None = None
         self._count = 0
 
     # --- test controls ---
@@ -181,9 +188,33 @@ class FakeDocker(DockerGateway):
         self.drop_events()
         self.history.clear()
 
+    def engine_down(self, *, for_seconds: float | None = None) -> None:
+        """The engine goes away: streams fail and every request fails until ``engine_up``,
+        or (``for_seconds``) until the injected clock has moved on that far. Coming back
+        loses the in-memory event history, as a restart of the real engine does."""
+        self._down = True
+        self._back_at = None
+        if for_seconds is not None:
+            self._back_at = self.clock.now() + timedelta(seconds=for_seconds)
+        self.drop_events()
+
+    def engine_up(self) -> None:
+        self._down, self._back_at = False, None
+        self.history.clear()
+
+    def _answers(self) -> bool:
+        if self._down and self._back_at is not None and self.clock.now() >= self._back_at:
+            self.engine_up()
+        return not self._down
+
     # --- the interface ---
     def _request(self, kind: str) -> None:
         self.requests.append(kind)
+        self.timeline.append((kind, self.clock.now()))
+        if not self._answers():
+            raise DockerUnavailable(
+                "cannot reach the Docker engine at unix:///var/run/docker.sock: connection refused"
+            )
         pending = self.failures.get(kind)
         if pending:
             raise pending.pop(0)
@@ -215,6 +246,9 @@ class FakeDocker(DockerGateway):
             health_checked_at=c.health_checked_at if detailed else None,
             health_interval=30.0 if detailed and c.health is not Health.NONE else None,
         )
+
+    def ping(self, *, retry: bool = True) -> None:
+        self._request("ping")
 
     def list_containers(self, label_filter: str) -> list[ContainerSnapshot]:
         self._request("list")

@@ -11,6 +11,7 @@ from agent.errors import StoreUnavailable
 from agent.fixes.errors import FixNotFound
 from agent.model import (
     Attempt,
+    AttemptStatus,
     Diagnosis,
     EvidenceEntry,
     Finding,
@@ -163,7 +164,10 @@ def _key(op: Operation) -> str:
     if isinstance(op, AddEvidence):
         return f"evidence:{op.entry_id}"
     if isinstance(op, RecordAttempt):
-        return f"attempt:{op.attempt.id}"
+        # As Postgres: an attempt's start and its end are two writes; the end applies
+        # once (the store itself keeps a completed attempt from changing again).
+        running = op.attempt.status is AttemptStatus.RUNNING
+        return f"attempt:{op.attempt.id}:{'start' if running else 'end'}"
     if isinstance(op, RecordDiagnosis):
         return f"diagnosis:{op.diagnosis.id}"
     if isinstance(op, RecordFix):

@@ -22,6 +22,7 @@ from agent.fixes.errors import FixNotFound
 from agent.model import (
     SEVERITY,
     Attempt,
+    AttemptStatus,
     Diagnosis,
     DiagnosisId,
     DiagnosisSource,
@@ -140,6 +141,7 @@ class MemoryStore(IncidentStore):
     def record_attempt(self, attempt: Attempt) -> None:
         with self._lock:
             if attempt.id in self._attempt_ids:
+                self._complete(attempt)
                 return
             incident = self._find(attempt.incident_id)
             status = incident.status
@@ -150,10 +152,35 @@ class MemoryStore(IncidentStore):
                 replace(
                     incident,
                     status=status,
-                    updated_at=max(incident.updated_at, attempt.finished_at),
+                    updated_at=max(incident.updated_at, attempt.finished_at or attempt.started_at),
                     attempts=(*incident.attempts, attempt),
                 )
             )
+
+    def _complete(self, attempt: Attempt) -> None:
+        """A known attempt again: it completes one still running (finished or
+        interrupted); anything else changes nothing. Hold the lock."""
+        if attempt.status is AttemptStatus.RUNNING:
+            return
+        for incident in list(self._incidents.values()):
+            known = next((a for a in incident.attempts if a.id == attempt.id), None)
+            if known is None:
+                continue
+            if known.status is not AttemptStatus.RUNNING:
+                return
+            kept = tuple(a for a in incident.attempts if a.id != attempt.id)
+            if incident.id == attempt.incident_id:
+                kept = tuple(attempt if a.id == attempt.id else a for a in incident.attempts)
+            self._keep(replace(incident, attempts=kept))
+            if incident.id != attempt.incident_id:
+                # Recorded as started on an incident a person resolved meanwhile: the
+                # attempt goes with its incident of now.
+                target = self._find(attempt.incident_id)
+                self._keep(replace(target, attempts=(*target.attempts, attempt)))
+            ended = attempt.finished_at or attempt.started_at
+            current = self._incidents[attempt.incident_id]
+            self._keep(replace(current, updated_at=max(current.updated_at, ended)))
+            return
 
     def set_status(
         self,

@@ -74,7 +74,13 @@ class AddEvidence:
 
 @dataclass(frozen=True)
 class RecordAttempt:
-    """One action taken for an incident; an open incident becomes healing."""
+    """One action taken for an incident; an open incident becomes healing.
+
+    An attempt is written when its plan starts (``running``) and again, with the
+    same id, when it ends (``finished``) or when a later medic finds it was cut
+    short (``interrupted``): that second write completes it. A completed attempt
+    is never changed, so replaying either write again changes nothing.
+    """
 
     attempt: Attempt
 

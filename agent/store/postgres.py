@@ -746,12 +746,20 @@ def _apply(cur: Cursor, op: Operation) -> None:
     elif isinstance(op, RecordFix):
         _record_fix(cur, op.fix)
     elif isinstance(op, RecordAttempt):
+        # A started attempt is a row 'running'; its end (finished or interrupted) is
+        # the same id written again, which completes it. A completed row is never
+        # changed, so a replay of the start after its end changes nothing.
         a = op.attempt
         cur.execute(
             "WITH new AS ("
             " INSERT INTO attempts (id, incident_id, playbook, action, started_at, finished_at,"
-            " ok, error, output) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
-            " ON CONFLICT (id) DO NOTHING RETURNING incident_id)"
+            " ok, error, output, status) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " ON CONFLICT (id) DO UPDATE SET incident_id = EXCLUDED.incident_id,"
+            " action = EXCLUDED.action, started_at = EXCLUDED.started_at,"
+            " finished_at = EXCLUDED.finished_at, ok = EXCLUDED.ok,"
+            " error = EXCLUDED.error, output = EXCLUDED.output, status = EXCLUDED.status"
+            " WHERE attempts.status = 'running' AND EXCLUDED.status <> 'running'"
+            " RETURNING incident_id)"
             " UPDATE incidents SET"
             " status = CASE WHEN status = 'open' THEN 'healing' ELSE status END,"
             " updated_at = greatest(updated_at, %s)"
@@ -766,7 +774,8 @@ def _apply(cur: Cursor, op: Operation) -> None:
                 a.ok,
                 a.error,
                 a.output,
-                a.finished_at,
+                str(a.status),
+                a.finished_at or a.started_at,
             ),
         )
     else:

@@ -310,16 +310,18 @@ def test_once_spools_while_postgres_is_unreachable_and_the_next_start_writes_it(
     assert "Postgres is unreachable" in warnings[0]
     assert f"incidents are spooled to {tmp_path / 'spool.jsonl'}" in warnings[0]
     assert "127.0.0.1:1/medic" in warnings[0]
-    assert "2 incident changes are still spooled" in warnings[1]
+    assert "3 incident changes are still spooled" in warnings[1]
     spooled = [json.loads(line) for line in (tmp_path / "spool.jsonl").read_text().splitlines()]
-    assert [s["op"] for s in spooled] == ["open_incident", "record_attempt"]
+    # The attempt is written when it starts and again when it ends.
+    assert [s["op"] for s in spooled] == ["open_incident", "record_attempt", "record_attempt"]
+    assert [s.get("status") for s in spooled[1:]] == ["running", "finished"]
     assert spooled[0]["container_id"] == job.id
 
     # The next start reaches Postgres: it creates the tables, then writes the spool.
     back = medic("once", "--project", compose_project.name, url=postgres_url, state_dir=tmp_path)
     assert back.returncode == 0, back.stderr
     assert "Applied database migration 0001_incidents.sql." in back.stderr
-    assert "Wrote 2 spooled changes to Postgres." in back.stderr
+    assert "Wrote 3 spooled changes to Postgres." in back.stderr
     assert (tmp_path / "spool.jsonl").read_text() == ""
     [incident] = parse(medic("incidents", "--all", "--json", url=postgres_url))
     assert incident["id"] == spooled[0]["id"]

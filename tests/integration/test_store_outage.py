@@ -28,6 +28,7 @@ from agent.model import (
     Action,
     ActionKind,
     Attempt,
+    AttemptStatus,
     Backoff,
     DiagnosisSource,
     Escalation,
@@ -81,7 +82,8 @@ class RecordingStore(SpoolingStore):
 
     def record_attempt(self, attempt: Attempt) -> None:
         super().record_attempt(attempt)
-        self.attempt_ids.append(attempt.id)
+        if attempt.status is not AttemptStatus.RUNNING:  # its end, not its start
+            self.attempt_ids.append(attempt.id)
 
 
 @dataclass

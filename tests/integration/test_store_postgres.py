@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import threading
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from agent.errors import StoreError, StoreUnavailable
 from agent.model import (
     Attempt,
     AttemptId,
+    AttemptStatus,
     ContainerId,
     ContainerRef,
     ContainerSnapshot,
@@ -418,3 +420,45 @@ def test_the_documented_mttr_query_gives_mean_time_to_recovery_per_service(
         store.close()
     result = rows(postgres_url, mttr_query())
     assert result == [("api", 1, 600, 600), ("web", 2, 180, 240)]
+
+
+def test_an_attempt_started_is_a_running_row_that_its_end_completes_once(
+    postgres_url: str,
+) -> None:
+    store = PostgresStore(postgres_url)
+    incident = store.record_finding(finding(WEB, T0))
+    begun = Attempt(
+        id=AttemptId(new_id()),
+        incident_id=incident.id,
+        playbook="restart-unhealthy",
+        action="restart (stop timeout 30s)",
+        started_at=T0,
+        finished_at=None,
+        ok=False,
+        status=AttemptStatus.RUNNING,
+    )
+    store.record_attempt(begun)
+    assert store.get(incident.id).status is IncidentStatus.HEALING
+    assert rows(postgres_url, "SELECT status, finished_at FROM attempts") == [("running", None)]
+
+    interrupted = replace(
+        begun, status=AttemptStatus.INTERRUPTED, error="medic stopped", output="engine says"
+    )
+    store.apply([RecordAttempt(interrupted)])
+    # Replays of the start, and a late end, change a completed attempt no more.
+    done = replace(begun, status=AttemptStatus.FINISHED, finished_at=T0, ok=True)
+    store.apply([RecordAttempt(begun), RecordAttempt(done), RecordAttempt(interrupted)])
+
+    [kept] = store.get(incident.id).attempts
+    assert kept == interrupted
+    assert [a.status for a in store.list_incidents()[0].attempts] == [AttemptStatus.INTERRUPTED]
+    store.close()
+
+
+def test_a_finished_attempt_must_say_when_it_finished(postgres_url: str) -> None:
+    store = PostgresStore(postgres_url)
+    incident = store.record_finding(finding(WEB, T0))
+    broken = replace(attempt(incident.id, T0), finished_at=None)
+    with pytest.raises(StoreError, match="attempts_finished_at_known"):
+        store.record_attempt(broken)
+    store.close()
