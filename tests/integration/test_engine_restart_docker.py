@@ -1,7 +1,7 @@
 """After a real Docker engine restarts, the events stream is back at the first ping.
 
 The shared engine must not be restarted, so this test starts a second ``dockerd`` of
-its own (own data root, exec root, pid file and socket; no bridge, no iptables),
+its own (own data root, exec root, pid file, socket and bridge; no iptables),
 points a supervisor at it, stops the engine and starts it again. The log must show
 one warning when the engine went away, one line when it was back, and no backoff
 pause in between; the time to reconnect is printed, not asserted.
@@ -44,6 +44,8 @@ class OwnEngine:
         self.socket = root / "docker.sock"
         self.host = f"unix://{self.socket}"
         self.process: subprocess.Popen[bytes] | None = None
+        # Interface names are at most 15 characters.
+        self.bridge = f"medic{root.name[-8:]}"
 
     def start(self) -> None:
         assert DOCKERD is not None
@@ -59,8 +61,10 @@ class OwnEngine:
                 str(self.root / "dockerd.pid"),
                 "-H",
                 self.host,
+                # A bridge of its own. Never ``--bridge none``: an engine started so
+                # deletes the host's docker0, which the shared engine's containers use.
                 "--bridge",
-                "none",
+                self.bridge,
                 "--iptables=false",
                 "--ip-masq=false",
                 "--ip-forward=false",
@@ -97,12 +101,20 @@ def engine() -> Iterator[OwnEngine]:
     root = Path(f"/tmp/medic-engine-{uuid.uuid4().hex[:8]}")
     root.mkdir()
     own = OwnEngine(root)
+    shared_bridge = Path("/sys/class/net/docker0")
+    had_shared_bridge = shared_bridge.exists()
+    # The engine gives the bridge an address of its choosing, as it does docker0.
+    subprocess.run(["ip", "link", "add", own.bridge, "type", "bridge"], check=True)
     try:
+        subprocess.run(["ip", "link", "set", own.bridge, "up"], check=True)
         own.start()
         yield own
     finally:
         own.stop()
+        subprocess.run(["ip", "link", "delete", own.bridge], check=False)
         shutil.rmtree(root, ignore_errors=True)
+    # The shared engine's containers need their bridge after this test too.
+    assert shared_bridge.exists() or not had_shared_bridge, "the test's engine removed docker0"
 
 
 # docker-py's UnixHTTPConnection.connect does not close its socket when the connect
