@@ -1,8 +1,8 @@
-"""The long-running loop: the poll timer, the events pump, the inbox, a graceful stop.
+"""The long-running loop: the poll timer, the inbox, a graceful stop.
 
 One decision thread owns every piece of per-container state. Four things feed it
 through a single inbox: the poll timer (every ``interval`` seconds), the Docker
-events thread, the actor reporting the containers an action touches, and the
+events thread (agent/events.py keeps the stream connected), the actor reporting the containers an action touches, and the
 actor's workers reporting finished plans. Because only this thread reads and
 writes the state, there are no locks around it; actions run on the pool, so a
 slow one delays no other container.
@@ -19,19 +19,18 @@ import queue
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from loguru import logger
 
 from agent.act import InFlight, Touch
 from agent.clock import SYSTEM_CLOCK, Clock
-from agent.codec import format_duration
 from agent.config import Settings
 from agent.decide import decide
 from agent.detect import CrashLoopRule, detect_in
-from agent.docker_gateway import DockerEvent, DockerGateway, EventStream
-from agent.errors import ContainerGone, DockerError, DockerUnavailable
+from agent.docker_gateway import DockerEvent, DockerGateway
+from agent.errors import ContainerGone, DockerError
+from agent.events import ENGINE_PING_INTERVAL, EVENT_RECONNECT_DELAYS, EngineLost, EventsPump
 from agent.heal import Collect, Done, Healer, Parts
 from agent.history import Reaction, Slot
 from agent.metrics import Metrics
@@ -44,29 +43,12 @@ from agent.slots import Slots, Tracked
 from agent.status import CycleReport, LoopView, health_document, status_document
 from agent.store import IncidentStore
 
-#: Pauses before subscribing again when the engine answers but the events stream keeps
-#: failing; the last one repeats. The first reconnect after a drop is at once.
-EVENT_RECONNECT_DELAYS: tuple[float, ...] = (1, 2, 4, 8, 16, 30)
-
-#: Seconds between pings while the engine does not answer: the stream is back at most
-#: this long after the engine is (a poll that reaches it reconnects it sooner).
-ENGINE_PING_INTERVAL = 1.0
-
-#: The granularity of the events thread's pauses: how soon it notices ``stop()`` or a
-#: poll that found the engine back.
-_PAUSE_STEP = 0.1
-
 #: Seconds after the engine's last event within which a stop is taken for the engine's
 #: own shutdown when the stream then drops (added to the stop timeout).
 ENGINE_SHUTDOWN_MARGIN = 5.0
 
 
-@dataclass(frozen=True)
-class _EngineLost:
-    last_event_at: datetime
-
-
-Message = DockerEvent | Done | Touch | _EngineLost
+Message = DockerEvent | Done | Touch | EngineLost
 
 
 class Supervisor:
@@ -93,8 +75,6 @@ class Supervisor:
         self._playbooks = tuple(playbooks)
         self._scope = scope
         self._clock = clock
-        self._reconnect_delays = tuple(reconnect_delays) or (1.0,)
-        self._ping_interval = ping_interval
         self.metrics = metrics or Metrics()
         self._inbox: queue.Queue[Message] = queue.Queue()
         parts = Parts.build(
@@ -115,10 +95,17 @@ class Supervisor:
         self._slots = Slots()
         self._stop = threading.Event()
         self._stop_reason: str | None = None
-        self._stream: EventStream | None = None
-        self._stream_lock = threading.Lock()
-        self._events_connected = False
-        self._engine_back = threading.Event()
+        self._events = EventsPump(
+            gateway=gateway,
+            label_filter=scope.label_filter,
+            deliver=self._inbox.put,
+            stopping=self._stop,
+            clock=clock,
+            metrics=self.metrics,
+            interval=settings.interval,
+            reconnect_delays=reconnect_delays,
+            ping_interval=ping_interval,
+        )
         self._started_at = clock.now()
         self.last_cycle_at: datetime | None = None
         self._report: CycleReport | None = None
@@ -148,7 +135,7 @@ class Supervisor:
     def run(self, *, _iterations: int | None = None) -> None:
         """Poll and react to events until ``stop()``; ``_iterations`` bounds polls in tests."""
         interval = timedelta(seconds=self._settings.interval)
-        events = threading.Thread(target=self._events_loop, name="medic-events", daemon=True)
+        events = threading.Thread(target=self._events.run, name="medic-events", daemon=True)
         events.start()
         self._recorder.supervising(self._scope, self._settings.interval, self._settings.dry_run)
         next_poll = self._clock.now()
@@ -186,11 +173,7 @@ class Supervisor:
     @property
     def events_connected(self) -> bool:
         """Whether the Docker events stream is connected right now."""
-        return self._events_connected
-
-    def _connected(self, value: bool) -> None:
-        self._events_connected = value
-        self.metrics.events_connected.set(1 if value else 0)
+        return self._events.connected
 
     def close_notifier(self) -> None:
         """Send what notifications are queued (briefly) before medic exits."""
@@ -212,7 +195,7 @@ class Supervisor:
 
     def health(self) -> tuple[bool, dict[str, object]]:
         loop = (self._started_at, self.last_cycle_at, self._settings.interval)
-        view = LoopView(*loop, self.events_connected, len(self._actor.in_flight()))
+        view = LoopView(*loop, self._events.connected, len(self._actor.in_flight()))
         return health_document(view, now=self._clock.now())
 
     def _interrupted(self, incidents: Sequence[Incident]) -> None:
@@ -250,8 +233,7 @@ class Supervisor:
             logger.warning("Could not list containers: {}. medic tries again at the next poll.", e)
             self._report = None
             return report
-        if not self._events_connected:
-            self._engine_back.set()  # the engine answers: the events thread reconnects now
+        self._events.engine_answers()  # the events thread reconnects now if it was away
         try:
             report.containers = len(snapshots)
             self._recorder.observations(snapshots)
@@ -356,7 +338,7 @@ class Supervisor:
             self._healer.finish(message, collect=self._collect())
         elif isinstance(message, Touch):
             self._slots.touched(message.container, ended=message.ended, at=self._clock.now())
-        elif isinstance(message, _EngineLost):
+        elif isinstance(message, EngineLost):
             window = self._settings.stop_timeout + ENGINE_SHUTDOWN_MARGIN
             for ref in self._slots.engine_lost(message.last_event_at, window=window):
                 self._recorder.engine_stopped(ref)
@@ -374,120 +356,11 @@ class Supervisor:
             if events or isinstance(message, Done | Touch):
                 self._handle(message)
 
-    def _events_loop(self) -> None:
-        """Keep the events stream connected.
-
-        When it drops, the engine is asked (a ping) whether it is there. If it is, the
-        stream is subscribed again at once, and with growing pauses only while that
-        keeps failing. If it is not, it is pinged every ``ping_interval`` seconds and
-        the stream is back at the first ping it answers, or as soon as a poll reaches
-        it: after an engine restart medic hears events again within about a second.
-        """
-        failures = 0  # subscriptions that failed in a row while the engine answered
-        since: datetime | None = None
-        while not self._stop.is_set():
-            try:
-                stream = self._gateway.events(self._scope.label_filter, since=since)
-                with self._stream_lock:
-                    if self._stop.is_set():
-                        stream.close()
-                        return
-                    self._stream = stream
-                self._connected(True)
-                if failures:
-                    logger.info("Reconnected to the Docker events stream after {} tries.", failures)
-                failures = 0
-                for event in stream:
-                    since = event.at
-                    self._inbox.put(event)
-                if not self._stop.is_set():
-                    raise DockerUnavailable("the stream ended")
-            except DockerError as e:
-                was_connected = self._events_connected
-                self._connected(False)
-                with self._stream_lock:
-                    dropped, self._stream = self._stream, None
-                if dropped is not None:
-                    dropped.close()  # its connection to the engine that went away
-                if self._stop.is_set():
-                    return
-                if was_connected and since is not None:
-                    self._inbox.put(_EngineLost(since))
-                if self._wait_for_engine(e):
-                    failures = 0
-                    continue
-                delay = 0.0
-                if failures:
-                    delay = self._reconnect_delays[
-                        min(failures - 1, len(self._reconnect_delays) - 1)
-                    ]
-                failures += 1
-                logger.warning(
-                    "The Docker events stream dropped ({}) while the engine answers; "
-                    "reconnecting {}. Polling every {:g} s carries on meanwhile.",
-                    e,
-                    f"in {delay:g} s" if delay else "now",
-                    self._settings.interval,
-                )
-                self._pause(delay)
-        self._connected(False)
-
-    def _wait_for_engine(self, error: DockerError) -> bool:
-        """False when the engine answers a ping now. Otherwise ping it every
-        ``ping_interval`` seconds until it answers or a poll reaches it (or medic
-        stops), saying once that it is away and once that it is back; True then."""
-        try:
-            self._gateway.ping(retry=False)
-            return False
-        except DockerError:
-            pass
-        away_since = self._clock.now()
-        self._engine_back.clear()
-        logger.warning(
-            "The Docker engine does not answer ({}); medic asks it every {:g} s and reconnects "
-            "the events stream as soon as it does. Polling every {:g} s carries on meanwhile.",
-            error,
-            self._ping_interval,
-            self._settings.interval,
-        )
-        while True:
-            if self._pause(self._ping_interval, wake=self._engine_back):
-                return True
-            if self._engine_back.is_set():
-                how = "a poll reached it"
-                break
-            try:
-                self._gateway.ping(retry=False)
-            except DockerError:
-                continue
-            how = "it answered a ping"
-            break
-        away = (self._clock.now() - away_since).total_seconds()
-        logger.info(
-            "The Docker engine is back after {} away ({}); medic reconnects the events stream now.",
-            format_duration(away),
-            how,
-        )
-        return True
-
-    def _pause(self, seconds: float, *, wake: threading.Event | None = None) -> bool:
-        """Wait ``seconds`` on the injected clock, cut short by ``wake``; True when medic
-        is stopping."""
-        deadline = self._clock.now() + timedelta(seconds=seconds)
-        while not self._stop.is_set() and not (wake is not None and wake.is_set()):
-            left = (deadline - self._clock.now()).total_seconds()
-            if left <= 0:
-                break
-            self._clock.sleep(min(left, _PAUSE_STEP))
-        return self._stop.is_set()
-
     def _shutdown(self, events: threading.Thread) -> None:
         if self._stop_reason:
             logger.info("{}; medic is stopping.", self._stop_reason)
         self._stop.set()
-        with self._stream_lock:
-            if self._stream is not None:
-                self._stream.close()
+        self._events.close()
         self._recorder.waiting(len(self._actor.in_flight()), self._settings.stop_timeout)
         finished, abandoned = self._actor.shutdown(timeout=self._settings.stop_timeout)
         self._drain(events=False)
