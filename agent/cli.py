@@ -21,15 +21,13 @@ from types import FrameType
 from loguru import logger
 
 from agent import __version__, cli_escalation, logs
-from agent.act import Actor
 from agent.clock import SYSTEM_CLOCK, Clock, utcnow
 from agent.codec import format_duration, incident_to_dict
 from agent.config import Settings, parse_duration
 from agent.docker_gateway import DockerSDKGateway
 from agent.doctor import run_checks
-from agent.errors import ConfigError, DockerError, MedicError, PlaybookErrors
+from agent.errors import ConfigError, MedicError, PlaybookErrors
 from agent.escalate.claude import ClaudeDiagnoser, Limits, ask_model, make_client
-from agent.escalate.document import edits_diff
 from agent.escalate.followup import EscalationNotices, FixMaker, Followup
 from agent.escalate.redact import parse_patterns
 from agent.escalate.worker import DiagnosisService, DiagnosisWorker
@@ -38,14 +36,9 @@ from agent.fixes.propose import FixOptions, edit_reviewer
 from agent.fixes.review import approve, reject
 from agent.http import StatusServer
 from agent.model import (
-    Action,
-    ActionKind,
-    ContainerRef,
     Decision,
-    Diagnosis,
     Escalate,
     Fix,
-    FixStatus,
     Incident,
     IncidentStatus,
     Plan,
@@ -131,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     resolve.add_argument("id", help="incident id, or a unique prefix of it")
     resolve.add_argument("--note", required=True, help="what was done, for the record")
 
-    _add_escalation_commands(commands)
+    cli_escalation.add_commands(commands)
 
     status = commands.add_parser(
         "status", help="the stack at a glance: containers, health, incidents, backoff, circuit"
@@ -147,42 +140,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--llm", action="store_true", help="also ask the model one tiny question (costs tokens)"
     )
     return parser
-
-
-def _add_escalation_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """``medic diagnose`` and ``medic fixes``."""
-    diagnose = commands.add_parser(
-        "diagnose", help="diagnose one incident now (rules, then Claude), record and print it"
-    )
-    diagnose.add_argument("id", help="incident id, or a unique prefix of it")
-    diagnose.add_argument("--json", action="store_true", help="one JSON document on stdout")
-    diagnose.add_argument(
-        "--no-llm", action="store_true", help="the rules only, even with ANTHROPIC_API_KEY set"
-    )
-
-    fixes = commands.add_parser(
-        "fixes", help="fix branches awaiting a decision (every one with --all); review them"
-    )
-    fixes.add_argument("--all", action="store_true", help="decided and refused fixes too")
-    fixes.add_argument("--json", action="store_true", help="one JSON document on stdout")
-    fix_commands = fixes.add_subparsers(dest="fixes_command", metavar="ACTION")
-    fix_show = fix_commands.add_parser("show", help="one fix: its diagnosis, verification and diff")
-    fix_show.add_argument("id", help="fix id, or a unique prefix of it")
-    fix_show.add_argument("--json", action="store_true", help="one JSON document on stdout")
-    approve = fix_commands.add_parser(
-        "approve", help="merge the fix branch into the branch it was made on"
-    )
-    approve.add_argument("id", help="fix id, or a unique prefix of it")
-    approve.add_argument(
-        "--rebuild",
-        action="store_true",
-        help="then rebuild the service's image and recreate its container",
-    )
-    approve.add_argument("--by", help="who approves (default: the OS user)")
-    reject = fix_commands.add_parser("reject", help="delete the fix branch, keeping why")
-    reject.add_argument("id", help="fix id, or a unique prefix of it")
-    reject.add_argument("--reason", required=True, help="why the fix is rejected")
-    reject.add_argument("--by", help="who rejects (default: the OS user)")
 
 
 def _since(text: str) -> datetime:
@@ -410,28 +367,9 @@ def _escalation(
         options=options,
         clock=clock,
         gateway=gateway,
-        labels_of=lambda incident: service_labels(gateway, incident),
+        labels_of=lambda incident: cli_escalation.service_labels(gateway, incident),
     )
     return service, Followup(fixes=fixes, notifier=notifier, clock=clock)
-
-
-def service_labels(gateway: DockerSDKGateway, incident: Incident) -> dict[str, str] | None:
-    """The compose labels of the incident's container, or of the container that runs its
-    service now (medic may have replaced it); None when neither can be read."""
-    ref = incident.container
-    try:
-        attrs = gateway.inspect_attrs(ref.id)
-        return dict((attrs.get("Config") or {}).get("Labels") or {})
-    except DockerError:
-        pass
-    if ref.project and ref.service:
-        try:
-            for container in gateway.project_containers(ref.project):
-                if container.service == ref.service:
-                    return dict(container.labels)
-        except DockerError:
-            return None
-    return None
 
 
 def _supervisor(
@@ -830,7 +768,7 @@ def cmd_show(settings: Settings, incident_id: str, *, as_json: bool) -> int:
     by_id = {d.id: d for d in diagnoses}
 
     def diff_of(fix: Fix) -> str | None:
-        return _fix_diff(git, fix, by_id.get(fix.diagnosis_id))
+        return cli_escalation.fix_diff(git, fix, by_id.get(fix.diagnosis_id))
 
     if as_json:
         document = incident_document(incident, now=now, detailed=True)
@@ -867,15 +805,7 @@ def cmd_show(settings: Settings, incident_id: str, *, as_json: bool) -> int:
     rows += cli_escalation.timeline_rows(fixes)
     rows.sort(key=lambda r: r[0])
     table(["time", "event", "detail", "outcome"], rows, max_width=100)
-    print()
-    print("Diagnosis")
-    print(cli_escalation.diagnoses_text(diagnoses), end="")
-    for fix in fixes:
-        print()
-        print(cli_escalation.fix_sentence(fix))
-        diff = diff_of(fix) if fix.status is not FixStatus.REFUSED else None
-        if diff:
-            print(diff.rstrip("\n"))
+    cli_escalation.print_incident_extras(diagnoses, fixes, diff_of=diff_of)
     return EXIT_OK
 
 
@@ -918,7 +848,7 @@ def cmd_fixes(settings: Settings, args: argparse.Namespace) -> int:
             diagnosis = next(
                 (d for d in store.diagnoses(fix.incident_id) if d.id == fix.diagnosis_id), None
             )
-            diff = _fix_diff(_quiet_git(settings), fix, diagnosis)
+            diff = cli_escalation.fix_diff(_quiet_git(settings), fix, diagnosis)
             cli_escalation.print_fix(fix, diagnosis=diagnosis, diff=diff, as_json=args.json)
             return EXIT_OK
         git = _git(settings)
@@ -930,11 +860,7 @@ def cmd_fixes(settings: Settings, args: argparse.Namespace) -> int:
             fix = reject(
                 args.id, store=store, git=git, reason=args.reason, clock=SYSTEM_CLOCK, by=args.by
             )
-            print(
-                f"Fix {fix.id[:8]} is rejected by {fix.decided_by}"
-                + (f"; branch {fix.branch} is deleted" if fix.branch else "")
-                + f". Reason kept: {fix.reason}"
-            )
+            print(cli_escalation.rejection_text(fix))
             return EXIT_OK
         approval = approve(
             args.id,
@@ -948,7 +874,13 @@ def cmd_fixes(settings: Settings, args: argparse.Namespace) -> int:
         if not args.rebuild:
             return EXIT_OK
         incident = store.get(approval.fix.incident_id)
-    return _rebuild_service(settings, incident)
+    gateway = DockerSDKGateway.from_env(retry_attempts=settings.docker_retry_attempts)
+    try:
+        return cli_escalation.rebuild_service(
+            incident, gateway=gateway, stop_timeout=settings.stop_timeout
+        )
+    finally:
+        gateway.close()
 
 
 def _quiet_git(settings: Settings) -> Git | None:
@@ -956,53 +888,6 @@ def _quiet_git(settings: Settings) -> Git | None:
         return _git(settings)
     except MedicError:
         return None
-
-
-def _fix_diff(git: Git | None, fix: Fix, diagnosis: Diagnosis | None) -> str | None:
-    """The fix commit's diff from git; the proposed edits' diff when git cannot say."""
-    if git is not None and fix.base and fix.commit:
-        try:
-            return git.diff(fix.base, fix.commit)
-        except MedicError:
-            pass
-    if diagnosis is not None and diagnosis.edits:
-        return edits_diff(diagnosis.edits)
-    return None
-
-
-def _rebuild_service(settings: Settings, incident: Incident) -> int:
-    """``--rebuild``: the playbooks' rebuild action on the container that runs the
-    incident's service now: build its image from the merged tree, then recreate it."""
-    ref = incident.container
-    if not ref.project or not ref.service:
-        raise ConfigError(
-            f"{ref.label} is not a compose service, so medic cannot rebuild it; rebuild it "
-            "yourself."
-        )
-    gateway = DockerSDKGateway.from_env(retry_attempts=settings.docker_retry_attempts)
-    try:
-        current = next(
-            (c for c in gateway.project_containers(ref.project) if c.service == ref.service),
-            None,
-        )
-        if current is None:
-            raise ConfigError(
-                f"no container of service {ref.service} in project {ref.project} is left to "
-                "rebuild; start it with docker compose up."
-            )
-        actor = Actor(gateway, workers=1, stop_timeout=settings.stop_timeout, clock=SYSTEM_CLOCK)
-        target = ContainerRef(current.id, current.name, ref.project, ref.service)
-        result = actor.run_action(target, Action(ActionKind.REBUILD))
-    finally:
-        gateway.close()
-    if not result.ok:
-        print(
-            f"The fix is merged, but rebuilding {ref.service} failed: {result.error}",
-            file=sys.stderr,
-        )
-        return EXIT_FAILED
-    print(f"Rebuilt and recreated {ref.service}: {result.output.splitlines()[-1]}.")
-    return EXIT_OK
 
 
 def cmd_resolve(settings: Settings, incident_id: str, *, note: str) -> int:

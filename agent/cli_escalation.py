@@ -1,24 +1,95 @@
 """The bodies of ``medic diagnose``, ``medic fixes`` and the diagnoses and fixes part of
-``medic incidents show``. ``agent/cli.py`` builds the adapters and hands them in.
+``medic incidents show``: their arguments, what they print, and the rebuild after an
+approval. ``agent/cli.py`` builds the adapters and hands them in.
 """
 
 from __future__ import annotations
 
+import argparse
+import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
+from agent.act import Actor
 from agent.codec import diagnosis_to_dict
+from agent.docker_gateway import DockerSDKGateway
+from agent.errors import ConfigError, DockerError, MedicError
 from agent.escalate.document import diagnose_document, edits_diff, render_text
 from agent.escalate.followup import Outcome
 from agent.escalate.worker import DiagnosisResult
 from agent.fixes.document import TABLE_HEADERS, fix_document, fix_row, show_text
+from agent.fixes.git import Git
 from agent.fixes.review import Approval
-from agent.model import Diagnosis, DiagnosisSource, Fix, FixStatus
+from agent.model import (
+    Action,
+    ActionKind,
+    ContainerRef,
+    Diagnosis,
+    DiagnosisSource,
+    Fix,
+    FixStatus,
+    Incident,
+)
 from agent.output import dump_json, table
 
 #: The diff of a fix, or None when git cannot give it (the branch was deleted).
 DiffOf = Callable[[Fix], str | None]
+
+
+def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``medic diagnose`` and ``medic fixes``."""
+    diagnose = commands.add_parser(
+        "diagnose", help="diagnose one incident now (rules, then Claude), record and print it"
+    )
+    diagnose.add_argument("id", help="incident id, or a unique prefix of it")
+    diagnose.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    diagnose.add_argument(
+        "--no-llm", action="store_true", help="the rules only, even with ANTHROPIC_API_KEY set"
+    )
+
+    fixes = commands.add_parser(
+        "fixes", help="fix branches awaiting a decision (every one with --all); review them"
+    )
+    fixes.add_argument("--all", action="store_true", help="decided and refused fixes too")
+    fixes.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    fix_commands = fixes.add_subparsers(dest="fixes_command", metavar="ACTION")
+    fix_show = fix_commands.add_parser("show", help="one fix: its diagnosis, verification and diff")
+    fix_show.add_argument("id", help="fix id, or a unique prefix of it")
+    fix_show.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    approve = fix_commands.add_parser(
+        "approve", help="merge the fix branch into the branch it was made on"
+    )
+    approve.add_argument("id", help="fix id, or a unique prefix of it")
+    approve.add_argument(
+        "--rebuild",
+        action="store_true",
+        help="then rebuild the service's image and recreate its container",
+    )
+    approve.add_argument("--by", help="who approves (default: the OS user)")
+    reject = fix_commands.add_parser("reject", help="delete the fix branch, keeping why")
+    reject.add_argument("id", help="fix id, or a unique prefix of it")
+    reject.add_argument("--reason", required=True, help="why the fix is rejected")
+    reject.add_argument("--by", help="who rejects (default: the OS user)")
+
+
+def service_labels(gateway: DockerSDKGateway, incident: Incident) -> dict[str, str] | None:
+    """The compose labels of the incident's container, or of the container that runs its
+    service now (medic may have replaced it); None when neither can be read."""
+    ref = incident.container
+    try:
+        attrs = gateway.inspect_attrs(ref.id)
+        return dict((attrs.get("Config") or {}).get("Labels") or {})
+    except DockerError:
+        pass
+    if ref.project and ref.service:
+        try:
+            for container in gateway.project_containers(ref.project):
+                if container.service == ref.service:
+                    return dict(container.labels)
+        except DockerError:
+            return None
+    return None
 
 
 def print_diagnosis(outcome: Outcome, *, as_json: bool) -> None:
@@ -175,3 +246,66 @@ def approval_text(approval: Approval) -> str:
         f"Fix {fix.id[:8]} is approved by {fix.decided_by}: {fix.branch} is merged into "
         f"{approval.into} ({how}; {approval.into} is at {approval.merged[:12]})."
     )
+
+
+def rejection_text(fix: Fix) -> str:
+    deleted = f"; branch {fix.branch} is deleted" if fix.branch else ""
+    return f"Fix {fix.id[:8]} is rejected by {fix.decided_by}{deleted}. Reason kept: {fix.reason}"
+
+
+def print_incident_extras(
+    diagnoses: Sequence[Diagnosis], fixes: Sequence[Fix], *, diff_of: DiffOf
+) -> None:
+    """Below an incident's timeline: its diagnoses, then each fix and its diff."""
+    print()
+    print("Diagnosis")
+    print(diagnoses_text(diagnoses), end="")
+    for fix in fixes:
+        print()
+        print(fix_sentence(fix))
+        diff = diff_of(fix) if fix.status is not FixStatus.REFUSED else None
+        if diff:
+            print(diff.rstrip("\n"))
+
+
+def fix_diff(git: Git | None, fix: Fix, diagnosis: Diagnosis | None) -> str | None:
+    """The fix commit's diff from git; the proposed edits' diff when git cannot say."""
+    if git is not None and fix.base and fix.commit:
+        try:
+            return git.diff(fix.base, fix.commit)
+        except MedicError:
+            pass
+    if diagnosis is not None and diagnosis.edits:
+        return edits_diff(diagnosis.edits)
+    return None
+
+
+def rebuild_service(incident: Incident, *, gateway: DockerSDKGateway, stop_timeout: float) -> int:
+    """``--rebuild``: the playbooks' rebuild action on the container that runs the
+    incident's service now: build its image from the merged tree, then recreate it."""
+    ref = incident.container
+    if not ref.project or not ref.service:
+        raise ConfigError(
+            f"{ref.label} is not a compose service, so medic cannot rebuild it; rebuild it "
+            "yourself."
+        )
+    current = next(
+        (c for c in gateway.project_containers(ref.project) if c.service == ref.service),
+        None,
+    )
+    if current is None:
+        raise ConfigError(
+            f"no container of service {ref.service} in project {ref.project} is left to "
+            "rebuild; start it with docker compose up."
+        )
+    actor = Actor(gateway, workers=1, stop_timeout=stop_timeout)
+    target = ContainerRef(current.id, current.name, ref.project, ref.service)
+    result = actor.run_action(target, Action(ActionKind.REBUILD))
+    if not result.ok:
+        print(
+            f"The fix is merged, but rebuilding {ref.service} failed: {result.error}",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"Rebuilt and recreated {ref.service}: {result.output.splitlines()[-1]}.")
+    return 0
