@@ -147,13 +147,16 @@ def check_repository(environ: Mapping[str, str]) -> CheckResult:
             f"{repo} cannot be used: {e}",
             "Point MEDIC_REPO at a git work tree, and install git where medic runs.",
         )
-    where = f"on branch {branch}" if branch else "on a detached HEAD: fixes cannot be approved"
-    return CheckResult(
-        "repository",
-        branch is not None,
-        f"git repository at {top}, {where}",
-        "Check out the branch fixes should be merged into.",
-    )
+    if branch is None:
+        return CheckResult(
+            "repository",
+            True,
+            f"git repository at {top}, on a detached HEAD: fixes are made but cannot be "
+            "approved (there is no branch to merge them into)",
+            "Check out the branch fixes should be merged into.",
+            optional=True,
+        )
+    return CheckResult("repository", True, f"git repository at {top}, on branch {branch}")
 
 
 def check_llm(environ: Mapping[str, str], ask: Callable[[str], str] | None = None) -> CheckResult:
