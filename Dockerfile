@@ -13,8 +13,13 @@ COPY build/wheels /tmp/wheels
 RUN /opt/medic/bin/pip install --no-index --no-cache-dir --find-links /tmp/wheels medic \
  && /opt/medic/bin/pip uninstall --yes --quiet pip setuptools
 
-# Stage 2: the same base with only the virtualenv and the bundled playbooks.
+# Stage 2: the same base with only the virtualenv, the bundled playbooks, and git
+# (fix branches are made in MEDIC_REPO by running git). No recommended packages and no
+# apt lists are kept, so git adds only itself and its few libraries.
 FROM ${BASE_IMAGE}
+RUN apt-get update \
+ && apt-get install --yes --no-install-recommends git \
+ && rm -rf /var/lib/apt/lists/*
 COPY --from=build /opt/medic /opt/medic
 COPY playbooks /opt/medic/playbooks
 

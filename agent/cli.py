@@ -20,19 +20,27 @@ from types import FrameType
 
 from loguru import logger
 
-from agent import __version__, logs
-from agent.clock import SYSTEM_CLOCK, utcnow
+from agent import __version__, cli_escalation, logs
+from agent.clock import SYSTEM_CLOCK, Clock, utcnow
 from agent.codec import format_duration, incident_to_dict
 from agent.config import Settings, parse_duration
 from agent.docker_gateway import DockerSDKGateway
 from agent.doctor import run_checks
 from agent.errors import ConfigError, MedicError, PlaybookErrors
+from agent.escalate.claude import ClaudeDiagnoser, Limits, ask_model, make_client
+from agent.escalate.followup import EscalationNotices, FixMaker, Followup
+from agent.escalate.redact import parse_patterns
+from agent.escalate.worker import DiagnosisService, DiagnosisWorker
+from agent.fixes.git import Git, Person
+from agent.fixes.propose import FixOptions, edit_reviewer
+from agent.fixes.review import approve, reject
 from agent.http import StatusServer
 from agent.model import (
     Attempt,
     AttemptStatus,
     Decision,
     Escalate,
+    Fix,
     Incident,
     IncidentStatus,
     Plan,
@@ -40,7 +48,7 @@ from agent.model import (
     Skip,
     Wait,
 )
-from agent.notify import AppriseNotifier, NotificationQueue
+from agent.notify import AppriseNotifier, NotificationQueue, Notifier
 from agent.observe import own_container_id, resolve_scope
 from agent.output import cell, dump_json, table
 from agent.playbooks import check_paths, load_playbooks
@@ -118,6 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     resolve.add_argument("id", help="incident id, or a unique prefix of it")
     resolve.add_argument("--note", required=True, help="what was done, for the record")
 
+    cli_escalation.add_commands(commands)
+
     status = commands.add_parser(
         "status", help="the stack at a glance: containers, health, incidents, backoff, circuit"
     )
@@ -128,6 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     doctor = commands.add_parser("doctor", help="check what medic needs, and say what to fix")
     doctor.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    doctor.add_argument(
+        "--llm", action="store_true", help="also ask the model one tiny question (costs tokens)"
+    )
     return parser
 
 
@@ -173,11 +186,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return cmd_resolve(settings, args.id, note=args.note)
             query = IncidentQuery(active_only=not args.all, service=args.service, since=args.since)
             return cmd_incidents(settings, query, as_json=args.json)
+        if args.command == "diagnose":
+            return cmd_diagnose(settings, args.id, as_json=args.json, use_llm=not args.no_llm)
+        if args.command == "fixes":
+            return cmd_fixes(settings, args)
         if args.command == "status":
             url = args.url or f"http://127.0.0.1:{settings.http_port or 8080}"
             return cmd_status(url, as_json=args.json)
         if args.command == "doctor":
-            return cmd_doctor(settings, as_json=args.json)
+            return cmd_doctor(settings, as_json=args.json, ask_llm=args.llm)
     except PlaybookErrors as e:
         _fail(f"medic will not start: {_first_of(e)}", debug=debug, error=e)
         return EXIT_USAGE
@@ -254,9 +271,114 @@ def _database(settings: Settings) -> Iterator[PostgresStore]:
         store.close()
 
 
-def _supervisor(
+def _notifier(settings: Settings) -> NotificationQueue | None:
+    if not settings.notify_targets:
+        return None
+    sender = AppriseNotifier(settings.notify_targets)
+    logger.info("Notifications go to {} destination(s).", sender.count)
+    return NotificationQueue(sender, rate=settings.notify_limit, per=3600)
+
+
+def _git(settings: Settings) -> Git | None:
+    """MEDIC_REPO's git adapter, or None when it is unset; GitError when it is not a git
+    work tree medic can use."""
+    if settings.repo is None:
+        return None
+    git = Git(settings.repo)
+    git.check_repository()
+    return git
+
+
+def _repo_for_run(settings: Settings) -> Git | None:
+    """The daemon heals whether or not MEDIC_REPO works; a broken one only means no fixes."""
+    try:
+        return _git(settings)
+    except MedicError as e:
+        logger.error(
+            "MEDIC_REPO={} cannot be used ({}); medic heals and diagnoses, but makes no fix "
+            "branches. Point MEDIC_REPO at a git work tree mounted at the same path.",
+            settings.repo,
+            e,
+        )
+        return None
+
+
+def _claude(
+    settings: Settings, git: Git | None, options: FixOptions, environ: Mapping[str, str]
+) -> ClaudeDiagnoser | None:
+    """Claude when ANTHROPIC_API_KEY is set (the SDK reads ANTHROPIC_BASE_URL itself)."""
+    key = environ.get("ANTHROPIC_API_KEY", "").strip()
+    if not key:
+        return None
+    client = make_client(
+        api_key=key, timeout=settings.llm_timeout, max_retries=settings.llm_max_retries
+    )
+    limits = Limits(
+        max_steps=settings.llm_max_steps,
+        incident_tokens=settings.llm_incident_tokens,
+        incident_calls=settings.llm_incident_calls,
+    )
+    if git is None:
+        return ClaudeDiagnoser(client=client, model=settings.llm_model, limits=limits)
+    return ClaudeDiagnoser(
+        client=client,
+        model=settings.llm_model,
+        limits=limits,
+        repo=git.repo,
+        is_ignored=lambda path: path in git.ignored([path]),
+        # The fix guardrails review the edits, so a failed match goes back to the model once.
+        review_edits=edit_reviewer(git, options),
+    )
+
+
+def _escalation(
     settings: Settings,
-) -> tuple[Supervisor, DockerSDKGateway, IncidentStore]:
+    *,
+    gateway: DockerSDKGateway,
+    store: IncidentStore,
+    notifier: Notifier | None,
+    git: Git | None,
+    clock: Clock,
+) -> tuple[DiagnosisService, Followup]:
+    """The diagnosis service and what follows a diagnosis (notifications, the fix)."""
+    options = FixOptions.from_settings(settings)
+    llm = _claude(settings, git, options, os.environ)
+
+    def repo_head() -> str | None:
+        if git is None:
+            return None
+        try:
+            return git.head()
+        except MedicError:
+            return None
+
+    service = DiagnosisService(
+        incidents=store,
+        diagnoses=store,
+        source=gateway,
+        llm=llm,
+        daily_tokens=settings.llm_daily_tokens,
+        window=settings.diagnosis_window,
+        repo_head=repo_head,
+        redact_patterns=parse_patterns(settings.redact),
+        clock=clock,
+    )
+    fixes = FixMaker(
+        store=store,
+        git=git,
+        options=options,
+        clock=clock,
+        gateway=gateway,
+        labels_of=lambda incident: cli_escalation.service_labels(gateway, incident),
+    )
+    return service, Followup(fixes=fixes, notifier=notifier, clock=clock)
+
+
+def _supervisor(
+    settings: Settings, *, diagnose: bool = False
+) -> tuple[Supervisor, DockerSDKGateway, IncidentStore, DiagnosisWorker | None]:
+    """The supervisor and its adapters; with ``diagnose``, escalated incidents are queued
+    on a diagnosis worker (``medic run``)."""
     playbooks = load_playbooks(settings.playbooks)
     clock = SYSTEM_CLOCK  # one clock for the gateway and the supervisor (and its actor)
     gateway = DockerSDKGateway.from_env(
@@ -269,11 +391,24 @@ def _supervisor(
     scope = resolve_scope(settings.project, gateway, own_id=own_container_id())
     # One database, many medics: this one's incidents are those of its scope on this engine.
     store = open_store(settings, identity=Identity(gateway.engine_id(), scope.project))
-    notifier = None
-    if settings.notify_targets:
-        sender = AppriseNotifier(settings.notify_targets)
-        notifier = NotificationQueue(sender, rate=settings.notify_limit, per=3600)
-        logger.info("Notifications go to {} destination(s).", sender.count)
+    notifier: Notifier | None = _notifier(settings)
+    worker = None
+    if diagnose and not settings.dry_run:
+        notices = EscalationNotices(notifier) if notifier is not None else None
+        service, followup = _escalation(
+            settings,
+            gateway=gateway,
+            store=store,
+            notifier=notifier,
+            git=_repo_for_run(settings),
+            clock=clock,
+        )
+        worker = DiagnosisWorker(service, followup=followup, notices=notices, clock=clock)
+        notifier = notices or notifier
+        logger.info(
+            "Escalated incidents are diagnosed by medic's rules{}.",
+            f" and by Claude ({settings.llm_model})" if service.llm is not None else "",
+        )
     supervisor = Supervisor(
         settings=settings,
         gateway=gateway,
@@ -282,14 +417,15 @@ def _supervisor(
         scope=scope,
         notifier=notifier,
         clock=clock,
+        escalation=worker,
     )
     supervisor.metrics.spool_depth.set_function(store.pending_changes)
     logger.debug("Loaded {} playbooks from {}.", len(playbooks), settings.playbooks)
-    return supervisor, gateway, store
+    return supervisor, gateway, store, worker
 
 
 def cmd_run(settings: Settings) -> int:
-    supervisor, gateway, store = _supervisor(settings)
+    supervisor, gateway, store, worker = _supervisor(settings, diagnose=True)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         del frame
@@ -308,6 +444,8 @@ def cmd_run(settings: Settings) -> int:
                 port=settings.http_port,
             )
         except OSError as e:
+            if worker is not None:
+                worker.close(0)
             store.close()
             gateway.close()
             raise ConfigError(
@@ -320,6 +458,9 @@ def cmd_run(settings: Settings) -> int:
     finally:
         if server is not None:
             server.stop()
+        if worker is not None:
+            # Within the stop timeout, or recorded as abandoned; its notices go out below.
+            worker.close(settings.stop_timeout)
         supervisor.close_notifier()
         gateway.close()
         store.close()
@@ -367,7 +508,7 @@ def cmd_status(url: str, *, as_json: bool) -> int:
     return EXIT_OK
 
 
-def cmd_doctor(settings: Settings, *, as_json: bool) -> int:
+def cmd_doctor(settings: Settings, *, as_json: bool, ask_llm: bool = False) -> int:
     def connect() -> DockerSDKGateway:
         return DockerSDKGateway.from_env(retry_attempts=1)
 
@@ -378,7 +519,17 @@ def cmd_doctor(settings: Settings, *, as_json: bool) -> int:
         finally:
             store.close()
 
-    results = run_checks(settings, os.environ, connect=connect, probe_database=probe_database)
+    def ask(key: str) -> str:
+        client = make_client(api_key=key, timeout=min(settings.llm_timeout, 30.0), max_retries=1)
+        return ask_model(client, settings.llm_model)
+
+    results = run_checks(
+        settings,
+        os.environ,
+        connect=connect,
+        probe_database=probe_database,
+        ask_llm=ask if ask_llm else None,
+    )
     broken = [r for r in results if not r.ok]
     if as_json:
         dump_json(
@@ -402,7 +553,7 @@ def cmd_doctor(settings: Settings, *, as_json: bool) -> int:
 
 
 def cmd_once(settings: Settings, *, as_json: bool) -> int:
-    supervisor, gateway, store = _supervisor(settings)
+    supervisor, gateway, store, _ = _supervisor(settings)
     try:
         report = supervisor.run_once()
     finally:
@@ -612,9 +763,19 @@ def cmd_incidents(settings: Settings, query: IncidentQuery, *, as_json: bool) ->
 def cmd_show(settings: Settings, incident_id: str, *, as_json: bool) -> int:
     with _database(settings) as store:
         incident = store.get(incident_id)
+        diagnoses = store.diagnoses(incident.id)
+        fixes = store.fixes_of_incident(incident.id)
     now = utcnow()
+    git = _quiet_git(settings)
+    by_id = {d.id: d for d in diagnoses}
+
+    def diff_of(fix: Fix) -> str | None:
+        return cli_escalation.fix_diff(git, fix, by_id.get(fix.diagnosis_id))
+
     if as_json:
-        dump_json(incident_document(incident, now=now, detailed=True))
+        document = incident_document(incident, now=now, detailed=True)
+        document.update(cli_escalation.incident_extras(diagnoses, fixes, diff_of=diff_of))
+        dump_json(document)
         return EXIT_OK
     c = incident.container
     print(f"Incident {incident.id}")
@@ -635,9 +796,92 @@ def cmd_show(settings: Settings, incident_id: str, *, as_json: bool) -> int:
     rows += [(a.started_at, "attempt", *_attempt_cells(a)) for a in incident.attempts]
     if incident.resolved_at is not None:
         rows.append((incident.resolved_at, "resolved", incident.note or "", ""))
+    rows += cli_escalation.timeline_rows(fixes)
     rows.sort(key=lambda r: r[0])
     table(["time", "event", "detail", "outcome"], rows, max_width=100)
+    cli_escalation.print_incident_extras(diagnoses, fixes, diff_of=diff_of)
     return EXIT_OK
+
+
+def cmd_diagnose(settings: Settings, incident_id: str, *, as_json: bool, use_llm: bool) -> int:
+    """Diagnose one incident of any status now, record it, make its fix, print it."""
+    git = _git(settings)
+    with _database(settings) as store:
+        gateway = DockerSDKGateway.from_env(retry_attempts=1)
+        notifier = _notifier(settings)
+        try:
+            service, followup = _escalation(
+                settings,
+                gateway=gateway,
+                store=store,
+                notifier=notifier,
+                git=git,
+                clock=SYSTEM_CLOCK,
+            )
+            result = service.diagnose(incident_id, use_llm=use_llm)
+            assert result.incident is not None
+            outcome = followup.finished(result, result.incident)
+        finally:
+            if notifier is not None:
+                notifier.close()
+            gateway.close()
+    cli_escalation.print_diagnosis(outcome, as_json=as_json)
+    return EXIT_OK
+
+
+def cmd_fixes(settings: Settings, args: argparse.Namespace) -> int:
+    """``medic fixes``: list, show, approve or reject."""
+    action = args.fixes_command
+    with _database(settings) as store:
+        if action is None:
+            fixes = store.list_fixes(include_decided=args.all)
+            cli_escalation.print_fixes(fixes, as_json=args.json, everything=args.all)
+            return EXIT_OK
+        if action == "show":
+            fix = store.get_fix(args.id)
+            diagnosis = next(
+                (d for d in store.diagnoses(fix.incident_id) if d.id == fix.diagnosis_id), None
+            )
+            diff = cli_escalation.fix_diff(_quiet_git(settings), fix, diagnosis)
+            cli_escalation.print_fix(fix, diagnosis=diagnosis, diff=diff, as_json=args.json)
+            return EXIT_OK
+        git = _git(settings)
+        if git is None:
+            raise ConfigError(
+                "set MEDIC_REPO to the repository the fix was made in to approve or reject it."
+            )
+        if action == "reject":
+            fix = reject(
+                args.id, store=store, git=git, reason=args.reason, clock=SYSTEM_CLOCK, by=args.by
+            )
+            print(cli_escalation.rejection_text(fix))
+            return EXIT_OK
+        approval = approve(
+            args.id,
+            store=store,
+            git=git,
+            author=Person.parse(settings.git_author),
+            clock=SYSTEM_CLOCK,
+            by=args.by,
+        )
+        print(cli_escalation.approval_text(approval))
+        if not args.rebuild:
+            return EXIT_OK
+        incident = store.get(approval.fix.incident_id)
+    gateway = DockerSDKGateway.from_env(retry_attempts=settings.docker_retry_attempts)
+    try:
+        return cli_escalation.rebuild_service(
+            incident, gateway=gateway, stop_timeout=settings.stop_timeout
+        )
+    finally:
+        gateway.close()
+
+
+def _quiet_git(settings: Settings) -> Git | None:
+    try:
+        return _git(settings)
+    except MedicError:
+        return None
 
 
 def cmd_resolve(settings: Settings, incident_id: str, *, note: str) -> int:

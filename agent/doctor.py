@@ -8,8 +8,6 @@ a way to reach the database), so they are tested without patching.
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +15,7 @@ from pathlib import Path
 from agent.config import Settings
 from agent.docker_gateway import DockerSDKGateway
 from agent.errors import MedicError
+from agent.fixes.git import Git
 from agent.observe import own_container_id, resolve_scope
 from agent.playbooks import load_playbooks
 
@@ -137,32 +136,58 @@ def check_repository(environ: Mapping[str, str]) -> CheckResult:
         return CheckResult(
             "repository", False, f"{repo} is not a folder here", "Mount it at the same path."
         )
-    git = shutil.which("git")
-    if git is None:
+    git = Git(path, timeout=10)
+    try:
+        top = git.check_repository()
+        branch = git.current_branch()
+    except MedicError as e:
         return CheckResult(
-            "repository", True, f"{repo} exists; git is not installed to check it", optional=True
+            "repository",
+            False,
+            f"{repo} cannot be used: {e}",
+            "Point MEDIC_REPO at a git work tree, and install git where medic runs.",
         )
-    done = subprocess.run(
-        [git, "-C", repo, "rev-parse", "--git-dir"], capture_output=True, text=True, check=False
-    )
-    if done.returncode != 0:
+    if branch is None:
         return CheckResult(
-            "repository", False, f"{repo} is not a git repository", "Point MEDIC_REPO at one."
+            "repository",
+            True,
+            f"git repository at {top}, on a detached HEAD: fixes are made but cannot be "
+            "approved (there is no branch to merge them into)",
+            "Check out the branch fixes should be merged into.",
+            optional=True,
         )
-    return CheckResult("repository", True, f"git repository at {repo}")
+    return CheckResult("repository", True, f"git repository at {top}, on branch {branch}")
 
 
-def check_llm(environ: Mapping[str, str]) -> CheckResult:
-    if environ.get("ANTHROPIC_API_KEY"):
-        where = environ.get("ANTHROPIC_BASE_URL") or "the Anthropic API"
-        return CheckResult("llm", True, f"ANTHROPIC_API_KEY is set (for {where})")
-    return CheckResult(
-        "llm",
-        True,
-        "ANTHROPIC_API_KEY is not set",
-        "Set ANTHROPIC_API_KEY to use an LLM for diagnoses.",
-        optional=True,
-    )
+def check_llm(environ: Mapping[str, str], ask: Callable[[str], str] | None = None) -> CheckResult:
+    """The API key; with ``ask`` (``medic doctor --llm``), one tiny call that the model
+    answers."""
+    key = environ.get("ANTHROPIC_API_KEY", "").strip()
+    if not key:
+        return CheckResult(
+            "llm",
+            True,
+            "ANTHROPIC_API_KEY is not set",
+            "Set ANTHROPIC_API_KEY to use an LLM for diagnoses.",
+            optional=True,
+        )
+    where = environ.get("ANTHROPIC_BASE_URL") or "the Anthropic API"
+    if ask is None:
+        return CheckResult(
+            "llm",
+            True,
+            f"ANTHROPIC_API_KEY is set (for {where}); run medic doctor --llm to ask the model",
+        )
+    try:
+        answer = ask(key)
+    except MedicError as e:
+        return CheckResult(
+            "llm",
+            False,
+            f"the model at {where} did not answer: {e}",
+            "Check ANTHROPIC_API_KEY, MEDIC_LLM_MODEL and ANTHROPIC_BASE_URL.",
+        )
+    return CheckResult("llm", True, f"ANTHROPIC_API_KEY is set; {answer}")
 
 
 def run_checks(
@@ -171,6 +196,7 @@ def run_checks(
     *,
     connect: Callable[[], DockerSDKGateway],
     probe_database: Callable[[str], str] | None,
+    ask_llm: Callable[[str], str] | None = None,
 ) -> list[CheckResult]:
     """Every check, in the order an operator would fix them."""
     docker_result, gateway = check_docker(connect)
@@ -181,7 +207,7 @@ def run_checks(
             check_playbooks(settings),
             check_database(environ, probe_database),
             check_repository(environ),
-            check_llm(environ),
+            check_llm(environ, ask_llm),
         ]
     finally:
         if gateway is not None:

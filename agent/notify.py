@@ -49,6 +49,7 @@ class NotificationKind(StrEnum):
     OPENED = "opened"
     ESCALATED = "escalated"
     RESOLVED = "resolved"
+    DIAGNOSED = "diagnosed"
     FIX_PROPOSED = "fix_proposed"
     PLAYBOOK = "playbook"
 

@@ -173,6 +173,26 @@ def make_client(
     )
 
 
+def ask_model(client: anthropic.Anthropic, model: str) -> str:
+    """One tiny call (``medic doctor --llm``): the model's answer and the tokens it took;
+    LLMError saying why when it does not answer."""
+    try:
+        response = client.messages.create(
+            model=model,
+            max_tokens=8,
+            messages=[{"role": "user", "content": "Reply with the one word: ready"}],
+        )
+    except anthropic.APIStatusError as e:
+        raise LLMError(f"the Claude API answered {e.status_code}: {_api_message(e)}") from e
+    except anthropic.AnthropicError as e:
+        raise LLMError(f"the Claude API call failed ({e})") from e
+    words = " ".join(
+        str(getattr(block, "text", "")) for block in response.content if block.type == "text"
+    ).strip()
+    tokens = int(response.usage.input_tokens or 0) + int(response.usage.output_tokens or 0)
+    return f"{response.model} answered {words[:40]!r} ({tokens} tokens)"
+
+
 # --- the read-only repository tools ------------------------------------------------------
 
 

@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
+from typing import Protocol
 
 from loguru import logger
 
@@ -36,6 +37,7 @@ from agent.model import (
     Incident,
     IncidentId,
 )
+from agent.notify import Notification
 from agent.store.base import IncidentStore
 
 
@@ -52,6 +54,12 @@ class DiagnosisResult:
     llm: Diagnosis | None = None
     reused_from: DiagnosisId | None = None
     error: str | None = None
+    incident: Incident | None = None
+    """The incident as it was read for the diagnosis."""
+
+
+#: Called once the rule diagnosis is recorded, before Claude is asked.
+RulesSpoke = Callable[[Incident, Diagnosis], None]
 
 
 class DiagnosisService:
@@ -80,8 +88,12 @@ class DiagnosisService:
         self.redact_patterns = tuple(redact_patterns)
         self.clock = clock
 
-    def diagnose(self, incident_id: str, *, use_llm: bool = True) -> DiagnosisResult:
-        """Rules always; Claude when configured, asked for, and the budgets allow."""
+    def diagnose(
+        self, incident_id: str, *, use_llm: bool = True, on_rules: RulesSpoke | None = None
+    ) -> DiagnosisResult:
+        """Rules always; Claude when configured, asked for, and the budgets allow.
+
+        ``on_rules`` hears of the rule diagnosis as soon as it is recorded."""
         incident = self.incidents.get(incident_id)
         case = gather(
             incident=incident,
@@ -116,8 +128,10 @@ class DiagnosisService:
             rule.rule_id,
             rule.summary,
         )
+        if on_rules is not None:
+            on_rules(incident, rule_record)
         if not use_llm or self.llm is None:
-            return DiagnosisResult(incident_id=incident.id, rule=rule_record)
+            return DiagnosisResult(incident_id=incident.id, rule=rule_record, incident=incident)
 
         earlier = self.diagnoses.find_reusable(fp, since=window_start(now, self.window))
         if earlier is not None:
@@ -126,7 +140,9 @@ class DiagnosisService:
         refusal = daily_refusal(spent=spent, daily_tokens=self.daily_tokens)
         if refusal is not None:
             logger.warning("Incident {}: {}", incident.id[:12], refusal)
-            return DiagnosisResult(incident_id=incident.id, rule=rule_record, error=refusal)
+            return DiagnosisResult(
+                incident_id=incident.id, rule=rule_record, error=refusal, incident=incident
+            )
 
         limits = self.llm.limits
         llm = replace(
@@ -171,7 +187,11 @@ class DiagnosisService:
                 self.window,
             )
             return DiagnosisResult(
-                incident_id=incident.id, rule=rule_record, llm=failed, error=str(e)
+                incident_id=incident.id,
+                rule=rule_record,
+                llm=failed,
+                error=str(e),
+                incident=incident,
             )
         usage = answer.usage
         record = replace(
@@ -197,7 +217,9 @@ class DiagnosisService:
             usage.calls,
             answer.summary,
         )
-        return DiagnosisResult(incident_id=incident.id, rule=rule_record, llm=record)
+        return DiagnosisResult(
+            incident_id=incident.id, rule=rule_record, llm=record, incident=incident
+        )
 
     def _reuse(self, incident: Incident, rule: Diagnosis, earlier: Diagnosis) -> DiagnosisResult:
         until = earlier.created_at + timedelta(seconds=self.window)
@@ -208,7 +230,11 @@ class DiagnosisService:
                 f"retried before {until:%Y-%m-%d %H:%M:%S} UTC."
             )
             return DiagnosisResult(
-                incident_id=incident.id, rule=rule, reused_from=earlier.id, error=error
+                incident_id=incident.id,
+                rule=rule,
+                reused_from=earlier.id,
+                error=error,
+                incident=incident,
             )
         copy = replace(
             earlier,
@@ -229,28 +255,77 @@ class DiagnosisService:
             incident.id[:12],
             earlier.incident_id[:12],
         )
-        return DiagnosisResult(incident_id=incident.id, rule=rule, llm=copy, reused_from=earlier.id)
+        return DiagnosisResult(
+            incident_id=incident.id,
+            rule=rule,
+            llm=copy,
+            reused_from=earlier.id,
+            incident=incident,
+        )
 
 
 _STOP = object()
 
 
+class Followups(Protocol):
+    """What the worker does around a diagnosis (``agent.escalate.followup.Followup``)."""
+
+    def rules_spoke(
+        self, incident: Incident, rule: Diagnosis, notice: Notification | None
+    ) -> None: ...
+
+    def failed(self, incident_id: IncidentId, notice: Notification | None, why: str) -> None: ...
+
+    def finished(self, result: DiagnosisResult, incident: Incident) -> object: ...
+
+
+class Notices(Protocol):
+    """Escalation notifications held for their diagnosis
+    (``agent.escalate.followup.EscalationNotices``)."""
+
+    def claim(self, incident_id: str) -> Notification | None: ...
+
+    def sweep(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class _Queued:
+    incident_id: IncidentId
+    notice: Notification | None
+
+
 class DiagnosisWorker:
     """The escalation hook: queues escalated incidents and diagnoses them on its own thread,
-    so the decision thread and healing never wait for a diagnosis."""
+    so the decision thread and healing never wait for a diagnosis.
 
-    def __init__(self, service: DiagnosisService, *, clock: Clock = SYSTEM_CLOCK) -> None:
+    With ``followup`` and ``notices``, the escalation's notification goes out once the
+    rules have spoken, carrying their summary (or, if diagnosing fails or is
+    abandoned, as it was, saying so), and Claude's edits become a fix."""
+
+    def __init__(
+        self,
+        service: DiagnosisService,
+        *,
+        followup: Followups | None = None,
+        notices: Notices | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+        sweep_every: float = 5.0,
+    ) -> None:
         self.service = service
+        self.followup = followup
+        self.notices = notices
         self.clock = clock
+        self.sweep_every = sweep_every
         self._queue: queue.Queue[object] = queue.Queue()
-        self._current: IncidentId | None = None
+        self._current: _Queued | None = None
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="diagnosis", daemon=True)
         self._thread.start()
 
     def escalated(self, incident: Incident) -> None:
         """Queue ``incident`` for diagnosis and return at once."""
-        self._queue.put(incident.id)
+        notice = self.notices.claim(incident.id) if self.notices is not None else None
+        self._queue.put(_Queued(incident.id, notice))
         logger.info(
             "Incident {} ({}) escalated; it is queued for diagnosis.",
             incident.id[:12],
@@ -262,7 +337,7 @@ class DiagnosisWorker:
         (the one under way, if it did not finish, and the queued ones) as abandoned."""
         self._queue.put(_STOP)
         self._thread.join(timeout)
-        left: list[IncidentId] = []
+        left: list[_Queued] = []
         with self._lock:
             if self._thread.is_alive() and self._current is not None:
                 left.append(self._current)
@@ -271,32 +346,71 @@ class DiagnosisWorker:
                 item = self._queue.get_nowait()
             except queue.Empty:
                 break
-            if isinstance(item, str):
-                left.append(IncidentId(item))
-        for incident_id in left:
-            self._record_abandoned(incident_id)
+            if isinstance(item, _Queued):
+                left.append(item)
+        for queued in left:
+            self._record_abandoned(queued.incident_id)
+            if self.followup is not None:
+                self.followup.failed(
+                    queued.incident_id,
+                    queued.notice,
+                    "The diagnosis was abandoned: medic stopped before it finished.",
+                )
 
     def _run(self) -> None:
         while True:
-            item = self._queue.get()
+            try:
+                item = self._queue.get(timeout=self.sweep_every)
+            except queue.Empty:
+                if self.notices is not None:
+                    self.notices.sweep()
+                continue
             if item is _STOP:
                 return
-            incident_id = IncidentId(str(item))
+            assert isinstance(item, _Queued)
             with self._lock:
-                self._current = incident_id
+                self._current = item
             try:
-                self.service.diagnose(incident_id)
-            except Exception as e:
-                logger.exception(
-                    "Diagnosing incident {} failed ({}); the incident stays escalated without "
-                    "a diagnosis. Run medic diagnose {} to try again.",
-                    incident_id[:12],
-                    e,
-                    incident_id[:12],
-                )
+                self._diagnose(item)
             finally:
                 with self._lock:
                     self._current = None
+
+    def _diagnose(self, item: _Queued) -> None:
+        incident_id = item.incident_id
+        followup = self.followup
+
+        def rules_spoke(incident: Incident, rule: Diagnosis) -> None:
+            if followup is not None:
+                followup.rules_spoke(incident, rule, item.notice)
+            with self._lock:
+                if self._current is item:
+                    # Sent: an abandoned Claude call must not send it a second time.
+                    self._current = replace(item, notice=None)
+
+        try:
+            result = self.service.diagnose(incident_id, on_rules=rules_spoke)
+            if followup is not None and result.incident is not None:
+                followup.finished(result, result.incident)
+        except Exception as e:
+            logger.exception(
+                "Diagnosing incident {} failed ({}); the incident stays escalated without "
+                "a diagnosis. Run medic diagnose {} to try again.",
+                incident_id[:12],
+                e,
+                incident_id[:12],
+            )
+            with self._lock:
+                notice = self._current.notice if self._current is not None else item.notice
+                if self._current is not None:
+                    self._current = replace(self._current, notice=None)
+            if followup is not None:
+                followup.failed(
+                    incident_id,
+                    notice,
+                    f"medic could not diagnose it ({e}); run medic diagnose "
+                    f"{incident_id[:12]} to try again.",
+                )
 
     def _record_abandoned(self, incident_id: IncidentId) -> None:
         source = DiagnosisSource.LLM if self.service.llm is not None else DiagnosisSource.RULES

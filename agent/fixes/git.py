@@ -3,8 +3,9 @@
 Every call is ``git`` with a list of arguments (never a shell), a time limit, and an
 environment medic controls: the caller's ``GIT_*`` variables are dropped so that no
 stray ``GIT_DIR`` or ``GIT_INDEX_FILE`` points a command somewhere else, prompts are
-off, and optional locks are off so that reading the status never rewrites the
-repository's index.
+off, optional locks are off so that reading the status never rewrites the
+repository's index, and the repository is marked safe for this process alone (it is
+often owned by another user than medic's; see ``_trust``).
 
 The repository's checked-out branch, index and working tree are never touched. A fix
 commit is built with a temporary index (``GIT_INDEX_FILE`` in a temporary folder):
@@ -111,6 +112,7 @@ class Git:
                 "LANGUAGE": "C",
             }
         )
+        env.update(_trust(self.repo))
         self._env = env
 
     # --- running ----------------------------------------------------------------------
@@ -400,6 +402,24 @@ class Git:
                     self._run("worktree", "prune")
                 except GitError as e:
                     logger.warning("Pruning temporary worktrees of {} failed: {}.", self.repo, e)
+
+
+def _trust(repo: Path) -> dict[str, str]:
+    """Configuration for this process only, marking ``repo`` as safe to git.
+
+    medic in its container runs as another user than the one who owns the mounted
+    repository, and git then refuses it ("detected dubious ownership"). git reads
+    ``safe.directory`` only from protected configuration, which includes the
+    command-line scope that ``GIT_CONFIG_COUNT``/``KEY``/``VALUE`` set: the exception
+    names this one repository, and neither the user's global configuration nor any
+    other repository is touched.
+    """
+    paths = list(dict.fromkeys([os.path.abspath(repo), str(Path(repo).resolve())]))
+    config = {"GIT_CONFIG_COUNT": str(len(paths))}
+    for number, path in enumerate(paths):
+        config[f"GIT_CONFIG_KEY_{number}"] = "safe.directory"
+        config[f"GIT_CONFIG_VALUE_{number}"] = path
+    return config
 
 
 def _identity(person: Person, when: datetime) -> dict[str, str]:

@@ -225,9 +225,11 @@ def test_show_prints_a_timeline(seeded: dict[str, Any]) -> None:
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert out.startswith(f"Incident {seeded['web'].id}\n")
-    events = [line.split()[2] for line in out.split("TIME", 1)[1].splitlines()[1:]]
+    timeline, below = out.split("TIME", 1)[1].split("\n\n", 1)
+    events = [line.split()[2] for line in timeline.splitlines()[1:]]
     assert events == ["finding", "attempt", "resolved"]
     assert "shop-web-1 exited with code 3. (exit_code=3)" in out
+    assert below == "Diagnosis\nNo diagnosis yet (medic diagnose ID makes one).\n"
 
 
 def test_resolve_closes_an_escalated_incident_once(seeded: dict[str, Any]) -> None:

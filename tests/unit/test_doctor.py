@@ -5,6 +5,9 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import pytest
+from fake_anthropic import FakeAnthropic, error, message
+
 from agent.config import Settings
 from agent.docker_gateway import DockerSDKGateway
 from agent.doctor import (
@@ -15,6 +18,7 @@ from agent.doctor import (
     run_checks,
 )
 from agent.errors import DockerUnavailable, StoreUnavailable
+from agent.escalate.claude import LLMError, ask_model, make_client
 
 
 def unreachable() -> DockerSDKGateway:
@@ -71,3 +75,53 @@ def test_a_missing_llm_key_is_optional() -> None:
     assert missing.ok and missing.optional
     assert "ANTHROPIC_API_KEY" in missing.fix
     assert check_llm({"ANTHROPIC_API_KEY": "k"}).detail.startswith("ANTHROPIC_API_KEY is set")
+
+
+def test_the_repository_check_names_the_branch_fixes_merge_into(tmp_path: Path) -> None:
+    subprocess.run(["git", "init", "-q", "-b", "trunk", str(tmp_path)], check=True)
+    result = check_repository({"MEDIC_REPO": str(tmp_path)})
+    assert result.ok and not result.optional
+    assert result.detail.endswith("on branch trunk")
+
+
+def test_with_llm_the_model_is_asked_and_its_answer_shown() -> None:
+    asked: list[str] = []
+
+    def ask(key: str) -> str:
+        asked.append(key)
+        return "claude-sonnet-5-5 answered 'ready' (12 tokens)"
+
+    result = check_llm({"ANTHROPIC_API_KEY": "sk-ant-k"}, ask)
+    assert asked == ["sk-ant-k"]
+    assert result.ok and "answered 'ready'" in result.detail
+
+
+def test_with_llm_a_model_that_does_not_answer_fails_the_check() -> None:
+    def ask(key: str) -> str:
+        raise LLMError("the Claude API answered 401: invalid x-api-key")
+
+    result = check_llm({"ANTHROPIC_API_KEY": "bad", "ANTHROPIC_BASE_URL": "http://proxy"}, ask)
+    assert not result.ok
+    assert "the model at http://proxy did not answer" in result.detail
+    assert "401" in result.detail
+    assert "ANTHROPIC_API_KEY" in result.fix
+
+
+def test_ask_model_makes_one_tiny_call_through_the_real_sdk() -> None:
+    fake = FakeAnthropic([message([{"type": "text", "text": "ready"}], stop_reason="end_turn")])
+    with fake.running():
+        client = make_client(api_key="sk-ant-test", base_url=fake.url, strict=True)
+        answer = ask_model(client, "claude-sonnet-5-5")
+    assert answer.startswith("claude-sonnet-5-5 answered 'ready'")
+    [body] = fake.bodies
+    assert body["model"] == "claude-sonnet-5-5"
+    assert body["max_tokens"] <= 16
+    assert "tools" not in body
+
+
+def test_ask_model_turns_an_api_error_into_one_sentence() -> None:
+    fake = FakeAnthropic([error(401, "authentication_error", "invalid x-api-key")])
+    with fake.running():
+        client = make_client(api_key="sk-ant-test", base_url=fake.url, max_retries=0)
+        with pytest.raises(LLMError, match="answered 401: invalid x-api-key"):
+            ask_model(client, "claude-sonnet-5-5")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -65,3 +66,29 @@ def test_an_author_must_look_like_name_and_email() -> None:
     assert Person.parse("medic bot <bot@example.com>") == Person("medic bot", "bot@example.com")
     with pytest.raises(GitError):
         Person.parse("medic")
+
+
+def test_a_repository_owned_by_another_user_is_trusted_for_medic_alone(
+    repo: Path, tmp_path: Path
+) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("changing a folder's owner needs root")
+    home = tmp_path / "home"
+    home.mkdir()
+    for path in [repo, *repo.rglob("*")]:
+        os.lchown(path, 4321, 4321)
+    environ = {"PATH": "/usr/bin:/bin", "HOME": str(home)}
+    plain = subprocess.run(
+        ["git", "-C", str(repo), "status"],
+        env=environ,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert "dubious ownership" in plain.stderr
+    git = Git(repo, environ=environ)
+    assert git.current_branch() == "main"
+    assert git.check_repository() == repo.resolve()
+    # Nothing was written to any configuration file: the exception lives in medic's process.
+    assert list(home.iterdir()) == []
+    assert "safe" not in (repo / ".git" / "config").read_text()

@@ -77,9 +77,7 @@ GIT_RUNNER = "agent.fixes.git"
 
 #: Modules that run git themselves today, each with why; the test fails when one no
 #: longer does, so this list cannot outlive its reason.
-GIT_EXCEPTIONS: dict[str, str] = {
-    "agent.doctor": "its repository check runs git rev-parse until agent/fixes/git.py exists",
-}
+GIT_EXCEPTIONS: dict[str, str] = {}
 
 
 def modules() -> Iterator[tuple[str, ast.Module]]:

@@ -1,0 +1,311 @@
+"""The bodies of ``medic diagnose``, ``medic fixes`` and the diagnoses and fixes part of
+``medic incidents show``: their arguments, what they print, and the rebuild after an
+approval. ``agent/cli.py`` builds the adapters and hands them in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+from agent.act import Actor
+from agent.codec import diagnosis_to_dict
+from agent.docker_gateway import DockerSDKGateway
+from agent.errors import ConfigError, DockerError, MedicError
+from agent.escalate.document import diagnose_document, edits_diff, render_text
+from agent.escalate.followup import Outcome
+from agent.escalate.worker import DiagnosisResult
+from agent.fixes.document import TABLE_HEADERS, fix_document, fix_row, show_text
+from agent.fixes.git import Git
+from agent.fixes.review import Approval
+from agent.model import (
+    Action,
+    ActionKind,
+    ContainerRef,
+    Diagnosis,
+    DiagnosisSource,
+    Fix,
+    FixStatus,
+    Incident,
+)
+from agent.output import dump_json, table
+
+#: The diff of a fix, or None when git cannot give it (the branch was deleted).
+DiffOf = Callable[[Fix], str | None]
+
+
+def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``medic diagnose`` and ``medic fixes``."""
+    diagnose = commands.add_parser(
+        "diagnose", help="diagnose one incident now (rules, then Claude), record and print it"
+    )
+    diagnose.add_argument("id", help="incident id, or a unique prefix of it")
+    diagnose.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    diagnose.add_argument(
+        "--no-llm", action="store_true", help="the rules only, even with ANTHROPIC_API_KEY set"
+    )
+
+    fixes = commands.add_parser(
+        "fixes", help="fix branches awaiting a decision (every one with --all); review them"
+    )
+    fixes.add_argument("--all", action="store_true", help="decided and refused fixes too")
+    fixes.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    fix_commands = fixes.add_subparsers(dest="fixes_command", metavar="ACTION")
+    fix_show = fix_commands.add_parser("show", help="one fix: its diagnosis, verification and diff")
+    fix_show.add_argument("id", help="fix id, or a unique prefix of it")
+    fix_show.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    approve = fix_commands.add_parser(
+        "approve", help="merge the fix branch into the branch it was made on"
+    )
+    approve.add_argument("id", help="fix id, or a unique prefix of it")
+    approve.add_argument(
+        "--rebuild",
+        action="store_true",
+        help="then rebuild the service's image and recreate its container",
+    )
+    approve.add_argument("--by", help="who approves (default: the OS user)")
+    reject = fix_commands.add_parser("reject", help="delete the fix branch, keeping why")
+    reject.add_argument("id", help="fix id, or a unique prefix of it")
+    reject.add_argument("--reason", required=True, help="why the fix is rejected")
+    reject.add_argument("--by", help="who rejects (default: the OS user)")
+
+
+def service_labels(gateway: DockerSDKGateway, incident: Incident) -> dict[str, str] | None:
+    """The compose labels of the incident's container, or of the container that runs its
+    service now (medic may have replaced it); None when neither can be read."""
+    ref = incident.container
+    try:
+        attrs = gateway.inspect_attrs(ref.id)
+        return dict((attrs.get("Config") or {}).get("Labels") or {})
+    except DockerError:
+        pass
+    if ref.project and ref.service:
+        try:
+            for container in gateway.project_containers(ref.project):
+                if container.service == ref.service:
+                    return dict(container.labels)
+        except DockerError:
+            return None
+    return None
+
+
+def print_diagnosis(outcome: Outcome, *, as_json: bool) -> None:
+    """``medic diagnose``: the documented object, or the text and what became of the edits."""
+    if as_json:
+        dump_json(diagnose_document(outcome.result))
+        return
+    print(render_text(outcome.result), end="")
+    llm = outcome.result.llm
+    if outcome.fix is not None:
+        print()
+        print(fix_sentence(outcome.fix))
+    elif llm is not None and llm.error is None and not llm.edits:
+        print("\nNo fix branch: Claude proposed no edits.")
+    elif llm is None and outcome.result.error is None:
+        print("\nNo fix branch: only medic's rules diagnosed it, and they propose no edits.")
+
+
+def fix_sentence(fix: Fix) -> str:
+    """What became of a diagnosis's edits, in a line or a few."""
+    if fix.status is FixStatus.REFUSED:
+        reasons = "\n".join(f"  - {r}" for r in fix.refusal_reasons)
+        return f"No fix branch: the proposed edits were refused (fix {fix.id[:8]}):\n{reasons}"
+    line = f"Fix {fix.id[:8]} is on branch {fix.branch}, changing {', '.join(fix.files)}."
+    if fix.verification is not None and not fix.verification.ok:
+        line += " Its verification failed; see medic fixes show."
+    return f"{line}\nReview it with medic fixes show {fix.id[:8]}, then approve or reject it."
+
+
+# --- medic incidents show ----------------------------------------------------------------
+
+
+def diagnosis_document(diagnosis: Diagnosis) -> dict[str, Any]:
+    """A stored diagnosis in ``incidents show --json``: every field, edits as a diff too."""
+    document = diagnosis_to_dict(diagnosis)
+    document["edits_diff"] = edits_diff(diagnosis.edits) if diagnosis.edits else None
+    return document
+
+
+def incident_extras(
+    diagnoses: Sequence[Diagnosis], fixes: Sequence[Fix], *, diff_of: DiffOf
+) -> dict[str, Any]:
+    """The ``diagnoses`` and ``fixes`` keys of ``incidents show --json``."""
+    return {
+        "diagnoses": [diagnosis_document(d) for d in diagnoses],
+        "fixes": [fix_document(f, diff=diff_of(f)) for f in fixes],
+    }
+
+
+def timeline_rows(fixes: Sequence[Fix]) -> list[tuple[datetime, str, str, str]]:
+    """The incident timeline's rows for its fixes: made or refused, approved or rejected
+    and by whom."""
+    rows: list[tuple[datetime, str, str, str]] = []
+    for fix in fixes:
+        if fix.status is FixStatus.REFUSED:
+            rows.append(
+                (
+                    fix.created_at,
+                    "fix refused",
+                    f"{fix.id[:8]}: {fix.summary}",
+                    "; ".join(fix.refusal_reasons),
+                )
+            )
+            continue
+        rows.append(
+            (
+                fix.created_at,
+                "fix proposed",
+                f"{fix.id[:8]} on {fix.branch} ({', '.join(fix.files)})",
+                "",
+            )
+        )
+        if fix.decided_at is not None:
+            why = f": {fix.reason}" if fix.reason else ""
+            rows.append(
+                (
+                    fix.decided_at,
+                    f"fix {fix.status}",
+                    f"{fix.id[:8]} by {fix.decided_by or 'unknown'}{why}",
+                    "",
+                )
+            )
+    return rows
+
+
+def diagnoses_text(diagnoses: Sequence[Diagnosis]) -> str:
+    """The newest rule diagnosis and Claude's side by side, the proposed edits as a diff,
+    then older diagnoses one line each."""
+    if not diagnoses:
+        return "No diagnosis yet (medic diagnose ID makes one).\n"
+    rules = [d for d in diagnoses if d.source is DiagnosisSource.RULES and d.error is None]
+    llms = [d for d in diagnoses if d.source is DiagnosisSource.LLM]
+    lines: list[str] = []
+    if rules:
+        rule = rules[-1]
+        llm = llms[-1] if llms and llms[-1].created_at >= rule.created_at else None
+        result = DiagnosisResult(
+            incident_id=rule.incident_id,
+            rule=rule,
+            llm=llm,
+            reused_from=llm.reused_from if llm is not None else None,
+            error=llm.error if llm is not None else None,
+        )
+        text = render_text(result)
+        # render_text starts with the incident's id, which the page has said already.
+        lines.append(text.split("\n", 2)[2].rstrip("\n"))
+        shown = {rule.id, *(d.id for d in ([llm] if llm else []))}
+    else:
+        shown = set()
+    older = [d for d in diagnoses if d.id not in shown]
+    if older:
+        lines.append("")
+        lines.append("Other diagnoses:")
+        for d in older:
+            what = d.error or d.summary
+            lines.append(
+                f"  {d.created_at:%Y-%m-%d %H:%M:%S} {d.source}"
+                f"{' ' + d.model if d.model else ''} ({d.rule_id or '-'}): {what}"
+            )
+    return "\n".join(lines) + "\n"
+
+
+# --- medic fixes -------------------------------------------------------------------------
+
+
+def print_fixes(fixes: Sequence[Fix], *, as_json: bool, everything: bool) -> None:
+    if as_json:
+        dump_json([fix_document(f) for f in fixes])
+        return
+    if not fixes:
+        print("No fixes." if everything else "No fixes await a decision (--all lists every one).")
+        return
+    table(list(TABLE_HEADERS), [fix_row(f) for f in fixes], max_width=60)
+
+
+def print_fix(fix: Fix, *, diagnosis: Diagnosis | None, diff: str | None, as_json: bool) -> None:
+    if as_json:
+        document = fix_document(fix, diff=diff)
+        document["diagnosis"] = diagnosis_to_dict(diagnosis) if diagnosis is not None else None
+        dump_json(document)
+        return
+    print(show_text(fix, diagnosis=diagnosis, diff=diff), end="")
+
+
+def approval_text(approval: Approval) -> str:
+    fix = approval.fix
+    if approval.already_merged:
+        how = "it was already in it"
+    elif approval.fast_forward:
+        how = "a fast-forward"
+    else:
+        how = "a merge commit"
+    return (
+        f"Fix {fix.id[:8]} is approved by {fix.decided_by}: {fix.branch} is merged into "
+        f"{approval.into} ({how}; {approval.into} is at {approval.merged[:12]})."
+    )
+
+
+def rejection_text(fix: Fix) -> str:
+    deleted = f"; branch {fix.branch} is deleted" if fix.branch else ""
+    return f"Fix {fix.id[:8]} is rejected by {fix.decided_by}{deleted}. Reason kept: {fix.reason}"
+
+
+def print_incident_extras(
+    diagnoses: Sequence[Diagnosis], fixes: Sequence[Fix], *, diff_of: DiffOf
+) -> None:
+    """Below an incident's timeline: its diagnoses, then each fix and its diff."""
+    print()
+    print("Diagnosis")
+    print(diagnoses_text(diagnoses), end="")
+    for fix in fixes:
+        print()
+        print(fix_sentence(fix))
+        diff = diff_of(fix) if fix.status is not FixStatus.REFUSED else None
+        if diff:
+            print(diff.rstrip("\n"))
+
+
+def fix_diff(git: Git | None, fix: Fix, diagnosis: Diagnosis | None) -> str | None:
+    """The fix commit's diff from git; the proposed edits' diff when git cannot say."""
+    if git is not None and fix.base and fix.commit:
+        try:
+            return git.diff(fix.base, fix.commit)
+        except MedicError:
+            pass
+    if diagnosis is not None and diagnosis.edits:
+        return edits_diff(diagnosis.edits)
+    return None
+
+
+def rebuild_service(incident: Incident, *, gateway: DockerSDKGateway, stop_timeout: float) -> int:
+    """``--rebuild``: the playbooks' rebuild action on the container that runs the
+    incident's service now: build its image from the merged tree, then recreate it."""
+    ref = incident.container
+    if not ref.project or not ref.service:
+        raise ConfigError(
+            f"{ref.label} is not a compose service, so medic cannot rebuild it; rebuild it "
+            "yourself."
+        )
+    current = next(
+        (c for c in gateway.project_containers(ref.project) if c.service == ref.service),
+        None,
+    )
+    if current is None:
+        raise ConfigError(
+            f"no container of service {ref.service} in project {ref.project} is left to "
+            "rebuild; start it with docker compose up."
+        )
+    actor = Actor(gateway, workers=1, stop_timeout=stop_timeout)
+    target = ContainerRef(current.id, current.name, ref.project, ref.service)
+    result = actor.run_action(target, Action(ActionKind.REBUILD))
+    if not result.ok:
+        print(
+            f"The fix is merged, but rebuilding {ref.service} failed: {result.error}",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"Rebuilt and recreated {ref.service}: {result.output.splitlines()[-1]}.")
+    return 0
