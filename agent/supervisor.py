@@ -3,9 +3,9 @@
 One decision thread owns every piece of per-container state. Four things feed it
 through a single inbox: the poll timer (every ``interval`` seconds), the Docker
 events thread (agent/events.py keeps the stream connected), the actor reporting
-the containers an action touches, and the actor's workers reporting finished plans. Because only this thread reads and
-writes the state, there are no locks around it; actions run on the pool, so a
-slow one delays no other container.
+the containers an action touches, and the actor's workers reporting finished plans.
+Because only this thread reads and writes the state, there are no locks around it;
+actions run on the pool, so a slow one delays no other container.
 
 The check of one container is the flow in DESIGN.md: observe, what medic knows
 of it (agent/history.py, pure), detect, decide, record (agent/recorder.py), act.
