@@ -14,6 +14,7 @@ from agent.model import (
     Action,
     ActionKind,
     Attempt,
+    AttemptStatus,
     Incident,
     LogRule,
     Match,
@@ -58,7 +59,13 @@ class Running:
         return [i for i in self.store.list_incidents() if i.container.id == container_id]
 
     def attempts(self, container_id: str) -> list[Attempt]:
-        return [a for i in self.incidents(container_id) for a in i.attempts]
+        """The attempts that have ended: one is recorded as running when it starts."""
+        return [
+            a
+            for i in self.incidents(container_id)
+            for a in i.attempts
+            if a.status is not AttemptStatus.RUNNING
+        ]
 
 
 @pytest.fixture
