@@ -12,7 +12,6 @@ from escalate_support import FixtureSource, load_fixture
 from fixrepo import APP_PY, FixedClock, make_repo
 
 from agent.escalate.followup import EscalationNotices, FixMaker, Followup
-from agent.escalate.store import MemoryDiagnosisStore
 from agent.escalate.worker import DiagnosisResult, DiagnosisService, DiagnosisWorker
 from agent.fixes.git import Git, Person
 from agent.fixes.guardrails import Policy
@@ -101,7 +100,7 @@ def test_closing_sends_what_is_held_then_closes_the_notifier() -> None:
 def worker_for(data: dict[str, Any], incidents: MemoryStore, sent: Sent) -> DiagnosisWorker:
     service = DiagnosisService(
         incidents=incidents,
-        diagnoses=MemoryDiagnosisStore(),
+        diagnoses=incidents,
         source=FixtureSource(data),
         clock=FixedClock(NOW),
     )
@@ -162,7 +161,7 @@ def test_a_diagnosis_abandoned_at_stop_still_sends_the_escalation() -> None:
     data = load_fixture("missing_module")
     incidents, sent, release = MemoryStore(), Sent(), threading.Event()
     incident = open_incident(incidents, data["inspect"])
-    diagnoses = MemoryDiagnosisStore()
+    diagnoses = incidents
     service = DiagnosisService(
         incidents=incidents, diagnoses=diagnoses, source=Stuck(data, release)
     )
