@@ -19,7 +19,6 @@ are the SDK's; nothing here re-implements them.
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import re
 import secrets
@@ -34,6 +33,7 @@ from agent.errors import MedicError, TemporaryError
 from agent.escalate.casefile import CaseFile
 from agent.escalate.rules import RuleDiagnosis
 from agent.model import Confidence, Edit
+from agent.secrets import is_secret_file_name
 
 SUBMIT = "submit_diagnosis"
 #: Bytes of one tool result sent back to the model.
@@ -48,37 +48,6 @@ GREP_MATCHES = 80
 FILE_BYTES = 1024 * 1024
 #: Output tokens one response may have.
 MAX_OUTPUT_TOKENS = 4096
-
-#: File names a tool never opens, wherever they are: secrets and key material.
-SECRET_FILES = (
-    ".env",
-    ".env.*",
-    "*.env",
-    "*.pem",
-    "*.key",
-    "*.p12",
-    "*.pfx",
-    "*.jks",
-    "*.keystore",
-    "*.crt",
-    "*.cer",
-    "*.der",
-    "*.csr",
-    "id_rsa*",
-    "id_dsa*",
-    "id_ecdsa*",
-    "id_ed25519*",
-    ".netrc",
-    ".npmrc",
-    ".pypirc",
-    ".htpasswd",
-    "*.kdbx",
-    "credentials",
-    "credentials.*",
-    "*secret*",
-    "*.tfstate",
-    "*.tfstate.*",
-)
 
 
 class LLMError(MedicError):
@@ -252,7 +221,7 @@ class RepoTools:
             raise Refused(f"{path!r} is inside .git, which is not readable")
         rel = "/".join(p for p in parts if p not in (".", ""))
         for part in parts:
-            if any(fnmatch.fnmatch(part.lower(), pattern) for pattern in SECRET_FILES):
+            if is_secret_file_name(part):
                 raise Refused(f"{path!r} looks like a secret file (keys, .env, credentials)")
         full = self.root / rel
         try:
@@ -709,7 +678,7 @@ def _check_new_path(tools: RepoTools, path: str) -> None:
     parent = str(PurePosixPath(path).parent)
     tools.resolve(parent)
     name = PurePosixPath(path).name
-    if any(fnmatch.fnmatch(name.lower(), p) for p in SECRET_FILES):
+    if is_secret_file_name(name):
         raise Refused(f"{path!r} looks like a secret file")
     if ".." in PurePosixPath(path).parts or path.startswith("/"):
         raise Refused(f"{path!r} leaves the repository")

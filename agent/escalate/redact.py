@@ -8,15 +8,13 @@ Three layers, applied in this order to every string that enters a case file:
    lines, compose text) by a stable placeholder naming the variable:
    ``[REDACTED:DB_PASSWORD]``. This catches most leaks: a program that prints its
    connection string prints the same value the environment holds.
-2. **Value patterns.** Private key blocks, JWTs, bearer/basic credentials, AWS, GCP,
-   GitHub, GitLab, Slack, Stripe, OpenAI and Anthropic (``sk-ant-…``) keys, the
-   password in a URL, ``name=value`` pairs whose name looks secret, and whatever the
-   operator's MEDIC_REDACT patterns match.
-3. **detect-secrets plugins**, called one by one on each line as a backup for the
-   value patterns. Its eager ``scan_line`` is not used (it flags ordinary values
-   such as ``REDIS_HOST=redis``), nor ``analyze_line`` (which may try to *verify* a
-   secret over the network). Its plugins read process-wide settings, so calls are
-   serialised by a lock.
+2. **Value patterns** (``agent.secrets``, shared with the fix guardrails). Private
+   key blocks, JWTs, bearer/basic credentials, AWS, GCP, GitHub, GitLab, Slack,
+   Stripe, OpenAI and Anthropic (``sk-ant-…``) keys, the password in a URL; then
+   ``name=value`` pairs whose name looks secret, and whatever the operator's
+   MEDIC_REDACT patterns match.
+3. **detect-secrets plugins** (``agent.secrets.plugin_secrets``), called one by one
+   on each line as a backup for the value patterns.
 
 The module is pure: it reads no environment and does no I/O.
 """
@@ -24,32 +22,12 @@ The module is pure: it reads no environment and does no I/O.
 from __future__ import annotations
 
 import re
-import threading
 import urllib.parse
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
-
-from detect_secrets.plugins.artifactory import ArtifactoryDetector
-from detect_secrets.plugins.aws import AWSKeyDetector
-from detect_secrets.plugins.azure_storage_key import AzureStorageKeyDetector
-from detect_secrets.plugins.basic_auth import BasicAuthDetector
-from detect_secrets.plugins.discord import DiscordBotTokenDetector
-from detect_secrets.plugins.github_token import GitHubTokenDetector
-from detect_secrets.plugins.gitlab_token import GitLabTokenDetector
-from detect_secrets.plugins.jwt import JwtTokenDetector
-from detect_secrets.plugins.mailchimp import MailchimpDetector
-from detect_secrets.plugins.npm import NpmDetector
-from detect_secrets.plugins.openai import OpenAIDetector
-from detect_secrets.plugins.pypi_token import PypiTokenDetector
-from detect_secrets.plugins.sendgrid import SendGridDetector
-from detect_secrets.plugins.slack import SlackDetector
-from detect_secrets.plugins.square_oauth import SquareOAuthDetector
-from detect_secrets.plugins.stripe import StripeDetector
-from detect_secrets.plugins.telegram_token import TelegramBotTokenDetector
-from detect_secrets.plugins.twilio import TwilioKeyDetector
 
 from agent.errors import ConfigError
+from agent.secrets import URL_PASSWORD, VALUE_PATTERNS, plugin_secrets
 
 PLACEHOLDER = "[REDACTED:{}]"
 
@@ -117,61 +95,7 @@ def is_secret_name(name: str) -> bool:
     return any(w in SECRET_WORDS for w in words)
 
 
-# --- value patterns ----------------------------------------------------------------------
-
-#: (label, pattern, group): the group is what is replaced; 0 is the whole match.
-_VALUE_PATTERNS: tuple[tuple[str, re.Pattern[str], int], ...] = (
-    (
-        "PRIVATE_KEY",
-        re.compile(
-            r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----"
-            r"[\s\S]*?(?:-----END [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----|\Z)"
-        ),
-        0,
-    ),
-    ("PRIVATE_KEY", re.compile(r"PuTTY-User-Key-File-\d+:[\s\S]*?(?:Private-MAC: \S+|\Z)"), 0),
-    ("ANTHROPIC_KEY", re.compile(r"sk-ant-[A-Za-z0-9_-]{8,}"), 0),
-    ("OPENAI_KEY", re.compile(r"\bsk-(?:proj-|svcacct-)?[A-Za-z0-9_-]{20,}"), 0),
-    ("STRIPE_KEY", re.compile(r"\b[rsp]k_(?:live|test)_[A-Za-z0-9]{10,}"), 0),
-    ("STRIPE_KEY", re.compile(r"\bwhsec_[A-Za-z0-9]{16,}"), 0),
-    ("GITHUB_TOKEN", re.compile(r"\bgh[pousr]_[A-Za-z0-9]{30,}"), 0),
-    ("GITHUB_TOKEN", re.compile(r"\bgithub_pat_[A-Za-z0-9_]{20,}"), 0),
-    ("GITLAB_TOKEN", re.compile(r"\bglpat-[A-Za-z0-9_-]{20,}"), 0),
-    ("SLACK_TOKEN", re.compile(r"\bxox[abposre]-[A-Za-z0-9-]{10,}"), 0),
-    ("SLACK_WEBHOOK", re.compile(r"https://hooks\.slack\.com/services/[A-Za-z0-9_/]+"), 0),
-    (
-        "AWS_ACCESS_KEY",
-        re.compile(r"\b(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA)[A-Z0-9]{16}\b"),
-        0,
-    ),
-    (
-        "AWS_SECRET_KEY",
-        re.compile(
-            r"(?i)aws[\w.-]{0,20}?(?:secret|key)[\w.-]{0,20}?[\"']?\s*[:=]\s*[\"']?"
-            r"([A-Za-z0-9/+]{40})(?![A-Za-z0-9/+])"
-        ),
-        1,
-    ),
-    ("GCP_KEY", re.compile(r"\bAIza[0-9A-Za-z_-]{35}"), 0),
-    ("GCP_TOKEN", re.compile(r"\bya29\.[0-9A-Za-z_-]{20,}"), 0),
-    (
-        "JWT",
-        re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"),
-        0,
-    ),
-    (
-        "BEARER_TOKEN",
-        re.compile(r"(?i)\b(?:bearer|token|basic|digest)\s+([A-Za-z0-9._~+/-]{12,}=*)"),
-        1,
-    ),
-    (
-        "URL_PASSWORD",
-        re.compile(
-            r"(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]{0,30}://[^\s:/@\"']+:([^\s@/\"']+)@"
-        ),
-        1,
-    ),
-)
+# --- name-based patterns -----------------------------------------------------------------
 
 #: ``password=hunter2``, ``"apiKey": "abc"``: a secret-looking name, ``=`` or ``:``, a value.
 _ASSIGNMENT = re.compile(
@@ -188,29 +112,6 @@ _OPTION = re.compile(
 _AUTH_SCHEMES = frozenset({"bearer", "basic", "token", "digest"})
 
 _PLACEHOLDER_TEXT = re.compile(r"\[REDACTED:[^\]]*\]")
-
-_DETECTORS: tuple[Any, ...] = (
-    ArtifactoryDetector(),
-    AWSKeyDetector(),
-    AzureStorageKeyDetector(),
-    BasicAuthDetector(),
-    DiscordBotTokenDetector(),
-    GitHubTokenDetector(),
-    GitLabTokenDetector(),
-    JwtTokenDetector(),
-    MailchimpDetector(),
-    NpmDetector(),
-    OpenAIDetector(),
-    PypiTokenDetector(),
-    SendGridDetector(),
-    SlackDetector(),
-    SquareOAuthDetector(),
-    StripeDetector(),
-    TelegramBotTokenDetector(),
-    TwilioKeyDetector(),
-)
-# detect-secrets keeps its settings (and some plugin state) process-wide.
-_DETECTORS_LOCK = threading.Lock()
 
 
 def parse_patterns(text: str) -> tuple[re.Pattern[str], ...]:
@@ -238,11 +139,8 @@ def _placeholder(label: str) -> str:
 
 
 def _url_password(value: str) -> str | None:
-    for label, pattern, group in _VALUE_PATTERNS:
-        if label == "URL_PASSWORD":
-            match = pattern.search(value)
-            return match.group(group) if match else None
-    return None  # pragma: no cover - the pattern is in the table
+    match = URL_PASSWORD.pattern.search(value)
+    return match.group(URL_PASSWORD.group) if match else None
 
 
 def _scrubbable(value: str) -> bool:
@@ -315,8 +213,8 @@ class Redactor:
         if self._exact is not None:
             names = dict(self.values)
             text = self._exact.sub(lambda m: _placeholder(names[m.group(0)]), text)
-        for label, pattern, group in _VALUE_PATTERNS:
-            text = _replace_group(pattern, group, text, _placeholder(label))
+        for value in VALUE_PATTERNS:
+            text = _replace_group(value.pattern, value.group, text, _placeholder(value.label))
         text = _ASSIGNMENT.sub(_assignment_replacement, text)
         text = _OPTION.sub(_assignment_replacement, text)
         for custom in self.patterns:
@@ -359,16 +257,10 @@ def _assignment_replacement(match: re.Match[str]) -> str:
 
 def _detect_secrets_pass(text: str) -> str:
     found: dict[str, str] = {}
-    with _DETECTORS_LOCK:
-        for line in text.splitlines():
-            if len(line) < 8:
-                continue
-            for detector in _DETECTORS:
-                for secret in detector.analyze_string(line):
-                    value = str(secret)
-                    if len(value) >= 8 and not _PLACEHOLDER_TEXT.search(value):
-                        label = re.sub(r"[^A-Z0-9]+", "_", str(detector.secret_type).upper())
-                        found.setdefault(value, label.strip("_"))
+    lines = [line for line in text.splitlines() if len(line) >= 8]
+    for kind, value in plugin_secrets(lines):
+        if len(value) >= 8 and not _PLACEHOLDER_TEXT.search(value):
+            found.setdefault(value, re.sub(r"[^A-Z0-9]+", "_", kind.upper()).strip("_"))
     for value in sorted(found, key=len, reverse=True):
         text = text.replace(value, _placeholder(found[value]))
     return text

@@ -25,7 +25,7 @@ from loguru import logger
 from agent.clock import SYSTEM_CLOCK, Clock
 from agent.escalate.budget import daily_refusal, day_start, fingerprint, window_start
 from agent.escalate.casefile import EvidenceSource
-from agent.escalate.claude import ClaudeDiagnoser, LLMError
+from agent.escalate.claude import ClaudeDiagnoser, LLMError, Usage
 from agent.escalate.gather import gather
 from agent.escalate.rules import diagnose as rule_diagnose
 from agent.escalate.store import DiagnosisStore
@@ -43,6 +43,18 @@ from agent.store.base import IncidentStore
 
 def new_diagnosis_id() -> DiagnosisId:
     return DiagnosisId(uuid.uuid4().hex)
+
+
+def with_usage(diagnosis: Diagnosis, usage: Usage) -> Diagnosis:
+    """``diagnosis`` carrying the tokens its calls spent, which count against the budgets
+    whether or not Claude answered."""
+    return replace(
+        diagnosis,
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        cache_creation_input_tokens=usage.cache_creation_input_tokens,
+        cache_read_input_tokens=usage.cache_read_input_tokens,
+    )
 
 
 @dataclass(frozen=True)
@@ -167,16 +179,14 @@ class DiagnosisService:
         try:
             answer = llm.diagnose(case, rule)
         except LLMError as e:
-            usage = e.usage
-            failed = replace(
-                base,
-                created_at=self.clock.now(),
-                summary="Claude gave no diagnosis; the rule diagnosis stands.",
-                error=str(e),
-                input_tokens=usage.input_tokens,
-                output_tokens=usage.output_tokens,
-                cache_creation_input_tokens=usage.cache_creation_input_tokens,
-                cache_read_input_tokens=usage.cache_read_input_tokens,
+            failed = with_usage(
+                replace(
+                    base,
+                    created_at=self.clock.now(),
+                    summary="Claude gave no diagnosis; the rule diagnosis stands.",
+                    error=str(e),
+                ),
+                e.usage,
             )
             self.diagnoses.record_diagnosis(failed)
             logger.warning(
@@ -193,28 +203,26 @@ class DiagnosisService:
                 error=str(e),
                 incident=incident,
             )
-        usage = answer.usage
-        record = replace(
-            base,
-            created_at=self.clock.now(),
-            summary=answer.summary,
-            root_cause=answer.root_cause,
-            confidence=answer.confidence,
-            evidence=answer.evidence,
-            edits=answer.edits,
-            no_edits_reason=answer.no_edits_reason,
-            input_tokens=usage.input_tokens,
-            output_tokens=usage.output_tokens,
-            cache_creation_input_tokens=usage.cache_creation_input_tokens,
-            cache_read_input_tokens=usage.cache_read_input_tokens,
-            unverified_evidence=answer.unverified_evidence,
+        record = with_usage(
+            replace(
+                base,
+                created_at=self.clock.now(),
+                summary=answer.summary,
+                root_cause=answer.root_cause,
+                confidence=answer.confidence,
+                evidence=answer.evidence,
+                edits=answer.edits,
+                no_edits_reason=answer.no_edits_reason,
+                unverified_evidence=answer.unverified_evidence,
+            ),
+            answer.usage,
         )
         self.diagnoses.record_diagnosis(record)
         logger.info(
             "Claude diagnosed incident {} ({} tokens in {} calls): {}",
             incident.id[:12],
-            usage.total,
-            usage.calls,
+            answer.usage.total,
+            answer.usage.calls,
             answer.summary,
         )
         return DiagnosisResult(

@@ -16,7 +16,6 @@ apply in order, each to the result of the ones before it.
 from __future__ import annotations
 
 import difflib
-import fnmatch
 import json
 import posixpath
 import re
@@ -31,6 +30,7 @@ from agent.fixes.compose_guard import compose_refusals, is_compose_file
 from agent.fixes.refusal import Refusal, show
 from agent.fixes.secrets import secret_findings
 from agent.model import Edit
+from agent.secrets import is_secret_file_name
 
 #: git's modes for the kinds of tree entries medic meets.
 MODE_FILE = "100644"
@@ -42,35 +42,6 @@ REGULAR_MODES = frozenset({MODE_FILE, MODE_EXECUTABLE})
 #: Files larger than this are not edited: a model has no business rewriting them, and
 #: the line diff of two huge files is slow.
 MAX_FILE_BYTES = 1_000_000
-
-#: File names that hold secrets or identities; never written, whatever MEDIC_FIX_PATHS says.
-SECRET_FILE_NAMES = (
-    ".env",
-    ".env.*",
-    "*.env",
-    "*.pem",
-    "*.key",
-    "*.crt",
-    "*.cer",
-    "*.der",
-    "*.p12",
-    "*.pfx",
-    "*.jks",
-    "*.keystore",
-    "*.gpg",
-    "*.asc",
-    "id_rsa*",
-    "id_dsa*",
-    "id_ecdsa*",
-    "id_ed25519*",
-    ".netrc",
-    ".npmrc",
-    ".pypirc",
-    ".htpasswd",
-    "credentials",
-    "credentials.*",
-    "secrets.*",
-)
 
 #: Files that steer git itself (submodule URLs, attributes that pick filters).
 GIT_CONTROL_NAMES = frozenset({".gitmodules", ".gitattributes"})
@@ -282,9 +253,9 @@ def _path_syntax(path: str) -> tuple[str, str] | None:
 
 
 def is_secret_file(path: str) -> bool:
-    """Whether the file's name is one that holds secrets (.env*, keys, certificates)."""
-    name = path.rsplit("/", 1)[-1].lower()
-    return any(fnmatch.fnmatchcase(name, pattern) for pattern in SECRET_FILE_NAMES)
+    """Whether the file's name is one that holds secrets (.env*, keys, certificates):
+    never written, whatever MEDIC_FIX_PATHS says."""
+    return is_secret_file_name(path.rsplit("/", 1)[-1])
 
 
 def _allowed(path: str, facts: RepoFacts, policy: Policy, *, creates: bool) -> bool:

@@ -26,8 +26,6 @@ incident.
 from __future__ import annotations
 
 import getpass
-import threading
-from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
@@ -35,13 +33,13 @@ from typing import Protocol
 from loguru import logger
 
 from agent.clock import Clock
-from agent.fixes.errors import FixNotFound, FixRefused
+from agent.fixes.errors import FixRefused
 from agent.fixes.git import Git, Person
 from agent.model import Fix, FixStatus, IncidentId
 
 
 class FixStore(Protocol):
-    """Where fixes are kept. Postgres in production; ``MemoryFixStore`` for tests."""
+    """Where fixes are kept: every ``agent.store.IncidentStore`` (Postgres, spooling, memory)."""
 
     def record_fix(self, fix: Fix) -> None:
         """Keep a new fix (proposed or refused)."""
@@ -58,53 +56,6 @@ class FixStore(Protocol):
 
     def fixes_of_incident(self, incident_id: IncidentId) -> list[Fix]:
         """An incident's fixes, oldest first."""
-
-
-class MemoryFixStore:
-    """Fixes in a dict: the same behaviour as the real store, for tests and no-database runs."""
-
-    def __init__(self, fixes: Iterable[Fix] = ()) -> None:
-        self._fixes: dict[str, Fix] = {f.id: f for f in fixes}
-        self._lock = threading.Lock()
-
-    def record_fix(self, fix: Fix) -> None:
-        with self._lock:
-            if fix.id in self._fixes:
-                raise ValueError(f"fix {fix.id} is recorded already")
-            self._fixes[fix.id] = fix
-
-    def update_fix(self, fix: Fix) -> None:
-        with self._lock:
-            if fix.id not in self._fixes:
-                raise FixNotFound(f"No fix has the id {fix.id}.")
-            self._fixes[fix.id] = fix
-
-    def get_fix(self, ref: str) -> Fix:
-        with self._lock:
-            if ref in self._fixes:
-                return self._fixes[ref]
-            found = [f for f in self._fixes.values() if ref and f.id.startswith(ref)]
-        if len(found) == 1:
-            return found[0]
-        if found:
-            raise FixNotFound(
-                f"{len(found)} fixes have ids starting with {ref!r}; give more of it."
-            )
-        raise FixNotFound(
-            f"No fix has an id starting with {ref!r}; `medic fixes --all` lists them."
-        )
-
-    def list_fixes(self, *, include_decided: bool = False) -> list[Fix]:
-        with self._lock:
-            fixes = list(self._fixes.values())
-        if not include_decided:
-            fixes = [f for f in fixes if f.status is FixStatus.PROPOSED]
-        return sorted(fixes, key=lambda f: f.created_at, reverse=True)
-
-    def fixes_of_incident(self, incident_id: IncidentId) -> list[Fix]:
-        with self._lock:
-            fixes = [f for f in self._fixes.values() if f.incident_id == incident_id]
-        return sorted(fixes, key=lambda f: f.created_at)
 
 
 @dataclass(frozen=True)

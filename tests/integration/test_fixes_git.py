@@ -13,8 +13,9 @@ from agent.fixes.errors import FixNotFound, FixRefused
 from agent.fixes.git import Git, Person
 from agent.fixes.guardrails import Policy
 from agent.fixes.propose import FixOptions, edit_reviewer, make_fix
-from agent.fixes.review import MemoryFixStore, approve, reject
+from agent.fixes.review import approve, reject
 from agent.model import Edit, Fix, FixStatus
+from agent.store.memory import MemoryStore
 
 AUTHOR = Person("medic", "medic@localhost")
 OPTIONS = FixOptions(policy=Policy(), author=AUTHOR)
@@ -195,7 +196,14 @@ def test_the_reviewer_tells_the_model_which_edit_failed_and_where_to_look(repo: 
 # --- approve --------------------------------------------------------------------------------
 
 
-def proposed(repo: Repo, store: MemoryFixStore, *edits: Edit) -> Fix:
+def fix_store() -> MemoryStore:
+    """A store holding the incident the fixes are made for."""
+    store = MemoryStore()
+    store.put(incident())
+    return store
+
+
+def proposed(repo: Repo, store: MemoryStore, *edits: Edit) -> Fix:
     fix = propose(repo, *(edits or (TYPO,)))
     assert fix.status is FixStatus.PROPOSED, fix.refusal_reasons
     store.record_fix(fix)
@@ -203,7 +211,7 @@ def proposed(repo: Repo, store: MemoryFixStore, *edits: Edit) -> Fix:
 
 
 def test_approve_fast_forwards_the_base_branch_and_its_working_tree(repo: Repo) -> None:
-    store = MemoryFixStore()
+    store = fix_store()
     fix = proposed(repo, store)
     approval = approve(
         fix.id[:6], store=store, git=Git(repo.path), author=AUTHOR, clock=CLOCK, by="alice"
@@ -219,7 +227,7 @@ def test_approve_fast_forwards_the_base_branch_and_its_working_tree(repo: Repo) 
 
 
 def test_approve_keeps_local_changes_in_files_the_fix_does_not_touch(repo: Repo) -> None:
-    store = MemoryFixStore()
+    store = fix_store()
     fix = proposed(repo, store)
     repo.write("README.md", "# project, edited\n")
     approve(fix.id, store=store, git=Git(repo.path), author=AUTHOR, clock=CLOCK)
@@ -228,7 +236,7 @@ def test_approve_keeps_local_changes_in_files_the_fix_does_not_touch(repo: Repo)
 
 
 def test_approve_makes_a_merge_commit_when_the_base_moved(repo: Repo) -> None:
-    store = MemoryFixStore()
+    store = fix_store()
     fix = proposed(repo, store)
     repo.write("README.md", "# project\n\nMoved on.\n")
     moved = repo.commit_all("Base moves on")
@@ -246,7 +254,7 @@ def test_approve_makes_a_merge_commit_when_the_base_moved(repo: Repo) -> None:
 
 
 def test_approve_refuses_when_an_uncommitted_change_is_in_a_touched_file(repo: Repo) -> None:
-    store = MemoryFixStore()
+    store = fix_store()
     fix = proposed(repo, store)
     with_local_change(repo)
     before = repo.snapshot()
@@ -258,7 +266,7 @@ def test_approve_refuses_when_an_uncommitted_change_is_in_a_touched_file(repo: R
 
 
 def test_approve_refuses_when_the_base_moved_in_a_conflicting_way(repo: Repo) -> None:
-    store = MemoryFixStore()
+    store = fix_store()
     fix = proposed(repo, store)
     repo.write("web/app.py", APP_CONFLICT)
     repo.commit_all("Someone else fixed it differently")
@@ -278,7 +286,7 @@ APP_CONFLICT = (
 def test_approve_merges_into_the_base_branch_without_a_working_tree_when_another_is_checked_out(
     repo: Repo,
 ) -> None:
-    store = MemoryFixStore()
+    store = fix_store()
     fix = proposed(repo, store)
     repo.write("README.md", "# project\n\nMoved on.\n")
     repo.commit_all("Base moves on")
@@ -294,7 +302,7 @@ def test_approve_merges_into_the_base_branch_without_a_working_tree_when_another
 
 
 def test_approve_refuses_when_the_branch_changed_since_medic_made_it(repo: Repo) -> None:
-    store = MemoryFixStore()
+    store = fix_store()
     fix = proposed(repo, store)
     repo.git("update-ref", f"refs/heads/{fix.branch}", "HEAD")
     with pytest.raises(FixRefused, match="has changed since medic made it"):
@@ -302,7 +310,7 @@ def test_approve_refuses_when_the_branch_changed_since_medic_made_it(repo: Repo)
 
 
 def test_a_decided_fix_cannot_be_decided_again(repo: Repo) -> None:
-    store = MemoryFixStore()
+    store = fix_store()
     fix = proposed(repo, store)
     approve(fix.id, store=store, git=Git(repo.path), author=AUTHOR, clock=CLOCK, by="alice")
     with pytest.raises(FixRefused, match="is approved already"):
@@ -313,7 +321,7 @@ def test_a_decided_fix_cannot_be_decided_again(repo: Repo) -> None:
 
 
 def test_reject_deletes_the_branch_and_keeps_the_reason(repo: Repo) -> None:
-    store = MemoryFixStore()
+    store = fix_store()
     fix = proposed(repo, store)
     before = repo.snapshot()
     rejected = reject(
@@ -327,7 +335,7 @@ def test_reject_deletes_the_branch_and_keeps_the_reason(repo: Repo) -> None:
 
 
 def test_reject_needs_a_reason(repo: Repo) -> None:
-    store = MemoryFixStore()
+    store = fix_store()
     fix = proposed(repo, store)
     with pytest.raises(FixRefused, match="--reason"):
         reject(fix.id, store=store, git=Git(repo.path), reason=" ", clock=CLOCK)
@@ -335,7 +343,7 @@ def test_reject_needs_a_reason(repo: Repo) -> None:
 
 
 def test_an_unknown_or_shared_prefix_is_not_found(repo: Repo) -> None:
-    store = MemoryFixStore()
+    store = fix_store()
     with pytest.raises(FixNotFound, match="No fix has an id starting with 'zz'"):
         approve("zz", store=store, git=Git(repo.path), author=AUTHOR, clock=CLOCK)
 

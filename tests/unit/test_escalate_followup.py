@@ -12,12 +12,10 @@ from escalate_support import FixtureSource, load_fixture
 from fixrepo import APP_PY, FixedClock, make_repo
 
 from agent.escalate.followup import EscalationNotices, FixMaker, Followup
-from agent.escalate.store import MemoryDiagnosisStore
 from agent.escalate.worker import DiagnosisResult, DiagnosisService, DiagnosisWorker
 from agent.fixes.git import Git, Person
 from agent.fixes.guardrails import Policy
 from agent.fixes.propose import FixOptions
-from agent.fixes.review import MemoryFixStore
 from agent.model import (
     PROJECT_LABEL,
     SERVICE_LABEL,
@@ -101,7 +99,7 @@ def test_closing_sends_what_is_held_then_closes_the_notifier() -> None:
 def worker_for(data: dict[str, Any], incidents: MemoryStore, sent: Sent) -> DiagnosisWorker:
     service = DiagnosisService(
         incidents=incidents,
-        diagnoses=MemoryDiagnosisStore(),
+        diagnoses=incidents,
         source=FixtureSource(data),
         clock=FixedClock(NOW),
     )
@@ -162,7 +160,7 @@ def test_a_diagnosis_abandoned_at_stop_still_sends_the_escalation() -> None:
     data = load_fixture("missing_module")
     incidents, sent, release = MemoryStore(), Sent(), threading.Event()
     incident = open_incident(incidents, data["inspect"])
-    diagnoses = MemoryDiagnosisStore()
+    diagnoses = incidents
     service = DiagnosisService(
         incidents=incidents, diagnoses=diagnoses, source=Stuck(data, release)
     )
@@ -208,14 +206,14 @@ def result_of(incident: Incident, llm: Diagnosis) -> DiagnosisResult:
     return DiagnosisResult(incident_id=incident.id, rule=rule, llm=llm, incident=incident)
 
 
-def web_incident() -> Incident:
-    store = MemoryStore()
+def web_incident(store: MemoryStore) -> Incident:
     ref = ContainerRef(ContainerId("c" * 64), "project-web-1", "project", "web")
     return store.record_finding(Finding(ref, Signal.CRASH_LOOP, "web keeps exiting", NOW))
 
 
 def test_without_a_repository_the_fix_is_refused_saying_why_and_recorded() -> None:
-    incident, fixes, sent = web_incident(), MemoryFixStore(), Sent()
+    fixes, sent = MemoryStore(), Sent()
+    incident = web_incident(fixes)
     maker = FixMaker(store=fixes, git=None, options=OPTIONS, clock=FixedClock(NOW))
     edit = Edit("web/app.py", 'int("8080")', 'int("8081")')
     outcome = Followup(fixes=maker, notifier=sent).finished(
@@ -231,7 +229,8 @@ def test_without_a_repository_the_fix_is_refused_saying_why_and_recorded() -> No
 
 def test_edits_become_a_branch_and_people_hear_branch_files_and_summary(tmp_path: Path) -> None:
     repo = make_repo(tmp_path)
-    incident, fixes, sent = web_incident(), MemoryFixStore(), Sent()
+    fixes, sent = MemoryStore(), Sent()
+    incident = web_incident(fixes)
     maker = FixMaker(store=fixes, git=Git(repo.path), options=OPTIONS, clock=FixedClock(NOW))
     assert 'int("8080")' in APP_PY
     edit = Edit("web/app.py", 'int("8080")', 'int("8081")')
@@ -250,7 +249,8 @@ def test_edits_become_a_branch_and_people_hear_branch_files_and_summary(tmp_path
 
 
 def test_a_diagnosis_without_edits_makes_no_fix_and_says_what_claude_found() -> None:
-    incident, fixes, sent = web_incident(), MemoryFixStore(), Sent()
+    fixes, sent = MemoryStore(), Sent()
+    incident = web_incident(fixes)
     maker = FixMaker(store=fixes, git=None, options=OPTIONS)
     outcome = Followup(fixes=maker, notifier=sent).finished(
         result_of(incident, llm_diagnosis(incident)), incident

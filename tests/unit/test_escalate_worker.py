@@ -16,7 +16,6 @@ from fake_anthropic import FakeAnthropic, Reply, error, tool_use
 from agent.escalate.budget import error_signature, fingerprint
 from agent.escalate.claude import SUBMIT, ClaudeDiagnoser, Limits, make_client
 from agent.escalate.document import diagnose_document, render_text
-from agent.escalate.store import MemoryDiagnosisStore
 from agent.escalate.worker import DiagnosisService, DiagnosisWorker, new_diagnosis_id
 from agent.model import (
     PROJECT_LABEL,
@@ -80,10 +79,18 @@ def open_incident(store: MemoryStore, inspect: dict[str, Any]) -> Incident:
     return store.record_finding(Finding(ref, Signal.CRASH_LOOP, "worker keeps exiting", NOW))
 
 
+def earlier_incident(store: MemoryStore) -> IncidentId:
+    """Another container's incident, whose diagnosis spent tokens earlier."""
+    ref = ContainerRef(ContainerId("e" * 64), "shop-cron-1", "shop", "cron")
+    return store.record_finding(
+        Finding(ref, Signal.EXITED, "cron exited", NOW - timedelta(days=1))
+    ).id
+
+
 def service(
     fake: FakeAnthropic | None,
     incidents: MemoryStore,
-    diagnoses: MemoryDiagnosisStore,
+    diagnoses: MemoryStore,
     data: dict[str, Any],
     *,
     daily_tokens: int = 1_000_000,
@@ -107,7 +114,7 @@ def service(
 
 def test_without_a_key_the_rules_diagnose_and_the_case_file_is_stored() -> None:
     data = load_fixture("missing_module")
-    incidents, diagnoses = MemoryStore(), MemoryDiagnosisStore()
+    incidents = diagnoses = MemoryStore()
     incident = open_incident(incidents, data["inspect"])
     result = service(None, incidents, diagnoses, data).diagnose(incident.id)
     document = diagnose_document(result)
@@ -120,7 +127,7 @@ def test_without_a_key_the_rules_diagnose_and_the_case_file_is_stored() -> None:
 
 def test_token_counts_recorded_equal_what_the_server_reported(fake: FakeAnthropic) -> None:
     data = load_fixture("missing_module")
-    incidents, diagnoses = MemoryStore(), MemoryDiagnosisStore()
+    incidents = diagnoses = MemoryStore()
     incident = open_incident(incidents, data["inspect"])
     fake.script += [
         tool_use(
@@ -145,7 +152,7 @@ def test_token_counts_recorded_equal_what_the_server_reported(fake: FakeAnthropi
 
 def test_a_second_incident_with_the_same_fingerprint_makes_no_call(fake: FakeAnthropic) -> None:
     data = load_fixture("missing_module")
-    incidents, diagnoses = MemoryStore(), MemoryDiagnosisStore()
+    incidents = diagnoses = MemoryStore()
     first = open_incident(incidents, data["inspect"])
     svc = service(fake, incidents, diagnoses, data)
     fake.script += [submit()]
@@ -164,11 +171,11 @@ def test_a_second_incident_with_the_same_fingerprint_makes_no_call(fake: FakeAnt
 
 def test_a_spent_daily_budget_makes_no_call_and_says_so(fake: FakeAnthropic) -> None:
     data = load_fixture("missing_module")
-    incidents, diagnoses = MemoryStore(), MemoryDiagnosisStore()
+    incidents = diagnoses = MemoryStore()
     diagnoses.record_diagnosis(
         Diagnosis(
             id=new_diagnosis_id(),
-            incident_id=IncidentId("earlier"),
+            incident_id=earlier_incident(incidents),
             source=DiagnosisSource.LLM,
             created_at=NOW.replace(hour=1),
             summary="s",
@@ -188,11 +195,11 @@ def test_a_spent_daily_budget_makes_no_call_and_says_so(fake: FakeAnthropic) -> 
 
 def test_yesterdays_spending_does_not_count_against_today(fake: FakeAnthropic) -> None:
     data = load_fixture("missing_module")
-    incidents, diagnoses = MemoryStore(), MemoryDiagnosisStore()
+    incidents = diagnoses = MemoryStore()
     diagnoses.record_diagnosis(
         Diagnosis(
             id=new_diagnosis_id(),
-            incident_id=IncidentId("earlier"),
+            incident_id=earlier_incident(incidents),
             source=DiagnosisSource.LLM,
             created_at=NOW - timedelta(days=1),
             summary="s",
@@ -210,7 +217,7 @@ def test_yesterdays_spending_does_not_count_against_today(fake: FakeAnthropic) -
 
 def test_an_api_failure_is_recorded_and_not_retried_within_the_window(fake: FakeAnthropic) -> None:
     data = load_fixture("missing_module")
-    incidents, diagnoses = MemoryStore(), MemoryDiagnosisStore()
+    incidents = diagnoses = MemoryStore()
     incident = open_incident(incidents, data["inspect"])
     clock = Clock()
     svc = service(fake, incidents, diagnoses, data, clock=clock)
@@ -250,7 +257,7 @@ def test_escalated_returns_at_once_and_close_lets_the_diagnosis_finish(
     fake: FakeAnthropic,
 ) -> None:
     data = load_fixture("missing_module")
-    incidents, diagnoses = MemoryStore(), MemoryDiagnosisStore()
+    incidents = diagnoses = MemoryStore()
     incident = open_incident(incidents, data["inspect"])
     answered = threading.Event()
     reached = threading.Event()
@@ -274,7 +281,7 @@ def test_escalated_returns_at_once_and_close_lets_the_diagnosis_finish(
 
 def test_close_records_unfinished_diagnoses_as_abandoned(fake: FakeAnthropic) -> None:
     data = load_fixture("missing_module")
-    incidents, diagnoses = MemoryStore(), MemoryDiagnosisStore()
+    incidents = diagnoses = MemoryStore()
     first = open_incident(incidents, data["inspect"])
     incidents.set_status(first.id, first.status.RESOLVED, at=NOW)
     second = open_incident(incidents, data["inspect"])
@@ -300,7 +307,7 @@ def test_close_records_unfinished_diagnoses_as_abandoned(fake: FakeAnthropic) ->
 
 def test_the_json_document_has_exactly_the_contract_fields(fake: FakeAnthropic) -> None:
     data = load_fixture("missing_module")
-    incidents, diagnoses = MemoryStore(), MemoryDiagnosisStore()
+    incidents = diagnoses = MemoryStore()
     incident = open_incident(incidents, data["inspect"])
     fake.script += [submit()]
     document = diagnose_document(service(fake, incidents, diagnoses, data).diagnose(incident.id))

@@ -38,6 +38,7 @@ PURE = frozenset(
         "agent.fixes.compose_guard",
         "agent.fixes.refusal",
         "agent.fixes.secrets",
+        "agent.secrets",
     }
 )
 
