@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from escalate_support import incident_for
 from fixtures.escalate.capture import BUSYBOX, Run, wait_exit
+from helpers import wait_for
 
 from agent.docker_gateway import DockerSDKGateway
 from agent.escalate.gather import gather
@@ -24,7 +25,8 @@ def test_a_read_only_root_filesystem_is_gathered_and_diagnosed_live(
         # Plenty of log lines before the failure: only the tail may be read.
         script = (
             "i=0; while [ $i -lt 500 ]; do echo request $i served; i=$((i+1)); done; "
-            "echo starting; mkdir -p /var/run/app"
+            # One stream, so the order of the lines is the order they were written.
+            "echo starting; mkdir -p /var/run/app 2>&1"
         )
         container = run.container(
             "app",
@@ -34,6 +36,12 @@ def test_a_read_only_root_filesystem_is_gathered_and_diagnosed_live(
             environment={"DB_PASSWORD": "Tr0ub4dor&3-horse"},
         )
         wait_exit(container)
+        # The engine copies the log a moment after the process wrote it.
+        wait_for(
+            lambda: b"Read-only file system" in container.logs(tail=3),
+            timeout=10,
+            message="the error in the container's log",
+        )
         gateway = DockerSDKGateway(docker_client)
         case = gather(incident=incident_for(container.attrs), source=gateway, store=MemoryStore())
     finally:
@@ -42,8 +50,6 @@ def test_a_read_only_root_filesystem_is_gathered_and_diagnosed_live(
     assert result.rule_id == "read_only_filesystem"
     assert "Read-only root filesystem: true" in result.evidence
     assert len(case.logs) == 200
-    # stdout and stderr reach the log through two pipes, so the error may land just
-    # before the last line written to stdout.
-    assert any(line.endswith("Read-only file system") for line in case.logs[-2:])
+    assert case.logs[-1].endswith("Read-only file system")
     assert "Tr0ub4dor&3-horse" not in case.render()
     assert case.services == ()  # the only container of its project
