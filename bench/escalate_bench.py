@@ -10,7 +10,7 @@
   part of its body that lies before a cache breakpoint the previous round already
   wrote: system prompt and tools only, or (as medic sends) also the conversation so far.
 
-Usage: ``/work/main/.venv/bin/python bench/escalate_bench.py``. Figures are printed and
+Usage: ``.venv/bin/python bench/escalate_bench.py``. Figures are printed and
 written to docs/benchmarks.md between markers. The container it starts is removed.
 """
 
@@ -212,7 +212,7 @@ def write_docs(
             + "Engine requests and time to build a case file for a container with 10 MiB of "
             + "logs (only the tail may be read), rule diagnosis time, and the bytes a typical "
             + "Claude diagnosis sends, with the share prompt caching serves from the cache.\n"
-            + "Run it with `/work/main/.venv/bin/python bench/escalate_bench.py`.\n\n"
+            + "Run it with `.venv/bin/python bench/escalate_bench.py`.\n\n"
             + block
             + "\n"
         )
