@@ -23,18 +23,27 @@ RUN apt-get update \
 COPY --from=build /opt/medic /opt/medic
 COPY playbooks /opt/medic/playbooks
 
-# medic runs as its own user. To reach the Docker socket that user needs the socket's
-# group: compose/medic.yml adds it with group_add (DOCKER_GID, see README).
-RUN useradd --system --uid 10001 --home-dir /var/lib/medic --create-home medic
+# medic runs as its own user (uid and gid 10001), or as the uid:gid that owns the
+# mounted repository (MEDIC_USER/MEDIC_GROUP in compose/medic.yml), so that fix
+# branches can be written into its .git. To reach the Docker socket either needs the
+# socket's group: compose/medic.yml adds it with group_add (DOCKER_GID, see README).
+# The state folder is writable by any uid, like /tmp (the sticky bit keeps each uid's
+# files its own), because a named volume mounted there starts as a copy of it, mode
+# included. HOME points there too, so git and Python need no passwd entry for the uid.
+RUN groupadd --system --gid 10001 medic \
+ && useradd --system --uid 10001 --gid 10001 --home-dir /var/lib/medic --no-create-home medic \
+ && mkdir -p /var/lib/medic \
+ && chmod 1777 /var/lib/medic
 
 ENV PATH=/opt/medic/bin:$PATH \
+    HOME=/var/lib/medic \
     MEDIC_PLAYBOOKS=/opt/medic/playbooks \
     MEDIC_STATE_DIR=/var/lib/medic \
     MEDIC_HTTP_PORT=8080 \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1
 
-USER medic
+USER 10001:10001
 WORKDIR /var/lib/medic
 EXPOSE 8080
 

@@ -255,3 +255,124 @@ def test_medic_deployed_by_the_overlay_rebuilds_a_service_from_its_build_context
     code, state = new_app.exec_run(["cat", "/app/state"])
     assert (code, state) == (0, b"fixed\n")
     assert f"recreated as {new_app.id[:12]}" in attempt["output"]
+
+
+# Run in medic's container by the overlay: a fix branch made the way make_fix makes it
+# (a temporary index, commit-tree, update-ref), then a spool file in the state folder.
+MAKE_BRANCH = """\
+import json, os
+from datetime import datetime, timezone
+from pathlib import Path
+from agent.fixes.git import Git, NewFile, Person
+result = {"uid": os.getuid(), "gid": os.getgid(), "home": os.environ.get("HOME")}
+try:
+    git = Git(Path(os.environ["MEDIC_REPO"]))
+    base = git.head()
+    entry = git.tree(base)["app.py"]
+    commit = git.create_commit(
+        base=base,
+        files=[NewFile("app.py", b"print('hello')\\n", entry.mode)],
+        message="Fix the greeting\\n",
+        author=Person("medic", "medic@localhost"),
+        when=datetime.now(timezone.utc),
+    )
+    git.create_branch("medic/fix-deploy-app", commit)
+    result["commit"] = commit
+except Exception as e:
+    result["git_error"] = str(e)
+state = Path(os.environ["MEDIC_STATE_DIR"])
+try:
+    fd = os.open(state / "spool.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    os.write(fd, b"{}\\n")
+    os.close(fd)
+    result["spool_owner"] = os.stat(state / "spool.jsonl").st_uid
+except OSError as e:
+    result["state_error"] = str(e)
+print(json.dumps(result))
+"""
+
+OWNER = 1000
+
+
+def host_git(folder: Path, *args: str) -> str:
+    """git on the host, as root, reading the repository without writing to it."""
+    done = subprocess.run(
+        ["git", "-c", f"safe.directory={folder}", "-C", str(folder), *args],
+        env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    return done.stdout
+
+
+def make_owned_repository(deployment: Deployment) -> None:
+    """A project folder that is a git repository of OWNER's, with an uncommitted change."""
+    folder = deployment.folder
+    (folder / "playbooks").mkdir(parents=True)
+    (folder / "docker-compose.yml").write_text(
+        f'services:\n  app:\n    image: {BUSYBOX_IMAGE}\n    command: ["sleep", "3600"]\n'
+    )
+    (folder / "app.py").write_text("print('helo')\n")
+    host_git(folder, "init", "--quiet", "--initial-branch=main")
+    host_git(folder, "add", "-A")
+    host_git(
+        folder, "-c", "user.name=owner", "-c", "user.email=owner@localhost", "commit", "-qm", "x"
+    )
+    (folder / "app.py").write_text("print('helo')\n# a local change\n")
+    deployment.folder.parent.chmod(0o755)
+    for path in (folder, *folder.rglob("*")):
+        os.chown(path, OWNER, OWNER, follow_symlinks=False)
+
+
+def run_in_medic(deployment: Deployment, env: dict[str, str]) -> dict[str, Any]:
+    deployment.env.update(env)
+    done = deployment.compose(
+        "run", "--rm", "--no-deps", "-T", "--entrypoint", "python3", "medic", "-c", MAKE_BRANCH
+    )
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def test_medic_run_as_the_repository_owner_makes_a_fix_branch_without_touching_the_checkout(
+    deployment: Deployment,
+) -> None:
+    deployment.build_medic_image()
+    make_owned_repository(deployment)
+    folder = deployment.folder
+    base = host_git(folder, "rev-parse", "HEAD").strip()
+    index_before = (folder / ".git" / "index").read_bytes()
+    status_before = host_git(folder, "status", "--porcelain")
+
+    # The image's own user (uid 10001) reads the project but cannot write its .git.
+    refused = run_in_medic(deployment, {})
+    assert (refused["uid"], refused["gid"]) == (10001, 10001)
+    assert "commit" not in refused
+    assert "insufficient permission" in refused["git_error"]
+    assert "state_error" not in refused and refused["spool_owner"] == 10001
+    # A fresh deployment: its state volume starts again as a copy of the image's folder.
+    deployment.compose("down", "-v")
+
+    # As README says: run medic as the repository's owner.
+    made = run_in_medic(deployment, {"MEDIC_USER": str(OWNER), "MEDIC_GROUP": str(OWNER)})
+    assert (made["uid"], made["gid"]) == (OWNER, OWNER)
+    assert made["home"] == "/var/lib/medic"
+    # The named volume started as a copy of the image's folder, writable by this uid.
+    assert "state_error" not in made, made["state_error"]
+    assert made["spool_owner"] == OWNER
+    assert "git_error" not in made, made["git_error"]
+
+    commit = made["commit"]
+    assert host_git(folder, "rev-parse", "refs/heads/medic/fix-deploy-app").strip() == commit
+    assert host_git(folder, "rev-parse", f"{commit}^").strip() == base
+    assert host_git(folder, "diff", "--name-only", base, commit).split() == ["app.py"]
+    assert host_git(folder, "show", f"{commit}:app.py") == "print('hello')\n"
+    # The checkout is as it was: branch, HEAD, index, working tree and the local change.
+    assert host_git(folder, "symbolic-ref", "HEAD").strip() == "refs/heads/main"
+    assert host_git(folder, "rev-parse", "HEAD").strip() == base
+    assert (folder / ".git" / "index").read_bytes() == index_before
+    assert host_git(folder, "status", "--porcelain") == status_before
+    assert (folder / "app.py").read_text() == "print('helo')\n# a local change\n"
+    # Everything medic wrote into .git belongs to the owner, so their git still works.
+    foreign = [p for p in (folder / ".git").rglob("*") if p.lstat().st_uid != OWNER]
+    assert foreign == []
