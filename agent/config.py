@@ -173,7 +173,8 @@ class Settings:
     ``pytest -q``; its exit status and output tail are stored with the fix."""
 
     verify_timeout: float = 600.0
-    """Seconds the image build and MEDIC_VERIFY_CMD may each take (MEDIC_VERIFY_TIMEOUT)."""
+    """Seconds MEDIC_VERIFY_CMD may take (MEDIC_VERIFY_TIMEOUT). The candidate image's
+    build is not limited by it."""
 
     git_author: str = "medic <medic@localhost>"
     """Author and committer of fix commits (MEDIC_GIT_AUTHOR), as ``Name <email>``."""
