@@ -122,7 +122,9 @@ def test_the_demo_stack_heals_a_broken_service_and_says_so(demo: Demo) -> None:
     wait_for(lambda: health(web) == "healthy", timeout=60, message="web healthy at first")
     wait_for(lambda: demo.http("/healthz")[0] == 200, timeout=90, message="medic /healthz up")
     medic = demo.container("medic")
-    assert medic.attrs["Config"]["User"] == "medic"
+    # Not root: the overlay's default user, the image's own uid and gid.
+    assert medic.attrs["Config"]["User"] == "10001:10001"
+    assert medic.exec_run(["id", "-u"]).output.decode().strip() == "10001"
 
     demo.run("break")
     wait_for(
