@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import os
+import subprocess
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -17,6 +18,7 @@ import docker.errors
 import pytest
 import requests
 from helpers import BUSYBOX_IMAGE, ComposeProject
+from medic_process import webhook_receiver
 
 # The testcontainers reaper image cannot be pulled without a registry, and every test
 # here removes what it started; so plain `pytest` works as scripts/test does.
@@ -96,3 +98,21 @@ def compose_project(docker_client: Any, busybox_image: str) -> Iterator[ComposeP
         yield project
     finally:
         project.cleanup()
+
+
+@pytest.fixture
+def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Child processes a test starts (medic_process.start); killed if still running."""
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=30)
+
+
+@pytest.fixture
+def webhook() -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """A notification URL for MEDIC_NOTIFY_URLS and what was posted to it."""
+    with webhook_receiver() as (url, received):
+        yield url, received

@@ -15,14 +15,13 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 from helpers import ComposeProject, wait_for
+from medic_process import QUICK_PLAYBOOK
 
 from agent.model import DiagnosisSource, IncidentId, IncidentStatus
 from agent.store.postgres import PostgresStore, run_migrations
@@ -30,42 +29,6 @@ from agent.store.postgres import PostgresStore, run_migrations
 pytestmark = pytest.mark.docker
 
 PYTHON_IMAGE = "medic-test/bookworm-python:latest"
-
-# Small numbers, so that medic escalates within seconds: two starts, one second apart.
-QUICK_PLAYBOOK = """\
-version: 1
-defaults:
-  backoff: {initial: 1s, factor: 2, max: 2s, reset_after: 10m}
-  escalate: {after_attempts: 2, within: 10m}
-playbooks:
-  - name: start-again
-    match: {signals: [exited, crash_loop]}
-    actions: [start]
-"""
-
-
-@pytest.fixture
-def webhook() -> Iterator[tuple[str, list[dict[str, Any]]]]:
-    received: list[dict[str, Any]] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            length = int(self.headers["Content-Length"])
-            received.append(json.loads(self.rfile.read(length)))
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, format: str, *args: Any) -> None:
-            del format, args
-
-    server = HTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"json://127.0.0.1:{server.server_port}/medic", received
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @pytest.fixture

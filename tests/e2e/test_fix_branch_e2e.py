@@ -25,6 +25,7 @@ import pytest
 from fake_anthropic import FakeAnthropic, tool_use
 from fixrepo import Repo
 from helpers import wait_for
+from medic_process import QUICK_PLAYBOOK
 
 from agent.escalate.claude import SUBMIT
 from agent.model import Fix, FixStatus, IncidentStatus
@@ -64,17 +65,6 @@ services:
       interval: 1s
       timeout: 3s
       retries: 2
-"""
-
-QUICK_PLAYBOOK = """\
-version: 1
-defaults:
-  backoff: {initial: 1s, factor: 2, max: 2s, reset_after: 10m}
-  escalate: {after_attempts: 2, within: 10m}
-playbooks:
-  - name: start-again
-    match: {signals: [exited, crash_loop]}
-    actions: [start]
 """
 
 THE_FIX = {"path": "app/app.py", "old": "server.serv_forever()", "new": "server.serve_forever()"}

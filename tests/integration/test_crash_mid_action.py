@@ -12,23 +12,21 @@ not from timing.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 from helpers import ComposeProject, healthcheck, wait_for
+from medic_process import ROOT, medic_env, start
 
 pytestmark = pytest.mark.docker
 
-ROOT = Path(__file__).resolve().parents[2]
 
 #: The engine's restart waits this long for the SIGTERM-ignoring shell, then kills it.
 STOP_TIMEOUT = 15
@@ -50,46 +48,6 @@ PLAYBOOK = textwrap.dedent(
 #: PID 1 without a trap: SIGTERM is ignored. Healthy until /tmp/broken exists; a start
 #: (the restart's) makes it healthy again.
 IGNORES_SIGTERM = "rm -f /tmp/broken; while :; do sleep 0.2; done"
-
-
-def medic_env(*, state: Path, url: str, project: str, playbooks: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDIC_")}
-    env.update(
-        MEDIC_STATE_DIR=str(state),
-        MEDIC_DATABASE_URL=url,
-        MEDIC_PROJECT=project,
-        MEDIC_PLAYBOOKS=str(playbooks),
-        MEDIC_INTERVAL="1",
-        MEDIC_HTTP_PORT="0",
-        MEDIC_SETTLE="2",
-        PYTHONPATH=str(ROOT),
-    )
-    return env
-
-
-@pytest.fixture
-def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for process in started:
-        if process.poll() is None:
-            process.kill()
-        process.wait(timeout=30)
-
-
-def start(
-    started: list[subprocess.Popen[bytes]], env: dict[str, str], log: Path
-) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "agent", "run"],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    started.append(process)
-    return process
 
 
 def attempts(url: str) -> list[tuple[Any, ...]]:
@@ -142,11 +100,12 @@ def test_a_medic_killed_mid_restart_is_followed_by_one_that_records_it_and_waits
         url=postgres_url,
         project=compose_project.name,
         playbooks=playbooks,
+        MEDIC_SETTLE="2",
     )
     since = time.time()
 
     first_log = tmp_path / "medic-1.log"
-    first = start(processes, env, first_log)
+    first = start(processes, [sys.executable, "-m", "agent", "run"], env, first_log)
     wait_for(
         lambda: first.poll() is not None or "medic is supervising" in first_log.read_text(),
         timeout=60,
@@ -166,7 +125,7 @@ def test_a_medic_killed_mid_restart_is_followed_by_one_that_records_it_and_waits
     assert docker_client.api.inspect_container(web.id)["State"]["StartedAt"] == first_start
 
     second_log = tmp_path / "medic-2.log"
-    second = start(processes, env, second_log)
+    second = start(processes, [sys.executable, "-m", "agent", "run"], env, second_log)
     wait_for(
         lambda: (
             second.poll() is not None or [a[0] for a in attempts(postgres_url)] == ["interrupted"]

@@ -16,13 +16,13 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import psycopg
 import pytest
 from helpers import ComposeProject, wait_for
+from medic_process import ROOT, medic_env, start
 
 from agent.store.ops import (
     AddEvidence,
@@ -38,7 +38,6 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.docker
 
-ROOT = Path(__file__).resolve().parents[2]
 
 #: Opens an incident with a large piece of evidence and resolves it, again and again.
 #: Lines this large are written in several pieces, so a SIGKILL can cut one.
@@ -80,46 +79,15 @@ PLAYBOOK = textwrap.dedent(
     """
 )
 
+#: A crash-looping container keeps being started, so spooled changes keep coming.
+STEADY = {"MEDIC_CRASH_LOOP_DEATHS": "1000"}
+
 
 def closed_port() -> int:
     """A port on 127.0.0.1 where nothing listens (bound, then released)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def medic_env(*, state: Path, url: str, project: str, playbooks: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDIC_")}
-    env.update(
-        MEDIC_STATE_DIR=str(state),
-        MEDIC_DATABASE_URL=url,
-        MEDIC_PROJECT=project,
-        MEDIC_PLAYBOOKS=str(playbooks),
-        MEDIC_INTERVAL="1",
-        MEDIC_HTTP_PORT="0",
-        MEDIC_CRASH_LOOP_DEATHS="1000",
-        PYTHONPATH=str(ROOT),
-    )
-    return env
-
-
-@pytest.fixture
-def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for process in started:
-        if process.poll() is None:
-            process.kill()
-        process.wait(timeout=30)
-
-
-def start(
-    started: list[subprocess.Popen[bytes]], args: list[str], env: dict[str, str], log: Path
-) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        process = subprocess.Popen(args, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    started.append(process)
-    return process
 
 
 def whole_lines(spool: Path) -> tuple[list[Operation], bytes]:
@@ -224,7 +192,7 @@ def test_a_writer_killed_mid_line_loses_only_that_line(
     playbooks = tmp_path / "playbooks.yml"
     playbooks.write_text(PLAYBOOK)
     env = medic_env(
-        state=state, url=url, project=f"spoolcrash-{time.time_ns()}", playbooks=playbooks
+        state=state, url=url, project=f"spoolcrash-{time.time_ns()}", playbooks=playbooks, **STEADY
     )
     recover_with_medic_run(processes, env=env, log=tmp_path / "medic.log", spool=spool)
 
@@ -254,7 +222,9 @@ def test_medic_run_killed_while_it_spools_a_crash_loop_loses_no_whole_line(
     medic = start(
         processes,
         [sys.executable, "-m", "agent", "run"],
-        medic_env(state=state, url=down, project=compose_project.name, playbooks=playbooks),
+        medic_env(
+            state=state, url=down, project=compose_project.name, playbooks=playbooks, **STEADY
+        ),
         log,
     )
 
@@ -272,7 +242,9 @@ def test_medic_run_killed_while_it_spools_a_crash_loop_loses_no_whole_line(
     assert attempts, "the crash loop should have been healed at least once"
 
     url = own_postgres.url()
-    env = medic_env(state=state, url=url, project=compose_project.name, playbooks=playbooks)
+    env = medic_env(
+        state=state, url=url, project=compose_project.name, playbooks=playbooks, **STEADY
+    )
     recover_with_medic_run(processes, env=env, log=tmp_path / "medic-up.log", spool=spool)
 
     assert all(stored(url, op) for op in ops)
