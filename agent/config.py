@@ -19,6 +19,9 @@ from agent.errors import ConfigError
 #: The playbooks shipped with medic, used when MEDIC_PLAYBOOKS is not set.
 BUNDLED_PLAYBOOKS = Path(__file__).resolve().parent.parent / "playbooks"
 
+#: What MEDIC_FIX_ALLOW may name: the kinds of file a fix changes only when allowed.
+FIX_ALLOW_KINDS = ("compose", "dockerfile", "dependencies")
+
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 
@@ -168,13 +171,47 @@ class Settings:
     fix_remote: str | None = None
     """A git remote of MEDIC_REPO that fix branches are pushed to (MEDIC_FIX_REMOTE)."""
 
+    fix_allow: str = ""
+    """Kinds of file a fix may change beyond application source and config
+    (MEDIC_FIX_ALLOW), comma-separated, from ``compose``, ``dockerfile`` and
+    ``dependencies``. Empty: none of them."""
+
+    fix_push: str = "approved"
+    """When a fix branch is pushed to MEDIC_FIX_REMOTE (MEDIC_FIX_PUSH): ``approved``
+    (after a person approves it) or ``proposed`` (as soon as it is made, which runs the
+    remote's CI, with its secrets, on what the model wrote)."""
+
     verify_cmd: str | None = None
-    """A command run in a temporary worktree of each fix branch (MEDIC_VERIFY_CMD), like
-    ``pytest -q``; its exit status and output tail are stored with the fix."""
+    """A command run in a sandbox container holding a copy of each fix branch's tree
+    (MEDIC_VERIFY_CMD), like ``pytest -q``; its exit status and output tail are stored
+    with the fix. Never run on medic's host."""
+
+    verify_image: str | None = None
+    """The image MEDIC_VERIFY_CMD runs in (MEDIC_VERIFY_IMAGE). Unset: the fix's
+    candidate image."""
 
     verify_timeout: float = 600.0
-    """Seconds MEDIC_VERIFY_CMD may take (MEDIC_VERIFY_TIMEOUT). The candidate image's
-    build is not limited by it."""
+    """Seconds MEDIC_VERIFY_CMD may take (MEDIC_VERIFY_TIMEOUT)."""
+
+    verify_build_timeout: float = 900.0
+    """Seconds the candidate image's build may take (MEDIC_VERIFY_BUILD_TIMEOUT)."""
+
+    verify_build_network: str = "none"
+    """The network the candidate build's RUN steps get (MEDIC_VERIFY_BUILD_NETWORK):
+    ``none``, or a network the operator names (``default``, ``bridge``, …)."""
+
+    verify_memory_mb: int = 1024
+    """Memory of a sandbox container, in MiB (MEDIC_VERIFY_MEMORY_MB)."""
+
+    verify_pids: int = 256
+    """Processes a sandbox container may run at once (MEDIC_VERIFY_PIDS)."""
+
+    verify_cpus: float = 1.0
+    """CPUs a sandbox container may use (MEDIC_VERIFY_CPUS)."""
+
+    verify_settle: float = 60.0
+    """Seconds the candidate must stay up (and healthy, with a health check) in the
+    sandbox to count as healing the failure (MEDIC_VERIFY_SETTLE); 0 skips that check."""
 
     git_author: str = "medic <medic@localhost>"
     """Author and committer of fix commits (MEDIC_GIT_AUTHOR), as ``Name <email>``."""
@@ -206,6 +243,11 @@ class Settings:
         settings = cls(**values)  # type: ignore[arg-type]
         settings.validate()
         return settings
+
+    @property
+    def fix_allow_kinds(self) -> tuple[str, ...]:
+        """MEDIC_FIX_ALLOW as a tuple of kinds, lower case."""
+        return tuple(dict.fromkeys(k.lower() for k in re.split(r"[\s,]+", self.fix_allow) if k))
 
     @property
     def notify_targets(self) -> list[str]:
@@ -242,9 +284,28 @@ class Settings:
             ("MEDIC_LLM_MAX_RETRIES", self.llm_max_retries, 0),
             ("MEDIC_FIX_MAX_FILES", self.fix_max_files, 1),
             ("MEDIC_FIX_MAX_LINES", self.fix_max_lines, 1),
+            ("MEDIC_VERIFY_MEMORY_MB", self.verify_memory_mb, 16),
+            ("MEDIC_VERIFY_PIDS", self.verify_pids, 8),
         ):
             if value < least:
                 raise ConfigError(f"{var} must be at least {least}.")
+        unknown = sorted(set(self.fix_allow_kinds) - set(FIX_ALLOW_KINDS))
+        if unknown:
+            raise ConfigError(
+                f"MEDIC_FIX_ALLOW names {', '.join(unknown)}; write a comma-separated list "
+                f"of {', '.join(FIX_ALLOW_KINDS)}, or leave it empty."
+            )
+        if self.fix_push not in ("approved", "proposed"):
+            raise ConfigError(
+                f"MEDIC_FIX_PUSH must be approved or proposed, not {self.fix_push!r}."
+            )
+        if self.verify_cpus <= 0:
+            raise ConfigError("MEDIC_VERIFY_CPUS must be more than 0, like 1 or 0.5.")
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", self.verify_build_network):
+            raise ConfigError(
+                "MEDIC_VERIFY_BUILD_NETWORK must be none or the name of a network, not "
+                f"{self.verify_build_network!r}."
+            )
         if not re.fullmatch(r"[^<>]+ <[^<>\s]+>", self.git_author):
             raise ConfigError(
                 f"MEDIC_GIT_AUTHOR must look like 'Name <email>', not {self.git_author!r}."

@@ -7,6 +7,14 @@ off, optional locks are off so that reading the status never rewrites the
 repository's index, and the repository is marked safe for this process alone (it is
 often owned by another user than medic's; see ``_trust``).
 
+No git command medic runs executes code from the repository or its configuration
+(``_NO_CODE``): hooks point at an empty folder medic made (post-merge and
+post-checkout included), ``core.fsmonitor`` is off, and every filter, diff and merge
+driver the configuration defines is emptied, so a ``.gitattributes`` line naming one
+runs nothing. Automatic ``gc`` and maintenance are off too. Config files that the
+repository's configuration includes from its own working tree are reported by
+``protected_paths`` with the hooks folder, so that a fix can never change them.
+
 The repository's checked-out branch, index and working tree are never touched. A fix
 commit is built with a temporary index (``GIT_INDEX_FILE`` in a temporary folder):
 read-tree of the base, hash-object of the edited files, update-index, write-tree,
@@ -114,6 +122,8 @@ class Git:
         )
         env.update(_trust(self.repo))
         self._env = env
+        self._hooks = _empty_hooks_folder()
+        self._drivers: tuple[str, ...] | None = None
 
     # --- running ----------------------------------------------------------------------
 
@@ -126,7 +136,7 @@ class Git:
         timeout: float | None = None,
         cwd: Path | None = None,
     ) -> subprocess.CompletedProcess[bytes]:
-        command = [self._executable, *args]
+        command = [self._executable, *self._no_code(), *args]
         limit = self.timeout if timeout is None else timeout
         full_env = dict(self._env)
         if env:
@@ -156,6 +166,56 @@ class Git:
         if result.returncode not in ok:
             raise GitError(f"git {_describe(args)} failed in {self.repo}: {_last_line(err or out)}")
         return result
+
+    def _no_code(self) -> list[str]:
+        """``-c`` options that keep every git command from running code (module docstring)."""
+        if self._drivers is None:
+            self._drivers = ()  # while reading them: the read itself runs with the rest
+            self._drivers = self._configured_drivers()
+        options = [f"core.hooksPath={self._hooks}", *_NO_CODE]
+        options += [f"{key}=" for key in self._drivers]
+        return [part for option in options for part in ("-c", option)]
+
+    def _configured_drivers(self) -> tuple[str, ...]:
+        """The keys of every filter, diff and merge driver command in git's configuration
+        (system, global, the repository's, and what they include)."""
+        result = self._run(
+            "config", "--null", "--name-only", "--get-regexp", _DRIVER_KEYS, ok=(0, 1)
+        )
+        keys = result.stdout.decode("utf-8", "surrogateescape").split("\0")
+        return tuple(dict.fromkeys(k for k in keys if k))
+
+    def protected_paths(self) -> tuple[str, ...]:
+        """Repository-relative paths a fix must never change because git itself reads
+        them as configuration or code: the folder ``core.hooksPath`` names, and config
+        files included from inside the working tree."""
+        top = self.check_repository()
+        found: list[str] = []
+        result = self._run(
+            "config",
+            "--null",
+            "--show-origin",
+            "--get-regexp",
+            r"^(core\.hookspath|include\.path|includeif\..*\.path)$",
+            ok=(0, 1),
+        )
+        records = result.stdout.decode("utf-8", "surrogateescape").split("\0")
+        # Records: "file:ORIGIN", "KEY\nVALUE", alternating.
+        for origin, entry in zip(records[0::2], records[1::2], strict=False):
+            _key, _, value = entry.partition("\n")
+            if not value:
+                continue
+            base = top
+            if origin.startswith("file:"):
+                base = Path(origin.removeprefix("file:")).parent
+            if _key.lower() == "core.hookspath":
+                base = top
+            target = Path(os.path.expanduser(value))
+            full = target if target.is_absolute() else base / target
+            relative = _inside(Path(os.path.normpath(full)), top)
+            if relative is not None and relative != ".":
+                found.append(relative)
+        return tuple(dict.fromkeys(found))
 
     def _text(
         self, *args: str, input: bytes | None = None, env: Mapping[str, str] | None = None
@@ -205,6 +265,25 @@ class Git:
 
     def blob(self, sha: str) -> bytes:
         return self._run("cat-file", "blob", sha).stdout
+
+    def read_blobs(self, shas: Sequence[str]) -> dict[str, bytes]:
+        """The contents of many blobs in one ``git cat-file --batch``, by sha."""
+        wanted = list(dict.fromkeys(shas))
+        if not wanted:
+            return {}
+        out = self._run("cat-file", "--batch", input=("\n".join(wanted) + "\n").encode()).stdout
+        found: dict[str, bytes] = {}
+        position = 0
+        for sha in wanted:
+            end = out.index(b"\n", position)
+            header = out[position:end].decode().split()
+            position = end + 1
+            if len(header) < 3 or header[1] != "blob":
+                raise GitError(f"{sha} is not a blob in {self.repo}")
+            size = int(header[2])
+            found[sha] = out[position : position + size]
+            position += size + 1
+        return found
 
     def ignored(self, paths: Sequence[str]) -> frozenset[str]:
         """Which of ``paths`` the ignore rules match, tracked or not."""
@@ -383,8 +462,6 @@ class Git:
             # Hooks stay off: checking out a candidate must not run the repository's
             # post-checkout hook with it.
             self._run(
-                "-c",
-                "core.hooksPath=/dev/null",
                 "worktree",
                 "add",
                 "--detach",
@@ -402,6 +479,48 @@ class Git:
                     self._run("worktree", "prune")
                 except GitError as e:
                     logger.warning("Pruning temporary worktrees of {} failed: {}.", self.repo, e)
+
+
+#: Options on every git command so that it runs no code of the repository's: no
+#: fsmonitor daemon or hook, no automatic gc or maintenance (which run hooks and rewrite
+#: the repository), no ``ext::`` transport. The hooks folder and the driver commands
+#: are added per repository (``Git._no_code``).
+_NO_CODE = (
+    "core.fsmonitor=false",
+    "core.untrackedCache=false",
+    "gc.auto=0",
+    "maintenance.auto=false",
+    "protocol.ext.allow=never",
+    "diff.external=",
+)
+
+#: The configuration keys that name a command git runs for a path's attributes.
+_DRIVER_KEYS = (
+    r"^(filter\..+\.(clean|smudge|process)|diff\..+\.(textconv|command)|merge\..+\.driver)$"
+)
+
+
+def _empty_hooks_folder() -> str:
+    """An empty folder, readable by medic only, for ``core.hooksPath``: git finds no
+    hook there, whatever the repository's own settings say."""
+    global _HOOKS  # noqa: PLW0603 - one empty folder serves every repository
+    if _HOOKS is None or not os.path.isdir(_HOOKS) or os.listdir(_HOOKS):
+        _HOOKS = tempfile.mkdtemp(prefix="medic-no-hooks-")
+        os.chmod(_HOOKS, 0o500)
+    return _HOOKS
+
+
+_HOOKS: str | None = None
+
+
+def _inside(path: Path, folder: Path) -> str | None:
+    """``path`` relative to ``folder`` when it lies inside it (links resolved), else None."""
+    for candidate, base in ((path, folder), (path.resolve(), folder.resolve())):
+        try:
+            return candidate.relative_to(base).as_posix()
+        except ValueError:
+            continue
+    return None
 
 
 def _trust(repo: Path) -> dict[str, str]:

@@ -10,7 +10,7 @@ from agent.config import BUNDLED_PLAYBOOKS, Settings, parse_duration
 from agent.errors import ConfigError
 
 
-def test_defaults_are_pinned() -> None:
+def test_defaults_are_pinned() -> None:  # noqa: PLR0915 - one line per setting
     s = Settings.from_env({})
     assert s.project is None
     assert s.interval == 30.0
@@ -49,8 +49,18 @@ def test_defaults_are_pinned() -> None:
     assert s.fix_max_files == 5
     assert s.fix_max_lines == 200
     assert s.fix_remote is None
+    assert s.fix_allow == ""
+    assert s.fix_allow_kinds == ()
+    assert s.fix_push == "approved"
     assert s.verify_cmd is None
+    assert s.verify_image is None
     assert s.verify_timeout == 600.0
+    assert s.verify_build_timeout == 900.0
+    assert s.verify_build_network == "none"
+    assert s.verify_memory_mb == 1024
+    assert s.verify_pids == 256
+    assert s.verify_cpus == 1.0
+    assert s.verify_settle == 60.0
     assert s.git_author == "medic <medic@localhost>"
 
 
@@ -193,3 +203,22 @@ def test_escalation_settings_are_read_from_the_environment() -> None:
 def test_bad_escalation_settings_say_what_to_write(var: str, value: str, says: str) -> None:
     with pytest.raises(ConfigError, match=says):
         Settings.from_env({var: value})
+
+
+def test_fix_allow_names_kinds_and_refuses_others() -> None:
+    s = Settings.from_env({"MEDIC_FIX_ALLOW": "Compose, dependencies"})
+    assert s.fix_allow_kinds == ("compose", "dependencies")
+    with pytest.raises(ConfigError, match="MEDIC_FIX_ALLOW names makefile"):
+        Settings.from_env({"MEDIC_FIX_ALLOW": "compose,makefile"})
+
+
+def test_fix_push_and_sandbox_limits_are_checked() -> None:
+    assert Settings.from_env({"MEDIC_FIX_PUSH": "proposed"}).fix_push == "proposed"
+    with pytest.raises(ConfigError, match="MEDIC_FIX_PUSH"):
+        Settings.from_env({"MEDIC_FIX_PUSH": "always"})
+    with pytest.raises(ConfigError, match="MEDIC_VERIFY_PIDS"):
+        Settings.from_env({"MEDIC_VERIFY_PIDS": "1"})
+    with pytest.raises(ConfigError, match="MEDIC_VERIFY_BUILD_NETWORK"):
+        Settings.from_env({"MEDIC_VERIFY_BUILD_NETWORK": "host; rm -rf /"})
+    s = Settings.from_env({"MEDIC_VERIFY_BUILD_NETWORK": "default", "MEDIC_VERIFY_CPUS": "0.5"})
+    assert (s.verify_build_network, s.verify_cpus) == ("default", 0.5)
