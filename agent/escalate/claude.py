@@ -217,7 +217,7 @@ class RepoTools:
         parts = PurePosixPath(text.replace("\\", "/")).parts
         if ".." in parts:
             raise Refused(f"{path!r} leaves the repository ('..' is not allowed)")
-        if ".git" in parts:
+        if any(p.rstrip(" .").casefold() == ".git" for p in parts):
             raise Refused(f"{path!r} is inside .git, which is not readable")
         rel = "/".join(p for p in parts if p not in (".", ""))
         for part in parts:
@@ -231,7 +231,15 @@ class RepoTools:
         root = self.root.resolve()
         if real != root and root not in real.parents:
             raise Refused(f"{path!r} is a symlink that leads out of the repository")
-        if self.is_ignored(rel):
+        # A link inside the repository is judged by what it points at: a link to .env
+        # or into .git is as unreadable as the file itself.
+        target = real.relative_to(root).as_posix() if real != root else "."
+        target_parts = [p.rstrip(" .").casefold() for p in PurePosixPath(target).parts]
+        if ".git" in target_parts:
+            raise Refused(f"{path!r} leads into .git, which is not readable")
+        if any(is_secret_file_name(part) for part in target_parts):
+            raise Refused(f"{path!r} leads to a secret file (keys, .env, credentials)")
+        if self.is_ignored(rel) or (target not in (rel, ".") and self.is_ignored(target)):
             raise Refused(f"{path!r} is ignored by git (.gitignore) and is not readable")
         return rel, real
 
