@@ -50,7 +50,7 @@ from agent.model import (
 )
 from agent.notify import AppriseNotifier, NotificationQueue, Notifier
 from agent.observe import own_container_id, resolve_scope
-from agent.output import cell, dump_json, table
+from agent.output import SafeStream, cell, dump_json, table
 from agent.playbooks import check_paths, load_playbooks
 from agent.status import CycleReport
 from agent.store import IncidentQuery, IncidentStore, MemoryStore
@@ -160,6 +160,18 @@ def _since(text: str) -> datetime:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Text from containers and models is shown, never obeyed: whatever the commands
+    # print for people goes through safe_text (agent/output.py).
+    stdout = sys.stdout
+    sys.stdout = SafeStream(stdout)
+    try:
+        return _main(argv)
+    finally:
+        sys.stdout.flush()
+        sys.stdout = stdout
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     debug: bool = args.debug
     try:

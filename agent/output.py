@@ -1,12 +1,62 @@
-"""How the CLI prints: aligned tables for people, one JSON document for machines."""
+"""How the CLI prints: aligned tables for people, one JSON document for machines.
+
+Much of what medic prints comes from containers and models: log lines, evidence
+quotes, the diff of a proposed fix. Any of it may hold terminal escapes that move the
+cursor or erase a line, or bidirectional controls that show text in another order than
+git stores it, so that a person approves something else than they read. Everything
+the CLI writes for people therefore goes through ``safe_text`` (``SafeStream`` wraps
+stdout once, in ``agent.cli.main``): such characters are shown as visible escapes
+(``\\x1b``, ``\\u202e``). JSON is written with ``ensure_ascii``, so it carries them
+escaped as well.
+"""
 
 from __future__ import annotations
 
+import io
 import json
+import re
 import sys
 from collections.abc import Sequence
 from datetime import datetime
 from typing import TextIO
+
+#: Controls other than tab and newline, and characters that reorder or hide text.
+_UNSAFE = re.compile(
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u115f\u1160\u180e\u200b-\u200f"
+    "\u2028-\u202e\u2060-\u206f\u3164\ufeff\ufff9-\ufffb]"
+)
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def safe_text(text: str) -> str:
+    """``text`` with every control character but tab and newline, and every bidi or
+    invisible formatting character, written as a visible escape."""
+    return _UNSAFE.sub(_escape, text)
+
+
+class SafeStream(io.TextIOBase):
+    """A text stream that writes through ``safe_text`` to another one."""
+
+    def __init__(self, inner: TextIO) -> None:
+        self.inner = inner
+
+    def write(self, text: str) -> int:
+        self.inner.write(safe_text(text))
+        return len(text)
+
+    def flush(self) -> None:
+        self.inner.flush()
+
+    def isatty(self) -> bool:
+        return self.inner.isatty()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return str(getattr(self.inner, "encoding", "utf-8"))
 
 
 def cell(value: object) -> str:
@@ -18,7 +68,7 @@ def cell(value: object) -> str:
         return "yes" if value else "no"
     if isinstance(value, float):
         return f"{value:.1f}"
-    return str(value).replace("\n", " ")
+    return safe_text(str(value).replace("\n", " "))
 
 
 def table(
