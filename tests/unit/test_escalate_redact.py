@@ -116,6 +116,20 @@ def test_every_copy_of_an_env_secret_is_replaced_by_a_stable_placeholder() -> No
     assert "connecting as app with password [REDACTED:DB_PASSWORD]" in out
 
 
+def test_a_url_password_with_a_slash_and_no_user_is_learned_and_hunted() -> None:
+    r = Redactor.build(env={"CACHE_URL": "redis://:s3cr/et-99@cache:6379/0"})
+    assert r.redact("AUTH s3cr/et-99 rejected") == "AUTH [REDACTED:CACHE_URL] rejected"
+    assert r.env_list(["CACHE_URL=redis://:s3cr/et-99@cache:6379/0"]) == [
+        "CACHE_URL=redis://:[REDACTED:CACHE_URL]@cache:6379/0"
+    ]
+
+
+def test_an_env_secret_is_found_base64_encoded_and_wrapped_across_lines() -> None:
+    encoded = "VHIwdWI0ZG9yJjMtaG9yc2U="  # base64 of DB_PASSWORD
+    out = redactor().redact(f"seed {encoded}\npassword {DB_PASSWORD[:9]}\n    {DB_PASSWORD[9:]}")
+    assert out == "seed [REDACTED:DB_PASSWORD]\npassword [REDACTED:DB_PASSWORD]\n"
+
+
 @pytest.mark.parametrize(
     ("text", "secret", "placeholder"),
     [

@@ -65,3 +65,25 @@ def test_a_bearer_credential_is_hidden_but_prose_about_one_does_not_refuse_an_ed
     header = "Authorization: Bearer 0a1b2c3d4e5f6a7b8c9d"
     assert "0a1b2c3d4e5f6a7b8c9d" not in Redactor.build().redact(header)
     assert secret_findings("# The client falls back to basic authentication.") == []
+
+
+def test_a_file_the_model_reads_is_redacted_by_the_same_detector(tmp_path: Path) -> None:
+    # A coloured token and the tail of a key whose BEGIN line is missing; the line
+    # numbers the model is told stay true.
+    token = "ghp_" + "Zq8Rw3Lm9Xp2Tk7Vb4Nc" * 2
+    body = "MIIEowIBAAKCAQEAx3Lm9Xp2Tk7Vb4Nc1Hd6Zq8Rw3Lm9Xp2Tk7Vb4Nc1Hd6Zq8Rw3"
+    text = (
+        f"\x1b[33m{token[:9]}\x1b[0m{token[9:]}\n{body}\n{body}\n"
+        "-----END RSA PRIVATE KEY-----\nlast line\n"
+    )
+    (tmp_path / "notes.txt").write_text(text)
+    shown = RepoTools(root=tmp_path, redact=Redactor.build().redact).run(
+        "read_file", {"path": "notes.txt"}
+    )
+    assert token[9:] not in shown
+    assert body not in shown
+    assert shown.splitlines()[0] == "notes.txt lines 1-5 of 5:"
+    assert shown.splitlines()[5] == "last line"
+    found = secret_findings(text)
+    assert any("GitHub token" in kind for kind in found)
+    assert any("private key" in kind for kind in found)
