@@ -12,15 +12,23 @@ from datetime import datetime
 from typing import Any
 
 from agent.act import Actor
+from agent.clock import SYSTEM_CLOCK, Clock
 from agent.codec import diagnosis_to_dict
-from agent.docker_gateway import DockerSDKGateway
+from agent.config import Settings
+from agent.docker_gateway import DockerGateway, DockerSDKGateway
 from agent.errors import ConfigError, DockerError, MedicError
 from agent.escalate.document import diagnose_document, edits_diff, render_text
 from agent.escalate.followup import Outcome
 from agent.escalate.worker import DiagnosisResult
-from agent.fixes.document import TABLE_HEADERS, fix_document, fix_row, show_text
-from agent.fixes.git import Git
-from agent.fixes.review import Approval
+from agent.fixes.document import (
+    TABLE_HEADERS,
+    fix_document,
+    fix_row,
+    healing_sentence,
+    show_text,
+)
+from agent.fixes.git import Git, Person
+from agent.fixes.review import Approval, FixStore, approve, reject
 from agent.model import (
     Action,
     ActionKind,
@@ -114,6 +122,9 @@ def fix_sentence(fix: Fix) -> str:
         reasons = "\n".join(f"  - {r}" for r in fix.refusal_reasons)
         return f"No fix branch: the proposed edits were refused (fix {fix.id[:8]}):\n{reasons}"
     line = f"Fix {fix.id[:8]} is on branch {fix.branch}, changing {', '.join(fix.files)}."
+    healing = healing_sentence(fix.verification)
+    if healing is not None:
+        line += f"\n{healing}"
     if fix.verification is not None and not fix.verification.ok:
         line += " Its verification failed; see medic fixes show."
     return f"{line}\nReview it with medic fixes show {fix.id[:8]}, then approve or reject it."
@@ -234,6 +245,45 @@ def print_fix(fix: Fix, *, diagnosis: Diagnosis | None, diff: str | None, as_jso
     print(show_text(fix, diagnosis=diagnosis, diff=diff), end="")
 
 
+def approve_fix(
+    ref: str,
+    *,
+    store: FixStore,
+    git: Git,
+    settings: Settings,
+    clock: Clock = SYSTEM_CLOCK,
+    by: str | None = None,
+    gateway: DockerGateway | None = None,
+) -> Approval:
+    """``medic fixes approve``: merge, push the branch to MEDIC_FIX_REMOTE when it is not
+    there yet, and remove the candidate image through ``gateway``."""
+    return approve(
+        ref,
+        store=store,
+        git=git,
+        author=Person.parse(settings.git_author),
+        clock=clock,
+        by=by,
+        remote=settings.fix_remote,
+        gateway=gateway,
+    )
+
+
+def reject_fix(
+    ref: str,
+    *,
+    store: FixStore,
+    git: Git,
+    reason: str,
+    clock: Clock = SYSTEM_CLOCK,
+    by: str | None = None,
+    gateway: DockerGateway | None = None,
+) -> Fix:
+    """``medic fixes reject``: delete the branch, keep the reason, and remove the candidate
+    image through ``gateway``."""
+    return reject(ref, store=store, git=git, reason=reason, clock=clock, by=by, gateway=gateway)
+
+
 def approval_text(approval: Approval) -> str:
     fix = approval.fix
     if approval.already_merged:
@@ -242,10 +292,15 @@ def approval_text(approval: Approval) -> str:
         how = "a fast-forward"
     else:
         how = "a merge commit"
-    return (
+    text = (
         f"Fix {fix.id[:8]} is approved by {fix.decided_by}: {fix.branch} is merged into "
         f"{approval.into} ({how}; {approval.into} is at {approval.merged[:12]})."
     )
+    if fix.pushed_to:
+        text += f" {fix.branch} is pushed to {fix.pushed_to}."
+    elif fix.push_error:
+        text += f" Pushing {fix.branch} failed, the approval stands: {fix.push_error}."
+    return text
 
 
 def rejection_text(fix: Fix) -> str:

@@ -397,11 +397,17 @@ def verification_to_dict(verification: Verification) -> Document:
         "exit_status": v.exit_status,
         "output": v.output,
         "error": v.error,
+        "command_image": v.command_image,
+        "healing": v.healing,
+        "healing_ok": v.healing_ok,
+        "healing_log": v.healing_log,
+        "compose_effect": list(v.compose_effect),
     }
 
 
 def verification_from_dict(doc: Mapping[str, Any]) -> Verification:
-    """``ok`` is derived from the other fields, so reading ignores it."""
+    """``ok`` is derived from the other fields, so reading ignores it. Documents written
+    before the sandbox fields existed have none of them, and read as not tried."""
     return Verification(
         built=_opt_bool(doc, "built"),
         build_log=optional_text_field(doc, "build_log") or "",
@@ -410,6 +416,11 @@ def verification_from_dict(doc: Mapping[str, Any]) -> Verification:
         exit_status=_opt_int(doc, "exit_status"),
         output=optional_text_field(doc, "output") or "",
         error=optional_text_field(doc, "error"),
+        command_image=optional_text_field(doc, "command_image"),
+        healing=optional_text_field(doc, "healing"),
+        healing_ok=_opt_bool(doc, "healing_ok"),
+        healing_log=optional_text_field(doc, "healing_log") or "",
+        compose_effect=_list(doc, "compose_effect", _text),
     )
 
 

@@ -6,9 +6,16 @@ single context manager, and retries temporary failures with tenacity (with an
 injectable sleep, so tests can read the delays without waiting).
 
 Every public method is one Docker API request, except ``exec`` (create, start,
-inspect), ``recreate`` and ``build_image`` (which are several by nature) and the
-retries themselves; the benchmark counts requests at the HTTP layer to hold that
-promise.
+inspect), ``recreate``, ``build_image`` and ``run_sandbox`` (which are several by
+nature) and the retries themselves; the benchmark counts requests at the HTTP layer to
+hold that promise.
+
+``run_sandbox`` is where code nobody has approved yet runs (a fix branch's tests, the
+candidate image of its service): a throwaway container with no network, no mounts, no
+Docker socket, a non-root user, no capabilities and resource limits, removed
+afterwards whatever happened. ``build_image`` builds such a candidate from a tar of
+the fix's files, without network unless the operator names one, and within a time
+limit.
 
 Recreating a container from its inspect output lives here too, as the pure
 function ``create_args_from_inspect``: it decides which settings were the
@@ -19,6 +26,7 @@ attribute names, which no other module reads.
 from __future__ import annotations
 
 import errno
+import io
 import os
 import re
 import socket
@@ -29,12 +37,14 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from typing import Any, TypeVar
 
 import docker
 import docker.errors
 import requests.exceptions
+import urllib3.exceptions
 from loguru import logger
 from tenacity import (
     RetryCallState,
@@ -54,6 +64,7 @@ from agent.errors import (
     TemporaryError,
 )
 from agent.model import (
+    IGNORE_LABEL,
     PROJECT_LABEL,
     SERVICE_LABEL,
     ContainerId,
@@ -116,13 +127,32 @@ class ExecResult:
 
 @dataclass(frozen=True)
 class BuildRequest:
-    """What to build: a local context folder, tagged ``tag``."""
+    """What to build, tagged ``tag``: a local context folder, or a tar of the context.
+
+    The defaults are ``docker build``'s, which the rebuild action wants (the operator's
+    own Dockerfile, from their folder). A candidate build of a fix sets ``archive``,
+    ``network_mode`` (``none`` unless the operator names a network), ``time_limit``
+    and ``proxy=False``.
+    """
 
     context: str
+    """The context folder; with ``archive``, only what messages call it."""
     tag: str
     dockerfile: str | None = None
     args: tuple[tuple[str, str], ...] = ()
     target: str | None = None
+    archive: bytes | None = None
+    """The context as an uncompressed tar, sent instead of reading ``context``."""
+    network_mode: str | None = None
+    """The network the RUN steps get: ``none``, a network's name, or None for the
+    engine's default."""
+    time_limit: float | None = None
+    """Seconds the whole build may take; past it the build is stopped and failed."""
+    memory_mb: int | None = None
+    """Memory (and memory with swap) of each RUN step's container."""
+    labels: tuple[tuple[str, str], ...] = ()
+    proxy: bool = True
+    """Pass the docker CLI's configured proxies as build args, as ``docker build`` does."""
 
 
 @dataclass(frozen=True)
@@ -131,10 +161,102 @@ class BuildResult:
 
     image_id: str | None
     output: str
+    timed_out: bool = False
+    """The build ran past its time limit and was stopped."""
 
     @property
     def ok(self) -> bool:
         return self.image_id is not None
+
+
+#: Labels on every sandbox container: medic never heals, restarts or counts one
+#: (``medic.ignore``), and a stale one left by a crash is easy to find and remove.
+SANDBOX_LABEL = "medic.sandbox"
+SANDBOX_LABELS = ((SANDBOX_LABEL, "true"), (IGNORE_LABEL, "true"))
+
+#: The user a sandbox runs as: ``nobody``, which owns the copied files and nothing else.
+SANDBOX_USER = "65534:65534"
+
+#: The environment a sandbox gets on top of the image's own, besides the request's.
+SANDBOX_ENVIRONMENT = (("HOME", "/tmp"), ("TMPDIR", "/tmp"))
+
+#: How often a sandbox that should stay up is looked at, in seconds.
+SANDBOX_POLL = 0.5
+
+
+class SandboxUntil(StrEnum):
+    """How long a sandbox container runs."""
+
+    EXIT = "exit"
+    """Until its command ends, or is killed at the time limit (MEDIC_VERIFY_CMD)."""
+    SETTLED = "settled"
+    """For the whole time limit, ended early when it exits or turns unhealthy (whether
+    a candidate image stays up)."""
+
+
+@dataclass(frozen=True)
+class SandboxLimits:
+    """The resources a sandbox container may use."""
+
+    memory_mb: int = 1024
+    """Memory, and memory with swap (so it cannot swap), in MiB."""
+    pids: int = 256
+    cpus: float = 1.0
+
+
+@dataclass(frozen=True)
+class HealthcheckSpec:
+    """A health check in Docker's terms (compose's ``healthcheck:``, durations in seconds)."""
+
+    test: tuple[str, ...]
+    """``("CMD", ...)``, ``("CMD-SHELL", "...")``, or ``("NONE",)`` to turn the image's off."""
+    interval: float | None = None
+    timeout: float | None = None
+    retries: int | None = None
+    start_period: float | None = None
+
+
+@dataclass(frozen=True)
+class SandboxRequest:
+    """What to run in a sandbox container, and for how long.
+
+    ``workspace`` is a tar whose entries lie under ``workspace/``; it is copied into the
+    container at ``/`` before it starts (a copy: nothing of the host is mounted).
+    ``command`` and ``entrypoint`` None keep the image's; a given ``entrypoint`` drops
+    the image's command, as ``docker run --entrypoint`` does.
+    """
+
+    image: str
+    command: tuple[str, ...] | None = None
+    entrypoint: tuple[str, ...] | None = None
+    workspace: bytes | None = None
+    working_dir: str | None = None
+    environment: tuple[tuple[str, str], ...] = ()
+    healthcheck: HealthcheckSpec | None = None
+    """None keeps the image's own health check, if it has one."""
+    time_limit: float = 600.0
+    until: SandboxUntil = SandboxUntil.EXIT
+    limits: SandboxLimits = field(default_factory=SandboxLimits)
+    labels: tuple[tuple[str, str], ...] = ()
+    output_lines: int = 200
+    """How many of its last log lines are kept."""
+
+
+@dataclass(frozen=True)
+class SandboxResult:
+    """How a sandbox container ran. It has been removed by the time this is returned."""
+
+    exit_code: int | None
+    """Its exit code when it ended by itself; None when it was still running."""
+    output: str
+    """The tail of its log, stdout and stderr together."""
+    still_running: bool = False
+    """It was still running when the time was up (then it was killed)."""
+    health: Health = Health.NONE
+    """Its last health status; ``none`` when it has no health check."""
+    health_output: str | None = None
+    """The last health check's output."""
+    oom_killed: bool = False
 
 
 @dataclass(frozen=True)
@@ -212,7 +334,21 @@ class DockerGateway(ABC):
 
     @abstractmethod
     def build_image(self, spec: BuildRequest) -> BuildResult:
-        """``docker build``; a build that fails is a result with ``image_id`` None, not an error."""
+        """``docker build``; a build that fails or runs past ``spec.time_limit`` is a result
+        with ``image_id`` None, not an error."""
+
+    @abstractmethod
+    def remove_image(self, tag: str) -> bool:
+        """``docker rmi TAG`` (the tag, and the image when no other tag holds it); False
+        when there is no such image. An image a container uses is an error."""
+
+    @abstractmethod
+    def run_sandbox(self, request: SandboxRequest) -> SandboxResult:
+        """Run ``request.image`` in a throwaway sandbox container (see ``SandboxRequest``)
+        and remove it, also when anything fails. The container has no network, no mounts,
+        no Docker socket, user 65534, no capabilities, no new privileges and the request's
+        limits. A command that fails is a result, not an error; DockerError when the
+        engine cannot create or run the container (a missing image included)."""
 
     @abstractmethod
     def project_containers(self, project: str) -> list[ProjectContainer]:
@@ -599,6 +735,82 @@ def _build_output(chunks: Iterator[Mapping[str, Any]]) -> BuildResult:
 
 
 _BUILT = re.compile(r"^Successfully built ([0-9a-f]+)\s*$", re.MULTILINE)
+
+
+def _timed_build(stream: Iterator[Mapping[str, Any]], time_limit: float) -> BuildResult:
+    """Reads a build's stream for at most ``time_limit`` seconds, then stops it.
+
+    A watchdog shuts the response's socket down at the limit, which ends a read that
+    waits on a silent RUN step; closing the connection makes the engine cancel the
+    build and remove its intermediate container (``forcerm``).
+    """
+    response = _response_of(stream)
+    expired = threading.Event()
+
+    def expire() -> None:
+        expired.set()
+        if response is not None:
+            try:
+                response.raw.shutdown()
+            except (AttributeError, ValueError, RuntimeError, OSError) as e:
+                logger.debug("Shutting down a build's connection at its time limit: {}.", e)
+
+    watchdog = threading.Timer(time_limit, expire)
+    watchdog.daemon = True
+    watchdog.start()
+    chunks: list[Mapping[str, Any]] = []
+    broken: BaseException | None = None
+    try:
+        for chunk in stream:
+            if expired.is_set():
+                break
+            chunks.append(chunk)
+    except (urllib3.exceptions.HTTPError, requests.exceptions.RequestException, OSError) as e:
+        broken = e
+    finally:
+        watchdog.cancel()
+        close = getattr(stream, "close", None)
+        if close is not None:
+            close()
+        if response is not None:
+            response.close()
+    if expired.is_set() or isinstance(
+        broken, urllib3.exceptions.ReadTimeoutError | requests.exceptions.ReadTimeout
+    ):
+        partial = _build_output(iter(chunks))
+        return BuildResult(
+            image_id=None,
+            output=partial.output
+            + f"ERROR: the build did not finish within {time_limit:g} s and was stopped.\n",
+            timed_out=True,
+        )
+    if broken is not None:
+        raise DockerUnavailable(f"the engine stopped sending the build's output ({broken})")
+    return _build_output(iter(chunks))
+
+
+def _response_of(stream: Any) -> Any:
+    """The HTTP response a build's output stream reads (the SDK's generator holds it),
+    or None; the watchdog needs it to interrupt a read."""
+    frame = getattr(stream, "gi_frame", None)
+    return None if frame is None else frame.f_locals.get("response")
+
+
+def _healthcheck(spec: HealthcheckSpec | None) -> dict[str, Any] | None:
+    """A health check in the engine's terms (durations in nanoseconds)."""
+    if spec is None:
+        return None
+    check: dict[str, Any] = {"test": list(spec.test)}
+    for key, seconds in (
+        ("interval", spec.interval),
+        ("timeout", spec.timeout),
+        ("start_period", spec.start_period),
+    ):
+        if seconds is not None:
+            check[key] = round(seconds * 1e9)
+    if spec.retries is not None:
+        check["retries"] = spec.retries
+    return check
 
 
 # --- errors: the one place the SDK's exceptions are translated ----------------------------
@@ -1000,20 +1212,207 @@ class DockerSDKGateway(DockerGateway):
 
     def build_image(self, spec: BuildRequest) -> BuildResult:
         what = f"Building image {spec.tag} from {spec.context}"
+        kwargs: dict[str, Any] = {
+            "tag": spec.tag,
+            "dockerfile": spec.dockerfile,
+            "buildargs": dict(spec.args) or None,
+            "target": spec.target,
+            "rm": True,
+            "forcerm": True,
+            "decode": True,
+        }
+        if spec.archive is not None:
+            kwargs.update(fileobj=io.BytesIO(spec.archive), custom_context=True)
+        else:
+            kwargs["path"] = spec.context
+        if spec.network_mode is not None:
+            kwargs["network_mode"] = spec.network_mode
+        if spec.memory_mb is not None:
+            memory = spec.memory_mb * 1024 * 1024
+            kwargs["container_limits"] = {"memory": memory, "memswap": memory}
+        if spec.labels:
+            kwargs["labels"] = dict(spec.labels)
+        if not spec.proxy:
+            kwargs["use_config_proxy"] = False
+        if spec.time_limit is not None:
+            # The HTTP timeout limits each wait for output; the watchdog in
+            # _timed_build limits the whole build.
+            kwargs["timeout"] = max(spec.time_limit, 1.0)
         # Not retried: a build is long and not idempotent in time; the playbook's
         # backoff decides when to try again.
         with translate_errors(what):
-            stream = self._api.build(
-                path=spec.context,
-                tag=spec.tag,
-                dockerfile=spec.dockerfile,
-                buildargs=dict(spec.args) or None,
-                target=spec.target,
-                rm=True,
-                forcerm=True,
-                decode=True,
+            stream = self._api.build(**kwargs)
+            if spec.time_limit is None:
+                return _build_output(stream)
+            return _timed_build(stream, spec.time_limit)
+
+    def remove_image(self, tag: str) -> bool:
+        what = f"Removing image {tag}"
+        try:
+            with translate_errors(what):
+                try:
+                    self._api.remove_image(tag)
+                except docker.errors.ImageNotFound:
+                    return False
+        except ContainerGone:
+            # The engine answers 404 for a tag that went away between two calls too.
+            return False
+        return True
+
+    def run_sandbox(self, request: SandboxRequest) -> SandboxResult:
+        what = f"Running a sandbox container of image {request.image}"
+        container_id = self._create_sandbox(request, what)
+        short = container_id[:12]
+        try:
+            with translate_errors(what):
+                if request.workspace is not None and not self._api.put_archive(
+                    container_id, "/", request.workspace
+                ):
+                    raise DockerRequestError(
+                        f"{what}: the engine did not take the copy of the files"
+                    )
+                self._api.start(container_id)
+            if request.until is SandboxUntil.EXIT:
+                return self._sandbox_until_exit(container_id, request, what)
+            return self._sandbox_settled(container_id, request, what)
+        finally:
+            try:
+                with translate_errors(f"Removing sandbox container {short}"):
+                    self._api.remove_container(container_id, v=True, force=True)
+            except DockerError as e:
+                logger.warning(
+                    "Sandbox container {} could not be removed ({}); remove it with docker rm "
+                    "-f {} (sandbox containers carry the label {}=true).",
+                    short,
+                    e,
+                    short,
+                    SANDBOX_LABEL,
+                )
+
+    def _create_sandbox(self, request: SandboxRequest, what: str) -> str:
+        limits = request.limits
+        memory = limits.memory_mb * 1024 * 1024
+        with translate_errors(what):
+            host_config = self._api.create_host_config(
+                network_mode="none",
+                cap_drop=["ALL"],
+                security_opt=["no-new-privileges"],
+                privileged=False,
+                mem_limit=memory,
+                memswap_limit=memory,
+                pids_limit=limits.pids,
+                nano_cpus=round(limits.cpus * 1e9),
+                tmpfs={"/tmp": f"rw,nosuid,nodev,size={max(limits.memory_mb // 4, 16)}m,mode=1777"},
+                # Its log is read back by medic: the json-file driver whatever the engine's
+                # default, and small, so a chatty command cannot fill the disk.
+                log_config={"type": "json-file", "config": {"max-size": "4m", "max-file": "1"}},
             )
-            return _build_output(stream)
+            environment = dict(SANDBOX_ENVIRONMENT)
+            environment.update(request.environment)
+            try:
+                created = self._api.create_container(
+                    request.image,
+                    command=list(request.command) if request.command is not None else None,
+                    entrypoint=list(request.entrypoint) if request.entrypoint is not None else None,
+                    user=SANDBOX_USER,
+                    working_dir=request.working_dir,
+                    environment=[f"{k}={v}" for k, v in environment.items()],
+                    labels={**dict(request.labels), **dict(SANDBOX_LABELS)},
+                    host_config=host_config,
+                    network_disabled=True,
+                    healthcheck=_healthcheck(request.healthcheck),
+                    hostname="sandbox",
+                    name=f"medic-sandbox-{uuid.uuid4().hex[:12]}",
+                    detach=True,
+                )
+            except docker.errors.ImageNotFound as e:
+                raise DockerRequestError(
+                    f"{what}: there is no image {request.image} on the engine"
+                ) from e
+        return str(created["Id"])
+
+    def _sandbox_until_exit(
+        self, container_id: str, request: SandboxRequest, what: str
+    ) -> SandboxResult:
+        exit_code: int | None = None
+        still_running = False
+        try:
+            with translate_errors(what):
+                try:
+                    status = self._api.wait(container_id, timeout=max(request.time_limit, 0.001))
+                    exit_code = int(status.get("StatusCode", -1))
+                except requests.exceptions.ReadTimeout:
+                    still_running = True
+        except DockerUnavailable:
+            # The SDK reports some read time-outs of a unix socket as a broken connection;
+            # the container's state says which it was.
+            still_running = True
+        if still_running:
+            attrs = self._sandbox_state(container_id, what)
+            state = attrs.get("State") or {}
+            if state.get("Running"):
+                self._kill_sandbox(container_id, what)
+            else:
+                still_running = False
+                exit_code = int(state.get("ExitCode") or 0)
+        return self._sandbox_result(container_id, request, what, exit_code, still_running)
+
+    def _sandbox_settled(
+        self, container_id: str, request: SandboxRequest, what: str
+    ) -> SandboxResult:
+        deadline = self._now() + timedelta(seconds=request.time_limit)
+        while True:
+            state = self._sandbox_state(container_id, what).get("State") or {}
+            if not state.get("Running"):
+                exit_code = int(state.get("ExitCode") or 0)
+                return self._sandbox_result(container_id, request, what, exit_code, False)
+            health = (state.get("Health") or {}).get("Status")
+            left = (deadline - self._now()).total_seconds()
+            if health == Health.UNHEALTHY or left <= 0:
+                self._kill_sandbox(container_id, what)
+                # Health as it was while it ran: a killed container reads as unhealthy.
+                return self._sandbox_result(container_id, request, what, None, True, seen=state)
+            self._sleep(min(SANDBOX_POLL, left))
+
+    def _sandbox_state(self, container_id: str, what: str) -> Mapping[str, Any]:
+        with translate_errors(what):
+            attrs: Mapping[str, Any] = self._api.inspect_container(container_id)
+        return attrs
+
+    def _kill_sandbox(self, container_id: str, what: str) -> None:
+        try:
+            with translate_errors(what):
+                self._api.kill(container_id)
+        except DockerRequestError:
+            pass  # it ended between the look and the kill
+
+    def _sandbox_result(
+        self,
+        container_id: str,
+        request: SandboxRequest,
+        what: str,
+        exit_code: int | None,
+        still_running: bool,
+        *,
+        seen: Mapping[str, Any] | None = None,
+    ) -> SandboxResult:
+        attrs = self._sandbox_state(container_id, what)
+        state = attrs.get("State") or {}
+        health_info = (seen if seen is not None else state).get("Health") or {}
+        log = health_info.get("Log") or []
+        with translate_errors(what):
+            raw = self._api.logs(
+                container_id, stdout=True, stderr=True, tail=max(request.output_lines, 1)
+            )
+        output = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else str(raw)
+        return SandboxResult(
+            exit_code=exit_code,
+            output=output,
+            still_running=still_running,
+            health=Health(health_info["Status"]) if health_info.get("Status") else Health.NONE,
+            health_output=str(log[-1].get("Output") or "").strip()[:OUTPUT_LIMIT] if log else None,
+            oom_killed=bool(state.get("OOMKilled")),
+        )
 
     def project_containers(self, project: str) -> list[ProjectContainer]:
         entries = self._call(

@@ -573,8 +573,12 @@ class Verification:
     """What medic found when it tried a fix branch before a person looks at it.
 
     ``built`` is None when the service has no build context in the repository;
-    ``exit_status`` is None when no MEDIC_VERIFY_CMD is set. ``image`` is the candidate
-    image's tag when one was built (``medic-candidate/<service>:<fix short id>``).
+    ``exit_status`` is None when no MEDIC_VERIFY_CMD is set (or it did not finish).
+    ``image`` is the candidate image's tag when one was built
+    (``medic-candidate/<service>:<fix short id>``); ``command_image`` the image the
+    command ran in, in a sandbox. ``healing`` is the verdict of running the candidate in
+    a sandbox (None when that was not tried): ``starts and passes its health check in a
+    sandbox``, ``starts and stays up for 60 s in a sandbox`` or ``still fails: ...``.
     """
 
     built: bool | None = None
@@ -584,10 +588,21 @@ class Verification:
     exit_status: int | None = None
     output: str = ""
     error: str | None = None
+    command_image: str | None = None
+    healing: str | None = None
+    healing_ok: bool | None = None
+    healing_log: str = ""
+    compose_effect: tuple[str, ...] = ()
+    """What the fix changes in the resolved compose configuration, one line each."""
 
     @property
     def ok(self) -> bool:
-        return self.built is not False and self.exit_status in (None, 0) and self.error is None
+        return (
+            self.built is not False
+            and self.exit_status in (None, 0)
+            and self.error is None
+            and self.healing_ok is not False
+        )
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,9 @@ time in ``timeline``.
 
 from __future__ import annotations
 
+import io
 import queue
+import tarfile
 import threading
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -45,8 +47,10 @@ from agent.docker_gateway import (
     EventStream,
     ExecResult,
     ProjectContainer,
+    SandboxRequest,
+    SandboxResult,
 )
-from agent.errors import ContainerGone, DockerError, DockerUnavailable
+from agent.errors import ContainerGone, DockerError, DockerRequestError, DockerUnavailable
 from agent.model import ContainerId, ContainerRef, ContainerSnapshot, Health, State
 
 T0 = datetime(2026, 11, 21, 12, 0, 0, tzinfo=UTC)
@@ -130,6 +134,13 @@ class FakeDocker(DockerGateway):
         self._down = False
         self._back_at: datetime | None = None
         self._count = 0
+        self.builds: list[BuildRequest] = []
+        self.images: dict[str, str] = {}
+        """Images built here, by tag."""
+        self.known_images: set[str] = set()
+        """Other images the engine has (MEDIC_VERIFY_IMAGE, say)."""
+        self.sandboxes: list[SandboxRequest] = []
+        self.sandbox_results: list[SandboxResult] = []
 
     # --- test controls ---
     def engine_now(self) -> datetime:
@@ -326,18 +337,49 @@ class FakeDocker(DockerGateway):
         return ContainerId(new.id)
 
     def build_image(self, spec: BuildRequest) -> BuildResult:
-        """Succeeds when the context folder holds the Dockerfile, as a real build would start."""
+        """Succeeds when the context (the folder, or the tar in ``spec.archive``) holds the
+        Dockerfile, as a real build would start. Every request is kept in ``builds`` and
+        every image made is in ``images``."""
         self._request("build")
-        dockerfile = Path(spec.context) / (spec.dockerfile or "Dockerfile")
-        if not dockerfile.is_file():
+        self.builds.append(spec)
+        name = spec.dockerfile or "Dockerfile"
+        if spec.archive is not None:
+            with tarfile.open(fileobj=io.BytesIO(spec.archive)) as tar:
+                found = name in tar.getnames()
+            where = name
+        else:
+            dockerfile = Path(spec.context) / name
+            found, where = dockerfile.is_file(), str(dockerfile)
+        if not found:
             return BuildResult(
-                image_id=None, output=f"ERROR: Cannot locate specified Dockerfile: {dockerfile}\n"
+                image_id=None, output=f"ERROR: Cannot locate specified Dockerfile: {where}\n"
             )
         image_id = f"sha256:{uuid.uuid4().hex}{uuid.uuid4().hex}"
+        self.images[spec.tag] = image_id
         return BuildResult(
             image_id=image_id,
             output=f"Successfully built {image_id[7:19]}\nSuccessfully tagged {spec.tag}\n",
         )
+
+    def remove_image(self, tag: str) -> bool:
+        """As the engine: False for an unknown tag; ``fail("remove_image", ...)`` for errors."""
+        self._request("remove_image")
+        return self.images.pop(tag, None) is not None
+
+    def run_sandbox(self, request: SandboxRequest) -> SandboxResult:
+        """Answers with the next of ``sandbox_results`` (a clean exit with no output when
+        none is left); the image must exist, as on the engine. Every request is kept in
+        ``sandboxes``; no container is left behind."""
+        self._request("sandbox")
+        self.sandboxes.append(request)
+        if request.image not in self.images and request.image not in self.known_images:
+            raise DockerRequestError(
+                f"Running a sandbox container of image {request.image}: there is no image "
+                f"{request.image} on the engine"
+            )
+        if self.sandbox_results:
+            return self.sandbox_results.pop(0)
+        return SandboxResult(exit_code=0, output="")
 
     def project_containers(self, project: str) -> list[ProjectContainer]:
         """Fake containers have no network settings, so each has the default network mode."""

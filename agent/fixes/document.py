@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from agent.model import Diagnosis, Fix, Verification
+from agent.output import safe_text
 
 TABLE_HEADERS = ("id", "incident", "status", "verified", "branch", "files", "summary")
 
@@ -55,6 +56,11 @@ def verification_document(verification: Verification | None) -> dict[str, Any] |
         "exit_status": verification.exit_status,
         "output": verification.output,
         "error": verification.error,
+        "command_image": verification.command_image,
+        "healing": verification.healing,
+        "healing_ok": verification.healing_ok,
+        "healing_log": verification.healing_log,
+        "compose_effect": list(verification.compose_effect),
     }
 
 
@@ -72,9 +78,21 @@ def verification_summary(verification: Verification | None) -> str:
             parts.append("check passed")
         elif verification.exit_status is not None:
             parts.append(f"check exit {verification.exit_status}")
+    if verification.healing_ok is True:
+        parts.append("heals")
+    elif verification.healing_ok is False:
+        parts.append("still fails")
     if verification.error:
         parts.append("error")
     return ", ".join(parts) or "nothing to verify"
+
+
+def healing_sentence(verification: Verification | None) -> str | None:
+    """The healing check's verdict as a sentence about the candidate image, for the fix
+    notification and ``medic fixes show``; None when it was not tried."""
+    if verification is None or verification.healing is None:
+        return None
+    return f"The candidate image {safe_text(verification.healing)}."
 
 
 def fix_row(fix: Fix) -> tuple[object, ...]:
@@ -145,6 +163,9 @@ def _diagnosis_lines(diagnosis: Diagnosis) -> list[str]:
 
 def _verification_lines(verification: Verification) -> list[str]:
     lines = ["", f"Verification: {verification_summary(verification)}"]
+    healing = healing_sentence(verification)
+    if healing is not None:
+        lines.append(f"  {healing}")
     if verification.image:
         lines.append(f"  candidate image {verification.image}")
     if verification.build_log:
@@ -152,13 +173,22 @@ def _verification_lines(verification: Verification) -> list[str]:
         lines.extend(_indented(verification.build_log))
     if verification.command is not None:
         status = "-" if verification.exit_status is None else str(verification.exit_status)
-        lines.append(f"  {verification.command} exited {status}")
+        where = (
+            f" in a sandbox of {verification.command_image}" if verification.command_image else ""
+        )
+        lines.append(f"  {safe_text(verification.command)} exited {status}{where}")
         if verification.output:
             lines.extend(_indented(verification.output))
+    if verification.healing_log:
+        lines.append("  the candidate's log in the sandbox (tail):")
+        lines.extend(_indented(verification.healing_log))
+    if verification.compose_effect:
+        lines.append("  compose configuration changes:")
+        lines.extend(f"    {safe_text(line)}" for line in verification.compose_effect)
     if verification.error:
-        lines.append(f"  error: {verification.error}")
+        lines.append(f"  error: {safe_text(verification.error)}")
     return lines
 
 
 def _indented(text: str) -> Sequence[str]:
-    return [f"    {line}" for line in text.splitlines()]
+    return [f"    {safe_text(line)}" for line in text.splitlines()]

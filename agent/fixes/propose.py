@@ -4,9 +4,12 @@
 repository at its current HEAD, and when any check fails it returns a refused Fix
 with every reason and writes nothing to the repository: no object, no ref. Otherwise
 it commits the edits with a temporary index onto ``medic/fix-<incident>-<service>``
-(never overwriting a branch of that name), verifies the branch, and pushes it when
-MEDIC_FIX_REMOTE names a remote. A failed verification or push is recorded on the
-fix; the branch stays for a person to look at.
+(never overwriting a branch of that name) and verifies the branch in sandboxes
+(``agent.fixes.verify``). A remote's CI runs what is pushed to it, with its secrets,
+so the branch goes to MEDIC_FIX_REMOTE only after a person approves it
+(``agent.fixes.review``), unless MEDIC_FIX_PUSH is ``proposed``: then it is pushed
+when made. A failed verification or push is recorded on the fix; the branch stays for
+a person to look at.
 
 ``edit_reviewer`` gives the diagnosis client the callback with which the model learns
 which of its edits failed and why, so that it may resend them once.
@@ -23,8 +26,9 @@ from loguru import logger
 
 from agent.clock import Clock
 from agent.config import Settings
-from agent.docker_gateway import DockerGateway
+from agent.docker_gateway import DockerGateway, SandboxLimits
 from agent.errors import MedicError
+from agent.escalate.redact import parse_patterns
 from agent.fixes.git import Git, NewFile, Person, TreeEntry
 from agent.fixes.guardrails import (
     MAX_FILE_BYTES,
@@ -38,7 +42,7 @@ from agent.fixes.guardrails import (
     review_edits,
 )
 from agent.fixes.refusal import Refusal
-from agent.fixes.verify import VerifyRequest, candidate_tag, verify_fix
+from agent.fixes.verify import VerifyRequest, candidate_tag, heals_at_start, verify_fix
 from agent.model import Diagnosis, Edit, Fix, FixId, FixStatus, Incident, Verification
 
 
@@ -49,8 +53,19 @@ class FixOptions:
     policy: Policy
     author: Person
     remote: str | None = None
+    push: str = "approved"
+    """When the branch goes to ``remote`` (MEDIC_FIX_PUSH): ``approved`` (by
+    ``agent.fixes.review.approve``) or ``proposed`` (as soon as it is made)."""
     verify_cmd: str | None = None
+    verify_image: str | None = None
     verify_timeout: float = 600.0
+    verify_build_timeout: float = 900.0
+    verify_build_network: str = "none"
+    verify_memory_mb: int = 1024
+    verify_pids: int = 256
+    verify_cpus: float = 1.0
+    verify_settle: float = 60.0
+    redact_patterns: tuple[re.Pattern[str], ...] = ()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> FixOptions:
@@ -62,8 +77,17 @@ class FixOptions:
             ),
             author=Person.parse(settings.git_author),
             remote=settings.fix_remote,
+            push=settings.fix_push,
             verify_cmd=settings.verify_cmd,
+            verify_image=settings.verify_image,
             verify_timeout=settings.verify_timeout,
+            verify_build_timeout=settings.verify_build_timeout,
+            verify_build_network=settings.verify_build_network,
+            verify_memory_mb=settings.verify_memory_mb,
+            verify_pids=settings.verify_pids,
+            verify_cpus=settings.verify_cpus,
+            verify_settle=settings.verify_settle,
+            redact_patterns=parse_patterns(settings.redact),
         )
 
 
@@ -192,8 +216,12 @@ def make_fix(
         ", ".join(checked.files),
     )
     verification = _verify(fix, incident, git=git, options=options, gateway=gateway, labels=labels)
-    pushed_to, push_error = _push(branch, git=git, remote=options.remote)
-    return replace(fix, verification=verification, pushed_to=pushed_to, push_error=push_error)
+    fix = replace(fix, verification=verification)
+    if options.push != "proposed":
+        # The remote's CI runs what it is pushed, with its secrets: after approval only.
+        return fix
+    pushed_to, push_error = push_branch(branch, git=git, remote=options.remote)
+    return replace(fix, pushed_to=pushed_to, push_error=push_error)
 
 
 def commit_message(diagnosis: Diagnosis, incident: Incident, checked: Checked) -> str:
@@ -253,7 +281,16 @@ def _verify(
         service=service,
         labels=labels,
         command=options.verify_cmd,
+        image=options.verify_image,
         timeout=options.verify_timeout,
+        build_timeout=options.verify_build_timeout,
+        build_network=options.verify_build_network,
+        limits=SandboxLimits(
+            memory_mb=options.verify_memory_mb, pids=options.verify_pids, cpus=options.verify_cpus
+        ),
+        settle=options.verify_settle,
+        check_healing=heals_at_start(incident.signal),
+        redact_patterns=options.redact_patterns,
     )
     try:
         verification = verify_fix(request, git=git, gateway=gateway)
@@ -269,7 +306,9 @@ def _verify(
     return verification
 
 
-def _push(branch: str, *, git: Git, remote: str | None) -> tuple[str | None, str | None]:
+def push_branch(branch: str, *, git: Git, remote: str | None) -> tuple[str | None, str | None]:
+    """Push ``branch`` to ``remote``: ``(remote, None)`` when pushed, ``(None, why)``
+    when not; ``(None, None)`` without a remote. Never raises for a failed push."""
     if not remote:
         return None, None
     try:

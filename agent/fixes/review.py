@@ -21,6 +21,15 @@ Rejecting deletes the fix branch (only while it still points at medic's commit) 
 keeps the reason. Both record who decided and when. The rebuild after an approval
 (``--rebuild``) is the caller's: ``Approval`` says what was merged and for which
 incident.
+
+After the merge, approving pushes the fix branch to MEDIC_FIX_REMOTE (``remote``) when
+it is not there yet: a remote's CI runs what it is pushed, with its secrets, so by
+default (MEDIC_FIX_PUSH=approved) nothing a model wrote reaches it before a person has
+read it. A failed push is recorded on the fix; the approval stands.
+
+Both decisions remove the fix's candidate image (``Verification.image``) through the
+Docker gateway, when one is given. A missing image is fine; a failure is one warning
+and never blocks the decision.
 """
 
 from __future__ import annotations
@@ -33,8 +42,11 @@ from typing import Protocol
 from loguru import logger
 
 from agent.clock import Clock
+from agent.docker_gateway import DockerGateway
+from agent.errors import DockerError
 from agent.fixes.errors import FixRefused
 from agent.fixes.git import Git, Person
+from agent.fixes.propose import push_branch
 from agent.model import Fix, FixStatus, IncidentId
 
 
@@ -89,9 +101,13 @@ def approve(
     author: Person,
     clock: Clock,
     by: str | None = None,
+    remote: str | None = None,
+    gateway: DockerGateway | None = None,
 ) -> Approval:
     """Merge fix ``ref`` into its base branch and record the approval; FixRefused (with
-    nothing changed) when that cannot be done safely."""
+    nothing changed) when that cannot be done safely. Then push the fix branch to
+    ``remote`` unless it is there already, and remove the candidate image through
+    ``gateway``."""
     fix = _awaiting_decision(store.get_fix(ref), "approve")
     who = decided_by(by)
     commit, branch = _unchanged_branch(fix, git)
@@ -119,7 +135,6 @@ def approve(
             clock=clock,
         )
     recorded = replace(fix, status=FixStatus.APPROVED, decided_at=now, decided_by=who)
-    store.update_fix(recorded)
     logger.info(
         "Fix {} is approved by {} and merged into {} ({}).",
         fix.id[:8],
@@ -127,6 +142,11 @@ def approve(
         into,
         "fast-forward" if approval.fast_forward else "merge commit",
     )
+    if remote and fix.pushed_to != remote:
+        pushed_to, push_error = push_branch(branch, git=git, remote=remote)
+        recorded = replace(recorded, pushed_to=pushed_to, push_error=push_error)
+    store.update_fix(recorded)
+    remove_candidate(recorded, gateway)
     return replace(approval, fix=recorded)
 
 
@@ -199,8 +219,10 @@ def reject(
     reason: str,
     clock: Clock,
     by: str | None = None,
+    gateway: DockerGateway | None = None,
 ) -> Fix:
-    """Delete fix ``ref``'s branch and record the rejection with ``reason``."""
+    """Delete fix ``ref``'s branch and record the rejection with ``reason``, then remove
+    the candidate image through ``gateway``."""
     if not reason.strip():
         raise FixRefused("Say why the fix is rejected: --reason TEXT.")
     fix = _awaiting_decision(store.get_fix(ref), "reject")
@@ -222,7 +244,29 @@ def reject(
     )
     store.update_fix(recorded)
     logger.info("Fix {} is rejected by {}: {}", fix.id[:8], recorded.decided_by, recorded.reason)
+    remove_candidate(recorded, gateway)
     return recorded
+
+
+def remove_candidate(fix: Fix, gateway: DockerGateway | None) -> None:
+    """Remove the fix's candidate image, now that it is decided; a failure is a warning."""
+    image = fix.verification.image if fix.verification is not None else None
+    if image is None or gateway is None:
+        return
+    try:
+        removed = gateway.remove_image(image)
+    except DockerError as e:
+        logger.warning(
+            "The candidate image {} of fix {} could not be removed ({}); remove it with docker "
+            "rmi {}.",
+            image,
+            fix.id[:8],
+            e,
+            image,
+        )
+        return
+    if removed:
+        logger.info("The candidate image {} of fix {} is removed.", image, fix.id[:8])
 
 
 def _awaiting_decision(fix: Fix, verb: str) -> Fix:

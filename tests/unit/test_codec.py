@@ -279,6 +279,48 @@ def test_a_verification_says_whether_it_passed_and_reading_ignores_that() -> Non
     assert verification_from_dict({**doc, "ok": True}).ok is False
 
 
+def test_a_verification_with_a_sandbox_run_and_a_healing_check_survives_a_trip() -> None:
+    checked = Verification(
+        built=True,
+        image="medic-candidate/web:f1f1f1f1",
+        command="pytest -q",
+        command_image="medic-candidate/web:f1f1f1f1",
+        exit_status=0,
+        output="3 passed",
+        healing="still fails: KeyError: 'PORT'",
+        healing_ok=False,
+        healing_log="Traceback (most recent call last):\nKeyError: 'PORT'",
+        compose_effect=("web: environment PORT added",),
+    )
+    doc = verification_to_dict(checked)
+    assert doc["ok"] is False
+    assert doc["compose_effect"] == ["web: environment PORT added"]
+    assert verification_from_dict(through_json(doc)) == checked
+
+
+def test_a_verification_stored_before_the_sandbox_fields_still_loads_as_not_tried() -> None:
+    old = {
+        "ok": True,
+        "built": True,
+        "build_log": "Step 1/3",
+        "image": "medic-candidate/web:f1f1f1f1",
+        "command": "make test",
+        "exit_status": 0,
+        "output": "ok",
+        "error": None,
+    }
+    loaded = verification_from_dict(old)
+    assert loaded.healing is None and loaded.healing_ok is None
+    assert loaded.healing_log == "" and loaded.compose_effect == ()
+    assert loaded.command_image is None
+    assert loaded.ok
+
+
+def test_a_failed_healing_check_makes_the_verification_fail() -> None:
+    assert not Verification(built=True, healing="still fails: boom", healing_ok=False).ok
+    assert Verification(built=True, healing="starts and stays up", healing_ok=True).ok
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [

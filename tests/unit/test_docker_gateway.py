@@ -14,6 +14,8 @@ import requests.exceptions
 
 from agent.docker_gateway import (
     DockerSDKGateway,
+    SandboxLimits,
+    SandboxRequest,
     event_from_json,
     parse_time,
     snapshot_from_inspect,
@@ -222,3 +224,104 @@ def test_event_filters_reach_the_engine_as_every_watched_event(live: bool) -> No
     assert sent["event"] == ["die", "oom", "start", "stop", "kill", "health_status", "destroy"]
     assert sent["type"] == ["container"]
     assert float(api.kwargs["since"]) == NOW.timestamp()
+
+
+# --- the sandbox: what the engine is asked for ---------------------------------------------
+
+
+class SandboxAPI:
+    """Records the requests of a sandbox run; ``fail_start`` makes the start fail."""
+
+    def __init__(self, *, fail_start: Exception | None = None) -> None:
+        self.real = docker.APIClient(base_url="unix:///nonexistent.sock", version="1.41")
+        self.created: dict[str, Any] = {}
+        self.calls: list[str] = []
+        self.fail_start = fail_start
+        self.removed: list[tuple[str, dict[str, Any]]] = []
+
+    def create_host_config(self, **kwargs: Any) -> Any:
+        return self.real.create_host_config(**kwargs)
+
+    def create_container(self, image: str, **kwargs: Any) -> dict[str, str]:
+        self.calls.append("create")
+        self.created = {"image": image, **kwargs}
+        return {"Id": CID}
+
+    def put_archive(self, container: str, path: str, data: bytes) -> bool:
+        self.calls.append(f"put_archive {path}")
+        return True
+
+    def start(self, container: str) -> None:
+        self.calls.append("start")
+        if self.fail_start is not None:
+            raise self.fail_start
+
+    def wait(self, container: str, timeout: float) -> dict[str, int]:
+        self.calls.append("wait")
+        return {"StatusCode": 3}
+
+    def inspect_container(self, container: str) -> dict[str, Any]:
+        return {"State": {"Running": False, "ExitCode": 3, "OOMKilled": False}}
+
+    def logs(self, container: str, **kwargs: Any) -> bytes:
+        return b"broken\n"
+
+    def remove_container(self, container: str, **kwargs: Any) -> None:
+        self.calls.append("remove")
+        self.removed.append((container, kwargs))
+
+    def close(self) -> None:
+        self.real.close()
+
+
+def test_a_sandbox_has_no_network_mounts_or_privileges_and_is_removed() -> None:
+    api = SandboxAPI()
+    result = gateway(api, []).run_sandbox(
+        SandboxRequest(
+            image="medic-candidate/web:f1f1f1f1",
+            entrypoint=("pytest",),
+            command=("-q",),
+            workspace=b"tar",
+            working_dir="/workspace",
+            environment=(("GREETING", "hello"),),
+            limits=SandboxLimits(memory_mb=256, pids=64, cpus=0.5),
+        )
+    )
+    api.close()
+    assert result.exit_code == 3 and result.output == "broken\n"
+    assert api.calls == ["create", "put_archive /", "start", "wait", "remove"]
+    created = api.created
+    host = created["host_config"]
+    assert host["NetworkMode"] == "none"
+    assert created["network_disabled"] is True
+    assert host["CapDrop"] == ["ALL"]
+    assert host["SecurityOpt"] == ["no-new-privileges"]
+    assert not host.get("Privileged")
+    assert host["Memory"] == host["MemorySwap"] == 256 * 1024 * 1024
+    assert host["PidsLimit"] == 64
+    assert host["NanoCpus"] == 500_000_000
+    assert set(host["Tmpfs"]) == {"/tmp"}
+    for key in ("Binds", "Mounts", "VolumesFrom", "Devices", "PortBindings"):
+        assert not host.get(key), key
+    assert created["user"] == "65534:65534"
+    assert created["entrypoint"] == ["pytest"] and created["command"] == ["-q"]
+    assert sorted(created["environment"]) == ["GREETING=hello", "HOME=/tmp", "TMPDIR=/tmp"]
+    assert created["labels"]["medic.sandbox"] == "true"
+    assert created["labels"]["medic.ignore"] == "true"
+    assert api.removed == [(CID, {"v": True, "force": True})]
+
+
+def test_a_sandbox_that_fails_to_start_is_removed_all_the_same() -> None:
+    api = SandboxAPI(fail_start=api_error(500, "OCI runtime create failed"))
+    with pytest.raises(DockerServerError, match="OCI runtime create failed"):
+        gateway(api, []).run_sandbox(SandboxRequest(image="busybox"))
+    api.close()
+    assert api.calls[-1] == "remove"
+
+
+def test_removing_a_missing_image_is_not_an_error() -> None:
+    class Images:
+        def remove_image(self, tag: str) -> None:
+            raise docker.errors.ImageNotFound(f"No such image: {tag}")
+
+    assert gateway(Images(), []).remove_image("medic-candidate/web:gone") is False
