@@ -36,6 +36,8 @@ PURE = frozenset(
         "agent.escalate.redact",
         "agent.fixes.guardrails",
         "agent.fixes.compose_guard",
+        "agent.fixes.dockerfile_guard",
+        "agent.fixes.manifest_guard",
         "agent.fixes.refusal",
         "agent.fixes.secrets",
         "agent.secrets",
