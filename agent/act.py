@@ -421,7 +421,8 @@ class Actor:
                 f"{container.label} has no compose service label; it cannot be rebuilt"
             )
         working_dir, files = compose.config_files(snapshot.labels)
-        spec = compose.build_spec(compose.load_compose(files), service, working_dir)
+        config = compose.load_compose(files, working_dir=working_dir)
+        spec = compose.build_spec(config, service, working_dir)
         if not spec.context.is_dir():
             raise ActionError(
                 f"the build context {spec.context} of service {service!r} is not a folder medic "

@@ -7,8 +7,11 @@ its files on every container (the labels below), so medic reads the same YAML th
 operator wrote instead of asking them to repeat it in a playbook.
 
 Everything here is plain file reading and graph walking, with no Docker in it, so it
-is tested without an engine. When medic runs in a container, the project folder must
-be mounted at the same absolute path (docs/actions.md says how).
+is tested without an engine. How compose files are read (interpolation, ``include:``,
+``extends:``, merging) lives in ``agent.compose_graph``, which is pure, so the fix
+guard judges an edit by the same reading; this module gives it the disk to read.
+When medic runs in a container, the project folder must be mounted at the same
+absolute path (docs/actions.md says how).
 
 Deployed as README says (``-f docker-compose.yml -f /path/to/medic/compose/medic.yml``),
 the labels name medic's own overlay too, which lives in medic's checkout and is not
@@ -23,16 +26,21 @@ from __future__ import annotations
 import itertools
 import os
 import posixpath
-import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from loguru import logger
 
-from agent.compose_graph import services_of
+from agent.compose_graph import (
+    MEDIC_OVERLAY_NAME,
+    ComposeProject,
+    Reader,
+    interpolate,
+    resolve_project,
+    services_of,
+)
 from agent.errors import ActionError
 
 #: Labels docker-compose puts on every container it creates.
@@ -40,8 +48,19 @@ WORKING_DIR_LABEL = "com.docker.compose.project.working_dir"
 CONFIG_FILES_LABEL = "com.docker.compose.project.config_files"
 #: Set by Compose v2 (2.x): ``svc:condition:restart,...``; absent with docker-compose v1.
 DEPENDS_ON_LABEL = "com.docker.compose.depends_on"
-#: The file name of medic's own overlay (compose/medic.yml), recognised in the labels.
-MEDIC_OVERLAY_NAME = "medic.yml"
+__all__ = [
+    "CONFIG_FILES_LABEL",
+    "DEPENDS_ON_LABEL",
+    "MEDIC_OVERLAY_NAME",
+    "WORKING_DIR_LABEL",
+    "BuildSpec",
+    "ComposeProject",
+    "build_spec",
+    "config_files",
+    "interpolate",
+    "load_compose",
+    "load_project",
+]
 
 
 @dataclass(frozen=True)
@@ -136,208 +155,88 @@ def _place(name: str, working_dir: str, invoked: tuple[str, int] | None) -> str:
     return posixpath.normpath(posixpath.join(folder, *parts[unknown_levels:]))
 
 
+def load_project(
+    files: Sequence[Path],
+    *,
+    working_dir: Path | None = None,
+    environment: Mapping[str, str] | None = None,
+    read: Reader | None = None,
+    strict: bool = False,
+) -> ComposeProject:
+    """The project the compose ``files`` make, read as compose reads them, and the
+    files that were read for it.
+
+    Files are merged in order, later ones overriding earlier ones; ``include:`` and
+    ``extends:`` are followed; every string value is interpolated as Compose does,
+    from ``environment`` (default: medic's own) and then the project's ``.env`` in
+    ``working_dir`` (default: the first file's folder). Relative paths come back
+    rebased on the project folder, as ``docker compose config`` prints them
+    (``agent.compose_graph`` says what else it simplifies).
+
+    ``read`` returns a file's text, or None when it does not exist (default: the
+    disk). ``strict`` makes an unset variable without a default an error
+    (UnresolvedVariable) instead of an empty string; the fix guard uses it, rebuild
+    does not, as compose does not. medic's own overlay is left out when it cannot
+    be read (see the module's docstring); any other file that cannot be read raises
+    ActionError, and so does a file with more than one YAML document.
+    """
+    return resolve_project(
+        files,
+        working_dir=working_dir,
+        environment=os.environ if environment is None else environment,
+        read=_read_disk if read is None else read,
+        strict=strict,
+    )
+
+
 def load_compose(
     files: Sequence[Path],
     *,
     working_dir: Path | None = None,
     environment: Mapping[str, str] | None = None,
+    read: Reader | None = None,
+    strict: bool = False,
 ) -> dict[str, Any]:
-    """The compose files merged in order, later files overriding earlier ones.
-
-    Mappings are merged key by key and anything else is replaced, which is how
-    Compose combines ``-f a.yml -f b.yml`` for the keys medic reads (``build``,
-    ``depends_on``, ``network_mode``). Variables in ``build:`` sections (``${TAG}``,
-    ``${TAG:-latest}``) are substituted as Compose does, from ``environment``
-    (default: medic's own) and then the project's ``.env`` file in ``working_dir``
-    (default: the first file's folder); other keys are left as written.
-
-    medic's own overlay is left out when it cannot be read (see the module's
-    docstring); any other file that cannot be read raises ActionError.
-    """
-    merged: dict[str, Any] = {}
-    variables: Mapping[str, str] | None = None
-    for file in files:
-        try:
-            text = file.read_text(encoding="utf-8")
-        except OSError as e:
-            if file.name == MEDIC_OVERLAY_NAME:
-                logger.debug(
-                    "The compose file {} is taken to be medic's own overlay and is not read: "
-                    "it is not mounted here ({}), and it defines only medic's own services.",
-                    file,
-                    e.strerror or e,
-                )
-                continue
-            raise ActionError(
-                f"cannot read the compose file {file} ({e.strerror or e}); when medic runs in "
-                "a container, mount the project folder at the same path (see docs/actions.md)"
-            ) from e
-        try:
-            document = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            raise ActionError(f"the compose file {file} is not valid YAML: {e}") from e
-        if document is None:
-            continue
-        if not isinstance(document, dict):
-            raise ActionError(f"the compose file {file} is not a mapping of top-level keys")
-        if variables is None:
-            folder = working_dir if working_dir is not None else file.parent
-            variables = _variables(folder, os.environ if environment is None else environment)
-        merged = _merge(merged, _substitute_builds(document, variables, file))
-    return merged
+    """The merged configuration of ``load_project``: the keys medic reads, resolved."""
+    return load_project(
+        files, working_dir=working_dir, environment=environment, read=read, strict=strict
+    ).config
 
 
-def _variables(working_dir: Path, environment: Mapping[str, str]) -> dict[str, str]:
-    """What Compose substitutes from: the ``.env`` file, overridden by the environment."""
-    found = dict(_dotenv(working_dir / ".env"))
-    found.update(environment)
-    return found
-
-
-def _dotenv(path: Path) -> Iterator[tuple[str, str]]:
-    """``KEY=VALUE`` lines of a ``.env`` file; none when it cannot be read.
+def _read_disk(path: Path) -> str | None:
+    """A file's text from the disk; None when it does not exist.
 
     A ``.env`` often holds secrets and is readable by its owner only; medic then
-    substitutes from its own environment alone rather than failing the action.
+    substitutes from its own environment alone rather than failing the action. A
+    compose file that cannot be read is an error, except medic's own overlay.
     """
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        if path.name == MEDIC_OVERLAY_NAME:
+            _overlay_not_read(path, "it does not exist here")
+        return None
     except (OSError, UnicodeDecodeError) as e:
-        if not isinstance(e, FileNotFoundError):
+        reason = (e.strerror if isinstance(e, OSError) else None) or str(e)
+        if path.name == ".env":
             logger.debug("The file {} cannot be read ({}); its variables are not used.", path, e)
-        return
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        key, sep, value = line.removeprefix("export ").partition("=")
-        key, value = key.strip(), value.strip()
-        if not sep or not _VARIABLE_NAME.fullmatch(key):
-            continue
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        yield key, value
+            return None
+        if path.name == MEDIC_OVERLAY_NAME:
+            _overlay_not_read(path, reason)
+            return None
+        raise ActionError(
+            f"cannot read the compose file {path} ({reason}); when medic runs in "
+            "a container, mount the project folder at the same path (see docs/actions.md)"
+        ) from e
 
 
-def _substitute_builds(
-    document: dict[str, Any], variables: Mapping[str, str], file: Path
-) -> dict[str, Any]:
-    """``document`` with the variables in each service's ``build:`` substituted."""
-    services = document.get("services")
-    if not isinstance(services, dict):
-        return document
-    substituted: dict[str, Any] = {}
-    for name, definition in services.items():
-        if isinstance(definition, dict) and "build" in definition:
-            try:
-                build = _substitute(definition["build"], variables)
-            except ValueError as e:
-                raise ActionError(
-                    f"the build: section of service {name!r} in {file} cannot be read: {e}"
-                ) from e
-            substituted[name] = {**definition, "build": build}
-        else:
-            substituted[name] = definition
-    return {**document, "services": substituted}
-
-
-def _substitute(value: Any, variables: Mapping[str, str]) -> Any:
-    if isinstance(value, str):
-        return interpolate(value, variables)
-    if isinstance(value, dict):
-        return {key: _substitute(item, variables) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_substitute(item, variables) for item in value]
-    return value
-
-
-def interpolate(text: str, variables: Mapping[str, str]) -> str:
-    """``text`` with ``$VAR``, ``${VAR}`` and their ``:-``, ``-``, ``:+``, ``+``, ``:?``,
-    ``?`` forms substituted, and ``$$`` written as ``$``, as Compose does.
-
-    An unset variable without a default becomes empty, as in Compose. ValueError
-    says what is wrong with a malformed ``$`` or a ``${VAR:?message}`` left unset.
-    """
-    out: list[str] = []
-    i = 0
-    while i < len(text):
-        char = text[i]
-        if char != "$":
-            out.append(char)
-            i += 1
-            continue
-        following = text[i + 1 : i + 2]
-        if following == "$":
-            out.append("$")
-            i += 2
-        elif following == "{":
-            end = _closing_brace(text, i + 2)
-            if end is None:
-                raise ValueError(f"{text!r} has a ${{ without its closing }}")
-            out.append(_expand(text[i + 2 : end], variables, text))
-            i = end + 1
-        else:
-            name = _VARIABLE_NAME.match(text, i + 1)
-            if name is None:
-                raise ValueError(
-                    f"{text!r} has a $ that starts no variable at position {i}; write $$ for a $"
-                )
-            out.append(variables.get(name.group(), ""))
-            i = name.end()
-    return "".join(out)
-
-
-_VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_BRACED = re.compile(r"(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-+?])(?P<rest>.*))?", re.S)
-
-
-def _closing_brace(text: str, start: int) -> int | None:
-    depth = 0
-    i = start
-    while i < len(text):
-        if text.startswith("${", i):
-            depth += 1
-            i += 2
-            continue
-        if text[i] == "}":
-            if depth == 0:
-                return i
-            depth -= 1
-        i += 1
-    return None
-
-
-def _expand(body: str, variables: Mapping[str, str], text: str) -> str:
-    found = _BRACED.fullmatch(body)
-    if found is None:
-        raise ValueError(f"{text!r} has ${{{body}}}, which names no variable")
-    name, op, rest = found.group("name"), found.group("op"), found.group("rest") or ""
-    value = variables.get(name)
-    is_set = value is not None
-    has_text = bool(value)
-    if op is None:
-        return value or ""
-    if op in (":-", "-"):
-        use_default = not has_text if op == ":-" else not is_set
-        return interpolate(rest, variables) if use_default else (value or "")
-    if op in (":+", "+"):
-        use_alternative = has_text if op == ":+" else is_set
-        return interpolate(rest, variables) if use_alternative else ""
-    missing = not has_text if op == ":?" else not is_set
-    if missing:
-        raise ValueError(f"{name} must be set: {interpolate(rest, variables) or 'it is required'}")
-    return value or ""
-
-
-def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    result = dict(base)
-    for key, value in override.items():
-        old = result.get(key)
-        if isinstance(old, dict) and isinstance(value, dict):
-            result[key] = _merge(old, value)
-        else:
-            result[key] = value
-    return result
+def _overlay_not_read(path: Path, reason: str) -> None:
+    logger.debug(
+        "The compose file {} is taken to be medic's own overlay and is not read: "
+        "it is not mounted here ({}), and it defines only medic's own services.",
+        path,
+        reason,
+    )
 
 
 def build_spec(config: Mapping[str, Any], service: str, working_dir: Path) -> BuildSpec:

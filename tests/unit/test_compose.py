@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from fakes import FakeDocker
 
 from agent.act import Actor
-from agent.compose import BuildSpec, build_spec, config_files, interpolate, load_compose
+from agent.compose import (
+    BuildSpec,
+    build_spec,
+    config_files,
+    interpolate,
+    load_compose,
+    load_project,
+)
 from agent.compose_graph import (
+    UnreadableCompose,
+    UnresolvedVariable,
     compose_dependencies,
     dependents_in_order,
     depends_on_label,
@@ -56,7 +66,7 @@ def test_later_files_override_earlier_ones_key_by_key(tmp_path: Path) -> None:
     merged = load_compose([base, override])
 
     assert merged["services"]["web"] == {
-        "build": {"context": ".", "args": {"A": "1", "B": "2"}},
+        "build": {"context": str(tmp_path), "args": {"A": "1", "B": "2"}},
         "depends_on": ["db"],
     }
 
@@ -262,8 +272,7 @@ def test_build_sections_are_substituted_from_the_environment_then_the_dotenv(
         dockerfile="Dockerfile.prod",
         args=(("VERSION", "1.0"), ("TAG", "from-env")),
     )
-    # Only build: is medic's business; the rest stays as written.
-    assert config["services"]["web"]["image"] == "shop/${APP}:${TAG}"
+    assert config["services"]["web"]["image"] == "shop/web:from-env"
 
 
 def test_a_required_variable_that_is_unset_fails_naming_service_and_file(tmp_path: Path) -> None:
@@ -518,3 +527,242 @@ def test_list_entries_say_how_a_dependent_is_linked_and_whether_it_is_done(
     assert (member.name, member.service) == ("shop-sidecar-1", "sidecar")
     assert member.network_mode == "container:" + "d" * 64
     assert member.finished is finished
+
+
+# --- compose's own reading rules ------------------------------------------------------------
+
+
+def reader(files: dict[str, str]) -> Callable[[Path], str | None]:
+    """A ``read`` over a dictionary: medic reads a commit or a fix's tree the same way."""
+    return lambda path: files.get(str(path))
+
+
+def test_include_is_followed_relative_to_the_including_file(tmp_path: Path) -> None:
+    write(tmp_path / "compose.yml", "include:\n  - parts/api.yml\nservices:\n  web: {image: web}\n")
+    write(tmp_path / "parts" / "api.yml", "services:\n  api:\n    build: ./api\n")
+
+    project = load_project([tmp_path / "compose.yml"], environment={})
+
+    assert set(project.config["services"]) == {"web", "api"}
+    assert project.config["services"]["api"]["build"] == str(tmp_path / "parts" / "api")
+    assert project.files == (tmp_path / "compose.yml", tmp_path / "parts" / "api.yml")
+
+
+def test_the_long_include_form_takes_its_folder_and_env_file() -> None:
+    files = {
+        "/p/compose.yml": (
+            "include:\n"
+            "  - path: [../shared/db.yml]\n"
+            "    project_directory: ../shared/run\n"
+            "    env_file: ../shared/db.env\n"
+            "services:\n  web: {image: 'web:${TAG}'}\n"
+        ),
+        "/shared/db.yml": "services:\n  db:\n    image: 'postgres:${PG}'\n    env_file: db.env\n",
+        "/shared/db.env": "PG=16\nTAG=from-include\n",
+        "/p/.env": "TAG=1\n",
+    }
+
+    project = load_project([Path("/p/compose.yml")], environment={}, read=reader(files))
+
+    services = project.config["services"]
+    assert services["web"]["image"] == "web:1"
+    assert services["db"]["image"] == "postgres:16"
+    # Relative to the included project's folder, as compose resolves it.
+    assert services["db"]["env_file"] == "/shared/run/db.env"
+    assert Path("/shared/db.env") in project.files
+
+
+def test_extends_merges_the_base_under_the_service_as_compose_does() -> None:
+    files = {
+        "/p/compose.yml": (
+            "services:\n"
+            "  web:\n"
+            "    extends: {file: base/common.yml, service: app}\n"
+            "    command: [serve]\n"
+            "    cap_add: [CHOWN]\n"
+            "    volumes: ['./web-data:/data']\n"
+            "    environment: [MODE=web]\n"
+            "  worker:\n"
+            "    extends: web\n"
+            "    command: [work]\n"
+        ),
+        "/p/base/common.yml": (
+            "services:\n"
+            "  app:\n"
+            "    build: ./src\n"
+            "    command: [default]\n"
+            "    cap_add: [NET_BIND_SERVICE]\n"
+            "    volumes: ['./data:/data', './logs:/logs']\n"
+            "    environment: {MODE: base, LEVEL: info}\n"
+        ),
+    }
+
+    services = load_compose([Path("/p/compose.yml")], environment={}, read=reader(files))[
+        "services"
+    ]
+
+    assert services["web"] == {
+        "build": "/p/base/src",
+        "command": ["serve"],
+        "cap_add": ["NET_BIND_SERVICE", "CHOWN"],
+        "volumes": ["/p/web-data:/data", "/p/base/logs:/logs"],
+        "environment": {"MODE": "web", "LEVEL": "info"},
+    }
+    assert services["worker"]["command"] == ["work"]
+    assert services["worker"]["build"] == "/p/base/src"
+
+
+def test_every_value_is_interpolated_but_no_key_and_extensions_and_anchors_work() -> None:
+    files = {
+        "/p/compose.yml": (
+            "x-common: &common\n"
+            "  restart: ${RESTART:-always}\n"
+            "services:\n"
+            "  web:\n"
+            "    <<: *common\n"
+            "    image: 'web:${TAG}'\n"
+            "    command: 'echo $$HOME ${TAG:+tagged}'\n"
+            "    labels: {'${KEY}': x}\n"
+        )
+    }
+
+    config = load_compose([Path("/p/compose.yml")], environment={"TAG": "2"}, read=reader(files))
+
+    assert config["x-common"] == {"restart": "always"}
+    assert config["services"]["web"] == {
+        "restart": "always",
+        "image": "web:2",
+        "command": "echo $HOME tagged",
+        "labels": {"${KEY}": "x"},
+    }
+
+
+def test_an_unset_variable_is_empty_when_lenient_and_an_error_when_strict() -> None:
+    files = {"/p/compose.yml": "services:\n  web:\n    privileged: ${PRIV}\n"}
+    files_read = reader(files)
+
+    lenient = load_compose([Path("/p/compose.yml")], environment={}, read=files_read)
+    assert lenient["services"]["web"]["privileged"] == ""
+    with pytest.raises(UnresolvedVariable, match=r"privileged of service 'web'.*PRIV is not set"):
+        load_compose([Path("/p/compose.yml")], environment={}, read=files_read, strict=True)
+
+
+def test_a_required_variable_fails_in_both_modes() -> None:
+    files = {"/p/compose.yml": "services:\n  web:\n    image: ${IMG:?name the image}\n"}
+
+    for strict in (False, True):
+        with pytest.raises(UnresolvedVariable, match="IMG must be set: name the image"):
+            load_compose(
+                [Path("/p/compose.yml")], environment={}, read=reader(files), strict=strict
+            )
+
+
+def test_a_file_with_two_documents_is_refused_naming_it(tmp_path: Path) -> None:
+    file = write(
+        tmp_path / "compose.yml", "services: {}\n---\nservices:\n  x: {privileged: true}\n"
+    )
+
+    with pytest.raises(ActionError, match=r"compose\.yml holds 2 YAML documents"):
+        load_compose([file])
+
+
+@pytest.mark.parametrize(
+    ("files", "message"),
+    [
+        (
+            {"/p/compose.yml": "include: [a.yml]\n", "/p/a.yml": "include: [compose.yml]\n"},
+            "include each other in a cycle: /p/compose.yml -> /p/a.yml -> /p/compose.yml",
+        ),
+        (
+            {"/p/compose.yml": "services:\n  a: {extends: b}\n  b: {extends: a}\n"},
+            "services extend each other in a cycle",
+        ),
+        ({"/p/compose.yml": "services:\n  a: {extends: ghost}\n"}, "extends 'ghost'"),
+        ({"/p/compose.yml": "include: [gone.yml]\n"}, "includes /p/gone.yml, which does not"),
+    ],
+)
+def test_includes_and_extends_that_cannot_be_followed_say_why(
+    files: dict[str, str], message: str
+) -> None:
+    with pytest.raises(UnreadableCompose, match=message):
+        load_compose([Path("/p/compose.yml")], environment={}, read=reader(files))
+
+
+def test_reset_and_override_tags_work_as_in_compose() -> None:
+    files = {
+        "/p/compose.yml": "services:\n  web:\n    cap_drop: [ALL]\n    ports: ['80:80']\n",
+        "/p/override.yml": (
+            "services:\n  web:\n    cap_drop: !reset []\n    ports: !override ['127.0.0.1:81:80']\n"
+        ),
+    }
+
+    config = load_compose(
+        [Path("/p/compose.yml"), Path("/p/override.yml")], environment={}, read=reader(files)
+    )
+
+    assert config["services"]["web"] == {"ports": ["127.0.0.1:81:80"]}
+
+
+def test_later_files_merge_volumes_by_target_and_append_other_sequences() -> None:
+    files = {
+        "/p/a.yml": "services:\n  web:\n    volumes: [d:/data, ./x:/x]\n    dns: [1.1.1.1]\n",
+        "/p/b.yml": "services:\n  web:\n    volumes: [e:/data]\n    dns: [8.8.8.8, 1.1.1.1]\n",
+    }
+
+    web = load_compose([Path("/p/a.yml"), Path("/p/b.yml")], environment={}, read=reader(files))[
+        "services"
+    ]["web"]
+
+    assert web == {"volumes": ["e:/data", "/p/x:/x"], "dns": ["1.1.1.1", "8.8.8.8"]}
+
+
+def test_medics_overlay_is_left_out_through_a_reader_too() -> None:
+    files = {"/p/compose.yml": "services:\n  web: {image: web}\n"}
+
+    project = load_project(
+        [Path("/p/compose.yml"), Path("/opt/medic/compose/medic.yml")],
+        environment={},
+        read=reader(files),
+    )
+
+    assert project.files == (Path("/p/compose.yml"),)
+
+
+def test_build_spec_follows_a_build_from_an_extended_file(tmp_path: Path) -> None:
+    write(
+        tmp_path / "compose.yml",
+        "services:\n  web:\n    extends: {file: ci/base.yml, service: b}\n",
+    )
+    write(
+        tmp_path / "ci" / "base.yml",
+        "services:\n  b:\n    build: {context: ../src, target: prod}\n",
+    )
+
+    spec = build_spec(load_compose([tmp_path / "compose.yml"]), "web", tmp_path)
+
+    assert spec == BuildSpec(context=tmp_path / "src", target="prod")
+
+
+def test_rebuild_finds_a_build_in_an_included_file(tmp_path: Path) -> None:
+    project = tmp_path / "shop"
+    write(project / "services" / "app" / "Dockerfile", "FROM scratch\n")
+    write(project / "compose.yml", "include: [services/app.yml]\n")
+    write(project / "services" / "app.yml", "services:\n  app:\n    build: ./app\n")
+    fake = FakeDocker()
+    app = fake.add(
+        "shop-app-1",
+        {
+            "com.docker.compose.project": "shop",
+            "com.docker.compose.service": "app",
+            WD: str(project),
+            FILES: "compose.yml",
+        },
+    )
+    actor = Actor(fake)
+    try:
+        result = actor.run_action(fake.inspect(app.id).ref, Action(ActionKind.REBUILD))
+    finally:
+        actor.shutdown(timeout=1)
+
+    assert result.ok, result.error
+    assert "recreate" in fake.requests
