@@ -76,6 +76,9 @@ START_FAILURES = frozenset(
 #: Labels on candidate images, so that stale ones are easy to find.
 CANDIDATE_LABELS = (("medic.candidate", "true"),)
 
+#: The label that ties a sandbox container to its fix: the fix's candidate tag.
+FIX_LABEL = "medic.sandbox.fix"
+
 #: Variables of medic's own that never reach a compose file's interpolation here: they
 #: configure medic, its engine and git, and may hold its credentials.
 _OWN_PREFIXES = ("MEDIC_", "ANTHROPIC_", "DOCKER_", "GIT_")
@@ -390,7 +393,7 @@ def _run_command(
                 time_limit=request.timeout,
                 until=SandboxUntil.EXIT,
                 limits=request.limits,
-                labels=(("medic.sandbox.purpose", "verify"),),
+                labels=(("medic.sandbox.purpose", "verify"), (FIX_LABEL, request.tag)),
             )
         )
     except MedicError as e:
@@ -446,7 +449,7 @@ def _check_healing(
                 time_limit=request.settle,
                 until=SandboxUntil.SETTLED,
                 limits=request.limits,
-                labels=(("medic.sandbox.purpose", "healing"),),
+                labels=(("medic.sandbox.purpose", "healing"), (FIX_LABEL, request.tag)),
             )
         )
     except MedicError as e:

@@ -29,7 +29,7 @@ from agent.fixes.git import Git, Person
 from agent.fixes.guardrails import Policy
 from agent.fixes.propose import FixOptions, make_fix
 from agent.fixes.review import approve, reject
-from agent.fixes.verify import candidate_tag
+from agent.fixes.verify import FIX_LABEL, candidate_tag
 from agent.model import Edit, Fix, FixId, FixStatus, IncidentId, Signal
 
 pytestmark = pytest.mark.docker
@@ -81,10 +81,13 @@ def candidates(docker_client: Any, busybox_image: str) -> Iterator[Candidates]:
     try:
         yield made
     finally:
+        left = []
         for tag in made.tags:
             with contextlib.suppress(docker.errors.ImageNotFound):
                 docker_client.images.remove(tag, force=True)
-        left = docker_client.containers.list(all=True, filters={"label": f"{SANDBOX_LABEL}=true"})
+            # Only this test's sandboxes: other runs may share the engine.
+            mine = {"label": [f"{SANDBOX_LABEL}=true", f"{FIX_LABEL}={tag}"]}
+            left.extend(docker_client.containers.list(all=True, filters=mine))
         for container in left:
             container.remove(force=True)
         assert left == [], "a sandbox container was left behind"
@@ -117,6 +120,7 @@ def labels_of(repo: Repo) -> dict[str, str]:
 
 
 def propose(repo: Repo, options: FixOptions, *edits: Edit, **kwargs: Any) -> Fix:
+    """``make_fix``; pass ``fix_id`` from ``Candidates.new`` so that what it leaves is found."""
     return make_fix(
         diagnosis(*(edits or (TYPO,))),
         kwargs.pop("incident", incident()),
@@ -213,7 +217,13 @@ def test_a_hostile_test_file_cannot_write_to_the_host_reach_the_network_or_the_s
         attack = ATTACK.format(gateway=bridge_gateway(docker_client), port=port)
         options = replace(OPTIONS, verify_cmd="python3 web/check.py", verify_image=PYTHON_IMAGE)
         started = time.monotonic()
-        fix = propose(repo, options, Edit("web/check.py", 'print("ok")\n', attack), gateway=gateway)
+        fix = propose(
+            repo,
+            options,
+            Edit("web/check.py", 'print("ok")\n', attack),
+            gateway=gateway,
+            fix_id=candidates.new()[0],
+        )
         took = time.monotonic() - started
     verification = fix.verification
     assert verification is not None
@@ -240,7 +250,10 @@ def test_the_verify_command_runs_on_a_copy_of_the_branch_and_its_status_is_recor
 ) -> None:
     check = """sh -c "grep -q \\"int('8080')\\" web/app.py && echo fixed && pwd" """
     fix = propose(
-        repo, replace(OPTIONS, verify_cmd=check, verify_image=busybox_image), gateway=gateway
+        repo,
+        replace(OPTIONS, verify_cmd=check, verify_image=busybox_image),
+        gateway=gateway,
+        fix_id=candidates.new()[0],
     )
     assert fix.verification is not None
     assert fix.verification.exit_status == 0, fix.verification
@@ -255,7 +268,7 @@ def test_a_failing_verify_command_is_recorded_and_the_branch_stays(
     options = replace(
         OPTIONS, verify_cmd="sh -c 'echo broken >&2; exit 3'", verify_image=busybox_image
     )
-    fix = propose(repo, options, gateway=gateway)
+    fix = propose(repo, options, gateway=gateway, fix_id=candidates.new()[0])
     assert fix.status is FixStatus.PROPOSED
     assert fix.verification is not None
     assert fix.verification.exit_status == 3
@@ -274,7 +287,7 @@ def test_a_verify_command_that_runs_too_long_is_killed_and_its_container_removed
         verify_timeout=1,
     )
     started = time.monotonic()
-    fix = propose(repo, options, gateway=gateway)
+    fix = propose(repo, options, gateway=gateway, fix_id=candidates.new()[0])
     assert time.monotonic() - started < 15
     assert fix.verification is not None
     assert fix.verification.exit_status is None
@@ -287,7 +300,7 @@ def test_a_verify_command_that_cannot_start_is_recorded(
     repo: Repo, gateway: DockerSDKGateway, candidates: Candidates, busybox_image: str
 ) -> None:
     options = replace(OPTIONS, verify_cmd="no-such-program-here --x", verify_image=busybox_image)
-    fix = propose(repo, options, gateway=gateway)
+    fix = propose(repo, options, gateway=gateway, fix_id=candidates.new()[0])
     assert fix.verification is not None
     assert fix.verification.error is not None
     assert "MEDIC_VERIFY_CMD could not run" in fix.verification.error
