@@ -31,9 +31,8 @@ from agent.escalate.claude import ClaudeDiagnoser, Limits, ask_model, make_clien
 from agent.escalate.followup import EscalationNotices, FixMaker, Followup
 from agent.escalate.redact import parse_patterns
 from agent.escalate.worker import DiagnosisService, DiagnosisWorker
-from agent.fixes.git import Git, Person
+from agent.fixes.git import Git
 from agent.fixes.propose import FixOptions, edit_reviewer
-from agent.fixes.review import approve, reject
 from agent.http import StatusServer
 from agent.model import (
     Attempt,
@@ -862,20 +861,22 @@ def cmd_fixes(settings: Settings, args: argparse.Namespace) -> int:
             raise ConfigError(
                 "set MEDIC_REPO to the repository the fix was made in to approve or reject it."
             )
-        if action == "reject":
-            fix = reject(
-                args.id, store=store, git=git, reason=args.reason, clock=SYSTEM_CLOCK, by=args.by
+        # The engine removes the fix's candidate image after the decision; a decision
+        # never waits for an engine that does not answer.
+        engine = _optional_gateway(settings)
+        try:
+            if action == "reject":
+                fix = cli_escalation.reject_fix(
+                    args.id, store=store, git=git, reason=args.reason, by=args.by, gateway=engine
+                )
+                print(cli_escalation.rejection_text(fix))
+                return EXIT_OK
+            approval = cli_escalation.approve_fix(
+                args.id, store=store, git=git, settings=settings, by=args.by, gateway=engine
             )
-            print(cli_escalation.rejection_text(fix))
-            return EXIT_OK
-        approval = approve(
-            args.id,
-            store=store,
-            git=git,
-            author=Person.parse(settings.git_author),
-            clock=SYSTEM_CLOCK,
-            by=args.by,
-        )
+        finally:
+            if engine is not None:
+                engine.close()
         print(cli_escalation.approval_text(approval))
         if not args.rebuild:
             return EXIT_OK
@@ -887,6 +888,21 @@ def cmd_fixes(settings: Settings, args: argparse.Namespace) -> int:
         )
     finally:
         gateway.close()
+
+
+def _optional_gateway(settings: Settings) -> DockerSDKGateway | None:
+    """The Docker engine when it answers, else None with a line saying what is skipped."""
+    try:
+        gateway = DockerSDKGateway.from_env(retry_attempts=settings.docker_retry_attempts)
+        gateway.ping(retry=False)
+    except MedicError as e:
+        logger.warning(
+            "The Docker engine does not answer ({}); the fix's candidate image is left for "
+            "you to remove (docker images --filter label=medic.candidate=true).",
+            e,
+        )
+        return None
+    return gateway
 
 
 def _quiet_git(settings: Settings) -> Git | None:

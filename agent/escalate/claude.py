@@ -470,7 +470,9 @@ class ClaudeDiagnoser:
     limits: Limits = field(default_factory=Limits)
     repo: Path | None = None
     is_ignored: Callable[[str], bool] = lambda _path: False
-    review_edits: Callable[[Sequence[Edit]], Sequence[str]] | None = None
+    review_edits: Callable[[Sequence[Edit], str | None], Sequence[str]] | None = None
+    """The fix guardrails' review of proposed edits: the edits and the incident's
+    service in, one message per failed edit out."""
 
     def diagnose(self, case: CaseFile, rule: RuleDiagnosis | None = None) -> LLMDiagnosis:
         """Claude's checked diagnosis; raises LLMError (with the usage spent) when there is none."""
@@ -667,8 +669,10 @@ class _Conversation:
                 )
             except Refused as e:
                 problems.append(f"edit {number}: {e}")
-        if not problems and self.owner.review_edits is not None:
-            problems.extend(self.owner.review_edits(edits))
+        if self.owner.review_edits is not None:
+            # Every reason at once, so that one resend can mend them all.
+            reviewed = self.owner.review_edits(edits, self.case.service)
+            problems.extend(m for m in reviewed if m not in problems)
         return problems
 
     def _quoted(self, quote: str) -> bool:

@@ -29,6 +29,7 @@ from agent.clock import SYSTEM_CLOCK, Clock
 from agent.docker_gateway import DockerGateway
 from agent.errors import MedicError
 from agent.escalate.worker import DiagnosisResult
+from agent.fixes.document import healing_sentence
 from agent.fixes.git import Git
 from agent.fixes.propose import FixOptions, make_fix, new_fix_id
 from agent.fixes.review import FixStore
@@ -209,6 +210,9 @@ class Followup:
                 f"Branch: {fix.branch}",
                 f"Files: {', '.join(fix.files)}",
             ]
+            healing = healing_sentence(fix.verification)
+            if healing is not None:
+                lines.append(healing)
             if fix.verification is not None and not fix.verification.ok:
                 lines.append("Verification failed; see medic fixes show.")
             lines.append(

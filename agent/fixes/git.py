@@ -19,26 +19,23 @@ The repository's checked-out branch, index and working tree are never touched. A
 commit is built with a temporary index (``GIT_INDEX_FILE`` in a temporary folder):
 read-tree of the base, hash-object of the edited files, update-index, write-tree,
 commit-tree, then ``update-ref`` with an empty old value, which makes git refuse to
-overwrite a branch that exists. Verification uses a temporary worktree. The only
-command that changes the working tree is ``merge`` into the checked-out branch, run
-when a person approves a fix, after checking that it would not touch their changes.
+overwrite a branch that exists. Verification reads the fix from git objects
+(``tree``, ``read_blobs``) and never checks it out. The only command that changes the
+working tree is ``merge`` into the checked-out branch, run when a person approves a
+fix, after checking that it would not touch their changes.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-
-from loguru import logger
 
 from agent.fixes.errors import GitError, GitTimeout
 
@@ -207,7 +204,8 @@ class Git:
                 continue
             base = top
             if origin.startswith("file:"):
-                base = Path(origin.removeprefix("file:")).parent
+                # git names the repository's own config relative to the top folder.
+                base = top / Path(origin.removeprefix("file:")).parent
             if _key.lower() == "core.hookspath":
                 base = top
             target = Path(os.path.expanduser(value))
@@ -450,35 +448,6 @@ class Git:
             commit,
             env=_identity(author, when),
         )
-
-    # --- worktrees (verify) -----------------------------------------------------------
-
-    @contextmanager
-    def temporary_worktree(self, commit: str) -> Iterator[Path]:
-        """A detached worktree of ``commit`` in a temporary folder, removed afterwards."""
-        folder = Path(tempfile.mkdtemp(prefix="medic-verify-"))
-        path = folder / "tree"
-        try:
-            # Hooks stay off: checking out a candidate must not run the repository's
-            # post-checkout hook with it.
-            self._run(
-                "worktree",
-                "add",
-                "--detach",
-                "--quiet",
-                str(path),
-                commit,
-            )
-            yield path
-        finally:
-            try:
-                self._run("worktree", "remove", "--force", str(path), ok=(0, 128))
-            finally:
-                shutil.rmtree(folder, ignore_errors=True)
-                try:
-                    self._run("worktree", "prune")
-                except GitError as e:
-                    logger.warning("Pruning temporary worktrees of {} failed: {}.", self.repo, e)
 
 
 #: Options on every git command so that it runs no code of the repository's: no

@@ -8,18 +8,37 @@ caps). Every problem found becomes a ``Refusal`` with a stable code and one sent
 a proposal with any refusal is never committed. docs/fixes.md lists the codes and why
 each check exists.
 
+What a fix may touch is an allow-list (``path_refusals``):
+
+- never, whatever the settings say: anything git reads as control or code (``.git``
+  and every ``.git*`` name, ``.lfsconfig``, the hooks folders ``.husky/`` and
+  ``.githooks/``, the folder ``core.hooksPath`` names and config files the repository's
+  configuration includes), CI definitions, package-manager settings and secret files.
+  Names are compared as a case-folding file system with trailing dots and spaces
+  dropped would compare them, so ``.GitHub/`` and ``.gitmodules. `` are what they are;
+- compose files, Dockerfiles and dependency manifests only when MEDIC_FIX_ALLOW names
+  their kind (``compose``, ``dockerfile``, ``dependencies``), and then their own checks
+  apply;
+- everything else only inside the region: MEDIC_FIX_PATHS when set, else application
+  source and config files (by extension) inside the service's build context.
+
 Matching is exact: an edit's ``old`` text must occur exactly once in its file. An
 empty ``old`` creates a file, which must not exist yet. Several edits of one file
-apply in order, each to the result of the ones before it.
+apply in order, each to the result of the ones before it. An edit that holds a
+control character other than tab and newline, or a bidirectional or invisible
+formatting character, is refused: what a person reads in the diff must be what is
+merged.
 """
 
 from __future__ import annotations
 
 import difflib
+import fnmatch
 import json
 import posixpath
 import re
 import tomllib
+import unicodedata
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +46,12 @@ from dataclasses import dataclass, field
 import yaml
 
 from agent.fixes.compose_guard import compose_refusals, is_compose_file
+from agent.fixes.dockerfile_guard import dockerfile_refusals, is_dockerfile
+from agent.fixes.manifest_guard import (
+    dependency_kind,
+    dependency_refusals,
+    is_package_manager_settings,
+)
 from agent.fixes.refusal import Refusal, show
 from agent.fixes.secrets import secret_findings
 from agent.model import Edit
@@ -43,8 +68,102 @@ REGULAR_MODES = frozenset({MODE_FILE, MODE_EXECUTABLE})
 #: the line diff of two huge files is slow.
 MAX_FILE_BYTES = 1_000_000
 
-#: Files that steer git itself (submodule URLs, attributes that pick filters).
-GIT_CONTROL_NAMES = frozenset({".gitmodules", ".gitattributes"})
+#: Names (after folding, see ``fold``) that steer git itself, besides every ``.git*``.
+GIT_CONTROL_NAMES = frozenset({".lfsconfig", ".gitconfig", ".gitmodules", ".gitattributes"})
+
+#: Folders of hooks that tools install into git (husky, plain ``.githooks``).
+HOOK_FOLDERS = frozenset({".husky", ".githooks", ".git-hooks", ".hooks"})
+
+#: CI and developer-tool definitions that run code with the repository's secrets or on
+#: a developer's machine: folders and files, matched against one folded name.
+CI_FOLDERS = frozenset(
+    {
+        ".github",
+        ".gitlab",
+        ".circleci",
+        ".buildkite",
+        ".woodpecker",
+        ".teamcity",
+        ".semaphore",
+        ".tekton",
+        ".harness",
+        ".azure-pipelines",
+        ".devcontainer",
+        ".vscode",
+        ".idea",
+        ".gitea",
+        ".forgejo",
+        ".ci",
+    }
+)
+CI_FILES = (
+    ".gitlab-ci.yml",
+    ".gitlab-ci.yaml",
+    "jenkinsfile",
+    "jenkinsfile.*",
+    "*.jenkinsfile",
+    ".travis.yml",
+    "azure-pipelines*.yml",
+    "azure-pipelines*.yaml",
+    ".drone.yml",
+    ".drone.yaml",
+    ".drone.star",
+    "bitbucket-pipelines.yml",
+    ".woodpecker.yml",
+    ".woodpecker.yaml",
+    "appveyor.yml",
+    ".appveyor.yml",
+    "cloudbuild.yml",
+    "cloudbuild.yaml",
+    "buildspec.yml",
+    "buildspec.yaml",
+    ".cirrus.yml",
+    "codefresh.yml",
+    ".gitpod.yml",
+    ".pre-commit-config.yaml",
+    ".pre-commit-hooks.yaml",
+    "lefthook.yml",
+    "lefthook.yaml",
+    ".lefthook.yml",
+    ".lefthook.yaml",
+    "lefthook-local.yml",
+    ".envrc",
+    ".replit",
+    "netlify.toml",
+    "vercel.json",
+)
+
+#: Application source and config, by extension: what a fix may change by default,
+#: inside the service's build context.
+SOURCE_AND_CONFIG = frozenset(
+    {
+        # source
+        "py", "pyi", "js", "mjs", "cjs", "jsx", "ts", "mts", "cts", "tsx", "go", "rb",
+        "php", "java", "kt", "scala", "rs", "c", "h", "cc", "cpp", "cxx", "hpp", "hh",
+        "cs", "fs", "swift", "m", "ex", "exs", "erl", "hrl", "clj", "cljs", "lua", "pl",
+        "pm", "r", "jl", "dart", "vue", "svelte", "sh", "bash", "sql", "graphql", "gql",
+        "proto",
+        # web assets and templates
+        "html", "htm", "css", "scss", "sass", "less", "tpl", "tmpl", "j2", "jinja",
+        "jinja2", "mustache", "hbs", "ejs", "pug", "erb",
+        # config
+        "yml", "yaml", "json", "json5", "toml", "ini", "cfg", "conf", "config",
+        "properties", "xml", "txt", "md", "rst", "csv",
+    }
+)  # fmt: skip
+
+#: The kinds of file MEDIC_FIX_ALLOW opts in (config.FIX_ALLOW_KINDS).
+KIND_COMPOSE = "compose"
+KIND_DOCKERFILE = "dockerfile"
+KIND_DEPENDENCIES = "dependencies"
+
+#: Characters an edit may not hold: controls other than tab and newline (a carriage
+#: return only before a newline), and formatting characters that reorder or hide text.
+_HIDDEN = re.compile(
+    "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u061c\u115f\u1160\u180e"
+    "\u200b-\u200f\u2028-\u202e\u2060-\u2069\u206a-\u206f\u3164\ufeff\ufff9-\ufffb]"
+    "|\r(?!\n)"
+)
 
 
 @dataclass(frozen=True)
@@ -60,6 +179,15 @@ class RepoFacts:
     ignored: frozenset[str] = frozenset()
     oversized: frozenset[str] = frozenset()
     """Tracked files larger than MAX_FILE_BYTES, left out of ``contents``."""
+    build_context: str | None = None
+    """The service's build context, relative to the repository (``""`` is its top), or
+    None when the service is not built from the repository."""
+    protected: tuple[str, ...] = ()
+    """Paths git reads as code or configuration (the ``core.hooksPath`` folder, included
+    config files): never written."""
+    variables: Mapping[str, str] = field(default_factory=dict)
+    """What compose substitutes ``${VAR}`` from: medic's environment and the project's
+    ``.env``."""
 
     def is_directory(self, path: str) -> bool:
         prefix = path + "/"
@@ -72,15 +200,25 @@ class Policy:
 
     allow: tuple[str, ...] = ()
     """Glob patterns (``**`` crosses folders) of the paths a fix may change. Empty:
-    every tracked file, and new files in folders that already hold tracked files."""
+    application source and config files inside the service's build context."""
+    kinds: frozenset[str] = frozenset()
+    """MEDIC_FIX_ALLOW: ``compose``, ``dockerfile``, ``dependencies``."""
     max_files: int = 5
     max_lines: int = 200
 
     @classmethod
-    def from_text(cls, fix_paths: str, *, max_files: int, max_lines: int) -> Policy:
-        """From MEDIC_FIX_PATHS (patterns separated by commas or white space)."""
+    def from_text(
+        cls,
+        fix_paths: str,
+        *,
+        max_files: int,
+        max_lines: int,
+        kinds: Iterable[str] = (),
+    ) -> Policy:
+        """From MEDIC_FIX_PATHS (patterns separated by commas or white space) and
+        MEDIC_FIX_ALLOW's kinds."""
         patterns = tuple(p for p in re.split(r"[\s,]+", fix_paths) if p)
-        return cls(allow=patterns, max_files=max_files, max_lines=max_lines)
+        return cls(allow=patterns, kinds=frozenset(kinds), max_files=max_files, max_lines=max_lines)
 
 
 @dataclass(frozen=True)
@@ -152,7 +290,7 @@ def check_edits(edits: Sequence[Edit], facts: RepoFacts, policy: Policy) -> Chec
         if change is not None:
             changes.append(change)
     if changes and not refusals:
-        refusals.extend(_content_refusals(changes, policy))
+        refusals.extend(_content_refusals(changes, policy, facts))
     return Checked(tuple(changes), tuple(refusals))
 
 
@@ -171,23 +309,10 @@ def path_refusals(path: str, facts: RepoFacts, policy: Policy, *, creates: bool)
     if syntax is not None:
         return [Refusal(syntax[0], f"{shown} {syntax[1]}", path)]
     parts = path.split("/")
-    if any(part.lower() == ".git" for part in parts):
+    folded = [fold(part) for part in parts]
+    if ".git" in folded:
         return [Refusal("path_git_dir", f"{shown} is inside .git; medic never writes there.", path)]
-    name = parts[-1]
-    problems: list[Refusal] = []
-    if name in GIT_CONTROL_NAMES:
-        problems.append(
-            Refusal("path_git_control", f"{shown} steers git itself; medic never changes it.", path)
-        )
-    if is_secret_file(path):
-        problems.append(
-            Refusal(
-                "path_secret_file",
-                f"{shown} is a kind of file that holds secrets (.env, keys, certificates); "
-                "medic never changes it.",
-                path,
-            )
-        )
+    problems = never_editable(path, protected=facts.protected)
     for depth in range(1, len(parts)):
         ancestor = "/".join(parts[:depth])
         mode = facts.modes.get(ancestor)
@@ -216,28 +341,104 @@ def path_refusals(path: str, facts: RepoFacts, policy: Policy, *, creates: bool)
                 path,
             )
         )
-    if not problems and not _allowed(path, facts, policy, creates=creates):
-        where = (
-            f"MEDIC_FIX_PATHS ({', '.join(policy.allow)})"
-            if policy.allow
-            else "the tracked files or a folder holding tracked files"
-        )
-        problems.append(Refusal("path_not_allowed", f"{shown} is not among {where}.", path))
+    if not problems:
+        problems.extend(_allowed(path, facts, policy, creates=creates))
     return problems
+
+
+def fold(name: str) -> str:
+    """One path component as a case-folding file system that drops trailing dots and
+    spaces (Windows, macOS by default) sees it: ``.GitModules. `` is ``.gitmodules``."""
+    return unicodedata.normalize("NFC", name).rstrip(" .").casefold()
+
+
+def never_editable(path: str, *, protected: Sequence[str] = ()) -> list[Refusal]:
+    """The refusals for a path no fix may write whatever the settings say: git control
+    files, hooks, CI definitions, package-manager settings, secret files. ``protected``:
+    the paths the repository's git configuration reads (hooks folder, includes)."""
+    shown = show(path)
+    parts = path.split("/")
+    folded = [fold(part) for part in parts]
+    name = folded[-1]
+    problems: list[Refusal] = []
+    is_ci = any(part in CI_FOLDERS for part in folded[:-1]) or any(
+        fnmatch.fnmatchcase(name, pattern) for pattern in CI_FILES
+    )
+    if is_ci:
+        problems.append(
+            Refusal(
+                "path_ci",
+                f"{shown} defines CI or developer tooling, which runs with the repository's "
+                "secrets; medic never changes it.",
+                path,
+            )
+        )
+    elif any(part.startswith(".git") for part in folded) or name in GIT_CONTROL_NAMES:
+        problems.append(
+            Refusal("path_git_control", f"{shown} steers git itself; medic never changes it.", path)
+        )
+    folded_path = "/".join(folded)
+    hooks = [p for p in protected if _under(folded_path, "/".join(fold(x) for x in p.split("/")))]
+    if any(part in HOOK_FOLDERS for part in folded) or hooks:
+        where = f" ({', '.join(hooks)} is what the repository's git configuration reads)"
+        problems.append(
+            Refusal(
+                "path_git_hooks",
+                f"{shown} is a git hook or git configuration{where if hooks else ''}; git "
+                "would run or read it, so medic never changes it.",
+                path,
+            )
+        )
+    if is_package_manager_settings("/".join(folded)):
+        problems.append(
+            Refusal(
+                "path_package_settings",
+                f"{shown} holds package-manager settings (where packages come from, and "
+                "credentials); medic never changes it.",
+                path,
+            )
+        )
+    if any(is_secret_file_name(part) for part in folded):
+        problems.append(
+            Refusal(
+                "path_secret_file",
+                f"{shown} is a kind of file that holds secrets (.env, keys, certificates); "
+                "medic never changes it.",
+                path,
+            )
+        )
+    return problems
+
+
+def _under(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
+
+
+def file_kind(path: str) -> str | None:
+    """The MEDIC_FIX_ALLOW kind of a file (compose, dockerfile, dependencies), or None."""
+    if is_compose_file(path):
+        return KIND_COMPOSE
+    if is_dockerfile(path):
+        return KIND_DOCKERFILE
+    if dependency_kind(path) is not None:
+        return KIND_DEPENDENCIES
+    return None
 
 
 def plausible_path(path: str) -> bool:
     """Whether ``path`` is a normal relative path outside .git, safe to ask git about."""
     if _path_syntax(path) is not None:
         return False
-    return all(part.lower() != ".git" for part in path.split("/"))
+    return all(fold(part) != ".git" for part in path.split("/"))
 
 
 def _path_syntax(path: str) -> tuple[str, str] | None:
     if not path:
         return "path_empty", "is empty; an edit must name a file."
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in path):
-        return "path_not_normalised", "contains control characters."
+    if _HIDDEN.search(path) or any(ord(ch) < 32 or ord(ch) == 127 for ch in path):
+        return "path_not_normalised", "contains control or invisible formatting characters."
+    if unicodedata.normalize("NFC", path) != path:
+        return "path_not_normalised", "is not in Unicode normal form C."
     if path.startswith(("/", "\\", "~")) or re.match(r"^[A-Za-z]:", path):
         return "path_absolute", "is absolute; edits name files relative to the repository."
     if "\\" in path:
@@ -247,6 +448,8 @@ def _path_syntax(path: str) -> tuple[str, str] | None:
         return "path_outside_repo", "climbs out of the repository with '..'."
     if posixpath.normpath(path) != path or "" in parts or "." in parts:
         return "path_not_normalised", f"is not in normal form (write {posixpath.normpath(path)!r})."
+    if any(part != part.rstrip(" .") for part in parts):
+        return "path_not_normalised", "has a name ending in a dot or a space."
     if len(path) > 1024:
         return "path_not_normalised", "is longer than 1024 characters."
     return None
@@ -258,15 +461,76 @@ def is_secret_file(path: str) -> bool:
     return is_secret_file_name(path.rsplit("/", 1)[-1])
 
 
-def _allowed(path: str, facts: RepoFacts, policy: Policy, *, creates: bool) -> bool:
+def _allowed(path: str, facts: RepoFacts, policy: Policy, *, creates: bool) -> list[Refusal]:
+    shown = show(path)
+    kind = file_kind(path)
+    if kind is not None and kind not in policy.kinds:
+        return [
+            Refusal(
+                "path_kind_not_allowed",
+                f"{shown} is a {_KIND_NAMES[kind]}; fixes change those only when "
+                f"MEDIC_FIX_ALLOW names {kind}.",
+                path,
+            )
+        ]
+    if creates and posixpath.dirname(path) and not facts.is_directory(posixpath.dirname(path)):
+        return [
+            Refusal(
+                "path_not_allowed",
+                f"{shown} would be a new file in a folder that holds no tracked file.",
+                path,
+            )
+        ]
     if policy.allow:
-        return any(glob_match(pattern, path) for pattern in policy.allow)
-    if not creates:
-        return True  # a path that is not tracked is refused as file_missing when applied
-    folder = posixpath.dirname(path)
-    if not folder:
-        return True
-    return facts.is_directory(folder)
+        if any(glob_match(pattern, path) for pattern in policy.allow):
+            return []
+        return [
+            Refusal(
+                "path_not_allowed",
+                f"{shown} is not among MEDIC_FIX_PATHS ({', '.join(policy.allow)}).",
+                path,
+            )
+        ]
+    if kind is not None:
+        return []  # an opted-in kind may be wherever the project keeps it
+    if facts.build_context is None:
+        return [
+            Refusal(
+                "path_not_allowed",
+                f"{shown} may not be changed: the service is not built from this repository, "
+                "so there is no build context to fix; MEDIC_FIX_PATHS can name what may change.",
+                path,
+            )
+        ]
+    context = facts.build_context.strip("/")
+    if context and not _under(path, context):
+        return [
+            Refusal(
+                "path_not_allowed",
+                f"{shown} is outside the service's build context {context}/; "
+                "MEDIC_FIX_PATHS can name more.",
+                path,
+            )
+        ]
+    name = path.rsplit("/", 1)[-1]
+    extension = name.rpartition(".")[2].lower() if "." in name.lstrip(".") else ""
+    if extension not in SOURCE_AND_CONFIG:
+        return [
+            Refusal(
+                "path_not_allowed",
+                f"{shown} is not application source or config by its name; "
+                "MEDIC_FIX_PATHS can name it.",
+                path,
+            )
+        ]
+    return []
+
+
+_KIND_NAMES = {
+    KIND_COMPOSE: "compose file",
+    KIND_DOCKERFILE: "Dockerfile",
+    KIND_DEPENDENCIES: "dependency manifest",
+}
 
 
 def glob_match(pattern: str, path: str) -> bool:
@@ -344,6 +608,18 @@ def _apply(
                 Refusal("binary_file", f"Edit {number} puts a NUL byte into {shown}.", path)
             )
             continue
+        hidden = _HIDDEN.search(edit.new)
+        if hidden is not None:
+            problems.append(
+                Refusal(
+                    "edit_hidden_characters",
+                    f"Edit {number} of {shown} holds the character "
+                    f"U+{ord(hidden.group()[0]):04X}, a control or formatting character that "
+                    "can hide or reorder text in a diff; only tab and newline are allowed.",
+                    path,
+                )
+            )
+            continue
         if edit.old == "":
             if text is not None:
                 problems.append(
@@ -404,7 +680,9 @@ def _text(raw: bytes) -> str:
 # --- the content of the changed files -------------------------------------------------------
 
 
-def _content_refusals(changes: Sequence[FileChange], policy: Policy) -> list[Refusal]:
+def _content_refusals(
+    changes: Sequence[FileChange], policy: Policy, facts: RepoFacts
+) -> list[Refusal]:
     refusals: list[Refusal] = []
     lines = sum(c.changed_line_count() for c in changes)
     if lines > policy.max_lines:
@@ -415,6 +693,7 @@ def _content_refusals(changes: Sequence[FileChange], policy: Policy) -> list[Ref
                 "(MEDIC_FIX_MAX_LINES).",
             )
         )
+    refusals.extend(_kind_refusals(changes, facts))
     for change in changes:
         problem = parse_problem(change.path, _text(change.after))
         if problem is not None:
@@ -429,8 +708,28 @@ def _content_refusals(changes: Sequence[FileChange], policy: Policy) -> list[Ref
                     change.path,
                 )
             )
-        if is_compose_file(change.path):
-            refusals.extend(compose_refusals(change.path, change.before, change.after))
+    return refusals
+
+
+def _kind_refusals(changes: Sequence[FileChange], facts: RepoFacts) -> list[Refusal]:
+    """The checks of compose files (as compose reads the whole project), Dockerfiles and
+    dependency manifests."""
+    refusals: list[Refusal] = []
+    for change in changes:
+        if is_dockerfile(change.path):
+            refusals.extend(dockerfile_refusals(change.path, change.before, change.after))
+        if dependency_kind(change.path) is not None:
+            refusals.extend(dependency_refusals(change.path, change.before, change.after))
+    after = {c.path: c.after for c in changes}
+    refusals.extend(
+        compose_refusals(
+            tuple(after),
+            before=facts.contents.get,
+            after=lambda path: after[path] if path in after else facts.contents.get(path),
+            tracked=tuple(dict.fromkeys([*facts.modes, *after])),
+            variables=facts.variables,
+        )
+    )
     return refusals
 
 
@@ -498,6 +797,14 @@ def review_messages(
     for number, edit in enumerate(edits, 1):
         if refused and edit.path in refused:
             messages.append(f"edit {number}: {refused[edit.path]}")
+            continue
+        hidden = _HIDDEN.search(edit.new)
+        if hidden is not None:
+            messages.append(
+                f"edit {number}: `new` holds U+{ord(hidden.group()[0]):04X}, a control or "
+                "formatting character that can hide text from the person reviewing the diff; "
+                "only tab and newline are allowed"
+            )
             continue
         if edit.path not in texts:
             texts[edit.path] = contents.get(edit.path)

@@ -17,18 +17,24 @@ which of its edits failed and why, so that it may resend them once.
 
 from __future__ import annotations
 
+import os
+import posixpath
 import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path, PurePosixPath
 
 from loguru import logger
 
 from agent.clock import Clock
+from agent.compose import build_spec
+from agent.compose_graph import parse_dotenv, resolve_project
 from agent.config import Settings
 from agent.docker_gateway import DockerGateway, SandboxLimits
 from agent.errors import MedicError
 from agent.escalate.redact import parse_patterns
+from agent.fixes.compose_guard import compose_effect, is_compose_file
 from agent.fixes.git import Git, NewFile, Person, TreeEntry
 from agent.fixes.guardrails import (
     MAX_FILE_BYTES,
@@ -74,6 +80,7 @@ class FixOptions:
                 settings.fix_paths,
                 max_files=settings.fix_max_files,
                 max_lines=settings.fix_max_lines,
+                kinds=settings.fix_allow_kinds,
             ),
             author=Person.parse(settings.git_author),
             remote=settings.fix_remote,
@@ -102,31 +109,107 @@ def branch_name(incident: Incident) -> str:
     return f"medic/fix-{incident.id[:8]}-{slug}"
 
 
-def read_facts(git: Git, commit: str, edits: Sequence[Edit]) -> RepoFacts:
+def read_facts(
+    git: Git,
+    commit: str,
+    edits: Sequence[Edit],
+    *,
+    service: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> RepoFacts:
     """What the guardrails need from ``commit``: its files and modes, the contents of the
-    regular files the edits name, and which of those paths git ignores."""
+    regular files the edits name and of every YAML file (compose reads any it is told
+    to include), which of the named paths git ignores, the build context of
+    ``service``, the paths git itself reads as code or configuration, and what compose
+    substitutes from (``environ``, default medic's own, over the project's ``.env``)."""
     tree = git.tree(commit)
     named = [
         p
         for p in dict.fromkeys(e.path for e in edits)
         if plausible_path(p) and not _under_a_file(p, tree)
     ]
-    contents: dict[str, bytes] = {}
+    wanted: dict[str, str] = {}
     oversized: set[str] = set()
-    for path in named:
+    for path in [*named, *(p for p in tree if p.lower().endswith((".yml", ".yaml")))]:
         entry = tree.get(path)
         if entry is None or entry.mode not in REGULAR_MODES:
             continue
         if entry.size is not None and entry.size > MAX_FILE_BYTES:
             oversized.add(path)
             continue
-        contents[path] = git.blob(entry.sha)
+        wanted[path] = entry.sha
+    blobs = git.read_blobs(list(wanted.values()))
+    contents = {path: blobs[sha] for path, sha in wanted.items()}
+    root = git.check_repository()
+    variables = {**_dotenv(root), **(os.environ if environ is None else environ)}
     return RepoFacts(
         modes={path: entry.mode for path, entry in tree.items()},
         contents=contents,
         ignored=git.ignored(named),
         oversized=frozenset(oversized),
+        build_context=build_context(service, contents, tree, variables),
+        protected=git.protected_paths(),
+        variables=variables,
     )
+
+
+#: Where a repository's files are placed to read its compose projects, so that any
+#: path compose resolves outside the repository is plainly outside it.
+_ROOT = PurePosixPath("/repository")
+
+
+def build_context(
+    service: str | None,
+    contents: Mapping[str, bytes],
+    tree: Mapping[str, TreeEntry],
+    variables: Mapping[str, str],
+) -> str | None:
+    """The build context of ``service`` relative to the repository (``""`` for its top),
+    from the first compose file of the repository (shallowest first) that builds it;
+    None when none does, or when its context lies outside the repository."""
+    if not service:
+        return None
+
+    def read(path: Path) -> str | None:
+        relative = PurePosixPath(posixpath.normpath(str(path))).relative_to(_ROOT)
+        raw = contents.get(str(relative))
+        return None if raw is None else raw.decode("utf-8", errors="replace")
+
+    roots = sorted(
+        (p for p in tree if is_compose_file(p) and p in contents),
+        key=lambda p: (p.count("/"), p),
+    )
+    for root in roots:
+        folder = _ROOT / posixpath.dirname(root)
+        try:
+            config = resolve_project(
+                [Path(str(_ROOT / root))],
+                working_dir=Path(str(folder)),
+                environment=variables,
+                read=read,
+            ).config
+            spec = build_spec(config, service, Path(str(folder)))
+        except (MedicError, ValueError):
+            continue
+        context = posixpath.normpath(str(spec.context))
+        if context == str(_ROOT):
+            return ""
+        if context.startswith(f"{_ROOT}/"):
+            return context.removeprefix(f"{_ROOT}/")
+        return None
+    return None
+
+
+def _dotenv(root: Path) -> dict[str, str]:
+    """The project's ``.env`` at the repository's top, as compose reads it; nothing when
+    there is none, it cannot be read, or it is a link (it might lead anywhere)."""
+    path = root / ".env"
+    try:
+        if path.is_symlink() or not path.is_file():
+            return {}
+        return parse_dotenv(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError):
+        return {}
 
 
 def _under_a_file(path: str, tree: Mapping[str, TreeEntry]) -> bool:
@@ -135,16 +218,20 @@ def _under_a_file(path: str, tree: Mapping[str, TreeEntry]) -> bool:
     return any("/".join(parts[:depth]) in tree for depth in range(1, len(parts)))
 
 
-def edit_reviewer(git: Git, options: FixOptions) -> Callable[[Sequence[Edit]], Sequence[str]]:
+def edit_reviewer(
+    git: Git, options: FixOptions
+) -> Callable[[Sequence[Edit], str | None], Sequence[str]]:
     """The callback for the diagnosis client: per failed edit, one message for the model
     (a refused path and why, or an ``old`` that does not match once and the nearest
-    match). Reads the repository at its HEAD each time it is called."""
+    match). It takes the edits and the incident's service, and reads the repository at
+    its HEAD each time it is called."""
 
-    def review(edits: Sequence[Edit]) -> Sequence[str]:
+    def review(edits: Sequence[Edit], service: str | None) -> Sequence[str]:
         head = git.head()
         if head is None:
             return ["the repository has no commit yet, so no edit can apply"]
-        return review_edits(edits, read_facts(git, head, edits), options.policy)
+        facts = read_facts(git, head, edits, service=service)
+        return review_edits(edits, facts, options.policy)
 
     return review
 
@@ -184,7 +271,8 @@ def make_fix(
     )
     if base is None:
         return _refuse(fix, [Refusal("no_base", "The repository has no commit to build a fix on.")])
-    checked = check_edits(diagnosis.edits, read_facts(git, base, diagnosis.edits), options.policy)
+    facts = read_facts(git, base, diagnosis.edits, service=incident.container.service)
+    checked = check_edits(diagnosis.edits, facts, options.policy)
     if not checked.ok:
         return _refuse(fix, checked.refusals)
     branch = branch_name(incident)
@@ -216,12 +304,28 @@ def make_fix(
         ", ".join(checked.files),
     )
     verification = _verify(fix, incident, git=git, options=options, gateway=gateway, labels=labels)
+    effect = _compose_effect(checked, facts)
+    if effect:
+        verification = replace(verification, compose_effect=effect)
     fix = replace(fix, verification=verification)
     if options.push != "proposed":
         # The remote's CI runs what it is pushed, with its secrets: after approval only.
         return fix
     pushed_to, push_error = push_branch(branch, git=git, remote=options.remote)
     return replace(fix, pushed_to=pushed_to, push_error=push_error)
+
+
+def _compose_effect(checked: Checked, facts: RepoFacts) -> tuple[str, ...]:
+    """What the fix changes in the compose projects as compose resolves them, for the
+    person reviewing it (``medic fixes show``)."""
+    after = {c.path: c.after for c in checked.changes}
+    return compose_effect(
+        tuple(after),
+        before=facts.contents.get,
+        after=lambda path: after[path] if path in after else facts.contents.get(path),
+        tracked=tuple(dict.fromkeys([*facts.modes, *after])),
+        variables=facts.variables,
+    )
 
 
 def commit_message(diagnosis: Diagnosis, incident: Incident, checked: Checked) -> str:

@@ -32,12 +32,10 @@ the branch.
 
 from __future__ import annotations
 
-import inspect
 import os
 import posixpath
 import re
 import shlex
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -300,24 +298,10 @@ def tree_reader(git: Git, root: Path, tree: Mapping[str, TreeEntry]) -> Reader:
 def _load(
     files: Sequence[Path], *, working_dir: Path, environment: Mapping[str, str], read: Reader
 ) -> dict[str, Any]:
-    """``load_compose`` through ``read``; where the loader cannot take a reader yet, the
-    files are read through it into a temporary folder and loaded from there."""
-    if "read" in inspect.signature(load_compose).parameters:
-        loader: Any = load_compose
-        config: dict[str, Any] = loader(
-            files, working_dir=working_dir, environment=environment, read=read, strict=False
-        )
-        return config
-    with tempfile.TemporaryDirectory(prefix="medic-compose-") as folder:
-        copies: list[Path] = []
-        for number, file in enumerate(files):
-            text = read(file)
-            if text is None:
-                continue
-            copy = Path(folder) / f"{number}-{file.name}"
-            copy.write_text(text, encoding="utf-8")
-            copies.append(copy)
-        return load_compose(copies, working_dir=working_dir, environment=environment)
+    """The compose project the service is built from, read through ``read``."""
+    return load_compose(
+        files, working_dir=working_dir, environment=environment, read=read, strict=False
+    )
 
 
 def _interpolation_environment(given: Mapping[str, str] | None) -> dict[str, str]:

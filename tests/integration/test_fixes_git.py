@@ -120,7 +120,7 @@ MALICIOUS = {
     "symlink": (Edit("docs/app.py", 'int("8080")', "8080"), "path_symlink"),
     "old matches twice": (Edit("web/app.py", "http.server", "socketserver"), "old_ambiguous"),
     "old matches nowhere": (Edit("web/app.py", "int(8080)", "8080"), "old_not_found"),
-    "deletion": (Edit("README.md", "# project\n", ""), "file_deleted"),
+    "deletion": (Edit("web/config.yaml", "port: 8080\nworkers: 2\n", ""), "file_deleted"),
     "huge diff": (
         Edit("web/app.py", "import http.server\n", "import http.server\n" + "X = 1\n" * 300),
         "too_many_lines",
@@ -155,7 +155,10 @@ def test_a_malicious_proposal_is_refused_with_its_reason_and_leaves_no_trace(
 ) -> None:
     edit, code = MALICIOUS[case]
     refs, objects, state = repo.refs(), repo.objects(), repo.snapshot()
-    fix = propose(repo, TYPO, edit)
+    # Every kind opted in: these are the checks within the allow-list; the allow-list's
+    # own corpus is tests/integration/test_hostile_fixes.py.
+    everything = Policy(kinds=frozenset({"compose", "dockerfile", "dependencies"}))
+    fix = propose(repo, TYPO, edit, options=replace(OPTIONS, policy=everything))
     assert fix.status is FixStatus.REFUSED
     assert any(reason.startswith(f"{code}: ") for reason in fix.refusal_reasons), (
         fix.refusal_reasons
@@ -182,7 +185,9 @@ def test_the_allow_list_from_settings_limits_paths(repo: Repo) -> None:
 
 def test_the_reviewer_tells_the_model_which_edit_failed_and_where_to_look(repo: Repo) -> None:
     review = edit_reviewer(Git(repo.path), OPTIONS)
-    messages = review([TYPO, Edit("web/app.py", "port = int('808')", "x"), Edit(".env", "", "A=1")])
+    messages = review(
+        [TYPO, Edit("web/app.py", "port = int('808')", "x"), Edit(".env", "", "A=1")], "web"
+    )
     assert messages == [
         # edit 1 applied first, so edit 2 is compared with the file as edit 1 left it
         "edit 2: `old` occurs 0 times in web/app.py; the nearest match is at line 5: "
@@ -190,7 +195,7 @@ def test_the_reviewer_tells_the_model_which_edit_failed_and_where_to_look(repo: 
         "edit 3: .env is a kind of file that holds secrets (.env, keys, certificates); "
         "medic never changes it.",
     ]
-    assert review([TYPO]) == []
+    assert review([TYPO], "web") == []
 
 
 # --- approve --------------------------------------------------------------------------------
@@ -355,7 +360,7 @@ def test_the_branch_is_pushed_to_a_local_bare_remote(repo: Repo, tmp_path: Path)
     bare = tmp_path / "remote.git"
     repo.git("init", "-q", "--bare", str(bare))
     repo.git("remote", "add", "review", str(bare))
-    fix = propose(repo, TYPO, options=replace(OPTIONS, remote="review"))
+    fix = propose(repo, TYPO, options=replace(OPTIONS, remote="review", push="proposed"))
     assert fix.pushed_to == "review" and fix.push_error is None
     pushed = Repo(bare).git("rev-parse", f"refs/heads/{fix.branch}").strip()
     assert pushed == fix.commit
@@ -363,7 +368,7 @@ def test_the_branch_is_pushed_to_a_local_bare_remote(repo: Repo, tmp_path: Path)
 
 def test_a_failed_push_is_recorded_and_the_local_branch_stays(repo: Repo, tmp_path: Path) -> None:
     repo.git("remote", "add", "review", str(tmp_path / "no-such-remote.git"))
-    fix = propose(repo, TYPO, options=replace(OPTIONS, remote="review"))
+    fix = propose(repo, TYPO, options=replace(OPTIONS, remote="review", push="proposed"))
     assert fix.status is FixStatus.PROPOSED
     assert fix.pushed_to is None
     assert fix.push_error is not None and "git push" in fix.push_error
@@ -371,7 +376,7 @@ def test_a_failed_push_is_recorded_and_the_local_branch_stays(repo: Repo, tmp_pa
 
 
 def test_a_remote_that_does_not_exist_is_recorded_as_a_push_error(repo: Repo) -> None:
-    fix = propose(repo, TYPO, options=replace(OPTIONS, remote="nowhere"))
+    fix = propose(repo, TYPO, options=replace(OPTIONS, remote="nowhere", push="proposed"))
     assert (
         fix.push_error
         == "MEDIC_FIX_REMOTE names 'nowhere', which is not a remote of the repository"

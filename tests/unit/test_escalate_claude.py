@@ -283,7 +283,7 @@ def test_edit_problems_go_back_to_the_model_once_and_it_resubmits(
 ) -> None:
     reviewed: list[Sequence[Edit]] = []
 
-    def review(edits: Sequence[Edit]) -> Sequence[str]:
+    def review(edits: Sequence[Edit], service: str | None) -> Sequence[str]:
         reviewed.append(edits)
         return [
             "edit 1: `old` text occurs 0 times in requirements.txt; the nearest match is at line 1"
