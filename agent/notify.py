@@ -36,6 +36,7 @@ from loguru import logger
 from agent.clock import utcnow
 from agent.codec import format_duration
 from agent.errors import ConfigError, MedicError
+from agent.output import safe_text
 
 #: How many (incident, kind) keys are remembered to say each thing once; the oldest go first.
 MAX_DEDUPE_KEYS = 10_000
@@ -129,8 +130,11 @@ class AppriseNotifier(Notifier):
             else self._apprise.NotifyType.SUCCESS
         )
         with _quiet():
+            # Container and model text is shown in chat clients and terminals too.
             ok = self._targets.notify(
-                title=notification.title, body=notification.body, notify_type=kind
+                title=safe_text(notification.title),
+                body=safe_text(notification.body),
+                notify_type=kind,
             )
         if not ok:
             raise NotifyError(

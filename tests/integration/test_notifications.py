@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -11,7 +12,7 @@ from helpers import wait_for
 from agent.config import Settings
 from agent.errors import ConfigError
 from agent.model import Action, ActionKind, Match, Playbook, Signal, State
-from agent.notify import AppriseNotifier, NotificationQueue
+from agent.notify import AppriseNotifier, Notification, NotificationKind, NotificationQueue
 from agent.observe import Scope
 from agent.store import MemoryStore
 from agent.supervisor import Supervisor
@@ -55,3 +56,25 @@ def test_incident_opened_and_resolved_reach_the_webhook_once_each(
 def test_an_unusable_notify_url_is_a_config_error_naming_the_variable() -> None:
     with pytest.raises(ConfigError, match="MEDIC_NOTIFY_URLS"):
         AppriseNotifier(["nonsense://x"])
+
+
+def test_terminal_and_bidi_controls_reach_the_webhook_escaped(
+    webhook: tuple[str, list[dict[str, Any]]],
+) -> None:
+    url, received = webhook
+    hostile = "fix ready\x1b[2K\x1b[1A\u202eyltneserp"
+    AppriseNotifier([url]).send(
+        Notification(
+            kind=NotificationKind.FIX_PROPOSED,
+            incident_id="0" * 32,
+            fingerprint="web",
+            title=hostile,
+            body=f"Diagnosis: {hostile}",
+            at=datetime(2026, 5, 1, tzinfo=UTC),
+        )
+    )
+    wait_for(lambda: len(received) == 1, timeout=5, message="one notification")
+    [sent] = received
+    for text in (sent["title"], sent["message"]):
+        assert "\x1b" not in text and "\u202e" not in text
+        assert "\\x1b[2K" in text and "\\u202e" in text
