@@ -1,4 +1,4 @@
-"""Making, approving and rejecting a fix runs nothing of the repository's own.
+"""Making, verifying, approving and rejecting a fix runs nothing of the repository's own.
 
 The repository below has every kind of code git can be told to run: hooks in
 ``.git/hooks`` and in a husky-style ``core.hooksPath``, a filter driver (clean,
@@ -13,8 +13,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from fakes import FakeDocker
 from fixrepo import FixedClock, Repo, diagnosis, incident, make_repo
 
+from agent.compose import CONFIG_FILES_LABEL, WORKING_DIR_LABEL
 from agent.fixes.git import Git, Person
 from agent.fixes.guardrails import Policy
 from agent.fixes.propose import FixOptions, make_fix
@@ -83,7 +85,9 @@ def test_git_itself_would_run_them_all(tmp_path: Path) -> None:
     assert {"driver", "fsmonitor", ".husky-post-commit"} <= {p.name for p in markers.iterdir()}
 
 
-def test_make_approve_and_reject_run_no_hook_filter_driver_or_fsmonitor(tmp_path: Path) -> None:
+def test_make_verify_approve_and_reject_run_no_hook_filter_driver_or_fsmonitor(
+    tmp_path: Path,
+) -> None:
     repo, markers = armed_repo(tmp_path)
     for marker in markers.iterdir():  # what setting the repository up ran
         marker.unlink()
@@ -91,18 +95,35 @@ def test_make_approve_and_reject_run_no_hook_filter_driver_or_fsmonitor(tmp_path
     store = MemoryStore()
     store.put(incident())
     store.put(incident(incident_id="1" * 32))
-    options = FixOptions(policy=Policy(), author=AUTHOR)
+    # Verification reads the fix from git too: a build and a verify command, through an
+    # engine that records them (the real engine's side: test_fixes_verify.py).
+    options = FixOptions(policy=Policy(), author=AUTHOR, verify_cmd="true", verify_settle=0)
     clock = FixedClock()
+    engine = FakeDocker()
+    labels = {WORKING_DIR_LABEL: str(repo.path), CONFIG_FILES_LABEL: "compose.yaml"}
 
-    first = make_fix(diagnosis(fix_edit("8081")), incident(), git=git, options=options, clock=clock)
+    first = make_fix(
+        diagnosis(fix_edit("8081")),
+        incident(),
+        git=git,
+        options=options,
+        clock=clock,
+        gateway=engine,
+        labels=labels,
+    )
     second = make_fix(
         diagnosis(Edit("web/config.yaml", "workers: 2", "workers: 3")),
         incident(incident_id="1" * 32),
         git=git,
         options=options,
         clock=clock,
+        gateway=engine,
+        labels=labels,
     )
     assert first.status is FixStatus.PROPOSED and second.status is FixStatus.PROPOSED
+    assert first.verification is not None and first.verification.built is True
+    assert first.verification.exit_status == 0
+    assert engine.requests == ["build", "sandbox", "build", "sandbox"]
     store.record_fix(first)
     store.record_fix(second)
     made = sorted(p.name for p in markers.iterdir())
@@ -115,10 +136,10 @@ def test_make_approve_and_reject_run_no_hook_filter_driver_or_fsmonitor(tmp_path
     for marker in markers.iterdir():
         marker.unlink()
 
-    approval = approve(first.id, store=store, git=git, author=AUTHOR, clock=clock)
+    approval = approve(first.id, store=store, git=git, author=AUTHOR, clock=clock, gateway=engine)
     assert not approval.fast_forward
     assert 'int("8081")' in (repo.path / "web" / "app.py").read_text()
-    reject(second.id, store=store, git=git, reason="not this one", clock=clock)
+    reject(second.id, store=store, git=git, reason="not this one", clock=clock, gateway=engine)
 
     assert made == []
     assert sorted(p.name for p in markers.iterdir()) == []
