@@ -23,11 +23,13 @@ from agent.model import (
     DiagnosisId,
     DiagnosisSource,
     Edit,
+    Fix,
     Incident,
     IncidentId,
     IncidentStatus,
     Signal,
 )
+from agent.store.memory import MemoryStore
 
 APP_PY = """import http.server
 
@@ -188,3 +190,13 @@ def diagnosis(*edits: Edit, incident_id: str = "0123456789abcdef0123456789abcdef
         model="claude-sonnet-5-5",
         edits=tuple(edits),
     )
+
+
+def store_with(*fixes: Fix) -> MemoryStore:
+    """A MemoryStore holding ``fixes`` and the incidents they belong to, for approving
+    and rejecting them."""
+    store = MemoryStore()
+    for fix in fixes:
+        store.put(incident(incident_id=fix.incident_id))
+        store.record_fix(fix)
+    return store

@@ -168,16 +168,18 @@ def wait_for_the_fix(postgres_url: str) -> Fix:
         store.close()
 
 
-def test_a_typo_is_fixed_on_a_branch_that_builds_and_approving_it_heals_the_service(
-    project: Project, postgres_url: str, docker_client: Any, tmp_path: Path
-) -> None:
+def run_until_a_fix(
+    project: Project, postgres_url: str, tmp_path: Path, fake: FakeAnthropic
+) -> tuple[Fix, dict[str, str], str]:
+    """Deploy the project, run ``medic run`` against ``fake`` until a fix is recorded,
+    stop it, and return the fix, medic's environment and its log (medic must have
+    stopped cleanly)."""
     built = project.compose("up", "-d", "--build")
     assert built.returncode == 0, built.stderr
     state = tmp_path / "state"
     state.mkdir()
     (state / "books.yml").write_text(QUICK_PLAYBOOK)
     run_migrations(postgres_url)
-    fake = FakeAnthropic([submit_the_fix()])
     with fake.running():
         env = medic_env(project, postgres_url, state, fake.url)
         daemon = subprocess.Popen(
@@ -197,9 +199,17 @@ def test_a_typo_is_fixed_on_a_branch_that_builds_and_approving_it_heals_the_serv
                 if daemon.poll() is None:
                     daemon.kill()
                     daemon.communicate()
+    assert daemon.returncode == 0, log
+    return fix, env, log
+
+
+def test_a_typo_is_fixed_on_a_branch_that_builds_and_approving_it_heals_the_service(
+    project: Project, postgres_url: str, docker_client: Any, tmp_path: Path
+) -> None:
+    fake = FakeAnthropic([submit_the_fix()])
+    fix, env, log = run_until_a_fix(project, postgres_url, tmp_path, fake)
     candidate = fix.verification.image if fix.verification else None
     try:
-        assert daemon.returncode == 0, log
         assert fix.status is FixStatus.PROPOSED, (fix, log)
         # The model saw the log line with the typo, inside the nonce-tagged data block.
         [request] = fake.bodies
@@ -301,36 +311,11 @@ HOSTILE_EDITS = [
 def test_a_hostile_proposal_gets_nothing_committed_and_only_the_harmless_fix_is_branched(
     project: Project, postgres_url: str, docker_client: Any, tmp_path: Path
 ) -> None:
-    built = project.compose("up", "-d", "--build")
-    assert built.returncode == 0, built.stderr
-    state = tmp_path / "state"
-    state.mkdir()
-    (state / "books.yml").write_text(QUICK_PLAYBOOK)
-    run_migrations(postgres_url)
     refs_before = project.repo.refs()
     fake = FakeAnthropic([submit(HOSTILE_EDITS), submit([THE_FIX])])
-    with fake.running():
-        env = medic_env(project, postgres_url, state, fake.url)
-        daemon = subprocess.Popen(
-            [sys.executable, "-m", "agent", "run"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        try:
-            fix = wait_for_the_fix(postgres_url)
-        finally:
-            daemon.send_signal(signal.SIGTERM)
-            try:
-                _, log = daemon.communicate(timeout=60)
-            finally:
-                if daemon.poll() is None:
-                    daemon.kill()
-                    daemon.communicate()
+    fix, _, log = run_until_a_fix(project, postgres_url, tmp_path, fake)
     candidate = fix.verification.image if fix.verification else None
     try:
-        assert daemon.returncode == 0, log
         # medic told the model why each hostile edit was refused, and it resent.
         [_, resend] = fake.bodies
         feedback = str(resend["messages"][-1]["content"])

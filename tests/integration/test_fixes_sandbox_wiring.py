@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from fakes import FakeDocker
-from fixrepo import FixedClock, Repo, diagnosis, incident, make_repo
+from fixrepo import FixedClock, Repo, diagnosis, incident, make_repo, store_with
 from loguru import logger
 
 from agent.compose import CONFIG_FILES_LABEL, WORKING_DIR_LABEL
@@ -22,7 +22,7 @@ from agent.fixes.git import Git, Person
 from agent.fixes.guardrails import Policy
 from agent.fixes.propose import FixOptions, make_fix
 from agent.fixes.review import approve, reject
-from agent.model import Edit, Fix, FixId, Health, IncidentId, Signal
+from agent.model import Edit, Fix, FixId, Health, Signal
 
 OPTIONS = FixOptions(policy=Policy(), author=Person("medic", "medic@localhost"))
 TYPO = Edit("web/app.py", 'int("8080")', "int('8080')")
@@ -198,26 +198,6 @@ def test_a_branch_is_not_pushed_when_made_by_default_and_is_when_proposed(
     assert Repo(bare).git("rev-parse", f"refs/heads/{other.branch}").strip() == other.commit
 
 
-class Fixes:
-    def __init__(self, *fixes: Fix) -> None:
-        self.fixes: dict[str, Fix] = {f.id: f for f in fixes}
-
-    def record_fix(self, fix: Fix) -> None:
-        self.fixes[fix.id] = fix
-
-    def update_fix(self, fix: Fix) -> None:
-        self.fixes[fix.id] = fix
-
-    def get_fix(self, ref: str) -> Fix:
-        return self.fixes[ref]
-
-    def list_fixes(self, *, include_decided: bool = False) -> list[Fix]:
-        return list(self.fixes.values())
-
-    def fixes_of_incident(self, incident_id: IncidentId) -> list[Fix]:
-        return [f for f in self.fixes.values() if f.incident_id == incident_id]
-
-
 def test_a_candidate_image_that_cannot_be_removed_does_not_block_the_decision(
     repo: Repo,
 ) -> None:
@@ -229,7 +209,7 @@ def test_a_candidate_image_that_cannot_be_removed_does_not_block_the_decision(
     try:
         decided = reject(
             fix.id,
-            store=Fixes(fix),
+            store=store_with(fix),
             git=Git(repo.path),
             reason="no",
             clock=FixedClock(),
@@ -252,7 +232,7 @@ def test_approving_removes_the_candidate_and_a_missing_one_is_fine(repo: Repo) -
     engine.images.clear()
     approval = approve(
         fix.id,
-        store=Fixes(fix),
+        store=store_with(fix),
         git=Git(repo.path),
         author=OPTIONS.author,
         clock=FixedClock(),

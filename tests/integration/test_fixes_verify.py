@@ -21,7 +21,7 @@ from typing import Any
 
 import docker.errors
 import pytest
-from fixrepo import FixedClock, Repo, diagnosis, incident, make_repo
+from fixrepo import FixedClock, Repo, diagnosis, incident, make_repo, store_with
 
 from agent.compose import CONFIG_FILES_LABEL, WORKING_DIR_LABEL
 from agent.docker_gateway import SANDBOX_LABEL, DockerSDKGateway
@@ -30,7 +30,7 @@ from agent.fixes.guardrails import Policy
 from agent.fixes.propose import FixOptions, make_fix
 from agent.fixes.review import approve, reject
 from agent.fixes.verify import FIX_LABEL, candidate_tag
-from agent.model import Edit, Fix, FixId, FixStatus, IncidentId, Signal
+from agent.model import Edit, Fix, FixId, FixStatus, Signal
 
 pytestmark = pytest.mark.docker
 
@@ -91,28 +91,6 @@ def candidates(docker_client: Any, busybox_image: str) -> Iterator[Candidates]:
         for container in left:
             container.remove(force=True)
         assert left == [], "a sandbox container was left behind"
-
-
-class Fixes:
-    """Fixes by id: what ``approve`` and ``reject`` need of a store."""
-
-    def __init__(self) -> None:
-        self.fixes: dict[str, Fix] = {}
-
-    def record_fix(self, fix: Fix) -> None:
-        self.fixes[fix.id] = fix
-
-    def update_fix(self, fix: Fix) -> None:
-        self.fixes[fix.id] = fix
-
-    def get_fix(self, ref: str) -> Fix:
-        return self.fixes[ref]
-
-    def list_fixes(self, *, include_decided: bool = False) -> list[Fix]:
-        return list(self.fixes.values())
-
-    def fixes_of_incident(self, incident_id: IncidentId) -> list[Fix]:
-        return [f for f in self.fixes.values() if f.incident_id == incident_id]
 
 
 def labels_of(repo: Repo) -> dict[str, str]:
@@ -547,8 +525,7 @@ def test_approving_pushes_the_branch_then_and_removes_the_candidate_image(
     assert fix.pushed_to is None and fix.push_error is None
     assert Repo(bare).git("branch", "--list").strip() == ""
     assert candidates.exists(tag)
-    store = Fixes()
-    store.record_fix(fix)
+    store = store_with(fix)
     approval = approve(
         fix.id,
         store=store,
@@ -571,8 +548,7 @@ def test_rejecting_removes_the_candidate_image(
     fix_id, tag = candidates.new()
     fix = propose(repo, OPTIONS, gateway=gateway, labels=labels_of(repo), fix_id=fix_id)
     assert candidates.exists(tag)
-    store = Fixes()
-    store.record_fix(fix)
+    store = store_with(fix)
     reject(
         fix.id,
         store=store,

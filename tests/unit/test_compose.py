@@ -191,6 +191,12 @@ def test_rebuild_through_the_documented_overlay_builds_and_recreates(tmp_path: P
     project = tmp_path / "shop"
     write(project / "app" / "Dockerfile", "FROM scratch\n")
     write(project / "docker-compose.yml", "services:\n  app:\n    build: ./app\n")
+    assert_rebuilds(project, "docker-compose.yml,/path/to/medic/compose/medic.yml")
+
+
+def assert_rebuilds(project: Path, files: str) -> None:
+    """The rebuild action, run on service ``app`` of ``project`` made with compose
+    ``files``, builds and recreates it."""
     fake = FakeDocker()
     app = fake.add(
         "shop-app-1",
@@ -198,7 +204,7 @@ def test_rebuild_through_the_documented_overlay_builds_and_recreates(tmp_path: P
             "com.docker.compose.project": "shop",
             "com.docker.compose.service": "app",
             WD: str(project),
-            FILES: "docker-compose.yml,/path/to/medic/compose/medic.yml",
+            FILES: files,
         },
     )
     actor = Actor(fake)
@@ -748,21 +754,4 @@ def test_rebuild_finds_a_build_in_an_included_file(tmp_path: Path) -> None:
     write(project / "services" / "app" / "Dockerfile", "FROM scratch\n")
     write(project / "compose.yml", "include: [services/app.yml]\n")
     write(project / "services" / "app.yml", "services:\n  app:\n    build: ./app\n")
-    fake = FakeDocker()
-    app = fake.add(
-        "shop-app-1",
-        {
-            "com.docker.compose.project": "shop",
-            "com.docker.compose.service": "app",
-            WD: str(project),
-            FILES: "compose.yml",
-        },
-    )
-    actor = Actor(fake)
-    try:
-        result = actor.run_action(fake.inspect(app.id).ref, Action(ActionKind.REBUILD))
-    finally:
-        actor.shutdown(timeout=1)
-
-    assert result.ok, result.error
-    assert "recreate" in fake.requests
+    assert_rebuilds(project, "compose.yml")
