@@ -429,3 +429,12 @@ def test_a_harmless_proposal_beside_them_becomes_a_branch(tmp_path: Path, name: 
     fix = propose(repo, c)
     assert fix.status is FixStatus.PROPOSED, fix.refusal_reasons
     assert fix.branch is not None and repo.git("rev-parse", fix.branch).strip() == fix.commit
+
+
+def test_a_compose_fix_records_its_resolved_effect_for_the_reviewer(tmp_path: Path) -> None:
+    repo = hostile_repo(tmp_path)
+    fix = propose(repo, HARMLESS["compose tag bump"])
+    assert fix.status is FixStatus.PROPOSED, fix.refusal_reasons
+    assert fix.verification is not None
+    effect = " ".join(fix.verification.compose_effect)
+    assert "web" in effect and "medic-test/web:1" in effect and "medic-test/web:2" in effect
