@@ -9,6 +9,8 @@
   real SDK; the request bodies are measured there. The cached share of a round is the
   part of its body that lies before a cache breakpoint the previous round already
   wrote: system prompt and tools only, or (as medic sends) also the conversation so far.
+* **hostile redaction**: the slowest redaction of 36 KiB of log text shaped to make
+  careless patterns backtrack, and how the time grows with four times as much.
 
 Usage: ``.venv/bin/python bench/escalate_bench.py``. Figures are printed and
 written to docs/benchmarks.md between markers. The container it starts is removed.
@@ -37,6 +39,7 @@ from fake_anthropic import FakeAnthropic, tool_use  # noqa: E402
 from agent.docker_gateway import DockerSDKGateway  # noqa: E402
 from agent.escalate.claude import SUBMIT, ClaudeDiagnoser, make_client  # noqa: E402
 from agent.escalate.gather import gather  # noqa: E402
+from agent.escalate.redact import Redactor  # noqa: E402
 from agent.escalate.rules import diagnose  # noqa: E402
 from agent.store.memory import MemoryStore  # noqa: E402
 
@@ -109,6 +112,40 @@ def rules_cost(rounds: int = 200) -> dict[str, float]:
     }
 
 
+#: Shapes of hostile log text that make a badly written pattern backtrack: repeated
+#: scheme and credential separators, key block ends, base64 lines, JWT dots, unfinished
+#: terminal escapes, dotted tokens and indentation.
+HOSTILE_UNITS = {
+    "schemes": "a://b:",
+    "ats": "p@",
+    "end-lines": "-----END RSA PRIVATE KEY-----\n",
+    "base64-lines": "QUJD" * 16 + "\n",
+    "dots": "eyJabcd.",
+    "open-csi": "\x1b[1;",
+    "dotted": "glpat-aaaaaaaaaaaaaaaaaaaa.a",
+    "indents": "Tr0ub4\n" + " " * 60,
+}
+
+
+def hostile_redaction(size: int = 36 * 1024) -> dict[str, float]:
+    """The slowest redaction of ``size`` bytes of any hostile shape, and how much longer
+    four times as much takes (about 4 where redaction is linear)."""
+    redactor = Redactor.build(env={"DB_PASSWORD": "Tr0ub4dor&3-horse"})
+    redactor.redact("warm up")
+    worst = 0.0
+    ratio = 0.0
+    for unit in HOSTILE_UNITS.values():
+        times = []
+        for scale in (1, 4):
+            text = unit * (size * scale // len(unit))
+            start = time.perf_counter()
+            redactor.redact(text)
+            times.append(time.perf_counter() - start)
+        worst = max(worst, times[0])
+        ratio = max(ratio, times[1] / max(times[0], 1e-6))
+    return {"worst_ms": worst * 1e3, "ratio": ratio, "shapes": float(len(HOSTILE_UNITS))}
+
+
 def model_bytes() -> list[dict[str, float]]:
     with tempfile.TemporaryDirectory() as folder:
         repo = Path(folder)
@@ -164,7 +201,10 @@ def model_bytes() -> list[dict[str, float]]:
 
 
 def write_docs(
-    case: dict[str, float], rules: dict[str, float], rows: list[dict[str, float]]
+    case: dict[str, float],
+    rules: dict[str, float],
+    rows: list[dict[str, float]],
+    hostile: dict[str, float],
 ) -> str:
     total = sum(r["bytes"] for r in rows)
     lines = [
@@ -182,6 +222,10 @@ def write_docs(
         f"Rule diagnosis over {rules['cases']:.0f} captured failures: median "
         f"{rules['median_us']:.0f} µs, max {rules['max_us']:.0f} µs; building a case file "
         f"from a fixture (redaction included): median {rules['build_median_ms']:.1f} ms.",
+        "",
+        f"Redacting 36 KiB of hostile log text ({hostile['shapes']:.0f} shapes that make "
+        f"careless patterns backtrack): at most {hostile['worst_ms']:.0f} ms; four times as "
+        f"much takes at most {hostile['ratio']:.1f} times as long.",
         "",
         "| round of a typical diagnosis | request bytes | cached share, system + tools only "
         "| cached share, + conversation breakpoint (sent) |",
@@ -228,7 +272,7 @@ def main() -> int:
         client.close()
     rules = rules_cost()
     rows = model_bytes()
-    print(write_docs(case, rules, rows))
+    print(write_docs(case, rules, rows, hostile_redaction()))
     return 0
 
 

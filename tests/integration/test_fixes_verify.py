@@ -194,7 +194,6 @@ def test_a_hostile_test_file_cannot_write_to_the_host_reach_the_network_or_the_s
     with listener() as (port, seen):
         attack = ATTACK.format(gateway=bridge_gateway(docker_client), port=port)
         options = replace(OPTIONS, verify_cmd="python3 web/check.py", verify_image=PYTHON_IMAGE)
-        started = time.monotonic()
         fix = propose(
             repo,
             options,
@@ -202,7 +201,6 @@ def test_a_hostile_test_file_cannot_write_to_the_host_reach_the_network_or_the_s
             gateway=gateway,
             fix_id=candidates.new()[0],
         )
-        took = time.monotonic() - started
     verification = fix.verification
     assert verification is not None
     output = verification.output
@@ -220,7 +218,6 @@ def test_a_hostile_test_file_cannot_write_to_the_host_reach_the_network_or_the_s
     assert "workspace writable" in output
     # The copy was written to, the repository was not.
     assert not (repo.path / "written-in-the-copy.txt").exists()
-    assert took < 30
 
 
 def test_the_verify_command_runs_on_a_copy_of_the_branch_and_its_status_is_recorded(
@@ -447,7 +444,6 @@ def test_a_fix_that_makes_the_service_start_passes_the_healing_check(
         "exec httpd -f -p 8080 -h /app\n",
     )
     options = replace(OPTIONS, verify_settle=3)
-    started = time.monotonic()
     fix = propose(
         failing_service,
         options,
@@ -456,7 +452,6 @@ def test_a_fix_that_makes_the_service_start_passes_the_healing_check(
         labels=labels_of(failing_service),
         fix_id=fix_id,
     )
-    took = time.monotonic() - started
     verification = fix.verification
     assert verification is not None
     assert verification.built is True, verification.build_log
@@ -467,7 +462,6 @@ def test_a_fix_that_makes_the_service_start_passes_the_healing_check(
     # A variable whose name looks secret never reaches the sandbox.
     assert "the token unset" in verification.healing_log
     assert "s3cret" not in verification.healing_log
-    assert took < 30
 
 
 def test_a_fix_that_does_not_make_the_service_start_says_how_it_still_fails(

@@ -58,7 +58,7 @@ PACKAGE_JSON = """{
 REQUIREMENTS = "flask==3.0.3\n"
 SETUP_PY = "from setuptools import setup\n\nsetup(name='web')\n"
 GH_TOKEN = "ghp_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8"
-AWS_KEY = "AKIA" + "Q3EXAMPLEKEY7ABCD"
+AWS_KEY = "AKIA" + "Q3EXAMPLEKEY7ABC"
 PRIVATE_KEY = (
     "-----BEGIN RSA PRIVATE KEY-----\n"
     "MIIEowIBAAKCAQEAx4UbaDzY9Qnr1cDu2bQZ9v8kS0Ff5mGQ+5j4qCkR0s3e6C1w\n"
