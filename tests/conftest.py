@@ -20,6 +20,8 @@ import requests
 from helpers import BUSYBOX_IMAGE, ComposeProject
 from medic_process import webhook_receiver
 
+from agent.docker_gateway import DockerSDKGateway
+
 # The testcontainers reaper image cannot be pulled without a registry, and every test
 # here removes what it started; so plain `pytest` works as scripts/test does.
 os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
@@ -98,6 +100,17 @@ def compose_project(docker_client: Any, busybox_image: str) -> Iterator[ComposeP
         yield project
     finally:
         project.cleanup()
+
+
+@pytest.fixture
+def gateway(docker_client: Any) -> Iterator[DockerSDKGateway]:
+    """medic's own gateway to the test engine (docker_client proves it answers, and
+    marks the test ``docker``), closed afterwards."""
+    gw = DockerSDKGateway.from_env()
+    try:
+        yield gw
+    finally:
+        gw.close()
 
 
 @pytest.fixture

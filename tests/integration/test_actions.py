@@ -93,15 +93,6 @@ def made(docker_client: Any, compose_project: ComposeProject) -> Iterator[Made]:
 
 
 @pytest.fixture
-def gateway() -> Iterator[DockerSDKGateway]:
-    gw = DockerSDKGateway.from_env()
-    try:
-        yield gw
-    finally:
-        gw.close()
-
-
-@pytest.fixture
 def actor(gateway: DockerSDKGateway) -> Iterator[Actor]:
     act = Actor(gateway, stop_timeout=2)
     try:

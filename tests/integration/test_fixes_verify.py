@@ -44,15 +44,6 @@ def repo(tmp_path: Path) -> Repo:
     return make_repo(tmp_path)
 
 
-@pytest.fixture
-def gateway() -> Iterator[DockerSDKGateway]:
-    gw = DockerSDKGateway.from_env()
-    try:
-        yield gw
-    finally:
-        gw.close()
-
-
 @dataclass
 class Candidates:
     """Candidate tags a test may make; removed afterwards, with a check that no
