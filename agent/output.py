@@ -20,11 +20,11 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TextIO
 
-#: Controls other than tab and newline, and characters that reorder or hide text.
-_UNSAFE = re.compile(
-    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u115f\u1160\u180e\u200b-\u200f"
-    "\u2028-\u202e\u2060-\u206f\u3164\ufeff\ufff9-\ufffb]"
-)
+from agent.secrets import INVISIBLE
+
+#: Controls other than tab and newline (a carriage return too: it overprints), and
+#: characters that reorder or hide text.
+_UNSAFE = re.compile(rf"[\x00-\x08\x0b-\x1f\x7f-\x9f{INVISIBLE}]")
 
 
 def _escape(match: re.Match[str]) -> str:

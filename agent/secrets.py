@@ -106,6 +106,16 @@ def is_secret_file_name(name: str) -> bool:
 
 # --- terminal escapes ----------------------------------------------------------------------
 
+#: Characters that show nothing or reorder what is shown, as a regular expression
+#: character class: bidirectional marks, embeddings, overrides and isolates, zero-width
+#: spaces and joiners, line and paragraph separators, Hangul and Mongolian fillers,
+#: the byte order mark and interlinear annotations. The one list medic uses to strip,
+#: refuse or escape them (agent/output.py, agent/fixes/guardrails.py).
+INVISIBLE = (
+    r"\u061c\u115f\u1160\u180e\u200b-\u200f\u2028-\u202e\u2060-\u206f\u3164"
+    r"\ufeff\ufff9-\ufffb"
+)
+
 _TERMINAL_ESCAPE = re.compile(
     # CSI, 7-bit and 8-bit: colours, cursor movement, erasing.
     r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]"
@@ -119,13 +129,13 @@ _TERMINAL_ESCAPE = re.compile(
     # The remaining C0 and C1 controls; newline and tab are kept.
     r"|[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]"
     # Invisible format characters: zero-width spaces and joiners, bidirectional marks.
-    r"|[\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]"
+    rf"|[{INVISIBLE}]"
 )
 
-_CONTROL = re.compile(
-    r"\r(?!\n)|[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]"
-    r"|[\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]"
-)
+#: What may hide text from a person: controls other than tab and newline (a carriage
+#: return only where it ends a line) and the invisible characters. The fix guardrails
+#: refuse an edit holding one; here it is where a payload is looked for.
+HIDDEN = re.compile(rf"\r(?!\n)|[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f{INVISIBLE}]")
 
 
 def strip_terminal_escapes(text: str) -> str:
@@ -141,7 +151,7 @@ def escape_payloads(text: str) -> str:
     ``strip_terminal_escapes`` drops a window title or a hyperlink's address along with
     its escape sequence, which is right for what is shown; an edit that writes a secret
     there still writes it, and this is the text to look for it in."""
-    return _CONTROL.sub("\n", text)
+    return HIDDEN.sub("\n", text)
 
 
 # --- secret values -------------------------------------------------------------------------

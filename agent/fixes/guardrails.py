@@ -55,7 +55,7 @@ from agent.fixes.manifest_guard import (
 from agent.fixes.refusal import Refusal, show
 from agent.fixes.secrets import secret_findings
 from agent.model import Edit
-from agent.secrets import is_secret_file_name
+from agent.secrets import HIDDEN, is_secret_file_name
 
 #: git's modes for the kinds of tree entries medic meets.
 MODE_FILE = "100644"
@@ -69,7 +69,7 @@ REGULAR_MODES = frozenset({MODE_FILE, MODE_EXECUTABLE})
 MAX_FILE_BYTES = 1_000_000
 
 #: Names (after folding, see ``fold``) that steer git itself, besides every ``.git*``.
-GIT_CONTROL_NAMES = frozenset({".lfsconfig", ".gitconfig", ".gitmodules", ".gitattributes"})
+GIT_CONTROL_NAMES = frozenset({".lfsconfig"})
 
 #: Folders of hooks that tools install into git (husky, plain ``.githooks``).
 HOOK_FOLDERS = frozenset({".husky", ".githooks", ".git-hooks", ".hooks"})
@@ -156,14 +156,6 @@ SOURCE_AND_CONFIG = frozenset(
 KIND_COMPOSE = "compose"
 KIND_DOCKERFILE = "dockerfile"
 KIND_DEPENDENCIES = "dependencies"
-
-#: Characters an edit may not hold: controls other than tab and newline (a carriage
-#: return only before a newline), and formatting characters that reorder or hide text.
-_HIDDEN = re.compile(
-    "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u061c\u115f\u1160\u180e"
-    "\u200b-\u200f\u2028-\u202e\u2060-\u2069\u206a-\u206f\u3164\ufeff\ufff9-\ufffb]"
-    "|\r(?!\n)"
-)
 
 
 @dataclass(frozen=True)
@@ -435,7 +427,7 @@ def plausible_path(path: str) -> bool:
 def _path_syntax(path: str) -> tuple[str, str] | None:
     if not path:
         return "path_empty", "is empty; an edit must name a file."
-    if _HIDDEN.search(path) or any(ord(ch) < 32 or ord(ch) == 127 for ch in path):
+    if HIDDEN.search(path) or any(ord(ch) < 32 or ord(ch) == 127 for ch in path):
         return "path_not_normalised", "contains control or invisible formatting characters."
     if unicodedata.normalize("NFC", path) != path:
         return "path_not_normalised", "is not in Unicode normal form C."
@@ -608,7 +600,7 @@ def _apply(
                 Refusal("binary_file", f"Edit {number} puts a NUL byte into {shown}.", path)
             )
             continue
-        hidden = _HIDDEN.search(edit.new)
+        hidden = HIDDEN.search(edit.new)
         if hidden is not None:
             problems.append(
                 Refusal(
@@ -798,7 +790,7 @@ def review_messages(
         if refused and edit.path in refused:
             messages.append(f"edit {number}: {refused[edit.path]}")
             continue
-        hidden = _HIDDEN.search(edit.new)
+        hidden = HIDDEN.search(edit.new)
         if hidden is not None:
             messages.append(
                 f"edit {number}: `new` holds U+{ord(hidden.group()[0]):04X}, a control or "

@@ -57,6 +57,7 @@ from agent.escalate.redact import Redactor, is_secret_name
 from agent.fixes.archive import EXECUTABLE_MODE, FILE_MODE, SYMLINK_MODE, tree_archive
 from agent.fixes.git import Git, TreeEntry
 from agent.model import Health, Signal, Verification
+from agent.secrets import strip_terminal_escapes
 
 #: How much of a build log or a command's output is kept.
 TAIL_CHARS = 4000
@@ -87,12 +88,6 @@ _ERROR_WORDS = re.compile(
     r"not found|no such|invalid|unable|killed",
     re.IGNORECASE,
 )
-
-#: Control characters (but tab) and the bidirectional overrides: removed from a verdict.
-_UNPRINTABLE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
-
-#: A terminal escape sequence (colours, cursor moves): dropped from a verdict whole.
-_TERMINAL_SEQUENCE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)")
 
 #: A compose duration: ``1m30s``, ``500ms``, ``10s``.
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
@@ -478,14 +473,16 @@ def first_error_line(log: str) -> str:
 
 
 def _clean_line(line: str, redactor: Redactor | None) -> str:
-    line = _TERMINAL_SEQUENCE.sub("", line)
+    # As a terminal shows it (escape sequences, controls and bidi characters gone), on
+    # one line.
+    line = strip_terminal_escapes(line)
     text = redactor.redact(line) if redactor is not None else line
-    text = " ".join(_UNPRINTABLE.sub(" ", text).split())
+    text = " ".join(text.split())
     return text if len(text) <= 200 else f"{text[:197]}..."
 
 
 def _printable_lines(text: str) -> str:
-    return "\n".join(_UNPRINTABLE.sub("", line) for line in text.splitlines())
+    return "\n".join(strip_terminal_escapes(text).splitlines())
 
 
 def service_environment(raw: Any) -> dict[str, str]:
