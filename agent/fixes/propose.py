@@ -50,6 +50,7 @@ from agent.fixes.guardrails import (
 from agent.fixes.refusal import Refusal
 from agent.fixes.verify import VerifyRequest, candidate_tag, heals_at_start, verify_fix
 from agent.model import Diagnosis, Edit, Fix, FixId, FixStatus, Incident, Verification
+from agent.secrets import strip_terminal_escapes
 
 
 @dataclass(frozen=True)
@@ -429,11 +430,10 @@ def push_branch(branch: str, *, git: Git, remote: str | None) -> tuple[str | Non
     return remote, None
 
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
-
-
 def _clean(text: str) -> str:
-    return _CONTROL.sub("", text).strip()
+    # The model's words go into the commit message, which people read in git log: no
+    # escape sequence, control or bidi character of its own.
+    return strip_terminal_escapes(text).strip()
 
 
 def _one_line(text: str) -> str:

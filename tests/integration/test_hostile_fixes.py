@@ -9,7 +9,7 @@ cannot pass by refusing everything.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
@@ -438,3 +438,26 @@ def test_a_compose_fix_records_its_resolved_effect_for_the_reviewer(tmp_path: Pa
     assert fix.verification is not None
     effect = " ".join(fix.verification.compose_effect)
     assert "web" in effect and "medic-test/web:1" in effect and "medic-test/web:2" in effect
+
+
+def test_the_models_words_reach_the_commit_message_without_escapes_or_bidi(
+    tmp_path: Path,
+) -> None:
+    repo = hostile_repo(tmp_path)
+    hostile = replace(
+        diagnosis(app('port = int("8081")')),
+        summary="Fix the port\x1b[2K\x1b[1A\u202eyltneserp",
+        root_cause="A typo\x07 in\u200b the port.",
+    )
+    fix = make_fix(
+        hostile,
+        incident(),
+        git=Git(repo.path),
+        options=FixOptions(policy=Policy(), author=Person("medic", "medic@localhost")),
+        clock=FixedClock(),
+    )
+    assert fix.status is FixStatus.PROPOSED, fix.refusal_reasons
+    message = repo.git("log", "-1", "--format=%B", str(fix.commit))
+    assert message.splitlines()[0] == "Fix the portyltneserp"
+    assert not any(ch in message for ch in "\x1b\x07\u202e\u200b")
+    assert "A typo in the port." in message
