@@ -24,8 +24,8 @@ from agent import __version__, cli_escalation, logs
 from agent.clock import SYSTEM_CLOCK, Clock, utcnow
 from agent.codec import format_duration, incident_to_dict
 from agent.config import Settings, parse_duration
-from agent.docker_gateway import DockerSDKGateway
 from agent.doctor import run_checks
+from agent.engine.gateway import DockerSDKGateway
 from agent.errors import ConfigError, MedicError, PlaybookErrors
 from agent.escalate.claude import ClaudeDiagnoser, Limits, ask_model, make_client
 from agent.escalate.followup import EscalationNotices, FixMaker, Followup
@@ -33,6 +33,8 @@ from agent.escalate.redact import parse_patterns
 from agent.escalate.worker import DiagnosisService, DiagnosisWorker
 from agent.fixes.git import Git
 from agent.fixes.propose import FixOptions, edit_reviewer
+from agent.healing.observe import own_container_id, resolve_scope
+from agent.healing.playbooks import check_paths, load_playbooks
 from agent.http import StatusServer
 from agent.model import (
     Attempt,
@@ -48,9 +50,7 @@ from agent.model import (
     Wait,
 )
 from agent.notify import AppriseNotifier, NotificationQueue, Notifier
-from agent.observe import own_container_id, resolve_scope
 from agent.output import SafeStream, cell, dump_json, table
-from agent.playbooks import check_paths, load_playbooks
 from agent.status import CycleReport
 from agent.store import IncidentQuery, IncidentStore, MemoryStore
 from agent.store.base import Identity

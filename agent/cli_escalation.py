@@ -11,11 +11,10 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from agent.act import Actor
 from agent.clock import SYSTEM_CLOCK, Clock
 from agent.codec import diagnosis_to_dict
 from agent.config import Settings
-from agent.docker_gateway import DockerGateway, DockerSDKGateway
+from agent.engine.gateway import DockerGateway, DockerSDKGateway
 from agent.errors import ConfigError, DockerError, MedicError
 from agent.escalate.document import diagnose_document, edits_diff, render_text
 from agent.escalate.followup import Outcome
@@ -29,6 +28,7 @@ from agent.fixes.document import (
 )
 from agent.fixes.git import Git, Person
 from agent.fixes.review import Approval, FixStore, approve, reject
+from agent.healing.act import Actor
 from agent.model import (
     Action,
     ActionKind,

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.config import Settings
-from agent.docker_gateway import DockerSDKGateway
+from agent.engine.gateway import DockerSDKGateway
 from agent.errors import MedicError
 from agent.fixes.git import Git
-from agent.observe import own_container_id, resolve_scope
-from agent.playbooks import load_playbooks
+from agent.healing.observe import own_container_id, resolve_scope
+from agent.healing.playbooks import load_playbooks
 
 
 @dataclass(frozen=True)

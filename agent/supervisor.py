@@ -2,13 +2,13 @@
 
 One decision thread owns every piece of per-container state. Four things feed it
 through a single inbox: the poll timer (every ``interval`` seconds), the Docker
-events thread (agent/events.py keeps the stream connected), the actor reporting
+events thread (agent/engine/events.py keeps the stream connected), the actor reporting
 the containers an action touches, and the actor's workers reporting finished plans.
 Because only this thread reads and writes the state, there are no locks around it;
 actions run on the pool, so a slow one delays no other container.
 
 The check of one container is the flow in DESIGN.md: observe, what medic knows
-of it (agent/history.py, pure), detect, decide, record (agent/recorder.py), act.
+of it (agent/healing/history.py, pure), detect, decide, record (agent/healing/recorder.py), act.
 A container with an action in flight is not judged at all, and what medic's own
 actions do to containers falls in own-action windows, so it is never a finding.
 """
@@ -23,23 +23,23 @@ from datetime import datetime, timedelta
 
 from loguru import logger
 
-from agent.act import InFlight, Touch
 from agent.clock import SYSTEM_CLOCK, Clock
 from agent.config import Settings
-from agent.decide import decide
-from agent.detect import CrashLoopRule, detect_in
-from agent.docker_gateway import DockerEvent, DockerGateway
+from agent.engine.events import ENGINE_PING_INTERVAL, EVENT_RECONNECT_DELAYS, EngineLost, EventsPump
+from agent.engine.gateway import DockerEvent, DockerGateway
 from agent.errors import ContainerGone, DockerError
-from agent.events import ENGINE_PING_INTERVAL, EVENT_RECONNECT_DELAYS, EngineLost, EventsPump
-from agent.heal import Collect, Done, Healer, Parts
-from agent.history import Reaction, Slot
+from agent.healing.act import InFlight, Touch
+from agent.healing.decide import decide
+from agent.healing.detect import CrashLoopRule, detect_in
+from agent.healing.heal import Collect, Done, Healer, Parts
+from agent.healing.history import Reaction, Slot
+from agent.healing.observe import Scope, explain, look_again, poll
+from agent.healing.recorder import EscalationHook, engine_account
+from agent.healing.signals import Prober
+from agent.healing.slots import Slots, Tracked
 from agent.metrics import Metrics
 from agent.model import AttemptStatus, ContainerId, ContainerSnapshot, Incident, Playbook
 from agent.notify import Notifier
-from agent.observe import Scope, explain, look_again, poll
-from agent.recorder import EscalationHook, engine_account
-from agent.signals import Prober
-from agent.slots import Slots, Tracked
 from agent.status import CycleReport, LoopView, health_document, status_document
 from agent.store import IncidentStore
 

@@ -32,9 +32,9 @@ import docker
 
 from agent import logs
 from agent.config import Settings
-from agent.docker_gateway import DockerSDKGateway, event_from_json
+from agent.engine.gateway import DockerSDKGateway, event_from_json
+from agent.healing.observe import Scope
 from agent.model import Action, ActionKind, Backoff, Escalation, Match, Playbook, Signal
-from agent.observe import Scope
 from agent.store import MemoryStore
 from agent.supervisor import Supervisor
 

@@ -38,7 +38,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from agent.clock import SYSTEM_CLOCK, Clock
-from agent.docker_gateway import (
+from agent.engine.gateway import (
     WATCHED_EVENTS,
     BuildRequest,
     BuildResult,

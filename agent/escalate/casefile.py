@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 import yaml
 
-from agent.compose_graph import compose_dependencies
+from agent.engine.compose_graph import compose_dependencies
 from agent.errors import ActionError
 from agent.escalate.redact import Redactor
 from agent.model import Diagnosis, Incident, IncidentId, State

@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 from loguru import logger
 
 from agent.clock import SYSTEM_CLOCK, Clock
-from agent.docker_gateway import DockerGateway
+from agent.engine.gateway import DockerGateway
 from agent.errors import MedicError
 from agent.escalate.worker import DiagnosisResult
 from agent.fixes.document import healing_sentence

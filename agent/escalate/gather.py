@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from agent.compose import config_files, load_compose
+from agent.engine.compose import config_files, load_compose
 from agent.errors import ActionError, DockerError, StoreError
 from agent.escalate.casefile import (
     EARLIER_INCIDENTS,

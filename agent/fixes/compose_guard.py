@@ -7,7 +7,7 @@ image for another one, or drop data. The raw text of one file says little about
 that: ``privileged: ${PRIV:-true}`` is true once interpolated, a second YAML document
 or an ``include:``d file adds services, ``extends:`` pulls keys from elsewhere. So
 every compose project the edit touches is read the way compose reads it (through
-``agent.compose_graph``, strict about unset variables) at the base commit and in the
+``agent.engine.compose_graph``, strict about unset variables) at the base commit and in the
 fix's tree, and the resolved services are compared: only what the edit adds counts,
 and what it adds must be on an allow-list.
 
@@ -82,7 +82,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, overload
 
-from agent.compose_graph import (
+from agent.engine.compose_graph import (
     ComposeError,
     MultipleDocuments,
     UnreadableCompose,

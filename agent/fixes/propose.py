@@ -28,10 +28,10 @@ from pathlib import Path, PurePosixPath
 from loguru import logger
 
 from agent.clock import Clock
-from agent.compose import build_spec
-from agent.compose_graph import parse_dotenv, resolve_project
 from agent.config import Settings
-from agent.docker_gateway import DockerGateway, SandboxLimits
+from agent.engine.compose import build_spec
+from agent.engine.compose_graph import parse_dotenv, resolve_project
+from agent.engine.gateway import DockerGateway, SandboxLimits
 from agent.errors import MedicError
 from agent.escalate.redact import parse_patterns
 from agent.fixes.compose_guard import compose_effect, is_compose_file

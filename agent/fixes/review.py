@@ -42,7 +42,7 @@ from typing import Protocol
 from loguru import logger
 
 from agent.clock import Clock
-from agent.docker_gateway import DockerGateway
+from agent.engine.gateway import DockerGateway
 from agent.errors import DockerError
 from agent.fixes.errors import FixRefused
 from agent.fixes.git import Git, Person

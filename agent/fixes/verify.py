@@ -41,9 +41,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from agent.compose import build_spec, config_files, load_compose
-from agent.compose_graph import services_of
-from agent.docker_gateway import (
+from agent.engine.compose import build_spec, config_files, load_compose
+from agent.engine.compose_graph import services_of
+from agent.engine.gateway import (
     BuildRequest,
     DockerGateway,
     HealthcheckSpec,

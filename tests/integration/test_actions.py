@@ -20,8 +20,8 @@ import docker.errors
 import pytest
 from helpers import BUSYBOX_IMAGE, ComposeProject, healthcheck, wait_for
 
-from agent.act import Actor
-from agent.docker_gateway import DockerSDKGateway, parse_time
+from agent.engine.gateway import DockerSDKGateway, parse_time
+from agent.healing.act import Actor
 from agent.model import Action, ActionKind, ActionResult
 
 pytestmark = pytest.mark.docker

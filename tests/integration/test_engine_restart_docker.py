@@ -25,9 +25,9 @@ from helpers import wait_for
 from loguru import logger
 
 from agent.config import Settings
-from agent.docker_gateway import DockerSDKGateway
+from agent.engine.gateway import DockerSDKGateway
 from agent.errors import DockerError
-from agent.observe import Scope
+from agent.healing.observe import Scope
 from agent.store import MemoryStore
 from agent.supervisor import Supervisor
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from fakes import FakeDocker
 from fixrepo import FixedClock, Repo, diagnosis, incident, make_repo
 
-from agent.compose import CONFIG_FILES_LABEL, WORKING_DIR_LABEL
+from agent.engine.compose import CONFIG_FILES_LABEL, WORKING_DIR_LABEL
 from agent.fixes.git import Git, Person
 from agent.fixes.guardrails import Policy
 from agent.fixes.propose import FixOptions, make_fix

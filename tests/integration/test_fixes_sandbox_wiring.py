@@ -15,8 +15,8 @@ from fakes import FakeDocker
 from fixrepo import FixedClock, Repo, diagnosis, incident, make_repo, store_with
 from loguru import logger
 
-from agent.compose import CONFIG_FILES_LABEL, WORKING_DIR_LABEL
-from agent.docker_gateway import HealthcheckSpec, SandboxResult, SandboxUntil
+from agent.engine.compose import CONFIG_FILES_LABEL, WORKING_DIR_LABEL
+from agent.engine.gateway import HealthcheckSpec, SandboxResult, SandboxUntil
 from agent.errors import DockerRequestError
 from agent.fixes.git import Git, Person
 from agent.fixes.guardrails import Policy

@@ -21,7 +21,8 @@ from helpers import ComposeProject, healthcheck, wait_for
 from loguru import logger
 
 from agent.config import Settings
-from agent.docker_gateway import DockerSDKGateway, parse_time
+from agent.engine.gateway import DockerSDKGateway, parse_time
+from agent.healing.observe import Scope
 from agent.model import (
     Action,
     ActionKind,
@@ -35,7 +36,6 @@ from agent.model import (
     Playbook,
     Signal,
 )
-from agent.observe import Scope
 from agent.store import MemoryStore
 from agent.supervisor import Supervisor
 

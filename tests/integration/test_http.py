@@ -13,9 +13,9 @@ from factories import T0
 from fakes import FakeDocker
 
 from agent.config import Settings
+from agent.healing.observe import Scope
 from agent.http import StatusServer
 from agent.model import Action, ActionKind, Health, Match, Playbook, Signal, State
-from agent.observe import Scope
 from agent.store import MemoryStore
 from agent.supervisor import Supervisor
 

@@ -11,9 +11,9 @@ from helpers import wait_for
 
 from agent.config import Settings
 from agent.errors import ConfigError
+from agent.healing.observe import Scope
 from agent.model import Action, ActionKind, Match, Playbook, Signal, State
 from agent.notify import AppriseNotifier, Notification, NotificationKind, NotificationQueue
-from agent.observe import Scope
 from agent.store import MemoryStore
 from agent.supervisor import Supervisor
 

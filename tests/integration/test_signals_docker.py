@@ -9,7 +9,8 @@ import pytest
 from helpers import ComposeProject, wait_for
 
 from agent.config import Settings
-from agent.docker_gateway import DockerSDKGateway
+from agent.engine.gateway import DockerSDKGateway
+from agent.healing.observe import Scope
 from agent.model import (
     Action,
     ActionKind,
@@ -23,7 +24,6 @@ from agent.model import (
     ProbeRule,
     Signal,
 )
-from agent.observe import Scope
 from agent.store import MemoryStore
 from agent.supervisor import Supervisor
 

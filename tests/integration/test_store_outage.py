@@ -23,7 +23,8 @@ from helpers import ComposeProject, wait_for
 from store_contract import T0, a_diagnosis, a_fix, open_incident
 
 from agent.config import Settings
-from agent.docker_gateway import DockerSDKGateway
+from agent.engine.gateway import DockerSDKGateway
+from agent.healing.observe import Scope
 from agent.model import (
     Action,
     ActionKind,
@@ -40,7 +41,6 @@ from agent.model import (
     Playbook,
     Signal,
 )
-from agent.observe import Scope
 from agent.store.base import Identity
 from agent.store.postgres import PostgresStore, run_migrations
 from agent.store.spool import SpoolingStore

@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 from fakes import FakeDocker
 
-from agent.act import Actor
-from agent.compose import (
+from agent.engine.compose import (
     BuildSpec,
     build_spec,
     config_files,
@@ -17,7 +16,7 @@ from agent.compose import (
     load_compose,
     load_project,
 )
-from agent.compose_graph import (
+from agent.engine.compose_graph import (
     UnreadableCompose,
     UnresolvedVariable,
     compose_dependencies,
@@ -25,8 +24,9 @@ from agent.compose_graph import (
     depends_on_label,
     merge_graphs,
 )
-from agent.docker_gateway import project_container_from_list
+from agent.engine.gateway import project_container_from_list
 from agent.errors import ActionError
+from agent.healing.act import Actor
 from agent.model import Action, ActionKind, State
 
 LABELS = {

@@ -18,7 +18,7 @@ import yaml
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from agent.compose_graph import interpolate
+from agent.engine.compose_graph import interpolate
 from agent.fixes import compose_guard
 from agent.fixes.compose_guard import (
     compose_effect,

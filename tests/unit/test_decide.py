@@ -1,4 +1,4 @@
-"""Backoff, circuit breaker and playbook choice: the rules in agent/decide.py."""
+"""Backoff, circuit breaker and playbook choice: the rules in agent/healing/decide.py."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from dataclasses import replace
 
 from factories import at, finding, playbook
 
-from agent.decide import after_attempt, after_healthy, decide, select_playbook
+from agent.healing.decide import after_attempt, after_healthy, decide, select_playbook
 from agent.model import (
     ActionKind,
     Backoff,

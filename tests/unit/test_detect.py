@@ -1,4 +1,4 @@
-"""What counts as trouble: the rules in agent/detect.py."""
+"""What counts as trouble: the rules in agent/healing/detect.py."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from dataclasses import replace
 
 from factories import at, snapshot
 
-from agent.detect import CrashLoopRule, detect
+from agent.healing.detect import CrashLoopRule, detect
 from agent.model import Finding, Health, Signal, State
 
 

@@ -12,7 +12,7 @@ import pytest
 import requests
 import requests.exceptions
 
-from agent.docker_gateway import (
+from agent.engine.gateway import (
     DockerSDKGateway,
     SandboxLimits,
     SandboxRequest,

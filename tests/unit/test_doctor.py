@@ -9,7 +9,6 @@ import pytest
 from fake_anthropic import FakeAnthropic, error, message
 
 from agent.config import Settings
-from agent.docker_gateway import DockerSDKGateway
 from agent.doctor import (
     check_database,
     check_llm,
@@ -17,6 +16,7 @@ from agent.doctor import (
     check_repository,
     run_checks,
 )
+from agent.engine.gateway import DockerSDKGateway
 from agent.errors import DockerUnavailable, StoreUnavailable
 from agent.escalate.claude import LLMError, ask_model, make_client
 

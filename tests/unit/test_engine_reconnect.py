@@ -17,8 +17,8 @@ from helpers import wait_for
 from loguru import logger
 
 from agent.config import Settings
+from agent.healing.observe import Scope
 from agent.model import Action, ActionKind, Match, Playbook, Signal
-from agent.observe import Scope
 from agent.store import MemoryStore
 from agent.supervisor import Supervisor
 

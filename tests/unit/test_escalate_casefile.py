@@ -6,7 +6,7 @@ from pathlib import Path
 
 from escalate_support import FixtureSource, case_from_fixture, incident_for, load_fixture
 
-from agent.compose import CONFIG_FILES_LABEL, WORKING_DIR_LABEL
+from agent.engine.compose import CONFIG_FILES_LABEL, WORKING_DIR_LABEL
 from agent.escalate.casefile import (
     LOG_BYTES,
     LOG_LINES,

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 
 import pytest
 
-from agent.docker_gateway import HealthcheckSpec, SandboxResult
+from agent.engine.gateway import HealthcheckSpec, SandboxResult
 from agent.errors import ActionError
 from agent.escalate.redact import Redactor
 from agent.fixes.archive import tree_archive

@@ -1,5 +1,5 @@
-"""What medic knows of a container slot: the pure rules in agent/history.py and
-agent/lifecycle.py, without threads, clocks or an engine."""
+"""What medic knows of a container slot: the pure rules in agent/healing/history.py and
+agent/healing/lifecycle.py, without threads, clocks or an engine."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from dataclasses import replace
 
 from factories import REF, at, snapshot
 
-from agent import history as hist
-from agent import lifecycle
-from agent.history import History, Reaction, Slot
+from agent.healing import history as hist
+from agent.healing import lifecycle
+from agent.healing.history import History, Reaction, Slot
 from agent.model import ContainerId, Health, Signal, State
 
 GRACE, WINDOW = 300.0, 300.0

@@ -15,9 +15,11 @@ from fakes import FakeClock, FakeDocker
 from helpers import wait_for
 from loguru import logger
 
-from agent.act import Actor
 from agent.config import Settings
 from agent.errors import DockerServerError, DockerUnavailable
+from agent.healing.act import Actor
+from agent.healing.observe import Scope
+from agent.healing.signals import ProbeOutcome, Prober
 from agent.model import (
     Action,
     ActionKind,
@@ -37,8 +39,6 @@ from agent.model import (
     Signal,
     State,
 )
-from agent.observe import Scope
-from agent.signals import ProbeOutcome, Prober
 from agent.store import MemoryStore
 from agent.supervisor import Supervisor
 

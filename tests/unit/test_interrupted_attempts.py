@@ -17,6 +17,8 @@ from store_fakes import FlakyDatabase
 
 from agent.codec import attempt_from_dict, attempt_to_dict
 from agent.config import Settings
+from agent.healing.observe import Scope
+from agent.healing.recorder import engine_account
 from agent.model import (
     Action,
     ActionKind,
@@ -35,8 +37,6 @@ from agent.model import (
     Signal,
     State,
 )
-from agent.observe import Scope
-from agent.recorder import engine_account
 from agent.store import MemoryStore
 from agent.store.spool import SpoolingStore
 from agent.supervisor import Supervisor

@@ -11,6 +11,8 @@ from fakes import FakeDocker
 from helpers import wait_for
 
 from agent.config import Settings
+from agent.healing.observe import Scope
+from agent.healing.playbooks import load_playbooks
 from agent.model import Action, ActionKind, State
 from agent.notify import (
     MAX_DEDUPE_KEYS,
@@ -20,8 +22,6 @@ from agent.notify import (
     Notifier,
     NotifyError,
 )
-from agent.observe import Scope
-from agent.playbooks import load_playbooks
 from agent.store import MemoryStore
 from agent.supervisor import Supervisor
 

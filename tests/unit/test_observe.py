@@ -6,8 +6,8 @@ from pathlib import Path
 
 from fakes import FakeDocker
 
+from agent.healing.observe import Scope, own_container_id, resolve_scope
 from agent.model import ContainerId
-from agent.observe import Scope, own_container_id, resolve_scope
 
 ID = "0123456789abcdef" * 4
 

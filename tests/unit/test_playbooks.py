@@ -9,8 +9,8 @@ import pytest
 
 from agent.config import BUNDLED_PLAYBOOKS
 from agent.errors import PlaybookError, PlaybookErrors
+from agent.healing.playbooks import check_paths, load_playbooks
 from agent.model import Action, ActionKind, Backoff, Escalation, Match, Playbook, Signal
-from agent.playbooks import check_paths, load_playbooks
 
 KUBELET_BACKOFF = Backoff(initial=10.0, factor=2.0, max=300.0, reset_after=600.0)
 ESCALATE_AFTER_3_IN_30M = Escalation(after_attempts=3, within=1800.0)

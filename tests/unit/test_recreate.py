@@ -21,9 +21,9 @@ import pytest
 import requests
 from fakes import FakeDocker
 
-from agent.act import Actor
-from agent.docker_gateway import DockerSDKGateway, create_args_from_inspect
+from agent.engine.gateway import DockerSDKGateway, create_args_from_inspect
 from agent.errors import DockerRequestError
+from agent.healing.act import Actor
 from agent.model import Action, ActionKind, ContainerRef
 
 CAPTURED_CONTAINER: dict[str, Any] = json.loads(

@@ -15,10 +15,9 @@ from fakes import FakeDocker
 
 from agent.config import Settings
 from agent.errors import PlaybookErrors
-from agent.model import Action, ActionKind, LogRule, Match, Playbook, ProbeKind, ProbeRule, Signal
-from agent.observe import Scope
-from agent.playbooks import load_playbooks
-from agent.signals import (
+from agent.healing.observe import Scope
+from agent.healing.playbooks import load_playbooks
+from agent.healing.signals import (
     ProbeOutcome,
     Prober,
     SocketProber,
@@ -26,6 +25,7 @@ from agent.signals import (
     log_hits,
     probe_finding,
 )
+from agent.model import Action, ActionKind, LogRule, Match, Playbook, ProbeKind, ProbeRule, Signal
 from agent.store import MemoryStore
 from agent.supervisor import Supervisor
 

@@ -11,6 +11,7 @@ from helpers import wait_for
 
 from agent.config import Settings
 from agent.errors import StoreUnavailable
+from agent.healing.observe import Scope
 from agent.model import (
     Action,
     ActionKind,
@@ -24,7 +25,6 @@ from agent.model import (
     Signal,
     State,
 )
-from agent.observe import Scope
 from agent.store import IncidentQuery, MemoryStore
 from agent.supervisor import Supervisor
 

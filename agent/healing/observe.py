@@ -13,9 +13,9 @@ from pathlib import Path
 
 from loguru import logger
 
-from agent.docker_gateway import DockerGateway
+from agent.engine.gateway import DockerGateway
 from agent.errors import ContainerGone, DockerError
-from agent.history import (
+from agent.healing.history import (
     SAME_DEATH,
     History,
     note_death,
@@ -120,7 +120,7 @@ def explain(
     grace: float,
     window: float,
 ) -> History | None:
-    """What medic knows of the container after this snapshot (agent/history.py).
+    """What medic knows of the container after this snapshot (agent/healing/history.py).
 
     A death no event explained (the stream was down, or medic was not running) is a
     crash or a person's stop; the engine's event history says which. When that

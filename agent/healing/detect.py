@@ -2,7 +2,7 @@
 
 What the snapshot alone cannot say (how often the container died lately, whether
 a person stopped it, whether medic's own action left it stopped) is passed in from
-the container's history (agent/history.py), which learns it from Docker's events.
+the container's history (agent/healing/history.py), which learns it from Docker's events.
 Every time compared here is the engine's: deaths with deaths, health-check times
 with the end of medic's last action.
 """
@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from agent.history import History
+from agent.healing.history import History
 from agent.model import ContainerSnapshot, Finding, Health, Signal, State
 
 
@@ -138,7 +138,7 @@ def detect(
 def detect_in(
     snapshot: ContainerSnapshot, history: History, crash_loop: CrashLoopRule
 ) -> list[Finding]:
-    """``detect`` with what the container's history knows (agent/history.py)."""
+    """``detect`` with what the container's history knows (agent/healing/history.py)."""
     return detect(
         snapshot,
         deaths=history.deaths,

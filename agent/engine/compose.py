@@ -8,7 +8,7 @@ operator wrote instead of asking them to repeat it in a playbook.
 
 Everything here is plain file reading and graph walking, with no Docker in it, so it
 is tested without an engine. How compose files are read (interpolation, ``include:``,
-``extends:``, merging) lives in ``agent.compose_graph``, which is pure, so the fix
+``extends:``, merging) lives in ``agent.engine.compose_graph``, which is pure, so the fix
 guard judges an edit by the same reading; this module gives it the disk to read.
 When medic runs in a container, the project folder must be mounted at the same
 absolute path (docs/actions.md says how).
@@ -33,7 +33,7 @@ from typing import Any
 
 from loguru import logger
 
-from agent.compose_graph import (
+from agent.engine.compose_graph import (
     MEDIC_OVERLAY_NAME,
     ComposeProject,
     Reader,
@@ -171,7 +171,7 @@ def load_project(
     from ``environment`` (default: medic's own) and then the project's ``.env`` in
     ``working_dir`` (default: the first file's folder). Relative paths come back
     rebased on the project folder, as ``docker compose config`` prints them
-    (``agent.compose_graph`` says what else it simplifies).
+    (``agent.engine.compose_graph`` says what else it simplifies).
 
     ``read`` returns a file's text, or None when it does not exist (default: the
     disk). ``strict`` makes an unset variable without a default an error

@@ -4,7 +4,7 @@ Only containers a playbook with a ``log`` or ``probe`` rule applies to are read 
 probed, so a stack without such playbooks pays nothing per cycle. The watcher
 owns what it learned between polls (where the log was read up to, matching lines,
 probe failures in a row, since when probes pass) and turns it into findings and
-into the "clear since" times that agent/lifecycle.py judges recovery by.
+into the "clear since" times that agent/healing/lifecycle.py judges recovery by.
 
 Log lines carry the engine's timestamps: they are counted against each other (the
 window runs back from the newest line), never against the host's clock. When a
@@ -21,10 +21,10 @@ from datetime import datetime, timedelta
 from loguru import logger
 
 from agent.clock import Clock
-from agent.docker_gateway import DockerGateway
+from agent.engine.gateway import DockerGateway
 from agent.errors import DockerError
+from agent.healing.signals import Prober, log_finding, log_hits, probe_finding
 from agent.model import ContainerId, ContainerSnapshot, Finding, LogRule, Playbook, ProbeRule, State
-from agent.signals import Prober, log_finding, log_hits, probe_finding
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """The decision thread's memory of container slots. Pure: no I/O, no clock of its own.
 
-Which container id sits in which slot (agent/history.py explains slots), and per
+Which container id sits in which slot (agent/healing/history.py explains slots), and per
 slot one frozen ``Tracked`` record: its history, its healing state (backoff and
 circuit), the playbooks of its current streak, when to look again. Every change
 replaces a record whole; ``views`` turns them into what /status shows.
@@ -16,9 +16,9 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from agent import history as hist
-from agent.decide import after_attempt, after_healthy
-from agent.history import History, Reaction, Slot
+from agent.healing import history as hist
+from agent.healing.decide import after_attempt, after_healthy
+from agent.healing.history import History, Reaction, Slot
 from agent.model import (
     ActionKind,
     ContainerId,

@@ -42,7 +42,7 @@ from prometheus_client import Counter
 
 from agent.clock import Clock
 from agent.errors import StoreError
-from agent.history import Slot
+from agent.healing.history import Slot
 from agent.metrics import Metrics
 from agent.model import (
     SEVERITY,

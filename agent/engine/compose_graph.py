@@ -6,7 +6,7 @@ judge an edit by what compose will run, not by the text the model wrote. Both ge
 same answer from ``resolve_project``: every file compose would read (``include:``,
 ``extends:``), every string interpolated, the files merged with compose's rules. It
 reads through a ``read`` function it is given, so the same code reads the disk
-(``agent.compose``), a commit, or a fix's tree, and it never touches the disk itself.
+(``agent.engine.compose``), a commit, or a fix's tree, and it never touches the disk itself.
 
 What it simplifies, on purpose:
 
@@ -163,7 +163,7 @@ def _cycle(needs: Mapping[str, frozenset[str]], start: str, within: set[str] | N
 Reader = Callable[[Path], "str | None"]
 
 #: The file name of medic's own overlay (compose/medic.yml). When one of the files
-#: given cannot be found and has this name, it is left out (see ``agent.compose``).
+#: given cannot be found and has this name, it is left out (see ``agent.engine.compose``).
 MEDIC_OVERLAY_NAME = "medic.yml"
 
 

@@ -19,7 +19,7 @@ from loguru import logger
 
 from agent.clock import Clock
 from agent.codec import format_duration
-from agent.docker_gateway import DockerEvent, DockerGateway, EventStream
+from agent.engine.gateway import DockerEvent, DockerGateway, EventStream
 from agent.errors import DockerError, DockerUnavailable
 from agent.metrics import Metrics
 

@@ -5,7 +5,7 @@ a worker, or on this thread for ``medic once``); its outcome comes back through
 the supervisor's inbox and becomes attempts, backoff and the next look. A
 ``Wait`` schedules that look, an ``Escalate`` opens the circuit, a ``Skip`` is
 said once. ``settle`` resolves an incident once every signal it showed has been
-clear for the settle period (agent/lifecycle.py). Everything here runs on the
+clear for the settle period (agent/healing/lifecycle.py). Everything here runs on the
 decision thread.
 """
 
@@ -18,13 +18,17 @@ from functools import partial
 
 from loguru import logger
 
-from agent import lifecycle
-from agent.act import Actor, InFlight, Touch
 from agent.clock import Clock
 from agent.config import Settings
-from agent.detect import health_is_stale
-from agent.docker_gateway import DockerGateway
-from agent.history import History, Slot
+from agent.engine.gateway import DockerGateway
+from agent.healing import lifecycle
+from agent.healing.act import Actor, InFlight, Touch
+from agent.healing.detect import health_is_stale
+from agent.healing.history import History, Slot
+from agent.healing.recorder import EscalationHook, Recorder
+from agent.healing.signals import Prober, SocketProber
+from agent.healing.slots import Slots, Tracked
+from agent.healing.watch import Watcher
 from agent.metrics import Metrics
 from agent.model import (
     ActionResult,
@@ -39,12 +43,8 @@ from agent.model import (
     Wait,
 )
 from agent.notify import Notifier
-from agent.recorder import EscalationHook, Recorder
 from agent.scope import Scope
-from agent.signals import Prober, SocketProber
-from agent.slots import Slots, Tracked
 from agent.store import IncidentStore
-from agent.watch import Watcher
 
 
 @dataclass(frozen=True)

@@ -33,9 +33,9 @@ from typing import Any, TypeVar
 
 from loguru import logger
 
-from agent import compose, compose_graph
 from agent.clock import SYSTEM_CLOCK, Clock
-from agent.docker_gateway import BuildRequest, DockerGateway, ProjectContainer
+from agent.engine import compose, compose_graph
+from agent.engine.gateway import BuildRequest, DockerGateway, ProjectContainer
 from agent.errors import ActionError, DockerError, MedicError
 from agent.model import (
     IGNORE_LABEL,
