@@ -33,6 +33,7 @@ from agent.escalate.redact import parse_patterns
 from agent.escalate.worker import DiagnosisService, DiagnosisWorker
 from agent.fixes.git import Git
 from agent.fixes.propose import FixOptions, edit_reviewer
+from agent.healing import actions
 from agent.healing.observe import own_container_id, resolve_scope
 from agent.healing.playbooks import check_paths, load_playbooks
 from agent.http import StatusServer
@@ -583,7 +584,7 @@ def cmd_once(settings: Settings, *, as_json: bool) -> int:
 def describe_decision(decision: Decision) -> tuple[str, str, str]:
     """(what, playbook, detail) for one decision, in the words the logs use."""
     if isinstance(decision, Plan):
-        steps = ", then ".join(a.describe() for a in decision.actions)
+        steps = ", then ".join(actions.describe(a) for a in decision.actions)
         return ("act", decision.playbook.name, f"attempt {decision.attempt}: {steps}")
     if isinstance(decision, Wait):
         return ("wait", decision.playbook.name, decision.reason)
@@ -622,7 +623,7 @@ def report_document(report: CycleReport, *, dry_run: bool) -> dict[str, object]:
             {
                 "container": ref.name,
                 "playbook": plan.playbook.name,
-                "action": r.action.describe(),
+                "action": actions.describe(r.action),
                 "ok": r.ok,
                 "started_at": r.started_at,
                 "finished_at": r.finished_at,
@@ -662,7 +663,7 @@ def print_report(report: CycleReport, *, dry_run: bool) -> None:
         table(
             ["container", "action", "ok", "took", "error"],
             [
-                (ref.name, r.action.describe(), r.ok, format_duration(r.duration), r.error)
+                (ref.name, actions.describe(r.action), r.ok, format_duration(r.duration), r.error)
                 for ref, _, results in report.results
                 for r in results
             ],
@@ -698,7 +699,7 @@ def cmd_validate(paths: Sequence[Path], *, as_json: bool) -> int:
             (
                 p.name,
                 ", ".join(sorted(p.match.signals)),
-                ", then ".join(a.describe() for a in p.actions),
+                ", then ".join(actions.describe(a) for a in p.actions),
                 f"{p.source}:{p.line}" if p.line else p.source,
             )
             for p in playbooks
@@ -712,7 +713,7 @@ def _playbook_summary(playbook: Playbook) -> dict[str, object]:
         "name": playbook.name,
         "signals": sorted(playbook.match.signals),
         "services": sorted(playbook.match.services),
-        "actions": [a.describe() for a in playbook.actions],
+        "actions": [actions.describe(a) for a in playbook.actions],
         "source": playbook.source,
         "line": playbook.line,
     }

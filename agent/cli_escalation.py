@@ -31,7 +31,6 @@ from agent.fixes.review import Approval, FixStore, approve, reject
 from agent.healing.act import Actor
 from agent.model import (
     Action,
-    ActionKind,
     ContainerRef,
     Diagnosis,
     DiagnosisSource,
@@ -355,7 +354,7 @@ def rebuild_service(incident: Incident, *, gateway: DockerSDKGateway, stop_timeo
         )
     actor = Actor(gateway, workers=1, stop_timeout=stop_timeout)
     target = ContainerRef(current.id, current.name, ref.project, ref.service)
-    result = actor.run_action(target, Action(ActionKind.REBUILD))
+    result = actor.run_action(target, Action("rebuild"))
     if not result.ok:
         print(
             f"The fix is merged, but rebuilding {ref.service} failed: {result.error}",

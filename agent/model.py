@@ -75,20 +75,6 @@ SEVERITY: tuple[Signal, ...] = (
 )
 
 
-class ActionKind(StrEnum):
-    """What medic can do to a container."""
-
-    RESTART = "restart"
-    START = "start"
-    STOP = "stop"
-    EXEC = "exec"
-    RECREATE = "recreate"
-    REBUILD = "rebuild"
-    CACHE_CLEAR = "cache_clear"
-    RESTART_DEPENDENTS = "restart_dependents"
-    NOTIFY = "notify"
-
-
 class IncidentStatus(StrEnum):
     """Where an incident is in its life. See DESIGN.md, "Incident lifecycle"."""
 
@@ -177,77 +163,69 @@ class Finding:
     evidence: Evidence = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class Action:
-    """One step of a playbook. Only the fields its kind uses are set.
+#: The values an action's options take: a duration or number, a text, a flag, a
+#: command (its words), or several commands.
+OptionValue = float | str | bool | tuple[str, ...] | tuple[tuple[str, ...], ...]
 
-    ``timeout`` is the stop timeout for the kinds that stop the container (restart,
-    stop, recreate, rebuild, restart_dependents, cache_clear with ``restart``) and the
-    command's time limit for exec. ``commands``, ``paths`` and ``restart`` belong to
-    cache_clear.
+
+@dataclass(frozen=True, init=False)
+class Action:
+    """One step of a playbook: a kind and the options the playbook gave it.
+
+    ``kind`` names an entry of the action registry (agent/healing/actions.py), which
+    says what options the kind takes and what it does. Options left at their default
+    (None, empty, false) are not kept, so two ways of writing the same action are
+    equal. ``Action("exec", command=("sh", "-c", "..."))`` builds one in code.
     """
 
-    kind: ActionKind
-    timeout: float | None = None
-    command: tuple[str, ...] = ()
-    user: str | None = None
-    commands: tuple[tuple[str, ...], ...] = ()
-    paths: tuple[str, ...] = ()
-    message: str | None = None
-    restart: bool = False
+    kind: str
+    options: tuple[tuple[str, OptionValue], ...]
 
-    def stops_container(self) -> bool:
-        """Whether the action makes the container die (its kill, die and stop events are
-        medic's doing, not a crash or a person's)."""
-        if self.kind is ActionKind.CACHE_CLEAR:
-            return self.restart
-        return self.kind in (
-            ActionKind.RESTART,
-            ActionKind.STOP,
-            ActionKind.RECREATE,
-            ActionKind.REBUILD,
-            ActionKind.RESTART_DEPENDENTS,
+    def __init__(self, kind: str, **options: OptionValue | list[str] | None) -> None:
+        object.__setattr__(self, "kind", str(kind))
+        kept = (
+            (k, tuple(v) if isinstance(v, list) else v)
+            for k, v in options.items()
+            if v is not None and v not in ((), [], False)
+        )
+        object.__setattr__(self, "options", tuple(sorted(kept)))
+
+    def __repr__(self) -> str:
+        given = "".join(f", {k}={v!r}" for k, v in self.options)
+        return f"Action({self.kind!r}{given})"
+
+    def option(self, name: str) -> OptionValue | None:
+        return dict(self.options).get(name)
+
+    def seconds(self, name: str) -> float | None:
+        value = self.option(name)
+        return (
+            float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
         )
 
-    def describe(self) -> str:
-        if self.kind is ActionKind.EXEC:
-            return f"exec {' '.join(self.command)}"
-        if self.kind is ActionKind.CACHE_CLEAR:
-            return self._describe_cache_clear()
-        if self.kind is ActionKind.NOTIFY and self.message:
-            return f"notify {self.message!r}"
-        if self.timeout is not None and self.kind in _STOP_TIMEOUT_KINDS:
-            return f"{self.kind} (stop timeout {self.timeout:g}s)"
-        return str(self.kind)
+    def text(self, name: str) -> str | None:
+        value = self.option(name)
+        return value if isinstance(value, str) else None
 
-    def _describe_cache_clear(self) -> str:
-        parts = []
-        if self.paths:
-            parts.append(_count(len(self.paths), "path"))
-        if self.commands:
-            parts.append(_count(len(self.commands), "command"))
-        text = f"{self.kind} {', '.join(parts)}".rstrip()
-        if self.restart:
-            text += ", then restart"
-            if self.timeout is not None:
-                text += f" (stop timeout {self.timeout:g}s)"
-        return text
+    def flag(self, name: str) -> bool:
+        return self.option(name) is True
 
+    def words(self, name: str) -> tuple[str, ...]:
+        """A command option: its words."""
+        value = self.option(name)
+        return tuple(w for w in value if isinstance(w, str)) if isinstance(value, tuple) else ()
 
-#: Kinds whose ``timeout`` is how long Docker waits after SIGTERM before it kills.
-_STOP_TIMEOUT_KINDS = frozenset(
-    {
-        ActionKind.RESTART,
-        ActionKind.STOP,
-        ActionKind.RECREATE,
-        ActionKind.REBUILD,
-        ActionKind.RESTART_DEPENDENTS,
-    }
-)
+    def commands(self, name: str) -> tuple[tuple[str, ...], ...]:
+        """An option holding several commands."""
+        value = self.option(name)
+        if not isinstance(value, tuple):
+            return ()
+        return tuple(c for c in value if isinstance(c, tuple))
 
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}{'s' if n != 1 else ''}"
+    @property
+    def timeout(self) -> float | None:
+        """The ``timeout`` option: a stop timeout, or an exec's time limit."""
+        return self.seconds("timeout")
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from agent import logs
 from agent.config import Settings
 from agent.engine.gateway import DockerSDKGateway, event_from_json
 from agent.healing.observe import Scope
-from agent.model import Action, ActionKind, Backoff, Escalation, Match, Playbook, Signal
+from agent.model import Action, Backoff, Escalation, Match, Playbook, Signal
 from agent.store import MemoryStore
 from agent.supervisor import Supervisor
 
@@ -48,7 +48,7 @@ PLAYBOOKS = (
     Playbook(
         name="restart-unhealthy",
         match=Match(signals=frozenset({Signal.UNHEALTHY})),
-        actions=(Action(ActionKind.RESTART, timeout=2),),
+        actions=(Action("restart", timeout=2),),
         backoff=Backoff(initial=1),
         escalation=Escalation(after_attempts=5),
     ),

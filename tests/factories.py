@@ -6,7 +6,6 @@ from datetime import UTC, datetime, timedelta
 
 from agent.model import (
     Action,
-    ActionKind,
     Backoff,
     ContainerId,
     ContainerRef,
@@ -62,7 +61,7 @@ def playbook(
     name: str = "restart-unhealthy",
     signals: tuple[Signal, ...] = (Signal.UNHEALTHY,),
     *,
-    kind: ActionKind = ActionKind.RESTART,
+    kind: str = "restart",
     services: frozenset[str] = frozenset(),
     backoff: Backoff | None = None,
     escalation: Escalation | None = None,

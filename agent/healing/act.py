@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future
 from concurrent.futures import wait as wait_futures
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import partial
@@ -37,10 +37,11 @@ from agent.clock import SYSTEM_CLOCK, Clock
 from agent.engine import compose, compose_graph
 from agent.engine.gateway import BuildRequest, DockerGateway, ProjectContainer
 from agent.errors import ActionError, DockerError, MedicError
+from agent.healing import actions
+from agent.healing.actions import Outcome
 from agent.model import (
     IGNORE_LABEL,
     Action,
-    ActionKind,
     ActionResult,
     ContainerId,
     ContainerRef,
@@ -52,27 +53,6 @@ T = TypeVar("T")
 
 #: How much of a command's output an attempt keeps: the end, where errors are.
 OUTPUT_EXCERPT = 2000
-
-#: Removes the contents of each folder given as an argument, dot files included, and
-#: keeps the folder (its owner and mode matter to the program that fills it). Paths are
-#: passed as arguments, never pasted into the script, so no path needs quoting.
-CLEAR_PATHS_SCRIPT = """\
-status=0
-for dir in "$@"; do
-  if [ ! -d "$dir" ]; then
-    echo "$dir is not a folder in this container" >&2
-    status=1
-    continue
-  fi
-  rm -rf -- "$dir"/* "$dir"/.[!.]* "$dir"/..?* || status=1
-  echo "cleared $dir"
-done
-exit $status
-"""
-
-#: How long each cache_clear command may run. The engine cannot kill an exec, so
-#: without a limit a hung command would keep the container busy for good.
-CACHE_CLEAR_COMMAND_TIMEOUT = 300.0
 
 #: Compose's label for one-off containers (``docker compose run``): never restarted.
 ONEOFF_LABEL = "com.docker.compose.oneoff"
@@ -94,8 +74,7 @@ class Touch:
 
 
 def excerpt(text: str, limit: int = OUTPUT_EXCERPT) -> str:
-    text = text.strip()
-    return text if len(text) <= limit else "…" + text[-(limit - 1) :]
+    return actions.excerpt(text, limit)
 
 
 @dataclass(frozen=True)
@@ -170,8 +149,8 @@ class Actor:
     ) -> None:
         """``scope`` None acts on any container except those labelled ``medic.ignore``;
         ``touch`` hears of every container an action stops or replaces."""
-        self._gateway = gateway
-        self._stop_timeout = stop_timeout
+        self.gateway = gateway
+        self.default_stop_timeout = stop_timeout
         self._clock = clock
         self._scope = scope
         self._touch = touch
@@ -208,7 +187,7 @@ class Actor:
         except Exception as e:  # a bug: the action still ends, with a failed result
             logger.opt(exception=e).error(
                 "{} on {} failed unexpectedly: {!r}. medic counts it as a failed attempt.",
-                action.describe(),
+                actions.describe(action),
                 container.label,
                 e,
             )
@@ -216,7 +195,7 @@ class Actor:
         # A wall clock stepped back during a long action must not make a negative duration.
         finished = max(self._clock.now(), started)
         elapsed = time.monotonic() - clock
-        logger.debug("{} on {} took {:.2f} s.", action.describe(), container.label, elapsed)
+        logger.debug("{} on {} took {:.2f} s.", actions.describe(action), container.label, elapsed)
         return ActionResult(
             action=action,
             ok=error is None,
@@ -266,7 +245,7 @@ class Actor:
     def _refuse_plan(self, container: ContainerRef, labels: Mapping[str, str] | None) -> str | None:
         if labels is None:
             try:
-                labels = self._gateway.inspect(container.id).labels
+                labels = self.gateway.inspect(container.id).labels
             except DockerError as e:
                 return f"medic could not look at {container.label} before acting: {e}"
         why = self.refusal(container.id, labels)
@@ -346,7 +325,7 @@ class Actor:
         return finished, abandoned
 
     @contextmanager
-    def _touching(self, container: ContainerRef) -> Iterator[None]:
+    def touching(self, container: ContainerRef) -> Iterator[None]:
         """Report the container as touched around the block (see ``Touch``)."""
         if self._touch is not None:
             self._touch(Touch(container))
@@ -363,58 +342,16 @@ class Actor:
         plan: Plan | None,
         announce: Announce | None,
     ) -> tuple[str, ContainerId | None]:
-        cid = container.id
-        stop_timeout = action.timeout if action.timeout is not None else self._stop_timeout
-        if action.kind is ActionKind.RESTART:
-            with self._touching(container):
-                self._gateway.restart(cid, timeout=stop_timeout)
-            return "", None
-        if action.kind is ActionKind.START:
-            with self._touching(container):
-                self._gateway.start(cid)
-            return "", None
-        if action.kind is ActionKind.STOP:
-            with self._touching(container):
-                self._gateway.stop(cid, timeout=stop_timeout)
-            return "", None
-        if action.kind is ActionKind.EXEC:
-            result = self._gateway.exec(
-                cid, action.command, user=action.user, timeout=action.timeout
-            )
-            if result.exit_code != 0:
-                code = (
-                    "no exit code" if result.exit_code is None else f"exit code {result.exit_code}"
-                )
-                raise ActionError(
-                    f"{action.describe()} ended with {code}: {excerpt(result.output, 300)}"
-                )
-            return result.output, None
-        if action.kind is ActionKind.RECREATE:
-            with self._touching(container):
-                new_id = ContainerId(self._gateway.recreate(cid, timeout=stop_timeout))
-            return f"recreated as {new_id[:12]}", new_id
-        if action.kind is ActionKind.REBUILD:
-            return self._rebuild(container, stop_timeout)
-        if action.kind is ActionKind.CACHE_CLEAR:
-            return self._cache_clear(container, action, stop_timeout), None
-        if action.kind is ActionKind.NOTIFY:
-            if announce is None or plan is None:
-                raise ActionError(
-                    "no notification destination is configured; set MEDIC_NOTIFY_URLS"
-                )
-            announce(container, plan, action)
-            return "queued for sending", None
-        if action.kind is ActionKind.RESTART_DEPENDENTS:
-            return self._restart_dependents(container, stop_timeout), None
-        raise ActionError(f"medic does not know how to {action.kind}")  # pragma: no cover
+        outcome = actions.kind_of(action).run(_Hands(self, plan, announce), container, action)
+        return outcome.output, outcome.replaced_by
 
-    def _rebuild(self, container: ContainerRef, stop_timeout: float) -> tuple[str, ContainerId]:
+    def rebuild(self, container: ContainerRef, stop_timeout: float) -> Outcome:
         """Build the service's image from its compose build context, then recreate on it.
 
         The build comes first and the container is touched only if it succeeds, so a
         broken Dockerfile leaves the old container running.
         """
-        snapshot = self._gateway.inspect(container.id)
+        snapshot = self.gateway.inspect(container.id)
         service = container.service or snapshot.ref.service
         if not service:
             raise ActionError(
@@ -435,7 +372,7 @@ class Actor:
                 f"{container.label} runs image {tag or '(none)'} by id, not by name, so a "
                 "rebuilt image could not replace it; give the service an image: name"
             )
-        built = self._gateway.build_image(
+        built = self.gateway.build_image(
             BuildRequest(
                 context=str(spec.context),
                 tag=tag,
@@ -450,48 +387,21 @@ class Actor:
                 f"was; the build said:\n{excerpt(built.output, 1500)}"
             )
         logger.info("Image {} of {} was rebuilt as {}.", tag, container.label, built.image_id[:19])
-        with self._touching(container):
-            new_id = ContainerId(self._gateway.recreate(container.id, timeout=stop_timeout))
-        return (
+        with self.touching(container):
+            new_id = ContainerId(self.gateway.recreate(container.id, timeout=stop_timeout))
+        return Outcome(
             f"{built.output.rstrip()}\n"
             f"rebuilt {tag} as {built.image_id[:19]}; recreated as {new_id[:12]}",
             new_id,
         )
 
-    def _cache_clear(self, container: ContainerRef, action: Action, stop_timeout: float) -> str:
-        """Empty the cache folders, run the cache commands, then restart if asked to."""
-        cid = container.id
-        outputs: list[str] = []
-        runs: list[tuple[str, tuple[str, ...]]] = []
-        if action.paths:
-            script = ("sh", "-c", CLEAR_PATHS_SCRIPT, "sh", *action.paths)
-            runs.append((f"clearing {', '.join(action.paths)}", script))
-        runs.extend((" ".join(command), command) for command in action.commands)
-        for what, command in runs:
-            result = self._gateway.exec(
-                cid, command, user=action.user, timeout=CACHE_CLEAR_COMMAND_TIMEOUT
-            )
-            outputs.append(result.output.strip())
-            if result.exit_code != 0:
-                code = (
-                    "no exit code" if result.exit_code is None else f"exit code {result.exit_code}"
-                )
-                raise ActionError(
-                    f"cache_clear: {what} ended with {code}: {excerpt(result.output, 300)}"
-                )
-        if action.restart:
-            with self._touching(container):
-                self._gateway.restart(cid, timeout=stop_timeout)
-            outputs.append(f"restarted {container.name}")
-        return "\n".join(o for o in outputs if o)
-
-    def _restart_dependents(self, container: ContainerRef, stop_timeout: float) -> str:
+    def restart_dependents(self, container: ContainerRef, stop_timeout: float) -> str:
         """Restart the project's containers that depend on this one, parents first."""
         if not container.project or not container.service:
             raise ActionError(
                 f"{container.label} is not a compose service, so nothing depends on it"
             )
-        members = self._gateway.project_containers(container.project)
+        members = self.gateway.project_containers(container.project)
         notes: list[str] = []
         graph = _dependency_graph(container, members, notes)
         order = compose_graph.dependents_in_order(graph, container.service)
@@ -516,19 +426,19 @@ class Actor:
                 ref = ContainerRef(member.id, member.name, container.project, member.service)
                 try:
                     target = _network_target(member)
-                    with self._touching(ref):
+                    with self.touching(ref):
                         if replacement is not None and target and container.id.startswith(target):
                             # Its network stack belonged to the container that was recreated:
                             # a restart cannot join a namespace that is gone, so it is made
                             # again on the new container's stack.
-                            self._gateway.recreate(
+                            self.gateway.recreate(
                                 member.id,
                                 timeout=stop_timeout,
                                 network_mode=f"container:{replacement.id}",
                             )
                             done.append(f"{member.name} (recreated on the new network stack)")
                         else:
-                            self._gateway.restart(member.id, timeout=stop_timeout)
+                            self.gateway.restart(member.id, timeout=stop_timeout)
                             done.append(member.name)
                 except MedicError as e:
                     failed.append(f"{member.name}: {e}")
@@ -548,6 +458,38 @@ class Actor:
         if failed:
             raise ActionError(f"{text}; failed: {'; '.join(failed)}")
         return text
+
+
+class _Hands:
+    """What one action may use: the actor's gateway and helpers, and the plan's
+    notification (agent/healing/actions.py, ``Hands``)."""
+
+    def __init__(self, actor: Actor, plan: Plan | None, announce: Announce | None) -> None:
+        self._actor = actor
+        self._plan = plan
+        self._announce = announce
+
+    @property
+    def gateway(self) -> DockerGateway:
+        return self._actor.gateway
+
+    def stop_timeout(self, action: Action) -> float:
+        timeout = action.seconds("timeout")
+        return timeout if timeout is not None else self._actor.default_stop_timeout
+
+    def touching(self, container: ContainerRef) -> AbstractContextManager[None]:
+        return self._actor.touching(container)
+
+    def announce(self, container: ContainerRef, action: Action) -> None:
+        if self._announce is None or self._plan is None:
+            raise ActionError("no notification destination is configured; set MEDIC_NOTIFY_URLS")
+        self._announce(container, self._plan, action)
+
+    def rebuild(self, container: ContainerRef, stop_timeout: float) -> Outcome:
+        return self._actor.rebuild(container, stop_timeout)
+
+    def restart_dependents(self, container: ContainerRef, stop_timeout: float) -> str:
+        return self._actor.restart_dependents(container, stop_timeout)
 
 
 def _by_name(member: ProjectContainer) -> str:

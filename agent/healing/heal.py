@@ -21,7 +21,7 @@ from loguru import logger
 from agent.clock import Clock
 from agent.config import Settings
 from agent.engine.gateway import DockerGateway
-from agent.healing import lifecycle
+from agent.healing import actions, lifecycle
 from agent.healing.act import Actor, InFlight, Touch
 from agent.healing.detect import health_is_stale
 from agent.healing.history import History, Slot
@@ -175,7 +175,7 @@ class Healer:
         collect: Collect | None,
     ) -> None:
         if self._dry_run:
-            steps = ", then ".join(a.describe() for a in plan.actions)
+            steps = ", then ".join(actions.describe(a) for a in plan.actions)
             self.say(
                 slot,
                 f"{plan.finding.summary} Dry run: would {steps} "
@@ -281,5 +281,5 @@ class Healer:
             logger.warning(
                 "Abandoned healing {} ({}): it was still running when medic stopped.",
                 flight.container.label,
-                ", ".join(a.describe() for a in flight.plan.actions),
+                ", ".join(actions.describe(a) for a in flight.plan.actions),
             )

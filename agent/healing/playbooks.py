@@ -28,9 +28,10 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from agent.config import parse_duration
 from agent.errors import PlaybookError, PlaybookErrors
+from agent.healing import actions
+from agent.healing.actions import ActionType, Option, OptionType
 from agent.model import (
     Action,
-    ActionKind,
     Backoff,
     Escalation,
     LogRule,
@@ -523,7 +524,7 @@ def _labels(r: _Reader, node: Node, path: str) -> dict[str, str]:
 # --- actions ---------------------------------------------------------------------------
 
 _ACTION_EXAMPLE = "[restart] or [{restart: {timeout: 10s}}]"
-_ACTION_KINDS = ", ".join(ActionKind)
+_ACTION_KINDS = ", ".join(actions.KINDS)
 
 
 def _actions(r: _Reader, node: Node, path: str) -> list[Action]:
@@ -531,19 +532,23 @@ def _actions(r: _Reader, node: Node, path: str) -> list[Action]:
 
 
 def _action(r: _Reader, node: Node, path: str) -> Action:
-    """An action is a bare kind (``start``) or one kind with its options (``stop: {...}``)."""
+    """An action is a bare kind (``start``) or one kind with its options (``stop: {...}``).
+
+    What each kind takes is its entry in the action registry (agent/healing/actions.py).
+    """
     if isinstance(node, ScalarNode) and not _is_null(node):
-        kind = _action_kind(r, node, path)
-        if kind is ActionKind.EXEC:
-            r.fail(node, path, 'exec needs a command; write exec: {command: ["sh", "-c", "..."]}')
-        if kind is ActionKind.CACHE_CLEAR:
+        entry = _action_kind(r, node, path)
+        required = [name for name, option in entry.options.items() if option.required]
+        if required:
+            option = entry.options[required[0]]
             r.fail(
                 node,
                 path,
-                "cache_clear needs paths, commands or both; write e.g. "
-                "cache_clear: {paths: [/var/cache/nginx], restart: true}",
+                f"{entry.name} needs {required[0]}; write "
+                f"{entry.name}: {{{required[0]}: {option.example}}}",
             )
-        return Action(kind=kind)
+        _check(r, entry, action=Action(entry.name), node=node, path=path, nodes={})
+        return Action(entry.name)
     if not isinstance(node, MappingNode):
         r.fail(node, path, f"must be an action like {_ACTION_EXAMPLE}; found {_describe(node)}")
     entries = r.entries(node, path)
@@ -556,44 +561,67 @@ def _action(r: _Reader, node: Node, path: str) -> Action:
             f"found keys: {keys}; write each action as its own list item",
         )
     key, key_node, options = entries[0]
-    kind = _action_kind(r, key_node, path)
+    entry = _action_kind(r, key_node, path)
+    where = _join(path, key)
     fields = r.mapping(
         options,
-        _join(path, key),
-        allowed=tuple(_ACTION_OPTIONS[kind]),
-        required={"command": 'command: ["sh", "-c", "..."]'} if kind is ActionKind.EXEC else None,
+        where,
+        allowed=tuple(entry.options),
+        required={
+            name: f"{name}: {option.example}"
+            for name, option in entry.options.items()
+            if option.required
+        }
+        or None,
     )
-    values = fields.read_all(_ACTION_OPTIONS[kind])
-    if kind is ActionKind.CACHE_CLEAR and not ({"commands", "paths"} & fields.nodes.keys()):
-        r.fail(
-            options,
-            _join(path, key),
-            "cache_clear needs paths, commands or both; write e.g. "
-            "cache_clear: {paths: [/var/cache/nginx], restart: true}",
-        )
-    if kind is ActionKind.CACHE_CLEAR and "timeout" in values and not values.get("restart"):
-        r.fail(
-            fields.nodes["timeout"],
-            _join(_join(path, key), "timeout"),
-            "timeout is the stop timeout of the restart; add restart: true or remove timeout",
-        )
-    return Action(
-        kind=kind,
-        timeout=values.get("timeout"),
-        command=tuple(values.get("command", ())),
-        user=values.get("user"),
-        commands=tuple(values.get("commands", ())),
-        paths=tuple(values.get("paths", ())),
-        restart=bool(values.get("restart", False)),
-        message=values.get("message"),
-    )
+    parsers = {name: _option_parser(option) for name, option in entry.options.items()}
+    values = fields.read_all(parsers)
+    action = Action(entry.name, **values)
+    if values.keys() == fields.nodes.keys():
+        # Checked together only when each option read well on its own.
+        _check(r, entry, action=action, node=options, path=where, nodes=fields.nodes)
+    return action
 
 
-def _action_kind(r: _Reader, node: Node, path: str) -> ActionKind:
-    try:
-        return ActionKind(node.value)
-    except ValueError:
+def _check(
+    r: _Reader,
+    entry: ActionType,
+    *,
+    action: Action,
+    node: Node,
+    path: str,
+    nodes: Mapping[str, Node],
+) -> None:
+    """The kind's own check of options that must go together."""
+    problem = entry.check(action)
+    if problem is None:
+        return
+    if problem.option is not None and problem.option in nodes:
+        r.fail(nodes[problem.option], _join(path, problem.option), problem.message)
+    r.fail(node, path, problem.message)
+
+
+def _action_kind(r: _Reader, node: Node, path: str) -> ActionType:
+    entry = actions.KINDS.get(str(node.value))
+    if entry is None:
         r.fail(node, path, f"{node.value!r} is not an action; use one of: {_ACTION_KINDS}")
+    return entry
+
+
+def _choice(choices: tuple[str, ...]) -> _Parse[str]:
+    def read(r: _Reader, node: Node, path: str) -> str:
+        text = _text(r, node, path)
+        if text not in choices:
+            r.fail(node, path, f"{text!r} is not one of: {', '.join(choices)}")
+        return text
+
+    return read
+
+
+def _option_parser(option: Option) -> _Parse[Any]:
+    if option.type is OptionType.CHOICE:
+        return _choice(option.choices)
+    return _OPTION_PARSERS[option.type]
 
 
 def _command(r: _Reader, node: Node, path: str) -> tuple[str, ...]:
@@ -773,31 +801,17 @@ _ESCALATION_FIELDS: dict[str, _Parse[float]] = {
     "within": _at_least(_duration, 0.0, strictly=True, example="30m"),
 }
 
-# restart and stop take the stop timeout Docker waits before it kills the process;
-# 0 is allowed and means kill at once. An exec timeout of 0 would never run anything.
-_STOP_OPTIONS: dict[str, _Parse[Any]] = {"timeout": _duration}
-
-#: Options each kind of action takes, with the parser of each.
-_ACTION_OPTIONS: dict[ActionKind, dict[str, _Parse[Any]]] = {
-    ActionKind.RESTART: _STOP_OPTIONS,
-    ActionKind.STOP: _STOP_OPTIONS,
-    ActionKind.START: {},
-    ActionKind.EXEC: {
-        "command": _command,
-        "user": _text,
-        "timeout": _at_least(_duration, 0.0, strictly=True, example="30s"),
-    },
-    ActionKind.RECREATE: _STOP_OPTIONS,
-    ActionKind.REBUILD: _STOP_OPTIONS,
-    ActionKind.RESTART_DEPENDENTS: _STOP_OPTIONS,
-    ActionKind.NOTIFY: {"message": _text},
-    ActionKind.CACHE_CLEAR: {
-        "paths": _list(_cache_path, example="[/var/cache/nginx]"),
-        "commands": _commands,
-        "user": _text,
-        "restart": _boolean,
-        "timeout": _duration,
-    },
+#: How each type of action option is read. restart and stop take the stop timeout
+#: Docker waits before it kills the process; 0 is allowed and means kill at once. An
+#: exec time limit of 0 would never run anything.
+_OPTION_PARSERS: dict[OptionType, _Parse[Any]] = {
+    OptionType.STOP_TIMEOUT: _duration,
+    OptionType.TIME_LIMIT: _at_least(_duration, 0.0, strictly=True, example="30s"),
+    OptionType.COMMAND: _command,
+    OptionType.COMMANDS: _commands,
+    OptionType.TEXT: _text,
+    OptionType.FLAG: _boolean,
+    OptionType.CACHE_PATHS: _list(_cache_path, example="[/var/cache/nginx]"),
 }
 
 

@@ -42,6 +42,7 @@ from prometheus_client import Counter
 
 from agent.clock import Clock
 from agent.errors import StoreError
+from agent.healing import actions
 from agent.healing.history import Slot
 from agent.metrics import Metrics
 from agent.model import (
@@ -274,7 +275,7 @@ class Recorder:
             id=AttemptId(new_id()),
             incident_id=incident_id,
             playbook=plan.playbook.name,
-            action=", then ".join(a.describe() for a in plan.actions),
+            action=", then ".join(actions.describe(a) for a in plan.actions),
             started_at=at,
             finished_at=None,
             ok=False,
@@ -307,7 +308,7 @@ class Recorder:
                 id=running.id if running is not None and index == 0 else AttemptId(new_id()),
                 incident_id=incident_id,
                 playbook=plan.playbook.name,
-                action=result.action.describe(),
+                action=actions.describe(result.action),
                 started_at=result.started_at,
                 finished_at=result.finished_at,
                 ok=result.ok,
@@ -490,7 +491,7 @@ class Recorder:
     ) -> None:
         """A playbook's notify action. Runs on a worker thread: it uses only its arguments
         and the notifier's thread-safe queue."""
-        text = action.message or f"medic is healing {container.label}."
+        text = action.text("message") or f"medic is healing {container.label}."
         self._notify(
             NotificationKind.PLAYBOOK,
             IncidentId(incident_id or f"{container.id}/{plan.finding.signal}"),
@@ -534,7 +535,7 @@ class Recorder:
                 "Healed {} with {} in {:.1f} s (attempt {} by playbook {}); medic checks it "
                 "again at {:%H:%M:%S}.",
                 container.label,
-                ", ".join(r.action.describe() for r in results),
+                ", ".join(actions.describe(r.action) for r in results),
                 sum(r.duration for r in results),
                 plan.attempt,
                 plan.playbook.name,
@@ -544,7 +545,7 @@ class Recorder:
             log.warning(
                 "Could not {} {}: {} (attempt {} by playbook {}). The next attempt is not "
                 "before {:%H:%M:%S}.",
-                failed.action.describe(),
+                actions.describe(failed.action),
                 container.label,
                 failed.error,
                 plan.attempt,
@@ -554,7 +555,7 @@ class Recorder:
 
     @staticmethod
     def healing(plan: Plan) -> None:
-        steps = ", then ".join(a.describe() for a in plan.actions)
+        steps = ", then ".join(actions.describe(a) for a in plan.actions)
         logger.bind(container=plan.finding.container.name).info(
             "{} Healing it by playbook {}, attempt {}: {}.",
             plan.finding.summary,

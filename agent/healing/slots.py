@@ -16,11 +16,11 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
+from agent.healing import actions
 from agent.healing import history as hist
 from agent.healing.decide import after_attempt, after_healthy
 from agent.healing.history import History, Reaction, Slot
 from agent.model import (
-    ActionKind,
     ContainerId,
     ContainerRef,
     ContainerSnapshot,
@@ -53,12 +53,6 @@ class Tracked:
     @property
     def ref(self) -> ContainerRef:
         return self.history.container
-
-
-def leaves_stopped(plan: Plan) -> bool:
-    """Whether the plan's last action that changes whether the container runs is a stop."""
-    changes = [a for a in plan.actions if a.stops_container() or a.kind is ActionKind.START]
-    return bool(changes) and changes[-1].kind is ActionKind.STOP
 
 
 class Slots:
@@ -188,8 +182,8 @@ class Slots:
         history = hist.action_started(
             tracked.history,
             at=at,
-            stops=any(a.stops_container() for a in plan.actions),
-            leaves_stopped=leaves_stopped(plan),
+            stops=any(actions.stops_container(a) for a in plan.actions),
+            leaves_stopped=actions.leaves_stopped(plan),
         )
         return self.put(slot, replace(tracked, history=history, said="", wake_at=None))
 

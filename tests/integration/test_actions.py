@@ -22,7 +22,7 @@ from helpers import BUSYBOX_IMAGE, ComposeProject, healthcheck, wait_for
 
 from agent.engine.gateway import DockerSDKGateway, parse_time
 from agent.healing.act import Actor
-from agent.model import Action, ActionKind, ActionResult
+from agent.model import Action, ActionResult
 
 pytestmark = pytest.mark.docker
 
@@ -227,7 +227,7 @@ def test_recreate_keeps_every_setting_and_the_data_and_lets_image_defaults_follo
     anonymous = [m["Name"] for m in before["Mounts"] if m["Destination"] == "/cache"]
     assert len(anonymous) == 1
 
-    result = run(actor, gateway, original, Action(ActionKind.RECREATE, timeout=2))
+    result = run(actor, gateway, original, Action("recreate", timeout=2))
 
     assert result.ok, result.error
     recreated = docker_client.containers.get(before["Name"].lstrip("/"))
@@ -253,7 +253,7 @@ def test_recreate_keeps_every_setting_and_the_data_and_lets_image_defaults_follo
     # The image changes under the same tag: what came from the image follows it,
     # what the container set itself stays.
     made.image(image_context(tmp_path / "two", "ENV IMAGE_VALUE=two", *lines), tag)
-    second = run(actor, gateway, recreated, Action(ActionKind.RECREATE, timeout=2))
+    second = run(actor, gateway, recreated, Action("recreate", timeout=2))
 
     assert second.ok, second.error
     newest = docker_client.containers.get(before["Name"].lstrip("/"))
@@ -272,7 +272,7 @@ def test_recreate_brings_back_a_container_that_has_exited(
     gone = compose_project.run("job", command=["sh", "-c", "exit 3"])
     wait_for(lambda: gone.reload() or gone.status == "exited", timeout=10, message="exit")
 
-    result = run(actor, gateway, gone, Action(ActionKind.RECREATE))
+    result = run(actor, gateway, gone, Action("recreate"))
 
     assert result.ok, result.error
     again = docker_client.containers.get(gone.name)
@@ -301,7 +301,7 @@ def test_cache_clear_empties_the_folders_keeps_them_runs_commands_and_restarts(
     )
     before = started_at(app)
     action = Action(
-        ActionKind.CACHE_CLEAR,
+        "cache_clear",
         paths=("/cache",),
         commands=(("sh", "-c", "echo flushed > /tmp/flushed"), ("echo", "second")),
         restart=True,
@@ -330,10 +330,8 @@ def test_cache_clear_without_restart_leaves_the_process_alone_and_a_missing_fold
     )
     before = started_at(app)
 
-    cleared = run(actor, gateway, app, Action(ActionKind.CACHE_CLEAR, paths=("/cache",)))
-    missing = run(
-        actor, gateway, app, Action(ActionKind.CACHE_CLEAR, paths=("/no/such/cache", "/other"))
-    )
+    cleared = run(actor, gateway, app, Action("cache_clear", paths=("/cache",)))
+    missing = run(actor, gateway, app, Action("cache_clear", paths=("/no/such/cache", "/other")))
 
     assert cleared.ok, cleared.error
     assert started_at(app) == before
@@ -380,7 +378,7 @@ def test_dependents_are_restarted_parents_first_and_only_those_that_depend(
     other = service("other")
     before = {c.name: started_at(c) for c in (db, api, worker, sidecar, other)}
 
-    result = run(actor, gateway, db, Action(ActionKind.RESTART_DEPENDENTS, timeout=2))
+    result = run(actor, gateway, db, Action("restart_dependents", timeout=2))
 
     assert result.ok, result.error
     after = {c.name: started_at(c) for c in (db, api, worker, sidecar, other)}
@@ -404,7 +402,7 @@ def test_a_dependency_cycle_is_reported_and_nothing_is_restarted(
     a, b = service("a", "db"), service("b", "a")
     before = {c.name: started_at(c) for c in (a, b)}
 
-    result = run(actor, gateway, db, Action(ActionKind.RESTART_DEPENDENTS))
+    result = run(actor, gateway, db, Action("restart_dependents"))
 
     assert not result.ok
     assert result.error is not None
@@ -425,8 +423,8 @@ def test_after_a_recreate_a_container_on_its_network_stack_is_moved_to_the_new_o
     # One plan, [recreate, restart_dependents]: both actions get the ref the plan began with.
     ref = gateway.inspect(api.id).ref
 
-    recreated = actor.run_action(ref, Action(ActionKind.RECREATE, timeout=2))
-    moved = actor.run_action(ref, Action(ActionKind.RESTART_DEPENDENTS, timeout=2))
+    recreated = actor.run_action(ref, Action("recreate", timeout=2))
+    moved = actor.run_action(ref, Action("restart_dependents", timeout=2))
 
     assert recreated.ok, recreated.error
     assert moved.ok, moved.error
@@ -483,7 +481,7 @@ def test_rebuild_builds_the_compose_context_and_recreates_on_the_new_image(
     )
     (tmp_path / "app" / "version.txt").write_text("two\n")
 
-    result = run(actor, gateway, app, Action(ActionKind.REBUILD, timeout=2))
+    result = run(actor, gateway, app, Action("rebuild", timeout=2))
 
     assert result.ok, result.error
     rebuilt = made.client.containers.get(app.name)
@@ -515,7 +513,7 @@ def test_a_failed_rebuild_keeps_the_build_output_and_leaves_the_old_container_ru
     before = started_at(app)
     compose_app(tmp_path, tag, ("RUN echo the build broke here && exit 3",))
 
-    result = run(actor, gateway, app, Action(ActionKind.REBUILD, timeout=2))
+    result = run(actor, gateway, app, Action("rebuild", timeout=2))
 
     assert not result.ok
     assert result.error is not None

@@ -25,7 +25,6 @@ from agent.engine.gateway import DockerSDKGateway, parse_time
 from agent.healing.observe import Scope
 from agent.model import (
     Action,
-    ActionKind,
     Attempt,
     AttemptStatus,
     Backoff,
@@ -72,9 +71,9 @@ def book(
 
 
 DEFAULT_BOOKS = (
-    book("restart-unhealthy", [Signal.UNHEALTHY], Action(ActionKind.RESTART, timeout=2)),
-    book("start-exited", [Signal.EXITED], Action(ActionKind.START)),
-    book("back-off-crash-loop", [Signal.CRASH_LOOP], Action(ActionKind.START)),
+    book("restart-unhealthy", [Signal.UNHEALTHY], Action("restart", timeout=2)),
+    book("start-exited", [Signal.EXITED], Action("start")),
+    book("back-off-crash-loop", [Signal.CRASH_LOOP], Action("start")),
 )
 
 
@@ -306,8 +305,8 @@ def test_a_slow_stop_of_one_container_does_not_delay_healing_of_another(
     compose_project: ComposeProject, start_medic: Callable[..., Medic]
 ) -> None:
     books = (
-        book("slow", [Signal.UNHEALTHY], Action(ActionKind.RESTART, timeout=8), services=["slow"]),
-        book("fast", [Signal.UNHEALTHY], Action(ActionKind.RESTART, timeout=1), services=["fast"]),
+        book("slow", [Signal.UNHEALTHY], Action("restart", timeout=8), services=["slow"]),
+        book("fast", [Signal.UNHEALTHY], Action("restart", timeout=1), services=["fast"]),
     )
     check = healthcheck(HEALTHY_UNLESS_BROKEN)
     # The slow one ignores SIGTERM, so its restart waits the whole 8 s stop timeout.
@@ -338,7 +337,7 @@ def test_a_slow_stop_of_one_container_does_not_delay_healing_of_another(
 def test_an_exec_action_runs_inside_the_container_and_its_output_is_kept(
     compose_project: ComposeProject, start_medic: Callable[..., Medic]
 ) -> None:
-    clear = Action(ActionKind.EXEC, command=("sh", "-c", "rm -f /tmp/broken && echo cleared"))
+    clear = Action("exec", command=("sh", "-c", "rm -f /tmp/broken && echo cleared"))
     books = (book("clear-broken-flag", [Signal.UNHEALTHY], clear),)
     web = compose_project.run(
         "web", command=["sh", "-c", SERVE], healthcheck=healthcheck(HEALTHY_UNLESS_BROKEN)
@@ -359,7 +358,7 @@ def test_an_exec_action_runs_inside_the_container_and_its_output_is_kept(
 def test_a_failing_exec_is_a_failed_attempt_with_its_exit_code(
     compose_project: ComposeProject, start_medic: Callable[..., Medic]
 ) -> None:
-    fail = Action(ActionKind.EXEC, command=("sh", "-c", "echo no such cache >&2; exit 7"))
+    fail = Action("exec", command=("sh", "-c", "echo no such cache >&2; exit 7"))
     books = (book("clear-cache", [Signal.UNHEALTHY], fail),)
     web = compose_project.run(
         "web", command=["sh", "-c", SERVE], healthcheck=healthcheck(HEALTHY_UNLESS_BROKEN)
@@ -378,7 +377,7 @@ def test_a_failing_exec_is_a_failed_attempt_with_its_exit_code(
 def test_an_oom_killed_container_is_found_and_restarted(
     compose_project: ComposeProject, start_medic: Callable[..., Medic]
 ) -> None:
-    books = (book("restart-oom-killed", [Signal.OOM_KILLED], Action(ActionKind.RESTART)),)
+    books = (book("restart-oom-killed", [Signal.OOM_KILLED], Action("restart")),)
     medic = start_medic(playbooks=books)
     # Grows a shell variable past the 16 MiB limit once; after the restart it just runs.
     hog = (
@@ -422,7 +421,7 @@ def test_restarting_a_container_that_ignores_sigterm_opens_no_exited_incident(
 ) -> None:
     web = stubborn_web(compose_project)
     books = (
-        book("restart-unhealthy", [Signal.UNHEALTHY], Action(ActionKind.RESTART, timeout=1)),
+        book("restart-unhealthy", [Signal.UNHEALTHY], Action("restart", timeout=1)),
         *DEFAULT_BOOKS[1:],
     )
     medic = start_medic(playbooks=books)
@@ -443,7 +442,7 @@ def test_recreating_a_container_that_ignores_sigterm_opens_no_exited_incident(
 ) -> None:
     web = stubborn_web(compose_project)
     books = (
-        book("recreate-unhealthy", [Signal.UNHEALTHY], Action(ActionKind.RECREATE, timeout=1)),
+        book("recreate-unhealthy", [Signal.UNHEALTHY], Action("recreate", timeout=1)),
         *DEFAULT_BOOKS[1:],
     )
     medic = start_medic(playbooks=books)
@@ -473,7 +472,7 @@ def test_a_playbook_stop_action_leaves_the_container_stopped_without_an_incident
 ) -> None:
     web = stubborn_web(compose_project)
     books = (
-        book("stop-unhealthy", [Signal.UNHEALTHY], Action(ActionKind.STOP, timeout=1)),
+        book("stop-unhealthy", [Signal.UNHEALTHY], Action("stop", timeout=1)),
         *DEFAULT_BOOKS[1:],
     )
     # A control that crashes proves medic keeps healing meanwhile.
@@ -510,8 +509,8 @@ def test_restart_dependents_spares_an_ignored_dependent_and_its_kills_are_medics
         name="restart-dependents",
         match=Match(signals=frozenset({Signal.UNHEALTHY}), services=frozenset({"db"})),
         actions=(
-            Action(ActionKind.RESTART_DEPENDENTS, timeout=1),
-            Action(ActionKind.EXEC, command=("rm", "-f", "/tmp/broken")),
+            Action("restart_dependents", timeout=1),
+            Action("exec", command=("rm", "-f", "/tmp/broken")),
         ),
         backoff=FAST,
     )

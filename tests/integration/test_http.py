@@ -15,7 +15,7 @@ from fakes import FakeDocker
 from agent.config import Settings
 from agent.healing.observe import Scope
 from agent.http import StatusServer
-from agent.model import Action, ActionKind, Health, Match, Playbook, Signal, State
+from agent.model import Action, Health, Match, Playbook, Signal, State
 from agent.store import MemoryStore
 from agent.supervisor import Supervisor
 
@@ -49,9 +49,7 @@ def medic() -> Iterator[tuple[Supervisor, FakeDocker, Clock, str, list[bool]]]:
         settings=Settings(project="shop", interval=30),
         gateway=fake,
         store=MemoryStore(),
-        playbooks=[
-            Playbook("start", Match(frozenset({Signal.EXITED})), (Action(ActionKind.START),))
-        ],
+        playbooks=[Playbook("start", Match(frozenset({Signal.EXITED})), (Action("start"),))],
         scope=Scope(project="shop"),
         clock=clock,
     )

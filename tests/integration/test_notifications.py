@@ -12,7 +12,7 @@ from helpers import wait_for
 from agent.config import Settings
 from agent.errors import ConfigError
 from agent.healing.observe import Scope
-from agent.model import Action, ActionKind, Match, Playbook, Signal, State
+from agent.model import Action, Match, Playbook, Signal, State
 from agent.notify import AppriseNotifier, Notification, NotificationKind, NotificationQueue
 from agent.store import MemoryStore
 from agent.supervisor import Supervisor
@@ -30,9 +30,7 @@ def test_incident_opened_and_resolved_reach_the_webhook_once_each(
         settings=Settings(project="shop", settle=0.0),
         gateway=fake,
         store=MemoryStore(),
-        playbooks=[
-            Playbook("start", Match(frozenset({Signal.EXITED})), (Action(ActionKind.START),))
-        ],
+        playbooks=[Playbook("start", Match(frozenset({Signal.EXITED})), (Action("start"),))],
         scope=Scope(project="shop"),
         notifier=notifier,
     )

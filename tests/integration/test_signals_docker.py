@@ -13,7 +13,6 @@ from agent.engine.gateway import DockerSDKGateway
 from agent.healing.observe import Scope
 from agent.model import (
     Action,
-    ActionKind,
     Attempt,
     AttemptStatus,
     Incident,
@@ -84,7 +83,7 @@ def test_an_error_logged_three_times_gets_the_container_restarted(
     book = Playbook(
         "db-slots",
         Match(frozenset({Signal.LOG_MATCH}), services=frozenset({"db"}), log=rule),
-        (Action(ActionKind.RESTART, timeout=2),),
+        (Action("restart", timeout=2),),
     )
     db = compose_project.run("db", command=["sh", "-c", NOISY])
     running = Running(compose_project.name, book)
@@ -106,7 +105,7 @@ def test_a_port_that_stops_answering_gets_the_container_restarted(
     book = Playbook(
         "web-port",
         Match(frozenset({Signal.PROBE_FAILED}), probe=rule),
-        (Action(ActionKind.RESTART, timeout=2),),
+        (Action("restart", timeout=2),),
     )
     web = compose_project.run("web", command=["sh", "-c", SERVER])
     running = Running(compose_project.name, book)

@@ -27,7 +27,6 @@ from agent.engine.gateway import DockerSDKGateway
 from agent.healing.observe import Scope
 from agent.model import (
     Action,
-    ActionKind,
     Attempt,
     AttemptStatus,
     Backoff,
@@ -60,7 +59,7 @@ CRASH_ON_DEMAND = (
 START_EXITED = Playbook(
     name="start-exited",
     match=Match(signals=frozenset({Signal.EXITED})),
-    actions=(Action(ActionKind.START),),
+    actions=(Action("start"),),
     backoff=Backoff(initial=1, factor=2, max=10, reset_after=600),
     escalation=Escalation(after_attempts=20, within=600),
 )
@@ -233,7 +232,7 @@ def test_a_person_resolving_an_escalated_incident_turns_healing_back_on(
     give_up_at_once = Playbook(
         name="start-exited",
         match=Match(signals=frozenset({Signal.EXITED})),
-        actions=(Action(ActionKind.START),),
+        actions=(Action("start"),),
         backoff=Backoff(initial=1, factor=1, max=1, reset_after=600),
         escalation=Escalation(after_attempts=1, within=600),
     )

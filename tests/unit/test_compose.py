@@ -27,7 +27,7 @@ from agent.engine.compose_graph import (
 from agent.engine.gateway import project_container_from_list
 from agent.errors import ActionError
 from agent.healing.act import Actor
-from agent.model import Action, ActionKind, State
+from agent.model import Action, State
 
 LABELS = {
     "com.docker.compose.project.working_dir": "/srv/shop",
@@ -209,7 +209,7 @@ def assert_rebuilds(project: Path, files: str) -> None:
     )
     actor = Actor(fake)
     try:
-        result = actor.run_action(fake.inspect(app.id).ref, Action(ActionKind.REBUILD))
+        result = actor.run_action(fake.inspect(app.id).ref, Action("rebuild"))
     finally:
         actor.shutdown(timeout=1)
 
@@ -432,7 +432,7 @@ def test_restart_dependents_restarts_in_order_and_skips_ignored_and_one_off_cont
     fake.add("other-api-1", {"com.docker.compose.project": "other"})
     actor = Actor(fake)
     try:
-        result = actor.run_action(fake.inspect(db.id).ref, Action(ActionKind.RESTART_DEPENDENTS))
+        result = actor.run_action(fake.inspect(db.id).ref, Action("restart_dependents"))
     finally:
         actor.shutdown(timeout=1)
 
@@ -452,7 +452,7 @@ def test_restart_dependents_with_unreadable_compose_files_uses_the_labels_and_sa
     fake.add("shop-api-1", service("api", **{"com.docker.compose.depends_on": "db:x:y"}))
     actor = Actor(fake)
     try:
-        result = actor.run_action(fake.inspect(db.id).ref, Action(ActionKind.RESTART_DEPENDENTS))
+        result = actor.run_action(fake.inspect(db.id).ref, Action("restart_dependents"))
     finally:
         actor.shutdown(timeout=1)
 
@@ -465,7 +465,7 @@ def test_cache_clear_runs_the_path_script_then_each_command_then_restarts() -> N
     fake = FakeDocker()
     app = fake.add("shop-app-1", service("app"))
     action = Action(
-        ActionKind.CACHE_CLEAR,
+        "cache_clear",
         paths=("/var/cache/app", "/tmp/x y"),
         commands=(("redis-cli", "FLUSHALL"),),
         restart=True,
@@ -491,7 +491,7 @@ def test_a_finished_job_is_left_alone_and_a_crashed_dependent_is_started_again()
     fake.add("shop-api-1", service("api", **needs_db), state=State.EXITED, exit_code=1)
     actor = Actor(fake)
     try:
-        result = actor.run_action(fake.inspect(db.id).ref, Action(ActionKind.RESTART_DEPENDENTS))
+        result = actor.run_action(fake.inspect(db.id).ref, Action("restart_dependents"))
     finally:
         actor.shutdown(timeout=1)
 

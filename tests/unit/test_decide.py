@@ -8,7 +8,6 @@ from factories import at, finding, playbook
 
 from agent.healing.decide import after_attempt, after_healthy, decide, select_playbook
 from agent.model import (
-    ActionKind,
     Backoff,
     Escalate,
     Escalation,
@@ -42,7 +41,7 @@ def test_crash_loop_backs_off_10s_20s_40s_then_escalates() -> None:
     book = playbook(
         "back-off-crash-loop",
         (Signal.CRASH_LOOP,),
-        kind=ActionKind.START,
+        kind="start",
         escalation=Escalation(after_attempts=4, within=1800),
     )
     state = HealingState()
@@ -119,7 +118,7 @@ def test_reset_after_comes_from_the_playbook_of_the_last_attempt() -> None:
 
 def test_most_severe_finding_with_a_playbook_is_acted_on() -> None:
     unhealthy = playbook("restart-unhealthy", (Signal.UNHEALTHY,))
-    exited = playbook("start-exited", (Signal.EXITED,), kind=ActionKind.START)
+    exited = playbook("start-exited", (Signal.EXITED,), kind="start")
     decision = decide(
         [finding(Signal.UNHEALTHY), finding(Signal.EXITED), finding(Signal.CRASH_LOOP)],
         labels={},
@@ -146,7 +145,7 @@ def test_finding_no_playbook_handles_is_skipped_with_the_reason() -> None:
 
 def test_pinned_playbook_wins_when_it_handles_the_signal() -> None:
     first = playbook("restart-unhealthy")
-    pinned = playbook("gentle", kind=ActionKind.EXEC)
+    pinned = playbook("gentle", kind="exec")
     chosen = select_playbook(finding(), {"medic.playbook": "gentle"}, [first, pinned])
     assert chosen is pinned
 

@@ -18,12 +18,12 @@ from loguru import logger
 
 from agent.config import Settings
 from agent.healing.observe import Scope
-from agent.model import Action, ActionKind, Match, Playbook, Signal
+from agent.model import Action, Match, Playbook, Signal
 from agent.store import MemoryStore
 from agent.supervisor import Supervisor
 
 PROJECT = {"com.docker.compose.project": "shop", "com.docker.compose.service": "web"}
-BOOKS = (Playbook("start-exited", Match(frozenset({Signal.EXITED})), (Action(ActionKind.START),)),)
+BOOKS = (Playbook("start-exited", Match(frozenset({Signal.EXITED})), (Action("start"),)),)
 
 
 def medic(

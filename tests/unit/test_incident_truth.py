@@ -22,7 +22,6 @@ from agent.healing.observe import Scope
 from agent.healing.signals import ProbeOutcome, Prober
 from agent.model import (
     Action,
-    ActionKind,
     Backoff,
     ContainerId,
     Escalation,
@@ -49,13 +48,13 @@ def labels(service: str, **extra: str) -> dict[str, str]:
     return {**PROJECT, "com.docker.compose.service": service, **extra}
 
 
-def book(name: str, signal: Signal, kind: ActionKind, **options: object) -> Playbook:
+def book(name: str, signal: Signal, kind: str, **options: object) -> Playbook:
     return Playbook(name, Match(frozenset({signal})), (Action(kind),), **options)  # type: ignore[arg-type]
 
 
-RESTART_UNHEALTHY = book("restart-unhealthy", Signal.UNHEALTHY, ActionKind.RESTART)
-START_EXITED = book("start-exited", Signal.EXITED, ActionKind.START)
-CRASH_LOOP = book("back-off-crash-loop", Signal.CRASH_LOOP, ActionKind.START)
+RESTART_UNHEALTHY = book("restart-unhealthy", Signal.UNHEALTHY, "restart")
+START_EXITED = book("start-exited", Signal.EXITED, "start")
+CRASH_LOOP = book("back-off-crash-loop", Signal.CRASH_LOOP, "start")
 
 
 def medic(
@@ -122,7 +121,7 @@ def test_a_probe_that_keeps_failing_is_one_incident_that_escalates_not_a_flappin
     port = Playbook(
         "db-port",
         Match(frozenset({Signal.PROBE_FAILED}), probe=rule),
-        (Action(ActionKind.RESTART),),
+        (Action("restart"),),
         escalation=Escalation(after_attempts=3, within=3600),
     )
     store = MemoryStore()
@@ -153,7 +152,7 @@ def test_a_log_incident_resolves_only_after_its_window_passes_without_a_match() 
     slots = Playbook(
         "db-slots",
         Match(frozenset({Signal.LOG_MATCH}), log=rule),
-        (Action(ActionKind.RESTART),),
+        (Action("restart"),),
     )
     store = MemoryStore()
     s = Supervisor(
@@ -249,7 +248,7 @@ def test_medics_own_restart_is_not_a_persons_stop_when_the_engine_clock_is_off(
     report = s.run_once()
 
     assert [f.signal for f in report.findings] == [Signal.EXITED]
-    assert [r.action.kind for _, _, rs in report.results for r in rs] == [ActionKind.START]
+    assert [r.action.kind for _, _, rs in report.results for r in rs] == ["start"]
 
 
 # --- defect 8: status is published after every change -----------------------------------
@@ -317,7 +316,7 @@ def test_a_log_that_cannot_be_read_is_a_warning(warnings: list[str]) -> None:
     fake.add("shop-db-1", labels("db"))
     rule = LogRule("oops")
     slots = Playbook(
-        "db-oops", Match(frozenset({Signal.LOG_MATCH}), log=rule), (Action(ActionKind.RESTART),)
+        "db-oops", Match(frozenset({Signal.LOG_MATCH}), log=rule), (Action("restart"),)
     )
     fake.fail("logs", DockerServerError("Reading the log: the Docker engine failed"))
     medic(fake, (slots,)).run_once()
@@ -389,7 +388,7 @@ def test_restart_dependents_never_touches_medic_itself_or_an_ignored_container()
     me = fake.add("shop-medic-1", labels("medic", **needs_db))
     actor = Actor(fake, scope=Scope(project="shop", own_id=ContainerId(me.id)))
     try:
-        result = actor.run_action(fake.inspect(db.id).ref, Action(ActionKind.RESTART_DEPENDENTS))
+        result = actor.run_action(fake.inspect(db.id).ref, Action("restart_dependents"))
     finally:
         actor.shutdown(timeout=1)
 
@@ -403,7 +402,7 @@ def test_the_actor_refuses_a_plan_for_a_container_out_of_scope() -> None:
     fake = FakeDocker()
     other = fake.add("other-web-1", {"com.docker.compose.project": "other"})
     actor = Actor(fake, scope=Scope(project="shop"))
-    plan_book = book("restart-unhealthy", Signal.UNHEALTHY, ActionKind.RESTART)
+    plan_book = book("restart-unhealthy", Signal.UNHEALTHY, "restart")
     ref = fake.inspect(other.id).ref
     finding = Finding(ref, Signal.UNHEALTHY, "sick", fake.clock.now())
     try:
@@ -443,7 +442,7 @@ def test_a_recreate_loop_backs_off_and_escalates_though_polls_run_during_each_re
     recreate = Playbook(
         "recreate-unhealthy",
         Match(frozenset({Signal.UNHEALTHY})),
-        (Action(ActionKind.RECREATE),),
+        (Action("recreate"),),
         backoff=Backoff(initial=0.05),
         escalation=Escalation(after_attempts=2, within=3600),
     )

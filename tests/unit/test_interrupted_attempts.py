@@ -21,7 +21,6 @@ from agent.healing.observe import Scope
 from agent.healing.recorder import engine_account
 from agent.model import (
     Action,
-    ActionKind,
     Attempt,
     AttemptId,
     AttemptStatus,
@@ -47,7 +46,7 @@ LABELS = {"com.docker.compose.project": "shop", "com.docker.compose.service": "w
 RESTART = Playbook(
     "restart-unhealthy",
     Match(frozenset({Signal.UNHEALTHY})),
-    (Action(ActionKind.RESTART, timeout=30),),
+    (Action("restart", timeout=30),),
     backoff=Backoff(initial=60, factor=2, max=300, reset_after=600),
 )
 

@@ -30,6 +30,7 @@ PURE = frozenset(
         "agent.healing.decide",
         "agent.status",
         "agent.healing.slots",
+        "agent.healing.actions",
         "agent.engine.compose_graph",
         "agent.escalate.casefile",
         "agent.escalate.rules",

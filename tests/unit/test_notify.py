@@ -13,7 +13,7 @@ from helpers import wait_for
 from agent.config import Settings
 from agent.healing.observe import Scope
 from agent.healing.playbooks import load_playbooks
-from agent.model import Action, ActionKind, State
+from agent.model import Action, State
 from agent.notify import (
     MAX_DEDUPE_KEYS,
     Notification,
@@ -142,7 +142,7 @@ def test_a_notify_action_sends_through_the_queue_and_fails_without_destinations(
         "    actions:\n      - notify: {message: web is down again}\n      - start\n"
     )
     [book] = load_playbooks(path)
-    assert book.actions[0] == Action(ActionKind.NOTIFY, message="web is down again")
+    assert book.actions[0] == Action("notify", message="web is down again")
     fake = FakeDocker()
     labels = {"com.docker.compose.project": "shop", "com.docker.compose.service": "web"}
     fake.add("shop-web-1", labels, state=State.EXITED, exit_code=1)

@@ -24,7 +24,7 @@ from fakes import FakeDocker
 from agent.engine.gateway import DockerSDKGateway, create_args_from_inspect
 from agent.errors import DockerRequestError
 from agent.healing.act import Actor
-from agent.model import Action, ActionKind, ContainerRef
+from agent.model import Action, ContainerRef
 
 CAPTURED_CONTAINER: dict[str, Any] = json.loads(
     r"""
@@ -640,7 +640,7 @@ def test_recreate_reports_the_new_id_and_the_old_container_is_gone() -> None:
     web = fake.add("shop-web-1", {"com.docker.compose.project": "shop"})
     actor = Actor(fake)
     try:
-        result = actor.run_action(ref_of(fake, web.id), Action(ActionKind.RECREATE, timeout=1))
+        result = actor.run_action(ref_of(fake, web.id), Action("recreate", timeout=1))
     finally:
         actor.shutdown(timeout=1)
 
@@ -670,7 +670,7 @@ def test_rebuild_recreates_only_after_a_successful_build(tmp_path: Path, dockerf
     app = fake.add("shop-app-1", compose_project_dir(tmp_path, dockerfile=dockerfile))
     actor = Actor(fake)
     try:
-        result = actor.run_action(ref_of(fake, app.id), Action(ActionKind.REBUILD))
+        result = actor.run_action(ref_of(fake, app.id), Action("rebuild"))
     finally:
         actor.shutdown(timeout=1)
 
@@ -691,7 +691,7 @@ def test_rebuild_of_a_container_not_made_by_compose_says_why_it_cannot() -> None
     app = fake.add("lonely", {"com.docker.compose.service": "app"})
     actor = Actor(fake)
     try:
-        result = actor.run_action(ref_of(fake, app.id), Action(ActionKind.REBUILD))
+        result = actor.run_action(ref_of(fake, app.id), Action("rebuild"))
     finally:
         actor.shutdown(timeout=1)
 

@@ -25,7 +25,7 @@ from agent.healing.signals import (
     log_hits,
     probe_finding,
 )
-from agent.model import Action, ActionKind, LogRule, Match, Playbook, ProbeKind, ProbeRule, Signal
+from agent.model import Action, LogRule, Match, Playbook, ProbeKind, ProbeRule, Signal
 from agent.store import MemoryStore
 from agent.supervisor import Supervisor
 
@@ -192,7 +192,7 @@ def test_log_lines_since_the_last_look_lead_to_a_restart() -> None:
     book = Playbook(
         "db-slots",
         Match(frozenset({Signal.LOG_MATCH}), services=frozenset({"db"}), log=rule),
-        (Action(ActionKind.RESTART),),
+        (Action("restart"),),
     )
     medic = supervisor(fake, book)
     fake.write_log(db, "FATAL: remaining connection slots are reserved")
@@ -200,7 +200,7 @@ def test_log_lines_since_the_last_look_lead_to_a_restart() -> None:
     fake.write_log(db, "FATAL: remaining connection slots are reserved")
     report = medic.run_once()
     assert [f.signal for f in report.findings] == [Signal.LOG_MATCH]
-    assert [r.action.kind for _, _, rs in report.results for r in rs] == [ActionKind.RESTART]
+    assert [r.action.kind for _, _, rs in report.results for r in rs] == ["restart"]
     assert fake.requests.count("logs") == 2
     # After the restart the count starts over: the old lines do not fire again.
     assert medic.run_once().findings == []
@@ -213,7 +213,7 @@ def test_containers_no_log_or_probe_rule_applies_to_cost_nothing_extra() -> None
     book = Playbook(
         "db-only",
         Match(frozenset({Signal.LOG_MATCH}), services=frozenset({"db"}), log=rule),
-        (Action(ActionKind.RESTART),),
+        (Action("restart"),),
     )
     prober = ScriptedProber([])
     supervisor(fake, book, prober).run_once()
@@ -228,7 +228,7 @@ def test_failed_probes_in_a_row_lead_to_a_restart_and_a_success_resets_the_count
     book = Playbook(
         "db-port",
         Match(frozenset({Signal.PROBE_FAILED}), probe=rule),
-        (Action(ActionKind.RESTART),),
+        (Action("restart"),),
     )
     prober = ScriptedProber([False, True, False, False])
     medic = supervisor(fake, book, prober)
@@ -238,5 +238,5 @@ def test_failed_probes_in_a_row_lead_to_a_restart_and_a_success_resets_the_count
     [finding] = report.findings
     assert finding.signal is Signal.PROBE_FAILED
     assert finding.evidence["last_error"] == "connection refused"
-    assert [r.action.kind for _, _, rs in report.results for r in rs] == [ActionKind.RESTART]
+    assert [r.action.kind for _, _, rs in report.results for r in rs] == ["restart"]
     assert prober.addresses == ["172.30.0.2"] * 4

@@ -14,7 +14,6 @@ from agent.errors import StoreUnavailable
 from agent.healing.observe import Scope
 from agent.model import (
     Action,
-    ActionKind,
     Escalation,
     Finding,
     Health,
@@ -30,10 +29,8 @@ from agent.supervisor import Supervisor
 
 PROJECT = {"com.docker.compose.project": "shop"}
 BOOKS = (
-    Playbook(
-        "restart-unhealthy", Match(frozenset({Signal.UNHEALTHY})), (Action(ActionKind.RESTART),)
-    ),
-    Playbook("start-exited", Match(frozenset({Signal.EXITED})), (Action(ActionKind.START),)),
+    Playbook("restart-unhealthy", Match(frozenset({Signal.UNHEALTHY})), (Action("restart"),)),
+    Playbook("start-exited", Match(frozenset({Signal.EXITED})), (Action("start"),)),
 )
 
 
@@ -234,7 +231,7 @@ def test_a_person_resolving_the_escalated_incident_turns_healing_back_on() -> No
 
     store.set_status(incident.id, IncidentStatus.RESOLVED, at=incident.opened_at, note="fixed")
     report = s2.run_once()
-    assert [r.action.kind for _, _, rs in report.results for r in rs] == [ActionKind.START]
+    assert [r.action.kind for _, _, rs in report.results for r in rs] == ["start"]
     assert len(store.list_incidents(IncidentQuery())) == 2
 
 
@@ -266,7 +263,7 @@ def test_recovering_from_an_escalation_starts_a_fresh_streak() -> None:
     assert s.tracked[web.id].healing.attempts == ()  # type: ignore[index]
     fake.crash(web)
     report = s.run_once()
-    assert [r.action.kind for _, _, rs in report.results for r in rs] == [ActionKind.START]
+    assert [r.action.kind for _, _, rs in report.results for r in rs] == ["start"]
 
 
 def test_a_recreated_container_keeps_its_backoff_so_a_recreate_loop_still_escalates() -> None:
@@ -277,7 +274,7 @@ def test_a_recreated_container_keeps_its_backoff_so_a_recreate_loop_still_escala
     recreate = Playbook(
         "recreate-exited",
         Match(frozenset({Signal.EXITED})),
-        (Action(ActionKind.RECREATE),),
+        (Action("recreate"),),
         escalation=Escalation(after_attempts=2, within=3600),
     )
     s = Supervisor(
