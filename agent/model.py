@@ -63,16 +63,91 @@ class Signal(StrEnum):
     PROBE_FAILED = "probe_failed"
 
 
-#: When one container shows several signals at once, the most severe one is healed.
-SEVERITY: tuple[Signal, ...] = (
-    Signal.CRASH_LOOP,
-    Signal.OOM_KILLED,
-    Signal.DEAD,
-    Signal.EXITED,
-    Signal.UNHEALTHY,
-    Signal.PROBE_FAILED,
-    Signal.LOG_MATCH,
-)
+class Source(StrEnum):
+    """Where medic learns of a signal."""
+
+    ENGINE = "engine"
+    """The engine's list, inspect and events: state, health, exit code, deaths."""
+    LOG = "log"
+    """The container's log, read for a playbook's ``match.log`` rule."""
+    PROBE = "probe"
+    """medic's own HTTP or TCP probe, for a playbook's ``match.probe`` rule."""
+
+
+class Recovery(StrEnum):
+    """What "clear" means for a signal (agent/healing/lifecycle.py)."""
+
+    HEALTHY = "healthy"
+    """The container runs and passes its health check, or has none."""
+    PROBE_PASSES = "probe_passes"
+    """A probe passed and none failed since (and the container is healthy)."""
+    LOG_QUIET = "log_quiet"
+    """The rule's window went by with no matching line (and the container is healthy)."""
+
+
+@dataclass(frozen=True)
+class SignalKind:
+    """Everything medic knows of one kind of signal, in one entry of ``SIGNAL_KINDS``."""
+
+    signal: Signal
+    source: Source
+    recovery: Recovery
+    summary: str
+    """What it means, as docs/signals.md's table says."""
+    rule: str | None = None
+    """The playbook ``match`` key the signal needs to be looked for (``log``,
+    ``probe``); None when the engine reports it anyway."""
+
+
+#: One entry per signal, most severe first: when a container shows several signals at
+#: once, the most severe one is healed. To add a signal: a member of ``Signal``, its
+#: entry here, the code that finds it (agent/healing/detect.py for the engine's,
+#: agent/healing/signals.py and watch.py for the ones a rule looks for), its test and
+#: its row in docs/signals.md. A test checks that every signal has an entry and a row.
+SIGNAL_KINDS: Mapping[Signal, SignalKind] = {
+    kind.signal: kind
+    for kind in (
+        SignalKind(
+            Signal.CRASH_LOOP,
+            Source.ENGINE,
+            Recovery.HEALTHY,
+            "the container died MEDIC_CRASH_LOOP_DEATHS times within MEDIC_CRASH_LOOP_WINDOW",
+        ),
+        SignalKind(
+            Signal.OOM_KILLED,
+            Source.ENGINE,
+            Recovery.HEALTHY,
+            "the kernel killed the container for memory",
+        ),
+        SignalKind(Signal.DEAD, Source.ENGINE, Recovery.HEALTHY, "Docker marked it dead"),
+        SignalKind(
+            Signal.EXITED, Source.ENGINE, Recovery.HEALTHY, "it exited with a non-zero code"
+        ),
+        SignalKind(
+            Signal.UNHEALTHY,
+            Source.ENGINE,
+            Recovery.HEALTHY,
+            "its own HEALTHCHECK reports unhealthy",
+        ),
+        SignalKind(
+            Signal.PROBE_FAILED,
+            Source.PROBE,
+            Recovery.PROBE_PASSES,
+            "medic's HTTP or TCP probe failed `failures` times in a row",
+            rule="probe",
+        ),
+        SignalKind(
+            Signal.LOG_MATCH,
+            Source.LOG,
+            Recovery.LOG_QUIET,
+            "a regular expression matched in its log `count` times within `window`",
+            rule="log",
+        ),
+    )
+}
+
+#: Signals from most to least severe.
+SEVERITY: tuple[Signal, ...] = tuple(SIGNAL_KINDS)
 
 
 class IncidentStatus(StrEnum):

@@ -56,7 +56,7 @@ from agent.errors import ActionError, MedicError
 from agent.escalate.redact import Redactor, is_secret_name
 from agent.fixes.archive import EXECUTABLE_MODE, FILE_MODE, SYMLINK_MODE, tree_archive
 from agent.fixes.git import Git, TreeEntry
-from agent.model import Health, Signal, Verification
+from agent.model import SIGNAL_KINDS, Health, Signal, Source, Verification
 from agent.secrets import strip_terminal_escapes
 
 #: How much of a build log or a command's output is kept.
@@ -66,11 +66,9 @@ TAIL_LINES = 60
 #: Where the fix's files are inside a sandbox, and the folder in the tar that holds them.
 WORKSPACE = "/workspace"
 
-#: Failures that show when the service starts: only for these can running the candidate
-#: image for a while say whether the fix heals.
-START_FAILURES = frozenset(
-    {Signal.EXITED, Signal.UNHEALTHY, Signal.CRASH_LOOP, Signal.OOM_KILLED, Signal.DEAD}
-)
+#: Failures that show when the service starts (the engine reports them): only for these
+#: can running the candidate image for a while say whether the fix heals.
+START_FAILURES = frozenset(s for s, kind in SIGNAL_KINDS.items() if kind.source is Source.ENGINE)
 
 #: Labels on candidate images, so that stale ones are easy to find.
 CANDIDATE_LABELS = (("medic.candidate", "true"),)

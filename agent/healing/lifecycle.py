@@ -1,12 +1,10 @@
 """When an incident is over, and when medic should look again. Pure: no I/O, no clock.
 
 Recovery is judged per signal, because each signal has its own way of being well
-again (DESIGN.md, "Incident lifecycle"):
-
-* ``unhealthy``, ``exited``, ``oom_killed``, ``dead``, ``crash_loop``: the container
-  runs and its health check passes (or it has none);
-* ``probe_failed``: a probe passed, and none failed since;
-* ``log_match``: the rule's window went by without a matching line.
+again: its entry in ``agent.model.SIGNAL_KINDS`` names its ``Recovery`` (the
+container runs and passes its health check; a probe passed and none failed since;
+the log rule's window went by without a matching line). A signal without an entry
+is a KeyError, never a silent default.
 
 An incident (one per container and failure episode, whatever signals it showed)
 resolves once every signal it showed has been clear for the settle period. All
@@ -16,16 +14,11 @@ schedule.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from agent.model import ContainerSnapshot, Health, Signal, State
-
-#: Signals judged by the container's state and health check.
-STATE_SIGNALS = frozenset(
-    {Signal.UNHEALTHY, Signal.EXITED, Signal.OOM_KILLED, Signal.DEAD, Signal.CRASH_LOOP}
-)
+from agent.model import SIGNAL_KINDS, ContainerSnapshot, Health, Recovery, Signal, State
 
 
 @dataclass(frozen=True)
@@ -44,12 +37,7 @@ def clear_since(signals: Iterable[Signal], clear: Clear) -> datetime | None:
     """Since when every one of ``signals`` has been clear, or None if one is not."""
     times: list[datetime] = []
     for signal in set(signals):
-        if signal in STATE_SIGNALS:
-            since = clear.healthy_since
-        elif signal is Signal.PROBE_FAILED:
-            since = clear.probe_ok_since
-        else:
-            since = clear.log_quiet_at
+        since = _SINCE[SIGNAL_KINDS[signal].recovery](clear)
         if since is None:
             return None
         times.append(since)
@@ -59,6 +47,14 @@ def clear_since(signals: Iterable[Signal], clear: Clear) -> datetime | None:
     if clear.healthy_since is None:
         return None
     return max([*times, clear.healthy_since])
+
+
+#: When each way of being well again last began (the signal's ``Recovery``).
+_SINCE: Mapping[Recovery, Callable[[Clear], datetime | None]] = {
+    Recovery.HEALTHY: lambda clear: clear.healthy_since,
+    Recovery.PROBE_PASSES: lambda clear: clear.probe_ok_since,
+    Recovery.LOG_QUIET: lambda clear: clear.log_quiet_at,
+}
 
 
 @dataclass(frozen=True)

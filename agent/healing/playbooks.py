@@ -31,6 +31,7 @@ from agent.errors import PlaybookError, PlaybookErrors
 from agent.healing import actions
 from agent.healing.actions import ActionType, Option, OptionType
 from agent.model import (
+    SIGNAL_KINDS,
     Action,
     Backoff,
     Escalation,
@@ -431,11 +432,10 @@ def _match(r: _Reader, node: Node, path: str) -> Match:
         raise _Invalid
     # A rule without its signal would never fire. (The signal without a rule is fine:
     # the playbook then handles what another playbook's rule finds.)
-    for signal, key, rule in (
-        (Signal.LOG_MATCH, "log", log),
-        (Signal.PROBE_FAILED, "probe", probe),
-    ):
-        if rule is not None and signal not in signals:
+    rules = {"log": log, "probe": probe}
+    for kind in SIGNAL_KINDS.values():
+        key, signal = kind.rule, kind.signal
+        if key is not None and rules[key] is not None and signal not in signals:
             r.report(fields.nodes[key], _join(path, key), f"a {key} rule needs {signal} in signals")
     return Match(
         signals=frozenset(signals),
