@@ -424,3 +424,39 @@ class Notify(ActionType):
     def run(self, hands: Hands, container: ContainerRef, action: Action) -> Outcome:
         hands.announce(container, action)
         return Outcome("queued for sending")
+
+
+#: Signals a reload may send: the ones servers read as "reread your configuration",
+#: never one that stops the process.
+RELOAD_SIGNALS = ("HUP", "USR1", "USR2")
+
+#: Sends the signal named by the first argument to the container's main process, with
+#: the shell's own kill, so the image needs a shell and nothing more.
+SIGNAL_MAIN_PROCESS = 'kill -s "$0" 1'
+
+
+@register
+class Reload(ActionType):
+    name = "reload"
+    summary = (
+        "Send the container's main process a reload signal (`signal`: HUP, USR1 or USR2; "
+        "default HUP) so it rereads its configuration; the container keeps running."
+    )
+    options: ClassVar[Mapping[str, Option]] = {
+        "signal": Option(OptionType.CHOICE, choices=RELOAD_SIGNALS, example="HUP"),
+    }
+
+    def describe(self, action: Action) -> str:
+        return f"reload (SIG{action.text('signal') or 'HUP'})"
+
+    def run(self, hands: Hands, container: ContainerRef, action: Action) -> Outcome:
+        signal = action.text("signal") or "HUP"
+        result = hands.gateway.exec(
+            container.id, ("sh", "-c", SIGNAL_MAIN_PROCESS, signal), user=None, timeout=30.0
+        )
+        if result.exit_code != 0:
+            raise ActionError(
+                f"sending SIG{signal} to the main process ended with {_exit(result.exit_code)}: "
+                f"{excerpt(result.output, _ERROR_EXCERPT)}"
+            )
+        return Outcome(f"sent SIG{signal} to the main process")

@@ -525,3 +525,31 @@ def test_a_failed_rebuild_keeps_the_build_output_and_leaves_the_old_container_ru
     assert started_at(app) == before
     assert made.client.containers.get(app.name).id == app.id
     assert app.attrs["Image"] == made.client.images.get(tag).id
+
+
+#: Counts SIGHUPs and SIGUSR1s into files, the way a server rereads its configuration.
+RELOADABLE = (
+    "trap 'echo hup >> /tmp/reloads' HUP; trap 'echo usr1 >> /tmp/reloads' USR1; "
+    "trap 'exit 0' TERM; while :; do sleep 0.2 & wait $!; done"
+)
+
+
+def test_reload_signals_the_main_process_and_leaves_the_container_running(
+    compose_project: ComposeProject, gateway: DockerSDKGateway, actor: Actor
+) -> None:
+    proxy = compose_project.run("proxy", command=["sh", "-c", RELOADABLE], stop_timeout=2)
+    before = started_at(proxy)
+
+    hup = run(actor, gateway, proxy, Action("reload"))
+    usr1 = run(actor, gateway, proxy, Action("reload", signal="USR1"))
+
+    assert hup.ok, hup.error
+    assert usr1.ok, usr1.error
+    wait_for(
+        lambda: exec_text(proxy, "cat /tmp/reloads 2>/dev/null || true") == "hup\nusr1",
+        timeout=10,
+        message="the main process to trap both signals",
+    )
+    proxy.reload()
+    assert proxy.status == "running"
+    assert started_at(proxy) == before

@@ -8,15 +8,20 @@ quietly somewhere else.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from factories import finding
+from fakes import FakeDocker
 
-from agent.errors import ActionError
+from agent.engine.gateway import ExecResult
+from agent.errors import ActionError, PlaybookErrors
 from agent.healing import actions, lifecycle
+from agent.healing.act import Actor
 from agent.healing.actions import KINDS, describe, leaves_stopped, stops_container
+from agent.healing.playbooks import load_playbooks
 from agent.model import (
     SEVERITY,
     SIGNAL_KINDS,
@@ -27,6 +32,7 @@ from agent.model import (
     Recovery,
     Signal,
     Source,
+    State,
 )
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
@@ -162,3 +168,52 @@ def test_each_signal_resolves_by_its_own_recovery_rule(signal: Signal) -> None:
         # Healthy is not enough: a probe or log signal needs its own kind of clear.
         assert lifecycle.clear_since([signal], healthy_only) is None
     assert lifecycle.clear_since([signal], everything) is not None
+
+
+# --- reload: the kind added as one entry, its tests and its docs row ---------------------
+
+
+def test_reload_reads_from_a_playbook_with_its_signal_checked(tmp_path: Path) -> None:
+    path = tmp_path / "reload.yml"
+    path.write_text(
+        "playbooks:\n"
+        "  - name: reload-proxy\n"
+        "    match: {signals: [probe_failed], probe: {http: 80}}\n"
+        "    actions: [reload, {reload: {signal: USR2}}]\n"
+    )
+    [book] = load_playbooks(path)
+    assert book.actions == (Action("reload"), Action("reload", signal="USR2"))
+    assert [describe(a) for a in book.actions] == ["reload (SIGHUP)", "reload (SIGUSR2)"]
+    assert not any(stops_container(a) for a in book.actions)
+
+    path.write_text(path.read_text().replace("USR2", "TERM"))
+    with pytest.raises(PlaybookErrors, match=r"reload.yml:4: .*signal: 'TERM' is not one of"):
+        load_playbooks(path)
+
+
+class RecordingDocker(FakeDocker):
+    """The fake engine, noting each command medic runs inside a container."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.commands: list[tuple[str, ...]] = []
+
+    def exec(
+        self, container_id: str, command: Sequence[str], *, user: str | None, timeout: float | None
+    ) -> ExecResult:
+        self.commands.append(tuple(command))
+        return super().exec(container_id, command, user=user, timeout=timeout)
+
+
+def test_reload_sends_the_signal_to_the_main_process_through_exec() -> None:
+    fake = RecordingDocker()
+    proxy = fake.add("proxy", {}, state=State.RUNNING)
+    actor = Actor(fake)
+    try:
+        result = actor.run_action(fake.inspect(proxy.id).ref, Action("reload", signal="USR1"))
+    finally:
+        actor.shutdown(timeout=1)
+    assert result.ok, result.error
+    assert result.output == "sent SIGUSR1 to the main process"
+    assert fake.commands == [("sh", "-c", actions.SIGNAL_MAIN_PROCESS, "USR1")]
+    assert fake.requests.count("restart") == fake.requests.count("stop") == 0
