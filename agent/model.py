@@ -297,11 +297,6 @@ class Action:
             return ()
         return tuple(c for c in value if isinstance(c, tuple))
 
-    @property
-    def timeout(self) -> float | None:
-        """The ``timeout`` option: a stop timeout, or an exec's time limit."""
-        return self.seconds("timeout")
-
 
 @dataclass(frozen=True)
 class Backoff:

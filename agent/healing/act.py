@@ -15,6 +15,10 @@ action stops or replaces a container the actor reports a ``Touch`` (and another
 when it is over, with the engine's time by which its effects were over), so the
 kills it causes fall in medic's own-action windows and are never taken for a
 crash or a person's stop.
+
+What each kind of action does is its entry in agent/healing/actions.py; the actor
+gives the entry its ``Hands`` (the gateway, the touch reports, the plan's
+notification) and the two larger procedures, ``rebuild`` and ``restart_dependents``.
 """
 
 from __future__ import annotations
