@@ -448,21 +448,30 @@ def test_recreating_a_container_that_ignores_sigterm_opens_no_exited_incident(
     )
     medic = start_medic(playbooks=books)
     break_health(web)
-    wait_for(lambda: medic.attempts(web), timeout=30, message="a recreate")
     [new] = wait_for(
         lambda: [c for c in compose_project.project_containers() if c.id != web.id],
-        timeout=20,
+        timeout=30,
         message="the new container",
     )
+    # The incident follows the new container, its attempt with it.
+    wait_for(lambda: medic.attempts(new), timeout=20, message="the recreate recorded")
     wait_for(lambda: health(new) == "healthy", timeout=20, message="the new one healthy")
+    # One episode, one incident: it follows the new container and resolves once that
+    # one has been healthy for the settle period (2 s).
+    wait_for(
+        lambda: [i for i in medic.store.list_incidents() if not i.is_active],
+        timeout=20,
+        message="the incident resolved after the new container settled",
+    )
     time.sleep(3)
 
     everything = medic.store.list_incidents()
     assert [i.signal for i in everything] == [Signal.UNHEALTHY]
     [incident] = everything
-    assert incident.container.id == web.id
+    assert incident.container.id == new.id
     assert incident.status is IncidentStatus.RESOLVED
-    assert incident.note is not None and "was recreated as" in incident.note
+    assert incident.note is not None and incident.note.startswith("healthy for 2 s")
+    assert any(f"was recreated as {new.id[:12]}" in e.summary for e in incident.evidence)
     [attempt] = incident.attempts
     assert attempt.ok and attempt.action.startswith("recreate")
     assert not any("stopped by a person" in line for line in log_lines)
