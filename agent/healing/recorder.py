@@ -393,8 +393,12 @@ class Recorder:
             held.incident_id,
             ref=ref,
             signal=decision.finding.signal,
-            title=f"medic escalated: {ref.service or ref.name} still shows "
-            f"{decision.finding.signal}",
+            title=f"medic escalated: {ref.service or ref.name} "
+            + (
+                f"fails again after each heal, now {decision.finding.signal}"
+                if decision.relapsing
+                else f"still shows {decision.finding.signal}"
+            ),
             body=f"{decision.reason}. Automatic healing of {ref.name} is paused until it "
             "recovers or a person resolves the incident (medic incidents resolve "
             f"{held.incident_id[:8]}).",
