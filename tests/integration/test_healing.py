@@ -273,6 +273,26 @@ def test_a_stop_made_while_medic_was_down_is_respected_from_the_event_history(
     assert medic.incidents(stopped) == []
 
 
+def test_a_stop_the_engine_no_longer_remembers_is_taken_for_a_crash_and_said_so(
+    compose_project: ComposeProject, start_medic: Callable[..., Medic], log_lines: list[str]
+) -> None:
+    stubborn = ["sh", "-c", "while :; do sleep 0.2; done"]
+    stopped = compose_project.run("stopped", command=stubborn)
+    busy = compose_project.run("busy", command=stubborn)
+    stopped.stop(timeout=1)
+    # The engine keeps its last 256 events: each exec adds three (create, start, die).
+    for _ in range(100):
+        busy.exec_run(["true"])
+
+    medic = start_medic()
+    wait_for(lambda: medic.attempts(stopped), timeout=30, message="the stop healed as a crash")
+    stopped.reload()
+    assert stopped.status == "running"
+    assert any(
+        "event history no longer goes back" in line and stopped.name in line for line in log_lines
+    )
+
+
 def test_containers_of_other_projects_and_ignored_ones_are_never_touched(
     compose_project: ComposeProject, start_medic: Callable[..., Medic]
 ) -> None:
