@@ -395,17 +395,29 @@ class Playbook:
 
 
 @dataclass(frozen=True)
+class Relapse:
+    """An attempt that healed the container, which then failed again."""
+
+    attempt: datetime
+    """The attempt's start (one of ``HealingState.attempts``)."""
+    lasted: float
+    """Seconds from when medic first saw it well after the attempt to when it saw it fail."""
+
+
+@dataclass(frozen=True)
 class HealingState:
     """What ``decide`` needs to know about past healing of one container.
 
     ``attempts`` holds the start times of the current streak: they are cleared once
-    the container has stayed healthy for ``reset_after`` seconds.
+    the container has stayed healthy for ``reset_after`` seconds. ``relapses`` holds
+    those of the streak's attempts that healed it before it failed again.
     """
 
     attempts: tuple[datetime, ...] = ()
     circuit_open: bool = False
     busy: bool = False
     reset_after: float = 600.0
+    relapses: tuple[Relapse, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -435,6 +447,8 @@ class Escalate:
     finding: Finding
     playbook: Playbook
     reason: str
+    relapsing: bool = False
+    """Each attempt healed the container, and it failed again each time."""
 
 
 @dataclass(frozen=True)

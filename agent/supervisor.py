@@ -264,6 +264,9 @@ class Supervisor:
         tracked = self._slots.observed(slot, history, snapshot, cleared=cleared)
         findings = detect_in(snapshot, tracked.history, self._rule)
         findings += self._watcher.findings(snapshot)
+        tracked = self._slots.judged(
+            slot, troubled=bool(findings), healthy=snapshot.is_healthy, at=self._clock.now()
+        )
         decision = decide(
             findings,
             labels=snapshot.labels,

@@ -3,7 +3,8 @@
 Each ``check_*`` takes an empty store and fails if that store breaks a promise;
 the memory, spooling and Postgres stores' tests run every check against their
 own store (``CHECKS``). The promises are those of ``DiagnosisStore`` and
-``FixStore``, whose in-memory implementations the escalation tests use.
+``FixStore``, whose in-memory implementations the escalation tests use, and
+that an incident follows a container medic replaced (``move_incident``).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from agent.model import (
     FixId,
     FixStatus,
     IncidentId,
+    IncidentStatus,
     Signal,
     Verification,
 )
@@ -233,6 +235,26 @@ def check_the_store_is_both_a_diagnosis_store_and_a_fix_store(store: IncidentSto
     assert [f.id for f in fixes.fixes_of_incident(incident)] == ["f1"]
 
 
+def check_an_incident_follows_the_container_that_replaced_it(store: IncidentStore) -> None:
+    incident = open_incident(store)
+    new = replace(WEB, id=ContainerId("d" * 64))
+    note = f"shop-web-1 ({WEB.short_id}) was recreated as {new.short_id}"
+
+    moved = store.move_incident(incident, new, at=T0 + timedelta(minutes=1), note=note)
+
+    assert (moved.id, moved.container, moved.status) == (incident, new, IncidentStatus.OPEN)
+    assert store.get(incident).container == new
+    assert [e.summary for e in store.get(incident).evidence][-1] == note
+    assert [i.id for i in store.active_incidents(new.id)] == [incident]
+    assert store.active_incidents(WEB.id) == []
+    # The new container's findings join the same incident.
+    again = Finding(new, Signal.EXITED, "shop-web-1 exited with code 1.", T0 + timedelta(minutes=2))
+    assert store.record_finding(again).id == incident
+    assert len(store.get(incident).evidence) == 3
+    with pytest.raises(IncidentNotFound):
+        store.move_incident(IncidentId("f" * 32), new, at=T0, note=note)
+
+
 CHECKS: list[Callable[[IncidentStore], None]] = [
     check_a_diagnosis_is_kept_whole_and_once_oldest_first,
     check_a_diagnosis_of_an_unknown_incident_is_refused,
@@ -243,6 +265,7 @@ CHECKS: list[Callable[[IncidentStore], None]] = [
     check_an_update_replaces_the_fix_and_an_unknown_one_is_not_found,
     check_fixes_are_listed_newest_first_awaiting_a_decision_unless_all,
     check_the_store_is_both_a_diagnosis_store_and_a_fix_store,
+    check_an_incident_follows_the_container_that_replaced_it,
 ]
 
 

@@ -25,6 +25,7 @@ from agent.store import IncidentNotFound, IncidentQuery, MemoryStore, new_id
 from agent.store.memory import append_evidence
 from agent.store.ops import (
     AddEvidence,
+    MoveIncident,
     OpenIncident,
     Operation,
     OperationStore,
@@ -70,6 +71,8 @@ class FlakyDatabase(OperationStore):
                     self.rows.record_diagnosis(op.diagnosis)
                 elif isinstance(op, RecordFix):
                     self._put_fix(op.fix)
+                elif isinstance(op, MoveIncident):
+                    self.rows.move_incident(op.incident_id, op.container, at=op.at, note=op.note)
                 else:
                     self.rows.set_status(op.incident_id, op.status, at=op.at, note=op.note)
 
@@ -172,4 +175,6 @@ def _key(op: Operation) -> str:
         return f"diagnosis:{op.diagnosis.id}"
     if isinstance(op, RecordFix):
         return f"fix:{op.fix.id}:{new_id()}"  # every change of a fix is applied
+    if isinstance(op, MoveIncident):
+        return f"evidence:{op.entry_id}"
     return f"status:{op.change_id}"

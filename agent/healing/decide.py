@@ -9,12 +9,14 @@ This is where backoff and the circuit breaker live. The rules, per container:
 * When ``escalation.after_attempts`` attempts were made within
   ``escalation.within`` seconds and the trouble is still there, escalate: the
   circuit opens and no automatic action is taken until the container recovers or
-  a person resolves the incident.
+  a person resolves the incident. The reason says whether each attempt healed the
+  container for a while (``HealingState.relapses``) or none did.
 * The streak of attempts is forgotten after ``backoff.reset_after`` seconds healthy.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -28,6 +30,7 @@ from agent.model import (
     HealingState,
     Plan,
     Playbook,
+    Relapse,
     Skip,
     Wait,
 )
@@ -96,6 +99,16 @@ def decide(
     if len(recent) >= rule.after_attempts:
         names = list(dict.fromkeys(used)) or [playbook.name]
         by = f"playbook {names[0]}" if len(names) == 1 else f"playbooks {', '.join(names)}"
+        lasted = [r.lasted for r in state.relapses if r.attempt in recent]
+        if len(lasted) == len(recent):
+            return Escalate(
+                finding,
+                playbook,
+                f"{finding.container.label} was healed {len(recent)} "
+                f"time{'s' if len(recent) != 1 else ''} by {by} and failed again within "
+                f"{_up_to(max(lasted))} each time (within {_minutes(rule.within)})",
+                relapsing=True,
+            )
         return Escalate(
             finding,
             playbook,
@@ -132,8 +145,21 @@ def after_attempt(state: HealingState, *, at: datetime, playbook: Playbook) -> H
 def after_healthy(state: HealingState, *, healthy_since: datetime, now: datetime) -> HealingState:
     """Forget the streak once the container has been healthy for ``reset_after``."""
     if state.attempts and (now - healthy_since).total_seconds() >= state.reset_after:
-        return replace(state, attempts=())
+        return replace(state, attempts=(), relapses=())
     return state
+
+
+def after_relapse(state: HealingState, *, attempt: datetime, lasted: float) -> HealingState:
+    """The attempt started at ``attempt`` healed the container, and after ``lasted``
+    seconds it failed again."""
+    return replace(state, relapses=(*state.relapses, Relapse(attempt, lasted)))
+
+
+def _up_to(seconds: float) -> str:
+    """A time span rounded up, so that "within" it stays true."""
+    if seconds < 120:
+        return f"{max(1, math.ceil(seconds))} s"
+    return f"{math.ceil(seconds / 60)} min"
 
 
 def _minutes(seconds: float) -> str:

@@ -230,12 +230,18 @@ class Healer:
         self._watcher.reset(flight.container.id)
         replaced = next((r.replaced_by for r in results if r.replaced_by), None)
         if replaced is not None:
+            # The same failure episode goes on in the new container: its incident stays
+            # open, and resolves only once the new container has settled.
             new = replace(flight.container, id=replaced)
-            was = f"{flight.container.name} was recreated as {new.short_id}"
-            self._recorder.resolve(slot, note=f"{was}; medic watches the new one")
+            old = flight.container
+            self._recorder.moved(
+                slot,
+                new,
+                note=f"{old.name} ({old.short_id}) was recreated as {new.short_id}; "
+                "medic watches the new one",
+            )
             tracked = self._slots.moved(slot, new)
             self._watcher.forget(flight.container.id)
-            self._recorder.replaced(new)
         delay = plan.playbook.backoff.delay(len(tracked.healing.attempts))
         wake_at = self._clock.now() + timedelta(seconds=delay)
         self._slots.update(slot, wake_at=wake_at)

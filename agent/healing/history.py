@@ -317,11 +317,24 @@ def with_past_events(
 
     Returns the new history and whether a person stopped the container: a stop or
     kill before the death that was not medic's own. Otherwise the death counts.
+
+    The engine keeps only its last 256 events (of every container together), and
+    none across its own restarts, so the events may no longer reach back to the
+    death (``reaches_death``). Then no stop is found and the death counts as a
+    crash: medic errs on the side of healing, rather than leave a crashed container
+    down because its history is gone.
     """
     for kind, at, signal in events:
         if stops(kind, signal) and not history.by_own_action(at):
             return stopped_by_person(replace(history, kill_at=at), at), True
     return note_death(history, died, window=window), False
+
+
+def reaches_death(events: tuple[tuple[str, datetime, str | None], ...], died: datetime) -> bool:
+    """Whether the engine's recorded events still hold the ``die`` of the death at
+    ``died``. When they do, the ``stop`` a ``docker stop`` records just after it is
+    there too; when they do not, the engine has dropped that part of its history."""
+    return any(kind == "die" and abs(at - died) <= SAME_DEATH for kind, at, _ in events)
 
 
 def action_started(

@@ -20,6 +20,7 @@ from agent.healing.history import (
     History,
     note_death,
     on_inspect,
+    reaches_death,
     unexplained_death,
     with_past_events,
 )
@@ -125,7 +126,9 @@ def explain(
     A death no event explained (the stream was down, or medic was not running) is a
     crash or a person's stop; the engine's event history says which. When that
     history cannot be read, the container is left as it is until the next poll
-    (None): guessing would either fight a person's stop or ignore a crash.
+    (None): guessing would either fight a person's stop or ignore a crash. When it
+    can be read but no longer reaches back to the death (a busy engine keeps about a
+    minute of events), the death is taken for a crash, with a warning saying so.
     """
     history = on_inspect(history, snapshot)
     died = unexplained_death(history, snapshot) if snapshot.detailed else None
@@ -148,6 +151,18 @@ def explain(
         return None
     events = tuple((e.kind, e.at, e.attributes.get("signal")) for e in past)
     history, by_person = with_past_events(history, died, events, window=window)
+    if not by_person and not reaches_death(events, died):
+        # The engine dropped its events of that death (it keeps its last 256, and none
+        # across its restarts): a person's stop then looks like a crash, and is healed.
+        logger.bind(container=snapshot.ref.name).warning(
+            "The Docker engine's event history no longer goes back to when {} stopped at "
+            "{:%H:%M:%S} (the engine keeps only its last 256 events, and none from before "
+            "it restarted), so medic cannot tell a person's stop from a crash and takes it "
+            "for a crash. If a person stopped it on purpose, stop it again while medic runs: "
+            "medic sees that stop and leaves the container stopped.",
+            snapshot.ref.label,
+            died,
+        )
     if by_person:
         logger.bind(container=snapshot.ref.name).info(
             "{} was stopped by a person (docker stop or kill at {:%H:%M:%S}, from the engine's "

@@ -2,7 +2,9 @@
 
 The supervisor decides; the recorder writes down what was decided and tells
 people. It holds, per container slot, the incident of the current failure
-episode: one incident per container and episode, whatever signals it shows.
+episode: one incident per container and episode, whatever signals it shows. A
+container medic recreates or rebuilds continues its slot's episode: the incident
+follows the new container (``moved``) and is not resolved until that one settles.
 Findings reach it only after ``decide`` has seen them, so what medic's own
 actions cause never becomes an incident.
 
@@ -392,8 +394,12 @@ class Recorder:
             held.incident_id,
             ref=ref,
             signal=decision.finding.signal,
-            title=f"medic escalated: {ref.service or ref.name} still shows "
-            f"{decision.finding.signal}",
+            title=f"medic escalated: {ref.service or ref.name} "
+            + (
+                f"fails again after each heal, now {decision.finding.signal}"
+                if decision.relapsing
+                else f"still shows {decision.finding.signal}"
+            ),
             body=f"{decision.reason}. Automatic healing of {ref.name} is paused until it "
             "recovers or a person resolves the incident (medic incidents resolve "
             f"{held.incident_id[:8]}).",
@@ -440,6 +446,34 @@ class Recorder:
             signal=gravest(held.signals),
             title=f"medic: {ref.service or ref.name} recovered from {signals}",
             body=f"Incident {held.incident_id[:8]} is resolved: {note}.",
+        )
+
+    def moved(self, slot: Slot, container: ContainerRef, *, note: str) -> None:
+        """medic replaced the slot's container (a recreate or a rebuild): the episode goes
+        on, so its incident stays open and follows the new container, with ``note``."""
+        held = self._held.get(slot)
+        if held is None:
+            logger.bind(container=container.name).info(
+                "{} is now container {}; its backoff and attempts carry over.",
+                container.label,
+                container.short_id,
+            )
+            return
+        self._held[slot] = replace(held, container=container)
+        if not self._dry_run:
+            self._call(
+                f"moving incident {held.incident_id[:8]} to container {container.short_id}",
+                lambda: self._store.move_incident(
+                    held.incident_id, container, at=self._clock.now(), note=note
+                ),
+                slot=slot,
+            )
+        logger.bind(container=container.name, incident=held.incident_id).info(
+            "{} is now container {}; incident {} stays open for it, and its backoff and "
+            "attempts carry over.",
+            container.label,
+            container.short_id,
+            held.incident_id[:8],
         )
 
     def interrupted(
@@ -585,12 +619,6 @@ class Recorder:
     def recovered(ref: ContainerRef) -> None:
         logger.bind(container=ref.name).info(
             "{} recovered; automatic healing of it is on again.", ref.label
-        )
-
-    @staticmethod
-    def replaced(ref: ContainerRef) -> None:
-        logger.bind(container=ref.name).info(
-            "{} is now container {}; its backoff and attempts carry over.", ref.label, ref.short_id
         )
 
     @property

@@ -18,7 +18,7 @@ from datetime import datetime
 
 from agent.healing import actions
 from agent.healing import history as hist
-from agent.healing.decide import after_attempt, after_healthy
+from agent.healing.decide import after_attempt, after_healthy, after_relapse
 from agent.healing.history import History, Reaction, Slot
 from agent.model import (
     ContainerId,
@@ -49,6 +49,9 @@ class Tracked:
     health: str = ""
     said: str = ""
     former: tuple[ContainerId, ...] = ()
+    well_since: datetime | None = None
+    """When medic first saw the container well (healthy, no findings) after the streak's
+    last attempt, until it fails again (host time)."""
 
     @property
     def ref(self) -> ContainerRef:
@@ -177,6 +180,27 @@ class Slots:
             tracked = replace(tracked, healing=HealingState(), used=())
         return self.put(slot, replace(tracked, said=""))
 
+    def judged(self, slot: Slot, *, troubled: bool, healthy: bool, at: datetime) -> Tracked:
+        """What the last attempt of the streak did: whether medic saw the container well
+        after it (``healthy`` and not ``troubled``) and, once it is ``troubled`` again,
+        how long that lasted (a relapse, for the words of an escalation)."""
+        tracked = self._slots[slot]
+        healing = tracked.healing
+        if not healing.attempts:
+            return tracked
+        last = max(healing.attempts)
+        if any(r.attempt == last for r in healing.relapses):
+            return tracked  # what follows a relapse is no longer that attempt's doing
+        if tracked.well_since is None:
+            if healthy and not troubled:
+                return self.put(slot, replace(tracked, well_since=at))
+            return tracked
+        if not troubled:
+            return tracked
+        lasted = max(0.0, (at - tracked.well_since).total_seconds())
+        healing = after_relapse(healing, attempt=last, lasted=lasted)
+        return self.put(slot, replace(tracked, healing=healing, well_since=None))
+
     def plan_started(self, slot: Slot, plan: Plan, *, at: datetime) -> Tracked:
         tracked = self._slots[slot]
         history = hist.action_started(
@@ -185,14 +209,19 @@ class Slots:
             stops=any(actions.stops_container(a) for a in plan.actions),
             leaves_stopped=actions.leaves_stopped(plan),
         )
-        return self.put(slot, replace(tracked, history=history, said="", wake_at=None))
+        return self.put(
+            slot, replace(tracked, history=history, said="", wake_at=None, well_since=None)
+        )
 
     def plan_finished(self, slot: Slot, plan: Plan, *, started_at: datetime, ok: bool) -> Tracked:
         tracked = self._slots[slot]
         history = hist.action_finished(tracked.history, ok=ok)
         healing = after_attempt(tracked.healing, at=started_at, playbook=plan.playbook)
         used = (*[u for u in tracked.used if u != plan.playbook.name], plan.playbook.name)
-        return self.put(slot, replace(tracked, history=history, healing=healing, used=used))
+        return self.put(
+            slot,
+            replace(tracked, history=history, healing=healing, used=used, well_since=None),
+        )
 
     def event(
         self,

@@ -20,6 +20,7 @@ from agent.fixes.errors import FixNotFound
 from agent.model import (
     Attempt,
     ContainerId,
+    ContainerRef,
     ContainerSnapshot,
     Diagnosis,
     EvidenceEntry,
@@ -152,6 +153,15 @@ class IncidentStore(ABC):
         note: str | None = None,
     ) -> Incident:
         """Move an incident to ``status``; resolving sets ``resolved_at``."""
+
+    @abstractmethod
+    def move_incident(
+        self, incident_id: IncidentId, container: ContainerRef, *, at: datetime, note: str
+    ) -> Incident:
+        """The incident's container was replaced by ``container`` (medic recreated or
+        rebuilt it): the incident stays as it is and follows the new container, so the
+        new one's findings and attempts join it; an evidence entry at ``at`` says
+        ``note``. ForeignIncident when it is another medic's."""
 
     @abstractmethod
     def get(self, incident_id: str) -> Incident:

@@ -23,6 +23,7 @@ from agent.model import (
     SEVERITY,
     Attempt,
     AttemptStatus,
+    ContainerRef,
     Diagnosis,
     DiagnosisId,
     DiagnosisSource,
@@ -202,6 +203,21 @@ class MemoryStore(IncidentStore):
             )
             self._keep(updated)
             return updated
+
+    def move_incident(
+        self, incident_id: IncidentId, container: ContainerRef, *, at: datetime, note: str
+    ) -> Incident:
+        with self._lock:
+            incident = self._find(incident_id)
+            self.check_own(incident)
+            moved = replace(
+                incident,
+                container=container,
+                updated_at=max(incident.updated_at, at),
+                evidence=append_evidence(incident.evidence, EvidenceEntry(at, note)),
+            )
+            self._keep(moved)
+            return moved
 
     def put(self, incident: Incident) -> None:
         """Keep ``incident`` exactly as given, replacing any with its id.

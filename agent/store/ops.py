@@ -20,6 +20,8 @@ from agent.codec import (
     CodecError,
     attempt_from_dict,
     attempt_to_dict,
+    container_fields,
+    container_from_fields,
     diagnosis_from_dict,
     diagnosis_to_dict,
     enum_field,
@@ -36,6 +38,7 @@ from agent.codec import (
 from agent.errors import StoreError
 from agent.model import (
     Attempt,
+    ContainerRef,
     Diagnosis,
     Evidence,
     EvidenceEntry,
@@ -45,7 +48,7 @@ from agent.model import (
     IncidentStatus,
     Signal,
 )
-from agent.store.base import IncidentStore
+from agent.store.base import IncidentStore, new_id
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,19 @@ class SetStatus:
 
 
 @dataclass(frozen=True)
+class MoveIncident:
+    """medic replaced the container of an active incident (a recreate or a rebuild):
+    the incident follows the new container, and an evidence entry (``entry_id``)
+    says so. Keyed by that entry, so a replay moves it once."""
+
+    entry_id: str
+    incident_id: IncidentId
+    container: ContainerRef
+    at: datetime
+    note: str
+
+
+@dataclass(frozen=True)
 class RecordDiagnosis:
     """One diagnosis of an incident, stored once (keyed by its id)."""
 
@@ -116,7 +132,15 @@ class RecordFix:
     fix: Fix
 
 
-Operation = OpenIncident | AddEvidence | RecordAttempt | SetStatus | RecordDiagnosis | RecordFix
+Operation = (
+    OpenIncident
+    | AddEvidence
+    | RecordAttempt
+    | SetStatus
+    | MoveIncident
+    | RecordDiagnosis
+    | RecordFix
+)
 
 
 class BadSpoolLine(StoreError):
@@ -147,6 +171,15 @@ def to_json(op: Operation) -> str:
         doc = {"op": "record_diagnosis", **diagnosis_to_dict(op.diagnosis)}
     elif isinstance(op, RecordFix):
         doc = {"op": "record_fix", **fix_to_dict(op.fix)}
+    elif isinstance(op, MoveIncident):
+        doc = {
+            "op": "move_incident",
+            "id": op.entry_id,
+            "incident_id": op.incident_id,
+            **container_fields(op.container),
+            "at": op.at.isoformat(),
+            "note": op.note,
+        }
     else:
         doc = {
             "op": "set_status",
@@ -187,6 +220,14 @@ def from_json(line: str) -> Operation:
             return RecordDiagnosis(diagnosis_from_dict(doc))
         if kind == "record_fix":
             return RecordFix(fix_from_dict(doc))
+        if kind == "move_incident":
+            return MoveIncident(
+                entry_id=text_field(doc, "id"),
+                incident_id=IncidentId(text_field(doc, "incident_id")),
+                container=container_from_fields(doc),
+                at=time_field(doc, "at"),
+                note=text_field(doc, "note"),
+            )
         if kind == "set_status":
             return SetStatus(
                 change_id=text_field(doc, "id"),
@@ -230,3 +271,11 @@ class OperationStore(IncidentStore):
         Raises StoreUnavailable when the store cannot be reached (nothing was
         written) and StoreError when an operation cannot be stored at all.
         """
+
+    def move_incident(
+        self, incident_id: IncidentId, container: ContainerRef, *, at: datetime, note: str
+    ) -> Incident:
+        found = self.get(incident_id)
+        self.check_own(found)
+        self.apply([MoveIncident(new_id(), found.id, container, at, note)])
+        return self.get(found.id)

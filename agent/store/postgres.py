@@ -64,6 +64,7 @@ from agent.store.base import (
 from agent.store.migrate import migrate
 from agent.store.ops import (
     AddEvidence,
+    MoveIncident,
     OpenIncident,
     Operation,
     OperationStore,
@@ -739,6 +740,26 @@ def _apply(cur: Cursor, op: Operation) -> None:
                 Jsonb(dict(op.evidence)),
                 op.observed_at,
                 *((_SEVERITY, signal, _SEVERITY, signal) * 2),
+            ),
+        )
+    elif isinstance(op, MoveIncident):
+        # The evidence entry keys the move: a replay inserts nothing and moves nothing.
+        cur.execute(
+            "WITH new AS ("
+            " INSERT INTO incident_evidence (id, incident_id, observed_at, summary, evidence)"
+            " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING RETURNING incident_id)"
+            " UPDATE incidents SET container_id = %s, container_name = %s,"
+            " updated_at = greatest(updated_at, %s)"
+            " FROM new WHERE incidents.id = new.incident_id",
+            (
+                op.entry_id,
+                op.incident_id,
+                op.at,
+                op.note,
+                Jsonb({}),
+                op.container.id,
+                op.container.name,
+                op.at,
             ),
         )
     elif isinstance(op, RecordDiagnosis):

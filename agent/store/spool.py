@@ -49,6 +49,7 @@ from agent.fixes.errors import FixNotFound
 from agent.model import (
     Attempt,
     ContainerId,
+    ContainerRef,
     ContainerSnapshot,
     Diagnosis,
     Finding,
@@ -70,6 +71,7 @@ from agent.store.memory import MemoryStore
 from agent.store.ops import (
     AddEvidence,
     BadSpoolLine,
+    MoveIncident,
     OpenIncident,
     Operation,
     OperationStore,
@@ -183,6 +185,19 @@ class SpoolingStore(IncidentStore):
             self._write(
                 SetStatus(new_id(), incident.id, status, at, note), incident.id, before=before
             )
+            return incident
+
+    def move_incident(
+        self, incident_id: IncidentId, container: ContainerRef, *, at: datetime, note: str
+    ) -> Incident:
+        with self._lock:
+            self._know(incident_id)
+            before = self._known(incident_id)
+            if before is not None:
+                self.check_own(before)
+            incident = self._view.move_incident(incident_id, container, at=at, note=note)
+            op = MoveIncident(new_id(), incident.id, container, at, note)
+            self._write(op, incident.id, before=before)
             return incident
 
     def get(self, incident_id: str) -> Incident:
@@ -739,6 +754,8 @@ class SpoolingStore(IncidentStore):
                 self._view.record_attempt(op.attempt)
             elif isinstance(op, SetStatus):
                 self._view.set_status(op.incident_id, op.status, at=op.at, note=op.note)
+            elif isinstance(op, MoveIncident):
+                self._view.move_incident(op.incident_id, op.container, at=op.at, note=op.note)
             elif isinstance(op, RecordDiagnosis):
                 self._view.record_diagnosis(op.diagnosis)
             elif isinstance(op, RecordFix):

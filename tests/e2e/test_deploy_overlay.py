@@ -255,6 +255,10 @@ def test_medic_deployed_by_the_overlay_rebuilds_a_service_from_its_build_context
     code, state = new_app.exec_run(["cat", "/app/state"])
     assert (code, state) == (0, b"fixed\n")
     assert f"recreated as {new_app.id[:12]}" in attempt["output"]
+    # The rebuild continued the episode: one incident, and it follows the new container.
+    incidents = deployment.medic(docker_client, "incidents", "--all", "--json") or []
+    [incident] = [i for i in incidents if i["service"] == "app"]
+    assert incident["container_id"] == new_app.id
 
 
 # Run in medic's container by the overlay: a fix branch made the way make_fix makes it

@@ -272,6 +272,26 @@ def test_a_stop_made_while_medic_was_down_is_respected_from_the_event_history(
     assert medic.incidents(stopped) == []
 
 
+def test_a_stop_the_engine_no_longer_remembers_is_taken_for_a_crash_and_said_so(
+    compose_project: ComposeProject, start_medic: Callable[..., Medic], log_lines: list[str]
+) -> None:
+    stubborn = ["sh", "-c", "while :; do sleep 0.2; done"]
+    stopped = compose_project.run("stopped", command=stubborn)
+    busy = compose_project.run("busy", command=stubborn)
+    stopped.stop(timeout=1)
+    # The engine keeps its last 256 events: each exec adds three (create, start, die).
+    for _ in range(100):
+        busy.exec_run(["true"])
+
+    medic = start_medic()
+    wait_for(lambda: medic.attempts(stopped), timeout=30, message="the stop healed as a crash")
+    stopped.reload()
+    assert stopped.status == "running"
+    assert any(
+        "event history no longer goes back" in line and stopped.name in line for line in log_lines
+    )
+
+
 def test_containers_of_other_projects_and_ignored_ones_are_never_touched(
     compose_project: ComposeProject, start_medic: Callable[..., Medic]
 ) -> None:
@@ -447,21 +467,30 @@ def test_recreating_a_container_that_ignores_sigterm_opens_no_exited_incident(
     )
     medic = start_medic(playbooks=books)
     break_health(web)
-    wait_for(lambda: medic.attempts(web), timeout=30, message="a recreate")
     [new] = wait_for(
         lambda: [c for c in compose_project.project_containers() if c.id != web.id],
-        timeout=20,
+        timeout=30,
         message="the new container",
     )
+    # The incident follows the new container, its attempt with it.
+    wait_for(lambda: medic.attempts(new), timeout=20, message="the recreate recorded")
     wait_for(lambda: health(new) == "healthy", timeout=20, message="the new one healthy")
+    # One episode, one incident: it follows the new container and resolves once that
+    # one has been healthy for the settle period (2 s).
+    wait_for(
+        lambda: [i for i in medic.store.list_incidents() if not i.is_active],
+        timeout=20,
+        message="the incident resolved after the new container settled",
+    )
     time.sleep(3)
 
     everything = medic.store.list_incidents()
     assert [i.signal for i in everything] == [Signal.UNHEALTHY]
     [incident] = everything
-    assert incident.container.id == web.id
+    assert incident.container.id == new.id
     assert incident.status is IncidentStatus.RESOLVED
-    assert incident.note is not None and "was recreated as" in incident.note
+    assert incident.note is not None and incident.note.startswith("healthy for 2 s")
+    assert any(f"was recreated as {new.id[:12]}" in e.summary for e in incident.evidence)
     [attempt] = incident.attempts
     assert attempt.ok and attempt.action.startswith("recreate")
     assert not any("stopped by a person" in line for line in log_lines)

@@ -6,13 +6,20 @@ from dataclasses import replace
 
 from factories import at, finding, playbook
 
-from agent.healing.decide import after_attempt, after_healthy, decide, select_playbook
+from agent.healing.decide import (
+    after_attempt,
+    after_healthy,
+    after_relapse,
+    decide,
+    select_playbook,
+)
 from agent.model import (
     Backoff,
     Escalate,
     Escalation,
     HealingState,
     Plan,
+    Relapse,
     Signal,
     Skip,
     Wait,
@@ -79,6 +86,44 @@ def test_escalates_after_3_attempts_in_30_minutes_by_default() -> None:
     state = HealingState(attempts=(at(0), at(10), at(30)))
     decision = decide([finding()], labels={}, state=state, playbooks=[book], now=at(70))
     assert isinstance(decision, Escalate)
+
+
+def test_an_escalation_after_attempts_that_healed_nothing_says_it_still_shows_the_signal() -> None:
+    state = HealingState(attempts=(at(0), at(10), at(30)))
+    decision = decide([finding()], labels={}, state=state, playbooks=[playbook()], now=at(70))
+    assert isinstance(decision, Escalate)
+    assert not decision.relapsing
+    assert decision.reason == (
+        "shop-web-1 (service web) still shows unhealthy after 3 attempts by playbook "
+        "restart-unhealthy within 30 min"
+    )
+
+
+def test_an_escalation_after_attempts_that_each_healed_says_how_long_the_heals_lasted() -> None:
+    state = HealingState(attempts=(at(0), at(40), at(100)))
+    for start, lasted in ((at(0), 12.0), (at(40), 39.2), (at(100), 8.0)):
+        state = after_relapse(state, attempt=start, lasted=lasted)
+    decision = decide([finding()], labels={}, state=state, playbooks=[playbook()], now=at(160))
+    assert isinstance(decision, Escalate)
+    assert decision.relapsing
+    assert decision.reason == (
+        "shop-web-1 (service web) was healed 3 times by playbook restart-unhealthy and "
+        "failed again within 40 s each time (within 30 min)"
+    )
+
+
+def test_an_escalation_says_still_shows_when_one_of_the_attempts_did_not_heal() -> None:
+    relapses = (Relapse(at(0), 12.0), Relapse(at(40), 20.0))  # the third never healed
+    state = HealingState(attempts=(at(0), at(40), at(100)), relapses=relapses)
+    decision = decide([finding()], labels={}, state=state, playbooks=[playbook()], now=at(160))
+    assert isinstance(decision, Escalate)
+    assert not decision.relapsing
+    assert "still shows unhealthy after 3 attempts" in decision.reason
+
+
+def test_relapses_are_forgotten_with_the_streak() -> None:
+    state = after_relapse(HealingState(attempts=(at(0),)), attempt=at(0), lasted=5.0)
+    assert after_healthy(state, healthy_since=at(20), now=at(620)).relapses == ()
 
 
 def test_attempts_older_than_the_window_do_not_escalate() -> None:

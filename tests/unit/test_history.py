@@ -134,3 +134,23 @@ def test_a_stale_health_status_is_looked_at_again_after_the_next_check() -> None
     sick = replace(snapshot(health=Health.UNHEALTHY), health_interval=5.0)
     assert lifecycle.health_recheck_at(sick, stale=True, now=at(0)) == at(5.5)
     assert lifecycle.health_recheck_at(sick, stale=False, now=at(0)) is None
+
+
+def test_an_event_history_that_no_longer_reaches_the_death_counts_it_as_a_crash() -> None:
+    # The engine keeps its last 256 events, dropping the oldest first: on a busy host a
+    # person's stop a minute ago may be gone from it. With nothing to say otherwise,
+    # the death is a crash.
+    stop = (("kill", at(9), "15"), ("die", at(10), None), ("stop", at(10.001), None))
+    h, by_person = hist.with_past_events(History(REF), at(10), stop, window=WINDOW)
+    assert by_person and h.stopped_by_person
+    assert hist.reaches_death(stop, at(10))
+
+    # The oldest dropped: the stop recorded just after the death still says a person.
+    h, by_person = hist.with_past_events(History(REF), at(10), stop[2:], window=WINDOW)
+    assert by_person
+
+    # All of it dropped: taken for a crash, and known to be a guess.
+    h, by_person = hist.with_past_events(History(REF), at(10), (), window=WINDOW)
+    assert not by_person and not h.stopped_by_person
+    assert h.deaths == (at(10),)
+    assert not hist.reaches_death((), at(10))

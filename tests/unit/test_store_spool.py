@@ -33,6 +33,7 @@ from agent.store.migrate import available
 from agent.store.ops import (
     AddEvidence,
     BadSpoolLine,
+    MoveIncident,
     OpenIncident,
     Operation,
     RecordAttempt,
@@ -305,6 +306,30 @@ def test_a_state_folder_that_cannot_be_read_stops_medic_at_start(tmp_path: Path)
         SpoolingStore(FlakyDatabase(), state_dir=blocked)
 
 
+def test_an_incident_moved_to_a_new_container_while_the_database_is_away_moves_there_too(
+    tmp_path: Path,
+) -> None:
+    db = FlakyDatabase()
+    store = SpoolingStore(db, state_dir=tmp_path, retry_delays=(3600,))
+    incident = store.record_finding(finding(T0))
+    new = replace(WEB, id=ContainerId("d" * 64))
+    db.down = True
+
+    store.move_incident(incident.id, new, at=T0 + timedelta(seconds=5), note="recreated")
+    assert [line["op"] for line in spooled_lines(tmp_path / "spool.jsonl")] == ["move_incident"]
+    assert [i.id for i in store.active_incidents(new.id)] == [incident.id]
+
+    db.down = False
+    assert store.replay() is True
+    assert store.replay() is True  # written once, however often replayed
+    assert db.rows.get(incident.id).container == new
+    assert [e.summary for e in db.rows.get(incident.id).evidence] == [
+        "shop-web-1 exited with code 3.",
+        "recreated",
+    ]
+    store.close()
+
+
 def test_a_person_resolving_in_the_database_leaves_the_view(tmp_path: Path) -> None:
     db = FlakyDatabase()
     store = SpoolingStore(db, state_dir=tmp_path)
@@ -337,6 +362,13 @@ def test_a_person_resolving_in_the_database_leaves_the_view(tmp_path: Path) -> N
         AddEvidence("e" * 32, IncidentId("a" * 32), T0, "again", {"exit_code": 3, "oom": False}),
         RecordAttempt(attempt(IncidentId("a" * 32), T0, ok=False)),
         SetStatus("s" * 32, IncidentId("a" * 32), IncidentStatus.RESOLVED, T0, "by hand: fixed"),
+        MoveIncident(
+            "m" * 32,
+            IncidentId("a" * 32),
+            replace(WEB, id=ContainerId("d" * 64)),
+            T0,
+            "shop-web-1 was recreated as dddddddddddd",
+        ),
     ],
 )
 def test_operations_survive_a_trip_through_a_spool_line(op: Operation) -> None:

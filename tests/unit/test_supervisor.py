@@ -289,10 +289,11 @@ def test_a_recreated_container_keeps_its_backoff_so_a_recreate_loop_still_escala
     assert result.ok and result.replaced_by is not None
     new = fake.containers[result.replaced_by]
     assert web.id not in fake.containers
-    # The old container's incident ends with a note; medic's memory moved to the new id.
-    [old_incident] = store.list_incidents()
-    assert old_incident.status is IncidentStatus.RESOLVED
-    assert old_incident.note is not None and "was recreated as" in old_incident.note
+    # The incident stays open and follows the new container; medic's memory moved too.
+    [incident] = store.list_incidents()
+    assert incident.status is IncidentStatus.HEALING
+    assert incident.container.id == new.id
+    assert f"was recreated as {new.id[:12]}" in incident.evidence[-1].summary
     assert web.id not in s.tracked
     assert len(s.tracked[new.id].healing.attempts) == 1  # type: ignore[index]
 
@@ -306,3 +307,6 @@ def test_a_recreated_container_keeps_its_backoff_so_a_recreate_loop_still_escala
     fake.crash(newest)
     escalated = s.run_once()
     assert [type(d).__name__ for d in escalated.decisions] == ["Escalate"]
+    [incident] = store.list_incidents()
+    assert incident.status is IncidentStatus.ESCALATED
+    assert len(incident.attempts) == 2
