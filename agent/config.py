@@ -224,12 +224,11 @@ class Settings:
         """Settings from ``environ`` (default: the process environment), then ``overrides``."""
         env = os.environ if environ is None else environ
         values: dict[str, object] = {}
-        known: set[str] = set()
+        known = set(cls.env_names())
         for f in fields(cls):
             if f.name == "extra":
                 continue
             var = f"MEDIC_{f.name.upper()}"
-            known.add(var)
             raw = env.get(var)
             if raw is None or raw.strip() == "":
                 continue
@@ -243,6 +242,11 @@ class Settings:
         settings = cls(**values)  # type: ignore[arg-type]
         settings.validate()
         return settings
+
+    @classmethod
+    def env_names(cls) -> tuple[str, ...]:
+        """Every environment variable medic reads its settings from, in field order."""
+        return tuple(f"MEDIC_{f.name.upper()}" for f in fields(cls) if f.name != "extra")
 
     @property
     def fix_allow_kinds(self) -> tuple[str, ...]:

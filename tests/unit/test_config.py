@@ -9,6 +9,64 @@ import pytest
 from agent.config import BUNDLED_PLAYBOOKS, Settings, parse_duration
 from agent.errors import ConfigError
 
+#: Every variable medic reads, as the README and docs/*.md list them. Renaming one
+#: breaks every deployment that sets it, so this list changes only on purpose.
+ENV_NAMES = (
+    "MEDIC_PROJECT",
+    "MEDIC_INTERVAL",
+    "MEDIC_PLAYBOOKS",
+    "MEDIC_SETTLE",
+    "MEDIC_CRASH_LOOP_DEATHS",
+    "MEDIC_CRASH_LOOP_WINDOW",
+    "MEDIC_MANUAL_STOP_GRACE",
+    "MEDIC_WORKERS",
+    "MEDIC_STOP_TIMEOUT",
+    "MEDIC_DRY_RUN",
+    "MEDIC_LOG_FORMAT",
+    "MEDIC_LOG_LEVEL",
+    "MEDIC_DOCKER_RETRY_ATTEMPTS",
+    "MEDIC_DOCKER_RETRY_MAX_DELAY",
+    "MEDIC_DATABASE_URL",
+    "MEDIC_STATE_DIR",
+    "MEDIC_RETENTION_DAYS",
+    "MEDIC_OBSERVATION_INTERVAL",
+    "MEDIC_HTTP_PORT",
+    "MEDIC_NOTIFY_URLS",
+    "MEDIC_NOTIFY_LIMIT",
+    "MEDIC_LLM_MODEL",
+    "MEDIC_LLM_DAILY_TOKENS",
+    "MEDIC_LLM_INCIDENT_TOKENS",
+    "MEDIC_LLM_INCIDENT_CALLS",
+    "MEDIC_LLM_MAX_STEPS",
+    "MEDIC_LLM_TIMEOUT",
+    "MEDIC_LLM_MAX_RETRIES",
+    "MEDIC_DIAGNOSIS_WINDOW",
+    "MEDIC_REDACT",
+    "MEDIC_REPO",
+    "MEDIC_FIX_PATHS",
+    "MEDIC_FIX_MAX_FILES",
+    "MEDIC_FIX_MAX_LINES",
+    "MEDIC_FIX_REMOTE",
+    "MEDIC_FIX_ALLOW",
+    "MEDIC_FIX_PUSH",
+    "MEDIC_VERIFY_CMD",
+    "MEDIC_VERIFY_IMAGE",
+    "MEDIC_VERIFY_TIMEOUT",
+    "MEDIC_VERIFY_BUILD_TIMEOUT",
+    "MEDIC_VERIFY_BUILD_NETWORK",
+    "MEDIC_VERIFY_MEMORY_MB",
+    "MEDIC_VERIFY_PIDS",
+    "MEDIC_VERIFY_CPUS",
+    "MEDIC_VERIFY_SETTLE",
+    "MEDIC_GIT_AUTHOR",
+)
+
+
+def test_the_environment_variables_are_exactly_the_documented_ones() -> None:
+    assert sorted(Settings.env_names()) == sorted(ENV_NAMES)
+    # Each one is read: none is left over as unknown for medic doctor.
+    assert Settings.from_env(dict.fromkeys(ENV_NAMES, "")).extra == {}
+
 
 def test_defaults_are_pinned() -> None:  # noqa: PLR0915 - one line per setting
     s = Settings.from_env({})
