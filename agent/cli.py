@@ -23,7 +23,15 @@ from loguru import logger
 from agent import __version__, cli_escalation, logs
 from agent.clock import SYSTEM_CLOCK, Clock, utcnow
 from agent.codec import format_duration, incident_to_dict
-from agent.config import Settings, parse_duration
+from agent.config import (
+    DockerSettings,
+    FixesSettings,
+    LlmSettings,
+    NotifySettings,
+    Settings,
+    StoreSettings,
+    parse_duration,
+)
 from agent.doctor import run_checks
 from agent.engine.gateway import DockerSDKGateway
 from agent.errors import ConfigError, MedicError, PlaybookErrors
@@ -176,11 +184,13 @@ def _main(argv: Sequence[str] | None) -> int:
     debug: bool = args.debug
     try:
         settings = Settings.from_env(
-            dry_run=True if getattr(args, "dry_run", False) else None,
             project=getattr(args, "project", None),
-            interval=getattr(args, "interval", None),
-            playbooks=getattr(args, "playbooks", None),
             log_level="DEBUG" if debug else None,
+            healing={
+                "dry_run": True if getattr(args, "dry_run", False) else None,
+                "interval": getattr(args, "interval", None),
+                "playbooks": getattr(args, "playbooks", None),
+            },
         )
         logs.configure(level=settings.log_level, fmt=settings.log_format)
         if args.command == "run":
@@ -188,7 +198,7 @@ def _main(argv: Sequence[str] | None) -> int:
         if args.command == "once":
             return cmd_once(settings, as_json=args.json)
         if args.command == "playbooks":
-            return cmd_validate(args.paths or [settings.playbooks], as_json=args.json)
+            return cmd_validate(args.paths or [settings.healing.playbooks], as_json=args.json)
         if args.command == "db":
             return cmd_migrate(settings)
         if args.command == "incidents":
@@ -203,7 +213,7 @@ def _main(argv: Sequence[str] | None) -> int:
         if args.command == "fixes":
             return cmd_fixes(settings, args)
         if args.command == "status":
-            url = args.url or f"http://127.0.0.1:{settings.http_port or 8080}"
+            url = args.url or f"http://127.0.0.1:{settings.http.port or 8080}"
             return cmd_status(url, as_json=args.json)
         if args.command == "doctor":
             return cmd_doctor(settings, as_json=args.json, ask_llm=args.llm)
@@ -242,7 +252,7 @@ def sentence(text: str) -> str:
     return text if text.endswith((".", "!", "?")) else f"{text}."
 
 
-def open_store(settings: Settings, *, identity: Identity | None = None) -> IncidentStore:
+def open_store(settings: StoreSettings, *, identity: Identity | None = None) -> IncidentStore:
     """The store ``run`` and ``once`` record in: Postgres behind a spool, or memory only.
 
     ``identity`` is the medic's (its scope and Docker engine): the store stamps it on
@@ -268,7 +278,7 @@ def open_store(settings: Settings, *, identity: Identity | None = None) -> Incid
 
 
 @contextmanager
-def _database(settings: Settings) -> Iterator[PostgresStore]:
+def _database(settings: StoreSettings) -> Iterator[PostgresStore]:
     """The Postgres store for the review commands, closed afterwards; or ConfigError
     saying what to set."""
     if settings.database_url is None:
@@ -283,58 +293,56 @@ def _database(settings: Settings) -> Iterator[PostgresStore]:
         store.close()
 
 
-def _notifier(settings: Settings) -> NotificationQueue | None:
-    if not settings.notify_targets:
+def _notifier(settings: NotifySettings) -> NotificationQueue | None:
+    if not settings.targets:
         return None
-    sender = AppriseNotifier(settings.notify_targets)
+    sender = AppriseNotifier(settings.targets)
     logger.info("Notifications go to {} destination(s).", sender.count)
-    return NotificationQueue(sender, rate=settings.notify_limit, per=3600)
+    return NotificationQueue(sender, rate=settings.limit, per=3600)
 
 
-def _git(settings: Settings) -> Git | None:
+def _git(repo: Path | None) -> Git | None:
     """MEDIC_REPO's git adapter, or None when it is unset; GitError when it is not a git
     work tree medic can use."""
-    if settings.repo is None:
+    if repo is None:
         return None
-    git = Git(settings.repo)
+    git = Git(repo)
     git.check_repository()
     return git
 
 
-def _repo_for_run(settings: Settings) -> Git | None:
+def _repo_for_run(repo: Path | None) -> Git | None:
     """The daemon heals whether or not MEDIC_REPO works; a broken one only means no fixes."""
     try:
-        return _git(settings)
+        return _git(repo)
     except MedicError as e:
         logger.error(
             "MEDIC_REPO={} cannot be used ({}); medic heals and diagnoses, but makes no fix "
             "branches. Point MEDIC_REPO at a git work tree mounted at the same path.",
-            settings.repo,
+            repo,
             e,
         )
         return None
 
 
 def _claude(
-    settings: Settings, git: Git | None, options: FixOptions, environ: Mapping[str, str]
+    settings: LlmSettings, git: Git | None, options: FixOptions, environ: Mapping[str, str]
 ) -> ClaudeDiagnoser | None:
     """Claude when ANTHROPIC_API_KEY is set (the SDK reads ANTHROPIC_BASE_URL itself)."""
     key = environ.get("ANTHROPIC_API_KEY", "").strip()
     if not key:
         return None
-    client = make_client(
-        api_key=key, timeout=settings.llm_timeout, max_retries=settings.llm_max_retries
-    )
+    client = make_client(api_key=key, timeout=settings.timeout, max_retries=settings.max_retries)
     limits = Limits(
-        max_steps=settings.llm_max_steps,
-        incident_tokens=settings.llm_incident_tokens,
-        incident_calls=settings.llm_incident_calls,
+        max_steps=settings.max_steps,
+        incident_tokens=settings.incident_tokens,
+        incident_calls=settings.incident_calls,
     )
     if git is None:
-        return ClaudeDiagnoser(client=client, model=settings.llm_model, limits=limits)
+        return ClaudeDiagnoser(client=client, model=settings.model, limits=limits)
     return ClaudeDiagnoser(
         client=client,
-        model=settings.llm_model,
+        model=settings.model,
         limits=limits,
         repo=git.repo,
         is_ignored=lambda path: path in git.ignored([path]),
@@ -344,7 +352,8 @@ def _claude(
 
 
 def _escalation(
-    settings: Settings,
+    llm_settings: LlmSettings,
+    fix_settings: FixesSettings,
     *,
     gateway: DockerSDKGateway,
     store: IncidentStore,
@@ -353,8 +362,9 @@ def _escalation(
     clock: Clock,
 ) -> tuple[DiagnosisService, Followup]:
     """The diagnosis service and what follows a diagnosis (notifications, the fix)."""
-    options = FixOptions.from_settings(settings)
-    llm = _claude(settings, git, options, os.environ)
+    redact_patterns = parse_patterns(llm_settings.redact)
+    options = FixOptions.from_settings(fix_settings, redact_patterns=redact_patterns)
+    llm = _claude(llm_settings, git, options, os.environ)
 
     def repo_head() -> str | None:
         if git is None:
@@ -369,10 +379,10 @@ def _escalation(
         diagnoses=store,
         source=gateway,
         llm=llm,
-        daily_tokens=settings.llm_daily_tokens,
-        window=settings.diagnosis_window,
+        daily_tokens=llm_settings.daily_tokens,
+        window=llm_settings.diagnosis_window,
         repo_head=repo_head,
-        redact_patterns=parse_patterns(settings.redact),
+        redact_patterns=redact_patterns,
         clock=clock,
     )
     fixes = FixMaker(
@@ -391,38 +401,40 @@ def _supervisor(
 ) -> tuple[Supervisor, DockerSDKGateway, IncidentStore, DiagnosisWorker | None]:
     """The supervisor and its adapters; with ``diagnose``, escalated incidents are queued
     on a diagnosis worker (``medic run``)."""
-    playbooks = load_playbooks(settings.playbooks)
+    healing = settings.healing
+    playbooks = load_playbooks(healing.playbooks)
     clock = SYSTEM_CLOCK  # one clock for the gateway and the supervisor (and its actor)
     gateway = DockerSDKGateway.from_env(
-        pool_size=settings.workers + 4,
-        retry_attempts=settings.docker_retry_attempts,
-        retry_max_delay=settings.docker_retry_max_delay,
+        pool_size=healing.workers + 4,
+        retry_attempts=settings.docker.retry_attempts,
+        retry_max_delay=settings.docker.retry_max_delay,
         clock=clock,
     )
     gateway.ping()
     scope = resolve_scope(settings.project, gateway, own_id=own_container_id())
     # One database, many medics: this one's incidents are those of its scope on this engine.
-    store = open_store(settings, identity=Identity(gateway.engine_id(), scope.project))
-    notifier: Notifier | None = _notifier(settings)
+    store = open_store(settings.store, identity=Identity(gateway.engine_id(), scope.project))
+    notifier: Notifier | None = _notifier(settings.notify)
     worker = None
-    if diagnose and not settings.dry_run:
+    if diagnose and not healing.dry_run:
         notices = EscalationNotices(notifier) if notifier is not None else None
         service, followup = _escalation(
-            settings,
+            settings.llm,
+            settings.fixes,
             gateway=gateway,
             store=store,
             notifier=notifier,
-            git=_repo_for_run(settings),
+            git=_repo_for_run(settings.fixes.repo),
             clock=clock,
         )
         worker = DiagnosisWorker(service, followup=followup, notices=notices, clock=clock)
         notifier = notices or notifier
         logger.info(
             "Escalated incidents are diagnosed by medic's rules{}.",
-            f" and by Claude ({settings.llm_model})" if service.llm is not None else "",
+            f" and by Claude ({settings.llm.model})" if service.llm is not None else "",
         )
     supervisor = Supervisor(
-        settings=settings,
+        healing=healing,
         gateway=gateway,
         store=store,
         playbooks=playbooks,
@@ -432,7 +444,7 @@ def _supervisor(
         escalation=worker,
     )
     supervisor.metrics.spool_depth.set_function(store.pending_changes)
-    logger.debug("Loaded {} playbooks from {}.", len(playbooks), settings.playbooks)
+    logger.debug("Loaded {} playbooks from {}.", len(playbooks), healing.playbooks)
     return supervisor, gateway, store, worker
 
 
@@ -446,14 +458,14 @@ def cmd_run(settings: Settings) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     server = None
-    if settings.http_port:
+    if settings.http.port:
         try:
             server = StatusServer(
                 health=supervisor.health,
                 ready=store.readiness,
                 registry=supervisor.metrics.registry,
                 status=supervisor.status,
-                port=settings.http_port,
+                port=settings.http.port,
             )
         except OSError as e:
             if worker is not None:
@@ -461,7 +473,7 @@ def cmd_run(settings: Settings) -> int:
             store.close()
             gateway.close()
             raise ConfigError(
-                f"cannot serve /healthz on port {settings.http_port} ({e.strerror}); "
+                f"cannot serve /healthz on port {settings.http.port} ({e.strerror}); "
                 "set MEDIC_HTTP_PORT to a free port, or 0 for none."
             ) from e
         server.start()
@@ -472,7 +484,7 @@ def cmd_run(settings: Settings) -> int:
             server.stop()
         if worker is not None:
             # Within the stop timeout, or recorded as abandoned; its notices go out below.
-            worker.close(settings.stop_timeout)
+            worker.close(settings.healing.stop_timeout)
         supervisor.close_notifier()
         gateway.close()
         store.close()
@@ -532,12 +544,13 @@ def cmd_doctor(settings: Settings, *, as_json: bool, ask_llm: bool = False) -> i
             store.close()
 
     def ask(key: str) -> str:
-        client = make_client(api_key=key, timeout=min(settings.llm_timeout, 30.0), max_retries=1)
-        return ask_model(client, settings.llm_model)
+        client = make_client(api_key=key, timeout=min(settings.llm.timeout, 30.0), max_retries=1)
+        return ask_model(client, settings.llm.model)
 
     results = run_checks(
-        settings,
         os.environ,
+        project=settings.project,
+        playbooks=settings.healing.playbooks,
         connect=connect,
         probe_database=probe_database,
         ask_llm=ask if ask_llm else None,
@@ -572,9 +585,9 @@ def cmd_once(settings: Settings, *, as_json: bool) -> int:
         gateway.close()
         store.close()
     if as_json:
-        dump_json(report_document(report, dry_run=settings.dry_run))
+        dump_json(report_document(report, dry_run=settings.healing.dry_run))
     else:
-        print_report(report, dry_run=settings.dry_run)
+        print_report(report, dry_run=settings.healing.dry_run)
     if report.error:
         return EXIT_FAILED
     failed = any(not r.ok for _, _, results in report.results for r in results)
@@ -720,9 +733,9 @@ def _playbook_summary(playbook: Playbook) -> dict[str, object]:
 
 
 def cmd_migrate(settings: Settings) -> int:
-    with _database(settings) as store:
-        assert settings.database_url is not None
-        applied = run_migrations(settings.database_url)
+    with _database(settings.store) as store:
+        assert settings.store.database_url is not None
+        applied = run_migrations(settings.store.database_url)
     if applied:
         print(f"Applied {len(applied)} migration(s) to {store.where}: {', '.join(applied)}.")
     else:
@@ -731,7 +744,7 @@ def cmd_migrate(settings: Settings) -> int:
 
 
 def cmd_incidents(settings: Settings, query: IncidentQuery, *, as_json: bool) -> int:
-    with _database(settings) as store:
+    with _database(settings.store) as store:
         incidents = store.list_incidents(query)
     now = utcnow()
     if as_json:
@@ -773,12 +786,12 @@ def cmd_incidents(settings: Settings, query: IncidentQuery, *, as_json: bool) ->
 
 
 def cmd_show(settings: Settings, incident_id: str, *, as_json: bool) -> int:
-    with _database(settings) as store:
+    with _database(settings.store) as store:
         incident = store.get(incident_id)
         diagnoses = store.diagnoses(incident.id)
         fixes = store.fixes_of_incident(incident.id)
     now = utcnow()
-    git = _quiet_git(settings)
+    git = _quiet_git(settings.fixes.repo)
     by_id = {d.id: d for d in diagnoses}
 
     def diff_of(fix: Fix) -> str | None:
@@ -817,13 +830,14 @@ def cmd_show(settings: Settings, incident_id: str, *, as_json: bool) -> int:
 
 def cmd_diagnose(settings: Settings, incident_id: str, *, as_json: bool, use_llm: bool) -> int:
     """Diagnose one incident of any status now, record it, make its fix, print it."""
-    git = _git(settings)
-    with _database(settings) as store:
+    git = _git(settings.fixes.repo)
+    with _database(settings.store) as store:
         gateway = DockerSDKGateway.from_env(retry_attempts=1)
-        notifier = _notifier(settings)
+        notifier = _notifier(settings.notify)
         try:
             service, followup = _escalation(
-                settings,
+                settings.llm,
+                settings.fixes,
                 gateway=gateway,
                 store=store,
                 notifier=notifier,
@@ -844,7 +858,7 @@ def cmd_diagnose(settings: Settings, incident_id: str, *, as_json: bool, use_llm
 def cmd_fixes(settings: Settings, args: argparse.Namespace) -> int:
     """``medic fixes``: list, show, approve or reject."""
     action = args.fixes_command
-    with _database(settings) as store:
+    with _database(settings.store) as store:
         if action is None:
             fixes = store.list_fixes(include_decided=args.all)
             cli_escalation.print_fixes(fixes, as_json=args.json, everything=args.all)
@@ -854,17 +868,17 @@ def cmd_fixes(settings: Settings, args: argparse.Namespace) -> int:
             diagnosis = next(
                 (d for d in store.diagnoses(fix.incident_id) if d.id == fix.diagnosis_id), None
             )
-            diff = cli_escalation.fix_diff(_quiet_git(settings), fix, diagnosis)
+            diff = cli_escalation.fix_diff(_quiet_git(settings.fixes.repo), fix, diagnosis)
             cli_escalation.print_fix(fix, diagnosis=diagnosis, diff=diff, as_json=args.json)
             return EXIT_OK
-        git = _git(settings)
+        git = _git(settings.fixes.repo)
         if git is None:
             raise ConfigError(
                 "set MEDIC_REPO to the repository the fix was made in to approve or reject it."
             )
         # The engine removes the fix's candidate image after the decision; a decision
         # never waits for an engine that does not answer.
-        engine = _optional_gateway(settings)
+        engine = _optional_gateway(settings.docker)
         try:
             if action == "reject":
                 fix = cli_escalation.reject_fix(
@@ -873,7 +887,7 @@ def cmd_fixes(settings: Settings, args: argparse.Namespace) -> int:
                 print(cli_escalation.rejection_text(fix))
                 return EXIT_OK
             approval = cli_escalation.approve_fix(
-                args.id, store=store, git=git, settings=settings, by=args.by, gateway=engine
+                args.id, store=store, git=git, fixes=settings.fixes, by=args.by, gateway=engine
             )
         finally:
             if engine is not None:
@@ -882,19 +896,19 @@ def cmd_fixes(settings: Settings, args: argparse.Namespace) -> int:
         if not args.rebuild:
             return EXIT_OK
         incident = store.get(approval.fix.incident_id)
-    gateway = DockerSDKGateway.from_env(retry_attempts=settings.docker_retry_attempts)
+    gateway = DockerSDKGateway.from_env(retry_attempts=settings.docker.retry_attempts)
     try:
         return cli_escalation.rebuild_service(
-            incident, gateway=gateway, stop_timeout=settings.stop_timeout
+            incident, gateway=gateway, stop_timeout=settings.healing.stop_timeout
         )
     finally:
         gateway.close()
 
 
-def _optional_gateway(settings: Settings) -> DockerSDKGateway | None:
+def _optional_gateway(settings: DockerSettings) -> DockerSDKGateway | None:
     """The Docker engine when it answers, else None with a line saying what is skipped."""
     try:
-        gateway = DockerSDKGateway.from_env(retry_attempts=settings.docker_retry_attempts)
+        gateway = DockerSDKGateway.from_env(retry_attempts=settings.retry_attempts)
         gateway.ping(retry=False)
     except MedicError as e:
         logger.warning(
@@ -906,15 +920,15 @@ def _optional_gateway(settings: Settings) -> DockerSDKGateway | None:
     return gateway
 
 
-def _quiet_git(settings: Settings) -> Git | None:
+def _quiet_git(repo: Path | None) -> Git | None:
     try:
-        return _git(settings)
+        return _git(repo)
     except MedicError:
         return None
 
 
 def cmd_resolve(settings: Settings, incident_id: str, *, note: str) -> int:
-    with _database(settings) as store:
+    with _database(settings.store) as store:
         incident = store.get(incident_id)
         if not incident.is_active:
             print(

@@ -13,7 +13,7 @@ from typing import Any
 
 from agent.clock import SYSTEM_CLOCK, Clock
 from agent.codec import diagnosis_to_dict
-from agent.config import Settings
+from agent.config import FixesSettings
 from agent.engine.gateway import DockerGateway, DockerSDKGateway
 from agent.errors import ConfigError, DockerError, MedicError
 from agent.escalate.document import diagnose_document, edits_diff, render_text
@@ -249,7 +249,7 @@ def approve_fix(
     *,
     store: FixStore,
     git: Git,
-    settings: Settings,
+    fixes: FixesSettings,
     clock: Clock = SYSTEM_CLOCK,
     by: str | None = None,
     gateway: DockerGateway | None = None,
@@ -260,10 +260,10 @@ def approve_fix(
         ref,
         store=store,
         git=git,
-        author=Person.parse(settings.git_author),
+        author=Person.parse(fixes.git_author),
         clock=clock,
         by=by,
-        remote=settings.fix_remote,
+        remote=fixes.remote,
         gateway=gateway,
     )
 

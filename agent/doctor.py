@@ -12,7 +12,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.config import Settings
 from agent.engine.gateway import DockerSDKGateway
 from agent.errors import MedicError
 from agent.fixes.git import Git
@@ -59,20 +58,20 @@ def check_docker(
     )
 
 
-def check_scope(settings: Settings, gateway: DockerSDKGateway | None) -> CheckResult:
+def check_scope(project: str | None, gateway: DockerSDKGateway | None) -> CheckResult:
     if gateway is None:
         return CheckResult(
             "scope", False, "not checked: Docker is unreachable", "Fix docker first."
         )
     own = own_container_id()
     try:
-        scope = resolve_scope(settings.project, gateway, own_id=own)
+        scope = resolve_scope(project, gateway, own_id=own)
         count = len(gateway.list_containers(scope.label_filter))
     except MedicError as e:
         return CheckResult("scope", False, str(e), "Fix docker first.")
     where = (
         "from MEDIC_PROJECT"
-        if settings.project
+        if project
         else ("from medic's own container" if scope.project else "no project: opt-in by label")
     )
     detail = f"{scope.describe()} ({where}); {count} container(s) in scope"
@@ -87,18 +86,18 @@ def check_scope(settings: Settings, gateway: DockerSDKGateway | None) -> CheckRe
     return CheckResult("scope", True, detail)
 
 
-def check_playbooks(settings: Settings) -> CheckResult:
+def check_playbooks(path: Path) -> CheckResult:
     try:
-        books = load_playbooks(settings.playbooks)
+        books = load_playbooks(path)
     except MedicError as e:
         first = str(e).splitlines()
         return CheckResult(
             "playbooks",
             False,
             " ".join(first[:2]),
-            f"Run: medic playbooks validate {settings.playbooks}",
+            f"Run: medic playbooks validate {path}",
         )
-    return CheckResult("playbooks", True, f"{len(books)} playbooks from {settings.playbooks}")
+    return CheckResult("playbooks", True, f"{len(books)} playbooks from {path}")
 
 
 def check_database(environ: Mapping[str, str], probe: Callable[[str], str] | None) -> CheckResult:
@@ -191,9 +190,10 @@ def check_llm(environ: Mapping[str, str], ask: Callable[[str], str] | None = Non
 
 
 def run_checks(
-    settings: Settings,
     environ: Mapping[str, str],
     *,
+    project: str | None,
+    playbooks: Path,
     connect: Callable[[], DockerSDKGateway],
     probe_database: Callable[[str], str] | None,
     ask_llm: Callable[[str], str] | None = None,
@@ -203,8 +203,8 @@ def run_checks(
     try:
         return [
             docker_result,
-            check_scope(settings, gateway),
-            check_playbooks(settings),
+            check_scope(project, gateway),
+            check_playbooks(playbooks),
             check_database(environ, probe_database),
             check_repository(environ),
             check_llm(environ, ask_llm),

@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 from loguru import logger
 
 from agent.clock import SYSTEM_CLOCK, Clock
-from agent.config import Settings
+from agent.config import HealingSettings
 from agent.engine.events import ENGINE_PING_INTERVAL, EVENT_RECONNECT_DELAYS, EngineLost, EventsPump
 from agent.engine.gateway import DockerEvent, DockerGateway
 from agent.errors import ContainerGone, DockerError
@@ -57,7 +57,7 @@ class Supervisor:
     def __init__(
         self,
         *,
-        settings: Settings,
+        healing: HealingSettings,
         gateway: DockerGateway,
         store: IncidentStore,
         playbooks: Sequence[Playbook],
@@ -70,7 +70,7 @@ class Supervisor:
         prober: Prober | None = None,
         escalation: EscalationHook | None = None,
     ) -> None:
-        self._settings = settings
+        self._healing = healing
         self._gateway = gateway
         self._playbooks = tuple(playbooks)
         self._scope = scope
@@ -78,7 +78,7 @@ class Supervisor:
         self.metrics = metrics or Metrics()
         self._inbox: queue.Queue[Message] = queue.Queue()
         parts = Parts.build(
-            settings=settings,
+            healing=healing,
             gateway=gateway,
             store=store,
             playbooks=self._playbooks,
@@ -91,7 +91,7 @@ class Supervisor:
             touch=self._inbox.put,
         )
         self._actor, self._recorder, self._watcher = parts.actor, parts.recorder, parts.watcher
-        self._rule = CrashLoopRule(settings.crash_loop_deaths, settings.crash_loop_window)
+        self._rule = CrashLoopRule(healing.crash_loop_deaths, healing.crash_loop_window)
         self._slots = Slots()
         self._stop = threading.Event()
         self._stop_reason: str | None = None
@@ -102,7 +102,7 @@ class Supervisor:
             stopping=self._stop,
             clock=clock,
             metrics=self.metrics,
-            interval=settings.interval,
+            interval=healing.interval,
             reconnect_delays=reconnect_delays,
             ping_interval=ping_interval,
         )
@@ -120,8 +120,8 @@ class Supervisor:
             watcher=self._watcher,
             metrics=self.metrics,
             clock=clock,
-            dry_run=settings.dry_run,
-            settle=settings.settle,
+            dry_run=healing.dry_run,
+            settle=healing.settle,
             done=self._inbox.put,
             drain=self._drain,
         )
@@ -134,10 +134,10 @@ class Supervisor:
 
     def run(self, *, _iterations: int | None = None) -> None:
         """Poll and react to events until ``stop()``; ``_iterations`` bounds polls in tests."""
-        interval = timedelta(seconds=self._settings.interval)
+        interval = timedelta(seconds=self._healing.interval)
         events = threading.Thread(target=self._events.run, name="medic-events", daemon=True)
         events.start()
-        self._recorder.supervising(self._scope, self._settings.interval, self._settings.dry_run)
+        self._recorder.supervising(self._scope, self._healing.interval, self._healing.dry_run)
         next_poll = self._clock.now()
         try:
             while not self._stop.is_set():
@@ -194,7 +194,7 @@ class Supervisor:
         return [dict(entry) for entry in self._status]
 
     def health(self) -> tuple[bool, dict[str, object]]:
-        loop = (self._started_at, self.last_cycle_at, self._settings.interval)
+        loop = (self._started_at, self.last_cycle_at, self._healing.interval)
         view = LoopView(*loop, self._events.connected, len(self._actor.in_flight()))
         return health_document(view, now=self._clock.now())
 
@@ -256,7 +256,7 @@ class Supervisor:
         slot, tracked = self._slots.track(snapshot.ref)
         if tracked is None or tracked.history.busy:
             return slot  # an action is in flight: the container is not judged at all
-        grace, window = self._settings.manual_stop_grace, self._settings.crash_loop_window
+        grace, window = self._healing.manual_stop_grace, self._healing.crash_loop_window
         history = explain(self._gateway, tracked.history, snapshot, grace=grace, window=window)
         if history is None:
             return slot  # who stopped it is unknown: look again at the next poll
@@ -298,8 +298,8 @@ class Supervisor:
             at=event.at,
             detail=event.detail,
             signal=event.attributes.get("signal"),
-            grace=self._settings.manual_stop_grace,
-            window=self._settings.crash_loop_window,
+            grace=self._healing.manual_stop_grace,
+            window=self._healing.crash_loop_window,
         )
         if reaction is Reaction.STOPPED_BY_PERSON:
             history = self._slots[slot].history
@@ -342,7 +342,7 @@ class Supervisor:
         elif isinstance(message, Touch):
             self._slots.touched(message.container, ended=message.ended, at=self._clock.now())
         elif isinstance(message, EngineLost):
-            window = self._settings.stop_timeout + ENGINE_SHUTDOWN_MARGIN
+            window = self._healing.stop_timeout + ENGINE_SHUTDOWN_MARGIN
             for ref in self._slots.engine_lost(message.last_event_at, window=window):
                 self._recorder.engine_stopped(ref)
         else:
@@ -364,8 +364,8 @@ class Supervisor:
             logger.info("{}; medic is stopping.", self._stop_reason)
         self._stop.set()
         self._events.close()
-        self._recorder.waiting(len(self._actor.in_flight()), self._settings.stop_timeout)
-        finished, abandoned = self._actor.shutdown(timeout=self._settings.stop_timeout)
+        self._recorder.waiting(len(self._actor.in_flight()), self._healing.stop_timeout)
+        finished, abandoned = self._actor.shutdown(timeout=self._healing.stop_timeout)
         self._drain(events=False)
         self._healer.stopped(finished, abandoned)
         events.join(timeout=5)

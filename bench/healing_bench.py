@@ -31,7 +31,7 @@ from typing import Any
 import docker
 
 from agent import logs
-from agent.config import Settings
+from agent.config import HealingSettings
 from agent.engine.gateway import DockerSDKGateway, event_from_json
 from agent.healing.observe import Scope
 from agent.model import Action, Backoff, Escalation, Match, Playbook, Signal
@@ -105,7 +105,7 @@ def measure(client: Any, size: int, cycles: int, sick: int) -> dict[str, float]:
         )
         store = MemoryStore()
         supervisor = Supervisor(
-            settings=Settings(project=project, interval=300, settle=1),
+            healing=HealingSettings(interval=300, settle=1),
             gateway=gateway,
             store=store,
             playbooks=PLAYBOOKS,

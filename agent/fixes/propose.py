@@ -28,12 +28,11 @@ from pathlib import Path, PurePosixPath
 from loguru import logger
 
 from agent.clock import Clock
-from agent.config import Settings
+from agent.config import FixesSettings
 from agent.engine.compose import build_spec
 from agent.engine.compose_graph import parse_dotenv, resolve_project
 from agent.engine.gateway import DockerGateway, SandboxLimits
 from agent.errors import MedicError
-from agent.escalate.redact import parse_patterns
 from agent.fixes.compose_guard import compose_effect, is_compose_file
 from agent.fixes.git import Git, NewFile, Person, TreeEntry
 from agent.fixes.guardrails import (
@@ -75,27 +74,30 @@ class FixOptions:
     redact_patterns: tuple[re.Pattern[str], ...] = ()
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> FixOptions:
+    def from_settings(
+        cls, fixes: FixesSettings, *, redact_patterns: tuple[re.Pattern[str], ...] = ()
+    ) -> FixOptions:
+        """The options ``fixes`` sets; ``redact_patterns`` are MEDIC_REDACT's, parsed."""
         return cls(
             policy=Policy.from_text(
-                settings.fix_paths,
-                max_files=settings.fix_max_files,
-                max_lines=settings.fix_max_lines,
-                kinds=settings.fix_allow_kinds,
+                fixes.paths,
+                max_files=fixes.max_files,
+                max_lines=fixes.max_lines,
+                kinds=fixes.allow_kinds,
             ),
-            author=Person.parse(settings.git_author),
-            remote=settings.fix_remote,
-            push=settings.fix_push,
-            verify_cmd=settings.verify_cmd,
-            verify_image=settings.verify_image,
-            verify_timeout=settings.verify_timeout,
-            verify_build_timeout=settings.verify_build_timeout,
-            verify_build_network=settings.verify_build_network,
-            verify_memory_mb=settings.verify_memory_mb,
-            verify_pids=settings.verify_pids,
-            verify_cpus=settings.verify_cpus,
-            verify_settle=settings.verify_settle,
-            redact_patterns=parse_patterns(settings.redact),
+            author=Person.parse(fixes.git_author),
+            remote=fixes.remote,
+            push=fixes.push,
+            verify_cmd=fixes.verify_cmd,
+            verify_image=fixes.verify_image,
+            verify_timeout=fixes.verify_timeout,
+            verify_build_timeout=fixes.verify_build_timeout,
+            verify_build_network=fixes.verify_build_network,
+            verify_memory_mb=fixes.verify_memory_mb,
+            verify_pids=fixes.verify_pids,
+            verify_cpus=fixes.verify_cpus,
+            verify_settle=fixes.verify_settle,
+            redact_patterns=redact_patterns,
         )
 
 

@@ -19,7 +19,7 @@ from functools import partial
 from loguru import logger
 
 from agent.clock import Clock
-from agent.config import Settings
+from agent.config import HealingSettings
 from agent.engine.gateway import DockerGateway
 from agent.healing import actions, lifecycle
 from agent.healing.act import Actor, InFlight, Touch
@@ -59,7 +59,7 @@ class Parts:
     def build(
         cls,
         *,
-        settings: Settings,
+        healing: HealingSettings,
         gateway: DockerGateway,
         store: IncidentStore,
         playbooks: Sequence[Playbook],
@@ -73,8 +73,8 @@ class Parts:
     ) -> Parts:
         actor = Actor(
             gateway,
-            workers=settings.workers,
-            stop_timeout=settings.stop_timeout,
+            workers=healing.workers,
+            stop_timeout=healing.stop_timeout,
             clock=clock,
             scope=scope,
             touch=touch,
@@ -85,7 +85,7 @@ class Parts:
             metrics=metrics,
             notifier=notifier,
             escalation=escalation,
-            dry_run=settings.dry_run,
+            dry_run=healing.dry_run,
         )
         watcher = Watcher(
             gateway=gateway, playbooks=playbooks, prober=prober or SocketProber(), clock=clock

@@ -24,7 +24,7 @@ import pytest
 from helpers import wait_for
 from loguru import logger
 
-from agent.config import Settings
+from agent.config import HealingSettings
 from agent.engine.gateway import DockerSDKGateway
 from agent.errors import DockerError
 from agent.healing.observe import Scope
@@ -136,7 +136,7 @@ def test_the_events_stream_is_back_at_the_first_ping_after_the_engine_restarts(
     )
     project = f"medic-engine-{uuid.uuid4().hex[:8]}"
     s = Supervisor(
-        settings=Settings(project=project, interval=300),
+        healing=HealingSettings(interval=300),
         gateway=gateway,
         store=MemoryStore(),
         playbooks=(),

@@ -20,7 +20,7 @@ import pytest
 from helpers import ComposeProject, healthcheck, wait_for
 from loguru import logger
 
-from agent.config import Settings
+from agent.config import HealingSettings
 from agent.engine.gateway import DockerSDKGateway, parse_time
 from agent.healing.observe import Scope
 from agent.model import (
@@ -109,11 +109,11 @@ def start_medic(compose_project: ComposeProject) -> Iterator[Callable[..., Medic
     ) -> Medic:
         options: dict[str, Any] = {"settle": 2.0, "crash_loop_window": 60.0, "workers": 4}
         options.update(settings)
-        config = Settings(project=compose_project.name, interval=interval, **options)
+        config = HealingSettings(interval=interval, **options)
         gateway = DockerSDKGateway.from_env(pool_size=8)
         store = MemoryStore()
         supervisor = Supervisor(
-            settings=config,
+            healing=config,
             gateway=gateway,
             store=store,
             playbooks=playbooks,

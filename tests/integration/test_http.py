@@ -12,7 +12,7 @@ import pytest
 from factories import T0
 from fakes import FakeDocker
 
-from agent.config import Settings
+from agent.config import HealingSettings
 from agent.healing.observe import Scope
 from agent.http import StatusServer
 from agent.model import Action, Health, Match, Playbook, Signal, State
@@ -46,7 +46,7 @@ def medic() -> Iterator[tuple[Supervisor, FakeDocker, Clock, str, list[bool]]]:
     fake = FakeDocker()
     clock = Clock()
     supervisor = Supervisor(
-        settings=Settings(project="shop", interval=30),
+        healing=HealingSettings(interval=30),
         gateway=fake,
         store=MemoryStore(),
         playbooks=[Playbook("start", Match(frozenset({Signal.EXITED})), (Action("start"),))],

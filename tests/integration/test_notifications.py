@@ -9,7 +9,7 @@ import pytest
 from fakes import FakeDocker
 from helpers import wait_for
 
-from agent.config import Settings
+from agent.config import HealingSettings
 from agent.errors import ConfigError
 from agent.healing.observe import Scope
 from agent.model import Action, Match, Playbook, Signal, State
@@ -27,7 +27,7 @@ def test_incident_opened_and_resolved_reach_the_webhook_once_each(
     labels = {"com.docker.compose.project": "shop", "com.docker.compose.service": "web"}
     web = fake.add("shop-web-1", labels, state=State.EXITED, exit_code=1)
     supervisor = Supervisor(
-        settings=Settings(project="shop", settle=0.0),
+        healing=HealingSettings(settle=0.0),
         gateway=fake,
         store=MemoryStore(),
         playbooks=[Playbook("start", Match(frozenset({Signal.EXITED})), (Action("start"),))],

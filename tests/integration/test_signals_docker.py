@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from helpers import ComposeProject, wait_for
 
-from agent.config import Settings
+from agent.config import HealingSettings
 from agent.engine.gateway import DockerSDKGateway
 from agent.healing.observe import Scope
 from agent.model import (
@@ -45,7 +45,7 @@ class Running:
     def __init__(self, project: str, book: Playbook) -> None:
         self.store = MemoryStore()
         self.supervisor = Supervisor(
-            settings=Settings(project=project, interval=1.0, settle=1.0),
+            healing=HealingSettings(interval=1.0, settle=1.0),
             gateway=DockerSDKGateway.from_env(),
             store=self.store,
             playbooks=[book],

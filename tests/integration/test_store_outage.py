@@ -22,7 +22,7 @@ import pytest
 from helpers import ComposeProject, wait_for
 from store_contract import T0, a_diagnosis, a_fix, open_incident
 
-from agent.config import Settings
+from agent.config import HealingSettings
 from agent.engine.gateway import DockerSDKGateway
 from agent.healing.observe import Scope
 from agent.model import (
@@ -121,11 +121,11 @@ def start_medic(
     playbooks: Sequence[Playbook] = (START_EXITED,),
 ) -> Medic:
     # Crashes made on purpose, one after another, are not a crash loop here.
-    settings = Settings(project=project, interval=1.0, settle=2.0, crash_loop_deaths=10)
+    settings = HealingSettings(interval=1.0, settle=2.0, crash_loop_deaths=10)
     store = RecordingStore(PostgresStore(url), state_dir=state_dir, retry_delays=(0.3, 0.6, 1.0))
     gateway = DockerSDKGateway.from_env(pool_size=8)
     supervisor = Supervisor(
-        settings=settings,
+        healing=settings,
         gateway=gateway,
         store=store,
         playbooks=playbooks,

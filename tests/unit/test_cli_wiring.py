@@ -14,7 +14,7 @@ from fake_anthropic import FakeAnthropic, tool_use
 from fixrepo import FixedClock, make_repo
 
 from agent import cli
-from agent.config import Settings
+from agent.config import FixesSettings, LlmSettings
 from agent.engine.gateway import DockerSDKGateway
 from agent.escalate.claude import SUBMIT
 from agent.fixes.git import Git
@@ -52,9 +52,9 @@ def test_claudes_failed_edit_goes_back_once_and_the_fixed_one_becomes_a_branch(
     with fake.running():
         monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-api03-wiring")
         monkeypatch.setenv("ANTHROPIC_BASE_URL", fake.url)
-        settings = Settings(repo=repo.path, llm_max_retries=0)
         service, followup = cli._escalation(
-            settings,
+            LlmSettings(max_retries=0),
+            FixesSettings(repo=repo.path),
             gateway=cast(DockerSDKGateway, FixtureSource(data)),
             store=store,
             notifier=None,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from fake_anthropic import FakeAnthropic, error, message
 
-from agent.config import Settings
+from agent.config import BUNDLED_PLAYBOOKS
 from agent.doctor import (
     check_database,
     check_llm,
@@ -29,8 +29,9 @@ def test_an_unreachable_engine_fails_docker_and_scope_and_the_other_checks_still
     tmp_path: Path,
 ) -> None:
     results = run_checks(
-        Settings(playbooks=tmp_path / "missing.yml"),
         {},
+        project=None,
+        playbooks=tmp_path / "missing.yml",
         connect=unreachable,
         probe_database=None,
     )
@@ -46,7 +47,7 @@ def test_an_unreachable_engine_fails_docker_and_scope_and_the_other_checks_still
 
 
 def test_bundled_playbooks_pass() -> None:
-    result = check_playbooks(Settings())
+    result = check_playbooks(BUNDLED_PLAYBOOKS)
     assert result.ok
     assert result.detail.startswith("5 playbooks")
 

@@ -16,7 +16,7 @@ from fakes import FakeClock, FakeDocker
 from helpers import wait_for
 from loguru import logger
 
-from agent.config import Settings
+from agent.config import HealingSettings
 from agent.healing.observe import Scope
 from agent.model import Action, Match, Playbook, Signal
 from agent.store import MemoryStore
@@ -34,7 +34,7 @@ def medic(
     **settings: object,
 ) -> Supervisor:
     return Supervisor(
-        settings=Settings(project="shop", **settings),  # type: ignore[arg-type]
+        healing=HealingSettings(**settings),  # type: ignore[arg-type]
         gateway=fake,
         store=MemoryStore(),
         playbooks=BOOKS,

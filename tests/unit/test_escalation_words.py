@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from fakes import FakeClock, FakeDocker
 
-from agent.config import Settings
+from agent.config import HealingSettings
 from agent.healing.observe import Scope
 from agent.model import (
     Action,
@@ -43,7 +43,7 @@ def supervisor(
 ) -> Supervisor:
     return Supervisor(
         notifier=notifier,
-        settings=Settings(project="shop"),
+        healing=HealingSettings(),
         gateway=fake,
         store=store,
         playbooks=[RESTART],

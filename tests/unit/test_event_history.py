@@ -14,7 +14,7 @@ import pytest
 from fakes import FakeDocker
 from loguru import logger
 
-from agent.config import Settings
+from agent.config import HealingSettings
 from agent.healing.observe import Scope
 from agent.model import Action, Match, Playbook, Signal
 from agent.store import MemoryStore
@@ -34,7 +34,7 @@ def warnings() -> Iterator[list[str]]:
 
 def supervisor(fake: FakeDocker) -> Supervisor:
     return Supervisor(
-        settings=Settings(project="shop"),
+        healing=HealingSettings(),
         gateway=fake,
         store=MemoryStore(),
         playbooks=[START],

@@ -15,7 +15,7 @@ from fakes import FakeClock, FakeDocker
 from helpers import wait_for
 from loguru import logger
 
-from agent.config import Settings
+from agent.config import HealingSettings
 from agent.errors import DockerServerError, DockerUnavailable
 from agent.healing.act import Actor
 from agent.healing.observe import Scope
@@ -67,7 +67,7 @@ def medic(
 ) -> Supervisor:
     options: dict[str, object] = {"interval": 0.1, **settings}
     return Supervisor(
-        settings=Settings(project="shop", **options),  # type: ignore[arg-type]
+        healing=HealingSettings(**options),  # type: ignore[arg-type]
         gateway=fake,
         store=store or MemoryStore(),
         playbooks=books,
@@ -126,7 +126,7 @@ def test_a_probe_that_keeps_failing_is_one_incident_that_escalates_not_a_flappin
     )
     store = MemoryStore()
     s = Supervisor(
-        settings=Settings(project="shop", settle=0.0),
+        healing=HealingSettings(settle=0.0),
         gateway=fake,
         store=store,
         playbooks=[port],
@@ -156,7 +156,7 @@ def test_a_log_incident_resolves_only_after_its_window_passes_without_a_match() 
     )
     store = MemoryStore()
     s = Supervisor(
-        settings=Settings(project="shop", settle=10.0),
+        healing=HealingSettings(settle=10.0),
         gateway=fake,
         store=store,
         playbooks=[slots],
@@ -354,7 +354,7 @@ def test_a_crash_loop_is_one_incident_whose_escalation_names_the_playbooks_used(
             escalated.append(incident)
 
     s = Supervisor(
-        settings=Settings(project="shop"),
+        healing=HealingSettings(),
         gateway=fake,
         store=store,
         playbooks=(START_EXITED, CRASH_LOOP),

@@ -16,7 +16,7 @@ from fakes import FakeClock, FakeDocker
 from store_fakes import FlakyDatabase
 
 from agent.codec import attempt_from_dict, attempt_to_dict
-from agent.config import Settings
+from agent.config import HealingSettings
 from agent.healing.observe import Scope
 from agent.healing.recorder import engine_account
 from agent.model import (
@@ -192,7 +192,7 @@ def test_a_medic_started_after_a_crash_records_the_attempt_interrupted_and_waits
     clock.advance(5)
 
     s = Supervisor(
-        settings=Settings(project="shop"),
+        healing=HealingSettings(),
         gateway=fake,
         store=store,
         playbooks=(RESTART,),
@@ -235,7 +235,7 @@ def test_a_plan_is_recorded_as_running_before_its_action_starts() -> None:
 
     fake.restart = restart  # type: ignore[method-assign]
     Supervisor(
-        settings=Settings(project="shop"),
+        healing=HealingSettings(),
         gateway=fake,
         store=store,
         playbooks=(RESTART,),

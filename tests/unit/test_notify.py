@@ -10,7 +10,7 @@ from factories import T0
 from fakes import FakeDocker
 from helpers import wait_for
 
-from agent.config import Settings
+from agent.config import HealingSettings
 from agent.healing.observe import Scope
 from agent.healing.playbooks import load_playbooks
 from agent.model import Action, State
@@ -149,7 +149,7 @@ def test_a_notify_action_sends_through_the_queue_and_fails_without_destinations(
     sent = Recorder()
     queue = NotificationQueue(sent)
     medic = Supervisor(
-        settings=Settings(project="shop"),
+        healing=HealingSettings(),
         gateway=fake,
         store=MemoryStore(),
         playbooks=[book],
@@ -165,7 +165,7 @@ def test_a_notify_action_sends_through_the_queue_and_fails_without_destinations(
     assert "attempt 1" in note.body
 
     quiet = Supervisor(
-        settings=Settings(project="shop"),
+        healing=HealingSettings(),
         gateway=fake,
         store=MemoryStore(),
         playbooks=[book],

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from fakes import FakeClock, FakeContainer, FakeDocker
 
-from agent.config import Settings
+from agent.config import HealingSettings
 from agent.healing.observe import Scope
 from agent.model import (
     Action,
@@ -45,7 +45,7 @@ def supervisor(fake: FakeDocker, store: MemoryStore, clock: FakeClock, kind: str
         "replace-exited", Match(frozenset({Signal.EXITED})), (Action(kind, timeout=1),)
     )
     return Supervisor(
-        settings=Settings(project="shop", settle=30.0),
+        healing=HealingSettings(settle=30.0),
         gateway=fake,
         store=store,
         playbooks=[playbook],

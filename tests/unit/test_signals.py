@@ -13,7 +13,7 @@ import pytest
 from factories import REF, at
 from fakes import FakeDocker
 
-from agent.config import Settings
+from agent.config import HealingSettings
 from agent.errors import PlaybookErrors
 from agent.healing.observe import Scope
 from agent.healing.playbooks import load_playbooks
@@ -176,7 +176,7 @@ class ScriptedProber(Prober):
 
 def supervisor(fake: FakeDocker, book: Playbook, prober: Prober | None = None) -> Supervisor:
     return Supervisor(
-        settings=Settings(project="shop"),
+        healing=HealingSettings(),
         gateway=fake,
         store=MemoryStore(),
         playbooks=[book],

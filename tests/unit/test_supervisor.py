@@ -9,7 +9,7 @@ import pytest
 from fakes import FakeClock, FakeDocker
 from helpers import wait_for
 
-from agent.config import Settings
+from agent.config import HealingSettings
 from agent.errors import StoreUnavailable
 from agent.healing.observe import Scope
 from agent.model import (
@@ -46,9 +46,9 @@ def supervisor(
     **options: object,
 ) -> Supervisor:
     values: dict[str, object] = {"interval": 0.2, **options}
-    settings = Settings(project="shop", **values)  # type: ignore[arg-type]
+    settings = HealingSettings(**values)  # type: ignore[arg-type]
     return Supervisor(
-        settings=settings,
+        healing=settings,
         gateway=fake,
         store=store or MemoryStore(),
         playbooks=BOOKS,
@@ -278,7 +278,7 @@ def test_a_recreated_container_keeps_its_backoff_so_a_recreate_loop_still_escala
         escalation=Escalation(after_attempts=2, within=3600),
     )
     s = Supervisor(
-        settings=Settings(project="shop"),
+        healing=HealingSettings(),
         gateway=fake,
         store=store,
         playbooks=[recreate],
