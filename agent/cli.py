@@ -31,6 +31,7 @@ from agent.config import (
     Settings,
     StoreSettings,
     parse_duration,
+    unknown_variables,
 )
 from agent.doctor import run_checks
 from agent.engine.gateway import DockerSDKGateway
@@ -449,6 +450,8 @@ def _supervisor(
 
 
 def cmd_run(settings: Settings) -> int:
+    for line in unknown_variables(settings.extra):
+        logger.warning(line)
     supervisor, gateway, store, worker = _supervisor(settings, diagnose=True)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

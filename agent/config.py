@@ -15,6 +15,7 @@ their own.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from collections.abc import Mapping
@@ -390,7 +391,8 @@ class Settings:
     """How fix branches are made (MEDIC_REPO, MEDIC_FIX_*, MEDIC_VERIFY_*, …)."""
 
     extra: Mapping[str, str] = field(default_factory=dict)
-    """Unused environment variables that start with MEDIC_, kept for ``medic doctor``."""
+    """Environment variables that start with MEDIC_ but name no setting: ``medic run``
+    warns of each at start and ``medic doctor`` lists them (``unknown_variables``)."""
 
     def __post_init__(self) -> None:
         if self.log_format not in ("text", "json"):
@@ -433,6 +435,18 @@ class Settings:
             for f in fields(owner)
             if "env" in f.metadata
         )
+
+
+def unknown_variables(extra: Mapping[str, str]) -> list[str]:
+    """A sentence for each MEDIC_ variable medic does not read (``Settings.extra``),
+    naming the one it reads whose name is closest, as a misspelling usually is."""
+    known = Settings.env_names()
+    lines = []
+    for name in sorted(extra):
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.75)
+        hint = f"; did you mean {close[0]}?" if close else "; it is ignored."
+        lines.append(f"{name} is not a setting medic reads{hint}")
+    return lines
 
 
 def _env_name(field_: Field[Any]) -> str:

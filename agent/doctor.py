@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent.config import Settings, unknown_variables
 from agent.engine.gateway import DockerSDKGateway
 from agent.errors import MedicError
 from agent.fixes.git import Git
@@ -158,6 +159,24 @@ def check_repository(environ: Mapping[str, str]) -> CheckResult:
     return CheckResult("repository", True, f"git repository at {top}, on branch {branch}")
 
 
+def check_settings(environ: Mapping[str, str]) -> CheckResult:
+    """MEDIC_ variables medic does not read: a misspelt setting is otherwise silently
+    left at its default."""
+    known = set(Settings.env_names())
+    unknown = unknown_variables(
+        {k: v for k, v in environ.items() if k.startswith("MEDIC_") and k not in known}
+    )
+    if not unknown:
+        return CheckResult("settings", True, "every MEDIC_ variable set is one medic reads")
+    return CheckResult(
+        "settings",
+        True,
+        " ".join(unknown),
+        "Rename or remove the variables medic does not read.",
+        optional=True,
+    )
+
+
 def check_llm(environ: Mapping[str, str], ask: Callable[[str], str] | None = None) -> CheckResult:
     """The API key; with ``ask`` (``medic doctor --llm``), one tiny call that the model
     answers."""
@@ -208,6 +227,7 @@ def run_checks(
             check_database(environ, probe_database),
             check_repository(environ),
             check_llm(environ, ask_llm),
+            check_settings(environ),
         ]
     finally:
         if gateway is not None:

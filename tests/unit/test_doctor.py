@@ -14,6 +14,7 @@ from agent.doctor import (
     check_llm,
     check_playbooks,
     check_repository,
+    check_settings,
     run_checks,
 )
 from agent.engine.gateway import DockerSDKGateway
@@ -36,7 +37,15 @@ def test_an_unreachable_engine_fails_docker_and_scope_and_the_other_checks_still
         probe_database=None,
     )
     by_name = {r.name: r for r in results}
-    assert list(by_name) == ["docker", "scope", "playbooks", "database", "repository", "llm"]
+    assert list(by_name) == [
+        "docker",
+        "scope",
+        "playbooks",
+        "database",
+        "repository",
+        "llm",
+        "settings",
+    ]
     assert not by_name["docker"].ok
     assert "DOCKER_HOST" in by_name["docker"].fix
     assert not by_name["scope"].ok
@@ -44,6 +53,20 @@ def test_an_unreachable_engine_fails_docker_and_scope_and_the_other_checks_still
     assert "medic playbooks validate" in by_name["playbooks"].fix
     assert not by_name["database"].ok
     assert "MEDIC_DATABASE_URL" in by_name["database"].fix
+
+
+def test_a_misspelt_setting_is_named_with_the_one_it_was_probably_meant_to_be() -> None:
+    result = check_settings(
+        {"MEDIC_INTERVALL": "10s", "MEDIC_SETTLE": "30", "MEDIC_COLOUR": "blue", "HOME": "/"}
+    )
+    assert result.optional
+    assert result.detail == (
+        "MEDIC_COLOUR is not a setting medic reads; it is ignored. "
+        "MEDIC_INTERVALL is not a setting medic reads; did you mean MEDIC_INTERVAL?"
+    )
+    assert check_settings({"MEDIC_SETTLE": "30"}).detail == (
+        "every MEDIC_ variable set is one medic reads"
+    )
 
 
 def test_bundled_playbooks_pass() -> None:
