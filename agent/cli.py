@@ -25,7 +25,7 @@ from agent.clock import SYSTEM_CLOCK, Clock, utcnow
 from agent.codec import format_duration, incident_to_dict
 from agent.config import Settings, parse_duration
 from agent.doctor import run_checks
-from agent.engine.gateway import DockerSDKGateway
+from agent.engine.docker_sdk import DockerSDKGateway
 from agent.errors import ConfigError, MedicError, PlaybookErrors
 from agent.escalate.claude import ClaudeDiagnoser, Limits, ask_model, make_client
 from agent.escalate.followup import EscalationNotices, FixMaker, Followup

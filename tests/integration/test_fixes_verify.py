@@ -24,7 +24,8 @@ import pytest
 from fixrepo import FixedClock, Repo, diagnosis, incident, make_repo, store_with
 
 from agent.engine.compose import CONFIG_FILES_LABEL, WORKING_DIR_LABEL
-from agent.engine.gateway import SANDBOX_LABEL, DockerSDKGateway
+from agent.engine.docker_sdk import DockerSDKGateway
+from agent.engine.gateway import SANDBOX_LABEL
 from agent.fixes.git import Git, Person
 from agent.fixes.guardrails import Policy
 from agent.fixes.propose import FixOptions, make_fix

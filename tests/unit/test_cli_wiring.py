@@ -15,7 +15,7 @@ from fixrepo import FixedClock, make_repo
 
 from agent import cli
 from agent.config import Settings
-from agent.engine.gateway import DockerSDKGateway
+from agent.engine.docker_sdk import DockerSDKGateway
 from agent.escalate.claude import SUBMIT
 from agent.fixes.git import Git
 from agent.model import ContainerId, ContainerRef, Edit, Finding, FixStatus, Signal

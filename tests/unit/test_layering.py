@@ -31,6 +31,8 @@ PURE = frozenset(
         "agent.status",
         "agent.healing.slots",
         "agent.engine.compose_graph",
+        "agent.engine.gateway",
+        "agent.engine.translate",
         "agent.escalate.casefile",
         "agent.escalate.rules",
         "agent.escalate.redact",
@@ -70,7 +72,7 @@ PURE_PARTS = frozenset({"urllib.parse"})
 
 #: Libraries only one adapter may import: library -> the modules allowed to.
 ADAPTERS: dict[str, frozenset[str]] = {
-    "docker": frozenset({"agent.engine.gateway"}),
+    "docker": frozenset({"agent.engine.docker_sdk"}),
     "psycopg": frozenset({"agent.store.postgres", "agent.store.migrate"}),
     "anthropic": frozenset({"agent.escalate.claude", "agent.escalate.llm"}),
 }
