@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from fixrepo import FixedClock, Repo, diagnosis, incident, make_repo
 
-from agent.fixes.errors import FixNotFound, FixRefused
+from agent.errors import FixNotFound
+from agent.fixes.errors import FixRefused
 from agent.fixes.git import Git, Person
 from agent.fixes.guardrails import Policy
 from agent.fixes.propose import FixOptions, edit_reviewer, make_fix

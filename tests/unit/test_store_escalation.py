@@ -19,8 +19,7 @@ from store_contract import CHECKS, T0, WEB, a_diagnosis, a_fix, check_name, open
 from store_fakes import FlakyDatabase
 
 from agent.engine.docker_sdk import DockerSDKGateway
-from agent.errors import DockerError
-from agent.fixes.errors import FixNotFound
+from agent.errors import DockerError, FixNotFound
 from agent.model import (
     ContainerId,
     ContainerRef,
