@@ -90,7 +90,7 @@ class ActionKind(StrEnum):
 
 
 class IncidentStatus(StrEnum):
-    """Where an incident is in its life. See DESIGN.md, "Incident lifecycle"."""
+    """Where an incident is in its life. See docs/incidents.md, "Lifecycle"."""
 
     OPEN = "open"
     HEALING = "healing"

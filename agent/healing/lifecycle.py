@@ -1,7 +1,7 @@
 """When an incident is over, and when medic should look again. Pure: no I/O, no clock.
 
 Recovery is judged per signal, because each signal has its own way of being well
-again (DESIGN.md, "Incident lifecycle"):
+again (docs/incidents.md, "Lifecycle"):
 
 * ``unhealthy``, ``exited``, ``oom_killed``, ``dead``, ``crash_loop``: the container
   runs and its health check passes (or it has none);

@@ -1,4 +1,4 @@
-"""The import direction DESIGN.md asks for, checked on the source with ``ast``.
+"""The import direction docs/architecture.md describes, checked on the source with ``ast``.
 
 Pure modules decide, I/O modules do: a pure module imports only other pure modules
 and libraries that do no I/O. Each library with side effects has one adapter
