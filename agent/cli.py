@@ -34,7 +34,7 @@ from agent.config import (
     unknown_variables,
 )
 from agent.doctor import run_checks
-from agent.engine.gateway import DockerSDKGateway
+from agent.engine.docker_sdk import DockerSDKGateway
 from agent.errors import ConfigError, MedicError, PlaybookErrors
 from agent.escalate.claude import ClaudeDiagnoser, Limits, ask_model, make_client
 from agent.escalate.followup import EscalationNotices, FixMaker, Followup

@@ -14,7 +14,8 @@ from typing import Any
 from agent.clock import SYSTEM_CLOCK, Clock
 from agent.codec import diagnosis_to_dict
 from agent.config import FixesSettings
-from agent.engine.gateway import DockerGateway, DockerSDKGateway
+from agent.engine.docker_sdk import DockerSDKGateway
+from agent.engine.gateway import DockerGateway
 from agent.errors import ConfigError, DockerError, MedicError
 from agent.escalate.document import diagnose_document, edits_diff, render_text
 from agent.escalate.followup import Outcome

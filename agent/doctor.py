@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.config import Settings, unknown_variables
-from agent.engine.gateway import DockerSDKGateway
+from agent.engine.docker_sdk import DockerSDKGateway
 from agent.errors import MedicError
 from agent.fixes.git import Git
 from agent.healing.observe import own_container_id, resolve_scope

@@ -3,25 +3,51 @@
 Adapters translate their library's errors into these at the boundary, with
 ``raise X(...) from e``, so that nothing above the adapters ever imports
 ``docker`` or ``psycopg`` just to catch something. Whether a failure is worth
-retrying is a property of its type, not of its message::
+retrying is a property of its type, not of its message.
+
+Every error class medic defines, each drawn under the class it derives from, with
+the module it lives in when that is not this one (tests/unit/test_errors.py holds
+this drawing to the code)::
 
     MedicError
-    ├── ConfigError                 bad settings; the message says what to write
-    ├── PlaybookError               bad YAML playbook; names file, line and field
+    ├── TemporaryError              the mixin of the temporary ones, see below
+    ├── ConfigError                 bad settings; says what to write
+    ├── PlaybookError               a bad playbook; file, line and field
     ├── PlaybookErrors              several of those, reported together
-    ├── DockerError                 anything the Docker engine refused or failed
-    │   ├── DockerUnavailable       socket missing or engine not answering   (temporary)
-    │   ├── DockerServerError       the engine answered 5xx                  (temporary)
-    │   ├── ContainerGone           the container no longer exists           (permanent)
-    │   └── DockerRequestError      the engine refused the request (4xx)     (permanent)
-    ├── ActionError                 an action ran but did not do its job     (permanent)
+    ├── DockerError                 the Docker engine refused or failed
+    │   ├── DockerUnavailable       no socket or no answer (temporary)
+    │   ├── DockerServerError       the engine answered 5xx (temporary)
+    │   ├── ContainerGone           the container is gone (permanent)
+    │   └── DockerRequestError      the request was refused, 4xx (permanent)
+    ├── ActionError                 an action did not do its job (permanent)
+    │   └── ComposeError            compose cannot read the project        engine.compose_graph
+    │       ├── UnresolvedVariable  a ${VAR} unset, or a bad $             engine.compose_graph
+    │       ├── MultipleDocuments   a file of several YAML documents       engine.compose_graph
+    │       ├── UnreadableCompose   not YAML, a missing file, a cycle      engine.compose_graph
+    │       └── _LeavesRepository   a file outside the repository          fixes.compose_guard
     ├── StoreError                  the incident store failed
-    │   ├── StoreUnavailable        the database cannot be reached           (temporary)
-    │   ├── IncidentNotFound        no incident has that id (store.base)
-    │   ├── BadSpoolLine            a spool line medic cannot read (store.ops)
-    │   └── SpoolError              the spool cannot be written (store.spool)
-    ├── CodecError                  a JSON document is not the value it claims (codec)
-    └── NotifyError                 a notification was not delivered (notify)
+    │   ├── StoreUnavailable        the database is out of reach (temporary)
+    │   ├── IncidentNotFound        no incident has that id                store.base
+    │   ├── FixRecordedAlready      a new fix reuses a stored id           store.base
+    │   ├── ForeignIncident         another medic's scope owns it          store.base
+    │   ├── BadSpoolLine            a spool line medic cannot read         store.ops
+    │   └── SpoolError              the spool cannot be written            store.spool
+    ├── CodecError                  a JSON document is not what it claims  codec
+    ├── NotifyError                 a notification was not delivered       notify
+    ├── LLMError                    Claude gave no diagnosis               escalate.claude
+    │   └── LLMUnavailable          the API did not answer (temporary)     escalate.claude
+    └── FixError                    a fix cannot be made, approved, rejected
+        ├── FixNotFound             no fix has that id, or that prefix
+        ├── FixRefused              not safe or not allowed                fixes.errors
+        └── GitError                git failed; git's own last line        fixes.errors
+            └── GitTimeout          git ran out of time (temporary)        fixes.errors
+
+``CodecError`` and ``FixRecordedAlready`` are ``ValueError`` too. A few exceptions
+never leave the code that raises and catches them, and are no MedicError:
+``Refused`` (escalate.claude), a tool call the model may not make; ``_Invalid``
+(healing.playbooks), a value already recorded as a PlaybookError; ``UnsetVariable``
+(engine.compose_graph), ``DockerfileError`` (fixes.dockerfile_guard) and
+``ManifestError`` (fixes.manifest_guard), text their parser cannot read.
 
 ``TemporaryError`` is a mixin on the temporary ones; retry policies key on it.
 It may carry ``delay``: how many seconds the raiser knows a retry should wait
@@ -111,3 +137,11 @@ class StoreError(MedicError):
 
 class StoreUnavailable(StoreError, TemporaryError):
     """The incident store cannot be reached right now."""
+
+
+class FixError(MedicError):
+    """A fix cannot be made, approved or rejected. The message is one line for a person."""
+
+
+class FixNotFound(FixError):
+    """No fix has that id, or no single fix starts with that prefix."""

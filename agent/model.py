@@ -151,7 +151,7 @@ SEVERITY: tuple[Signal, ...] = tuple(SIGNAL_KINDS)
 
 
 class IncidentStatus(StrEnum):
-    """Where an incident is in its life. See DESIGN.md, "Incident lifecycle"."""
+    """Where an incident is in its life. See docs/incidents.md, "Lifecycle"."""
 
     OPEN = "open"
     HEALING = "healing"

@@ -7,7 +7,7 @@ the containers an action touches, and the actor's workers reporting finished pla
 Because only this thread reads and writes the state, there are no locks around it;
 actions run on the pool, so a slow one delays no other container.
 
-The check of one container is the flow in DESIGN.md: observe, what medic knows
+The check of one container is the flow in docs/architecture.md: observe, what medic knows
 of it (agent/healing/history.py, pure), detect, decide, record (agent/healing/recorder.py), act.
 A container with an action in flight is not judged at all, and what medic's own
 actions do to containers falls in own-action windows, so it is never a finding.

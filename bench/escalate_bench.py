@@ -36,7 +36,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 from escalate_support import case_from_fixture, fixture_names, incident_for  # noqa: E402
 from fake_anthropic import FakeAnthropic, tool_use  # noqa: E402
 
-from agent.engine.gateway import DockerSDKGateway  # noqa: E402
+from agent.engine.docker_sdk import DockerSDKGateway  # noqa: E402
 from agent.escalate.claude import SUBMIT, ClaudeDiagnoser, make_client  # noqa: E402
 from agent.escalate.gather import gather  # noqa: E402
 from agent.escalate.redact import Redactor  # noqa: E402

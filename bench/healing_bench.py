@@ -32,7 +32,8 @@ import docker
 
 from agent import logs
 from agent.config import HealingSettings
-from agent.engine.gateway import DockerSDKGateway, event_from_json
+from agent.engine.docker_sdk import DockerSDKGateway
+from agent.engine.translate import event_from_json
 from agent.healing.observe import Scope
 from agent.model import Action, Backoff, Escalation, Match, Playbook, Signal
 from agent.store import MemoryStore

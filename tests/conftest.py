@@ -20,7 +20,7 @@ import requests
 from helpers import BUSYBOX_IMAGE, ComposeProject
 from medic_process import webhook_receiver
 
-from agent.engine.gateway import DockerSDKGateway
+from agent.engine.docker_sdk import DockerSDKGateway
 
 # The testcontainers reaper image cannot be pulled without a registry, and every test
 # here removes what it started; so plain `pytest` works as scripts/test does.

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from agent.clock import Clock
 from agent.model import (
     Confidence,
     ContainerId,
@@ -67,15 +66,9 @@ GIT_ENV = {
 }
 
 
-class FixedClock(Clock):
-    def __init__(self, now: datetime | None = None) -> None:
-        self.time = now or datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
-
-    def now(self) -> datetime:
-        return self.time
-
-    def sleep(self, seconds: float) -> None:
-        raise AssertionError("nothing here should wait")
+#: When the fix tests' clock (``fakes.FakeClock(FIX_NOW)``) starts: an hour after
+#: ``incident()`` began.
+FIX_NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 
 
 @dataclass

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
+from agent.errors import FixNotFound
 from agent.escalate.store import DiagnosisStore
-from agent.fixes.errors import FixNotFound
 from agent.fixes.review import FixStore
 from agent.model import (
     Confidence,

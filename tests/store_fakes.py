@@ -7,8 +7,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
 
-from agent.errors import StoreUnavailable
-from agent.fixes.errors import FixNotFound
+from agent.errors import FixNotFound, StoreUnavailable
 from agent.model import (
     Attempt,
     AttemptStatus,

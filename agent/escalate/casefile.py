@@ -66,7 +66,7 @@ class Sibling(Protocol):
 
 
 class EvidenceSource(Protocol):
-    """What the case file reads from the engine; ``DockerSDKGateway`` implements it."""
+    """What the case file reads from the engine; ``docker_sdk.DockerSDKGateway`` implements it."""
 
     def inspect_attrs(self, container_id: str) -> Mapping[str, Any]:
         """The raw inspect JSON of one container."""

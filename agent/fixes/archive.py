@@ -20,7 +20,7 @@ import posixpath
 import tarfile
 from collections.abc import Callable, Mapping, Sequence
 
-from agent.fixes.errors import FixError
+from agent.errors import FixError
 from agent.fixes.git import TreeEntry
 
 #: The owner of every entry: ``nobody``, the user sandbox containers run as.

@@ -1,23 +1,13 @@
-"""The errors of fix branches, under medic's one base error.
+"""The errors of git and of deciding on a fix branch.
 
-::
-
-    MedicError
-    └── FixError                    a fix cannot be made, approved or rejected
-        ├── GitError                git failed or refused; the message is git's last line
-        │   └── GitTimeout          git did not answer in time                 (temporary)
-        ├── FixNotFound             no fix has that id (or no single fix has that prefix)
-        └── FixRefused              the request is understood but not safe or not allowed
-                                    (approve over uncommitted changes, a decided fix, ...)
+They derive from ``agent.errors.FixError``, which lives there with ``FixNotFound`` so
+that the store can raise that one without importing this package; agent/errors.py
+draws the whole tree.
 """
 
 from __future__ import annotations
 
-from agent.errors import MedicError, TemporaryError
-
-
-class FixError(MedicError):
-    """A fix cannot be made, approved or rejected. The message is one line for a person."""
+from agent.errors import FixError, TemporaryError
 
 
 class GitError(FixError):
@@ -26,10 +16,6 @@ class GitError(FixError):
 
 class GitTimeout(GitError, TemporaryError):
     """A git command did not finish within its time limit and was killed."""
-
-
-class FixNotFound(FixError):
-    """No fix has that id, or no single fix starts with that prefix."""
 
 
 class FixRefused(FixError):

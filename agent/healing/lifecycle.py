@@ -1,10 +1,10 @@
 """When an incident is over, and when medic should look again. Pure: no I/O, no clock.
 
 Recovery is judged per signal, because each signal has its own way of being well
-again: its entry in ``agent.model.SIGNAL_KINDS`` names its ``Recovery`` (the
-container runs and passes its health check; a probe passed and none failed since;
-the log rule's window went by without a matching line). A signal without an entry
-is a KeyError, never a silent default.
+again (docs/incidents.md, "Lifecycle"): its entry in ``agent.model.SIGNAL_KINDS``
+names its ``Recovery`` (the container runs and passes its health check; a probe
+passed and none failed since; the log rule's window went by without a matching
+line). A signal without an entry is a KeyError, never a silent default.
 
 An incident (one per container and failure episode, whatever signals it showed)
 resolves once every signal it showed has been clear for the settle period. All

@@ -15,8 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from agent.errors import StoreError
-from agent.fixes.errors import FixNotFound
+from agent.errors import FixNotFound, StoreError
 from agent.model import (
     Attempt,
     ContainerId,

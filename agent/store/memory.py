@@ -18,7 +18,7 @@ from collections import OrderedDict
 from dataclasses import replace
 from datetime import datetime
 
-from agent.fixes.errors import FixNotFound
+from agent.errors import FixNotFound
 from agent.model import (
     SEVERITY,
     Attempt,

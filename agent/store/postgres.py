@@ -36,8 +36,7 @@ from agent.codec import (
     incident_from_dict,
     verification_to_dict,
 )
-from agent.errors import StoreError, StoreUnavailable
-from agent.fixes.errors import FixNotFound
+from agent.errors import FixNotFound, StoreError, StoreUnavailable
 from agent.model import (
     ACTIVE_STATUSES,
     SEVERITY,

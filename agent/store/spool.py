@@ -44,8 +44,7 @@ from loguru import logger
 
 from agent.clock import utcnow
 from agent.codec import format_duration
-from agent.errors import StoreError, StoreUnavailable
-from agent.fixes.errors import FixNotFound
+from agent.errors import FixNotFound, StoreError, StoreUnavailable
 from agent.model import (
     Attempt,
     ContainerId,

@@ -20,7 +20,8 @@ import docker.errors
 import pytest
 from helpers import BUSYBOX_IMAGE, ComposeProject, healthcheck, wait_for
 
-from agent.engine.gateway import DockerSDKGateway, parse_time
+from agent.engine.docker_sdk import DockerSDKGateway
+from agent.engine.translate import parse_time
 from agent.healing.act import Actor
 from agent.model import Action, ActionResult
 

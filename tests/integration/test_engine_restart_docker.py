@@ -25,7 +25,7 @@ from helpers import wait_for
 from loguru import logger
 
 from agent.config import HealingSettings
-from agent.engine.gateway import DockerSDKGateway
+from agent.engine.docker_sdk import DockerSDKGateway
 from agent.errors import DockerError
 from agent.healing.observe import Scope
 from agent.store import MemoryStore

@@ -9,7 +9,7 @@ from escalate_support import incident_for
 from fixtures.escalate.capture import BUSYBOX, Run, wait_exit
 from helpers import wait_for
 
-from agent.engine.gateway import DockerSDKGateway
+from agent.engine.docker_sdk import DockerSDKGateway
 from agent.escalate.gather import gather
 from agent.escalate.rules import diagnose
 from agent.store.memory import MemoryStore

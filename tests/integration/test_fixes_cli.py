@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fixrepo import FixedClock, Repo, make_repo
+from fakes import FakeClock
+from fixrepo import Repo, make_repo
 
 from agent.escalate.followup import FixMaker
 from agent.fixes.git import Git, Person
@@ -77,7 +78,7 @@ def proposed(postgres_url: str, tmp_path: Path) -> tuple[Repo, Incident, Fix]:
         )
         store.record_diagnosis(diagnosis)
         options = FixOptions(policy=Policy(), author=Person("medic", "medic@localhost"))
-        maker = FixMaker(store=store, git=Git(repo.path), options=options, clock=FixedClock(NOW))
+        maker = FixMaker(store=store, git=Git(repo.path), options=options, clock=FakeClock(NOW))
         fix = maker.make(diagnosis, incident)
     finally:
         store.close()

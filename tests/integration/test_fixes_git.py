@@ -7,9 +7,11 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from fixrepo import FixedClock, Repo, diagnosis, incident, make_repo
+from fakes import FakeClock
+from fixrepo import FIX_NOW, Repo, diagnosis, incident, make_repo
 
-from agent.fixes.errors import FixNotFound, FixRefused
+from agent.errors import FixNotFound
+from agent.fixes.errors import FixRefused
 from agent.fixes.git import Git, Person
 from agent.fixes.guardrails import Policy
 from agent.fixes.propose import FixOptions, edit_reviewer, make_fix
@@ -20,7 +22,7 @@ from agent.store.memory import MemoryStore
 AUTHOR = Person("medic", "medic@localhost")
 OPTIONS = FixOptions(policy=Policy(), author=AUTHOR)
 TYPO = Edit("web/app.py", 'int("8080")', "int('8080')")
-CLOCK = FixedClock()
+CLOCK = FakeClock(FIX_NOW)
 
 
 @pytest.fixture

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fakes import FakeDocker
-from fixrepo import FixedClock, Repo, diagnosis, incident, make_repo
+from fakes import FakeClock, FakeDocker
+from fixrepo import FIX_NOW, Repo, diagnosis, incident, make_repo
 
 from agent.engine.compose import CONFIG_FILES_LABEL, WORKING_DIR_LABEL
 from agent.fixes.git import Git, Person
@@ -98,7 +98,7 @@ def test_make_verify_approve_and_reject_run_no_hook_filter_driver_or_fsmonitor(
     # Verification reads the fix from git too: a build and a verify command, through an
     # engine that records them (the real engine's side: test_fixes_verify.py).
     options = FixOptions(policy=Policy(), author=AUTHOR, verify_cmd="true", verify_settle=0)
-    clock = FixedClock()
+    clock = FakeClock(FIX_NOW)
     engine = FakeDocker()
     labels = {WORKING_DIR_LABEL: str(repo.path), CONFIG_FILES_LABEL: "compose.yaml"}
 

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fakes import FakeDocker
-from fixrepo import FixedClock, Repo, diagnosis, incident, make_repo, store_with
+from fakes import FakeClock, FakeDocker
+from fixrepo import FIX_NOW, Repo, diagnosis, incident, make_repo, store_with
 from loguru import logger
 
 from agent.engine.compose import CONFIG_FILES_LABEL, WORKING_DIR_LABEL
@@ -63,7 +63,7 @@ def propose(repo: Repo, engine: FakeDocker, options: FixOptions = OPTIONS, **kw:
         kw.pop("incident", incident()),
         git=Git(repo.path),
         options=options,
-        clock=FixedClock(),
+        clock=FakeClock(FIX_NOW),
         gateway=engine,
         labels=labels(repo),
         fix_id=FixId("f" * 32),
@@ -133,7 +133,7 @@ def test_without_an_image_the_command_is_not_run_and_says_why(repo: Repo) -> Non
         incident(),
         git=Git(repo.path),
         options=replace(OPTIONS, verify_cmd="pytest"),
-        clock=FixedClock(),
+        clock=FakeClock(FIX_NOW),
         gateway=engine,
         labels=None,
     )
@@ -192,7 +192,7 @@ def test_a_branch_is_not_pushed_when_made_by_default_and_is_when_proposed(
         incident(incident_id="1" * 32),
         git=Git(repo.path),
         options=replace(OPTIONS, remote="review", push="proposed"),
-        clock=FixedClock(),
+        clock=FakeClock(FIX_NOW),
     )
     assert other.pushed_to == "review"
     assert Repo(bare).git("rev-parse", f"refs/heads/{other.branch}").strip() == other.commit
@@ -212,7 +212,7 @@ def test_a_candidate_image_that_cannot_be_removed_does_not_block_the_decision(
             store=store_with(fix),
             git=Git(repo.path),
             reason="no",
-            clock=FixedClock(),
+            clock=FakeClock(FIX_NOW),
             gateway=engine,
         )
     finally:
@@ -235,7 +235,7 @@ def test_approving_removes_the_candidate_and_a_missing_one_is_fine(repo: Repo) -
         store=store_with(fix),
         git=Git(repo.path),
         author=OPTIONS.author,
-        clock=FixedClock(),
+        clock=FakeClock(FIX_NOW),
         gateway=engine,
     )
     assert approval.fix.status == "approved"

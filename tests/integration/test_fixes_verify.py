@@ -21,10 +21,12 @@ from typing import Any
 
 import docker.errors
 import pytest
-from fixrepo import FixedClock, Repo, diagnosis, incident, make_repo, store_with
+from fakes import FakeClock
+from fixrepo import FIX_NOW, Repo, diagnosis, incident, make_repo, store_with
 
 from agent.engine.compose import CONFIG_FILES_LABEL, WORKING_DIR_LABEL
-from agent.engine.gateway import SANDBOX_LABEL, DockerSDKGateway
+from agent.engine.docker_sdk import DockerSDKGateway
+from agent.engine.gateway import SANDBOX_LABEL
 from agent.fixes.git import Git, Person
 from agent.fixes.guardrails import Policy
 from agent.fixes.propose import FixOptions, make_fix
@@ -95,7 +97,7 @@ def propose(repo: Repo, options: FixOptions, *edits: Edit, **kwargs: Any) -> Fix
         kwargs.pop("incident", incident()),
         git=Git(repo.path),
         options=options,
-        clock=FixedClock(),
+        clock=FakeClock(FIX_NOW),
         **kwargs,
     )
 
@@ -347,7 +349,7 @@ def test_a_build_step_cannot_reach_the_network_unless_the_operator_names_one(
             incident(incident_id="1123456789abcdef0123456789abcdef"),
             git=Git(repo.path),
             options=opened,
-            clock=FixedClock(),
+            clock=FakeClock(FIX_NOW),
             gateway=gateway,
             labels=labels_of(repo),
             fix_id=fix_id,
@@ -516,7 +518,7 @@ def test_approving_pushes_the_branch_then_and_removes_the_candidate_image(
         store=store,
         git=Git(repo.path),
         author=options.author,
-        clock=FixedClock(),
+        clock=FakeClock(FIX_NOW),
         by="ada",
         remote="review",
         gateway=gateway,
@@ -539,7 +541,7 @@ def test_rejecting_removes_the_candidate_image(
         store=store,
         git=Git(repo.path),
         reason="wrong port",
-        clock=FixedClock(),
+        clock=FakeClock(FIX_NOW),
         by="ada",
         gateway=gateway,
     )

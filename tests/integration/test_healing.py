@@ -21,7 +21,8 @@ from helpers import ComposeProject, healthcheck, wait_for
 from loguru import logger
 
 from agent.config import HealingSettings
-from agent.engine.gateway import DockerSDKGateway, parse_time
+from agent.engine.docker_sdk import DockerSDKGateway
+from agent.engine.translate import parse_time
 from agent.healing.observe import Scope
 from agent.model import (
     Action,

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
-from fixrepo import FixedClock, Repo, diagnosis, incident, make_repo
+from fakes import FakeClock
+from fixrepo import FIX_NOW, Repo, diagnosis, incident, make_repo
 
 from agent.fixes.git import Git, Person
 from agent.fixes.guardrails import Policy
@@ -378,7 +379,11 @@ def propose(repo: Repo, c: Case) -> Fix:
         author=Person("medic", "medic@localhost"),
     )
     return make_fix(
-        diagnosis(*c.edits), incident(), git=Git(repo.path), options=options, clock=FixedClock()
+        diagnosis(*c.edits),
+        incident(),
+        git=Git(repo.path),
+        options=options,
+        clock=FakeClock(FIX_NOW),
     )
 
 
@@ -454,7 +459,7 @@ def test_the_models_words_reach_the_commit_message_without_escapes_or_bidi(
         incident(),
         git=Git(repo.path),
         options=FixOptions(policy=Policy(), author=Person("medic", "medic@localhost")),
-        clock=FixedClock(),
+        clock=FakeClock(FIX_NOW),
     )
     assert fix.status is FixStatus.PROPOSED, fix.refusal_reasons
     message = repo.git("log", "-1", "--format=%B", str(fix.commit))

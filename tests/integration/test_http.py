@@ -6,11 +6,10 @@ import json
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from datetime import datetime, timedelta
 
 import pytest
 from factories import T0
-from fakes import FakeDocker
+from fakes import FakeClock, FakeDocker
 
 from agent.config import HealingSettings
 from agent.healing.observe import Scope
@@ -22,17 +21,6 @@ from agent.supervisor import Supervisor
 LABELS = {"com.docker.compose.project": "shop", "com.docker.compose.service": "web"}
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.at = T0
-
-    def now(self) -> datetime:
-        return self.at
-
-    def sleep(self, seconds: float) -> None:
-        self.at += timedelta(seconds=seconds)
-
-
 def get(url: str) -> tuple[int, str]:
     try:
         with urllib.request.urlopen(url, timeout=5) as response:
@@ -42,9 +30,9 @@ def get(url: str) -> tuple[int, str]:
 
 
 @pytest.fixture
-def medic() -> Iterator[tuple[Supervisor, FakeDocker, Clock, str, list[bool]]]:
+def medic() -> Iterator[tuple[Supervisor, FakeDocker, FakeClock, str, list[bool]]]:
     fake = FakeDocker()
-    clock = Clock()
+    clock = FakeClock(T0)
     supervisor = Supervisor(
         healing=HealingSettings(interval=30),
         gateway=fake,
@@ -68,7 +56,7 @@ def medic() -> Iterator[tuple[Supervisor, FakeDocker, Clock, str, list[bool]]]:
 
 
 def test_healthz_is_ok_while_polls_happen_and_503_when_the_loop_stalls(
-    medic: tuple[Supervisor, FakeDocker, Clock, str, list[bool]],
+    medic: tuple[Supervisor, FakeDocker, FakeClock, str, list[bool]],
 ) -> None:
     supervisor, _, clock, base, _ = medic
     supervisor.run_once()
@@ -77,14 +65,14 @@ def test_healthz_is_ok_while_polls_happen_and_503_when_the_loop_stalls(
     detail = json.loads(body)
     assert detail["status"] == "ok"
     assert detail["events_stream"] == "disconnected"
-    clock.at = T0 + timedelta(seconds=91)  # three 30 s intervals without a poll
+    clock.advance(91)  # three 30 s intervals without a poll
     status, body = get(f"{base}/healthz")
     assert status == 503
     assert json.loads(body)["status"] == "stalled"
 
 
 def test_readyz_follows_the_store(
-    medic: tuple[Supervisor, FakeDocker, Clock, str, list[bool]],
+    medic: tuple[Supervisor, FakeDocker, FakeClock, str, list[bool]],
 ) -> None:
     _, _, _, base, ready = medic
     assert get(f"{base}/readyz")[0] == 200
@@ -95,7 +83,7 @@ def test_readyz_follows_the_store(
 
 
 def test_metrics_count_cycles_findings_and_actions(
-    medic: tuple[Supervisor, FakeDocker, Clock, str, list[bool]],
+    medic: tuple[Supervisor, FakeDocker, FakeClock, str, list[bool]],
 ) -> None:
     supervisor, fake, _, base, _ = medic
     fake.add("shop-web-1", LABELS, state=State.EXITED, exit_code=1)
@@ -113,7 +101,7 @@ def test_metrics_count_cycles_findings_and_actions(
 
 
 def test_status_shows_each_container_with_its_incidents_and_circuit(
-    medic: tuple[Supervisor, FakeDocker, Clock, str, list[bool]],
+    medic: tuple[Supervisor, FakeDocker, FakeClock, str, list[bool]],
 ) -> None:
     supervisor, fake, _, base, _ = medic
     fake.add("shop-web-1", LABELS, state=State.EXITED, exit_code=1)

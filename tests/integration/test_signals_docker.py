@@ -9,7 +9,7 @@ import pytest
 from helpers import ComposeProject, wait_for
 
 from agent.config import HealingSettings
-from agent.engine.gateway import DockerSDKGateway
+from agent.engine.docker_sdk import DockerSDKGateway
 from agent.healing.observe import Scope
 from agent.model import (
     Action,

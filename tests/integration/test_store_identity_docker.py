@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent.engine.gateway import DockerSDKGateway
+from agent.engine.docker_sdk import DockerSDKGateway
 from agent.store.base import Identity
 
 

@@ -23,7 +23,7 @@ from helpers import ComposeProject, wait_for
 from store_contract import T0, a_diagnosis, a_fix, open_incident
 
 from agent.config import HealingSettings
-from agent.engine.gateway import DockerSDKGateway
+from agent.engine.docker_sdk import DockerSDKGateway
 from agent.healing.observe import Scope
 from agent.model import (
     Action,

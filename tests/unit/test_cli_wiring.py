@@ -11,11 +11,12 @@ from typing import Any, cast
 import pytest
 from escalate_support import FixtureSource, load_fixture
 from fake_anthropic import FakeAnthropic, tool_use
-from fixrepo import FixedClock, make_repo
+from fakes import FakeClock
+from fixrepo import FIX_NOW, make_repo
 
 from agent import cli
 from agent.config import FixesSettings, LlmSettings
-from agent.engine.gateway import DockerSDKGateway
+from agent.engine.docker_sdk import DockerSDKGateway
 from agent.escalate.claude import SUBMIT
 from agent.fixes.git import Git
 from agent.model import ContainerId, ContainerRef, Edit, Finding, FixStatus, Signal
@@ -46,9 +47,7 @@ def test_claudes_failed_edit_goes_back_once_and_the_fixed_one_becomes_a_branch(
     data = load_fixture("missing_module")
     store = MemoryStore()
     ref = ContainerRef(ContainerId(data["inspect"]["Id"]), "project-web-1", "project", "web")
-    incident = store.record_finding(
-        Finding(ref, Signal.CRASH_LOOP, "web keeps exiting", FixedClock().now())
-    )
+    incident = store.record_finding(Finding(ref, Signal.CRASH_LOOP, "web keeps exiting", FIX_NOW))
     with fake.running():
         monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-api03-wiring")
         monkeypatch.setenv("ANTHROPIC_BASE_URL", fake.url)
@@ -59,7 +58,7 @@ def test_claudes_failed_edit_goes_back_once_and_the_fixed_one_becomes_a_branch(
             store=store,
             notifier=None,
             git=Git(repo.path),
-            clock=FixedClock(),
+            clock=FakeClock(FIX_NOW),
         )
         result = service.diagnose(incident.id)
         assert result.incident is not None

@@ -24,7 +24,7 @@ from agent.engine.compose_graph import (
     depends_on_label,
     merge_graphs,
 )
-from agent.engine.gateway import project_container_from_list
+from agent.engine.translate import project_container_from_list
 from agent.errors import ActionError
 from agent.healing.act import Actor
 from agent.model import Action, State

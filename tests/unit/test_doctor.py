@@ -17,7 +17,7 @@ from agent.doctor import (
     check_settings,
     run_checks,
 )
-from agent.engine.gateway import DockerSDKGateway
+from agent.engine.docker_sdk import DockerSDKGateway
 from agent.errors import DockerUnavailable, StoreUnavailable
 from agent.escalate.claude import LLMError, ask_model, make_client
 

@@ -20,7 +20,7 @@ import requests
 import requests.exceptions
 
 from agent.cli import sentence
-from agent.engine.gateway import DockerSDKGateway, translate_errors, unreachable_message
+from agent.engine.docker_sdk import DockerSDKGateway, translate_errors, unreachable_message
 from agent.errors import DockerError, DockerUnavailable
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from escalate_support import FixtureSource, load_fixture
-from fixrepo import APP_PY, FixedClock, make_repo
+from fakes import FakeClock
+from fixrepo import APP_PY, make_repo
 
 from agent.escalate.followup import EscalationNotices, FixMaker, Followup
 from agent.escalate.worker import DiagnosisResult, DiagnosisService, DiagnosisWorker
@@ -101,11 +102,11 @@ def worker_for(data: dict[str, Any], incidents: MemoryStore, sent: Sent) -> Diag
         incidents=incidents,
         diagnoses=incidents,
         source=FixtureSource(data),
-        clock=FixedClock(NOW),
+        clock=FakeClock(NOW),
     )
     return DiagnosisWorker(
         service,
-        followup=Followup(notifier=sent, clock=FixedClock(NOW)),
+        followup=Followup(notifier=sent, clock=FakeClock(NOW)),
         notices=EscalationNotices(sent),
         sweep_every=0.05,
     )
@@ -214,7 +215,7 @@ def web_incident(store: MemoryStore) -> Incident:
 def test_without_a_repository_the_fix_is_refused_saying_why_and_recorded() -> None:
     fixes, sent = MemoryStore(), Sent()
     incident = web_incident(fixes)
-    maker = FixMaker(store=fixes, git=None, options=OPTIONS, clock=FixedClock(NOW))
+    maker = FixMaker(store=fixes, git=None, options=OPTIONS, clock=FakeClock(NOW))
     edit = Edit("web/app.py", 'int("8080")', 'int("8081")')
     outcome = Followup(fixes=maker, notifier=sent).finished(
         result_of(incident, llm_diagnosis(incident, edit)), incident
@@ -231,7 +232,7 @@ def test_edits_become_a_branch_and_people_hear_branch_files_and_summary(tmp_path
     repo = make_repo(tmp_path)
     fixes, sent = MemoryStore(), Sent()
     incident = web_incident(fixes)
-    maker = FixMaker(store=fixes, git=Git(repo.path), options=OPTIONS, clock=FixedClock(NOW))
+    maker = FixMaker(store=fixes, git=Git(repo.path), options=OPTIONS, clock=FakeClock(NOW))
     assert 'int("8080")' in APP_PY
     edit = Edit("web/app.py", 'int("8080")', 'int("8081")')
     outcome = Followup(fixes=maker, notifier=sent).finished(

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from escalate_support import FixtureSource, load_fixture
 from fake_anthropic import FakeAnthropic, Reply, error, tool_use
+from fakes import FakeClock
 
 from agent.escalate.budget import error_signature, fingerprint
 from agent.escalate.claude import SUBMIT, ClaudeDiagnoser, Limits, make_client
@@ -33,17 +34,6 @@ from agent.model import (
 from agent.store.memory import MemoryStore
 
 NOW = datetime(2026, 11, 21, 15, 0, 0, tzinfo=UTC)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.at = NOW
-
-    def now(self) -> datetime:
-        return self.at
-
-    def sleep(self, seconds: float) -> None:
-        self.at += timedelta(seconds=seconds)
 
 
 def submit(**usage: int) -> Reply:
@@ -94,7 +84,7 @@ def service(
     data: dict[str, Any],
     *,
     daily_tokens: int = 1_000_000,
-    clock: Clock | None = None,
+    clock: FakeClock | None = None,
 ) -> DiagnosisService:
     llm = None
     if fake is not None:
@@ -108,7 +98,7 @@ def service(
         daily_tokens=daily_tokens,
         window=3600,
         repo_head=lambda: "4f2a9c1",
-        clock=clock or Clock(),
+        clock=clock or FakeClock(NOW),
     )
 
 
@@ -219,7 +209,7 @@ def test_an_api_failure_is_recorded_and_not_retried_within_the_window(fake: Fake
     data = load_fixture("missing_module")
     incidents = diagnoses = MemoryStore()
     incident = open_incident(incidents, data["inspect"])
-    clock = Clock()
+    clock = FakeClock(NOW)
     svc = service(fake, incidents, diagnoses, data, clock=clock)
     fake.script += [error(529, "overloaded_error", "Overloaded", **{"retry-after-ms": "5"})] * 2
     first = svc.diagnose(incident.id)
@@ -229,7 +219,7 @@ def test_an_api_failure_is_recorded_and_not_retried_within_the_window(fake: Fake
     again = svc.diagnose(incident.id)
     assert len(fake.requests) == 2  # the first call and the SDK's one retry; nothing after
     assert again.error is not None and "is not retried before" in again.error
-    clock.at += timedelta(hours=2)
+    clock.advance(2 * 3600)
     fake.script += [submit()]
     later = svc.diagnose(incident.id)
     assert later.error is None and len(fake.requests) == 3

@@ -10,10 +10,9 @@ from collections.abc import Mapping, Sequence
 import pytest
 
 from agent.engine.gateway import HealthcheckSpec, SandboxResult
-from agent.errors import ActionError
+from agent.errors import ActionError, FixError
 from agent.escalate.redact import Redactor
 from agent.fixes.archive import tree_archive
-from agent.fixes.errors import FixError
 from agent.fixes.git import TreeEntry
 from agent.fixes.verify import (
     first_error_line,

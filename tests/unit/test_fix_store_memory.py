@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from fixrepo import incident
 
-from agent.fixes.errors import FixNotFound
+from agent.errors import FixNotFound
 from agent.fixes.review import FixStore, decided_by
 from agent.model import DiagnosisId, Fix, FixId, FixStatus, IncidentId
 from agent.store.memory import MemoryStore

@@ -1,4 +1,4 @@
-"""The import direction DESIGN.md asks for, checked on the source with ``ast``.
+"""The import direction docs/architecture.md describes, checked on the source with ``ast``.
 
 Pure modules decide, I/O modules do: a pure module imports only other pure modules
 and libraries that do no I/O. Each library with side effects has one adapter
@@ -32,6 +32,8 @@ PURE = frozenset(
         "agent.healing.slots",
         "agent.healing.actions",
         "agent.engine.compose_graph",
+        "agent.engine.gateway",
+        "agent.engine.translate",
         "agent.escalate.casefile",
         "agent.escalate.rules",
         "agent.escalate.redact",
@@ -71,10 +73,15 @@ PURE_PARTS = frozenset({"urllib.parse"})
 
 #: Libraries only one adapter may import: library -> the modules allowed to.
 ADAPTERS: dict[str, frozenset[str]] = {
-    "docker": frozenset({"agent.engine.gateway"}),
+    "docker": frozenset({"agent.engine.docker_sdk"}),
     "psycopg": frozenset({"agent.store.postgres", "agent.store.migrate"}),
     "anthropic": frozenset({"agent.escalate.claude", "agent.escalate.llm"}),
 }
+
+#: Packages that must not import another package: package -> the one it must not import.
+#: The store keeps fixes but names no module of agent.fixes (the errors it raises live in
+#: agent.errors), so the fix code can depend on the store and never the other way round.
+FORBIDDEN: dict[str, str] = {"agent.store": "agent.fixes"}
 
 #: Only this module runs git (through subprocess).
 GIT_RUNNER = "agent.fixes.git"
@@ -159,6 +166,23 @@ def test_only_its_adapter_imports_a_library(library: str) -> None:
     assert bad == [], f"only {sorted(ADAPTERS[library])} may import {library}, not {bad}"
 
 
+def within(name: str, package: str) -> bool:
+    return name == package or name.startswith(f"{package}.")
+
+
+def forbidden_imports(package: str, module: str, tree: ast.Module) -> list[str]:
+    """What ``module``, when it is in ``package``, imports that ``package`` must not."""
+    if not within(module, package):
+        return []
+    return sorted({name for name in imports(module, tree) if within(name, FORBIDDEN[package])})
+
+
+@pytest.mark.parametrize("package", sorted(FORBIDDEN))
+def test_a_package_does_not_import_what_it_must_not(package: str) -> None:
+    bad = {m: found for m, tree in ALL.items() if (found := forbidden_imports(package, m, tree))}
+    assert bad == {}, f"{package} must not import {FORBIDDEN[package]}: {bad}"
+
+
 def test_only_the_git_adapter_runs_git() -> None:
     runners = {module for module, tree in ALL.items() if runs_git(tree)}
     assert runners - {GIT_RUNNER} - set(GIT_EXCEPTIONS) == set()
@@ -176,3 +200,11 @@ def test_the_checks_catch_what_they_are_for() -> None:
     assert not runs_git(ast.parse('import subprocess\nsubprocess.run(["ls"])\n'))
     relative = ast.parse("from ..model import Finding\n")
     assert "agent.model" in set(imports("agent.store.base", relative))
+    store = ast.parse("from agent.fixes.errors import FixNotFound\nfrom ..fixes import git\n")
+    assert forbidden_imports("agent.store", "agent.store.memory", store) == [
+        "agent.fixes",
+        "agent.fixes.errors",
+        "agent.fixes.errors.FixNotFound",
+        "agent.fixes.git",
+    ]
+    assert forbidden_imports("agent.store", "agent.escalate.worker", store) == []

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import threading
-from datetime import datetime, timedelta
 from pathlib import Path
 
 from factories import T0
-from fakes import FakeDocker
+from fakes import FakeClock, FakeDocker
 from helpers import wait_for
 
 from agent.config import HealingSettings
@@ -46,14 +45,6 @@ def note(
     return Notification(kind, incident, fp, "title", "body", T0)
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
 def test_each_incident_says_each_thing_once() -> None:
     sent = Recorder()
     q = NotificationQueue(sent)
@@ -65,8 +56,8 @@ def test_each_incident_says_each_thing_once() -> None:
 
 
 def test_the_dedupe_keys_are_bounded_and_the_oldest_are_forgotten_first() -> None:
-    clock = Clock()
-    q = NotificationQueue(Recorder(), rate=10**9, max_pending=10, now=clock)
+    clock = FakeClock(T0)
+    q = NotificationQueue(Recorder(), rate=10**9, max_pending=10, now=clock.now)
     for n in range(MAX_DEDUPE_KEYS + 500):
         q.send(note(incident=f"i{n}", fp="shop/web/exited"))
     assert q.remembered()[0] == MAX_DEDUPE_KEYS
@@ -86,12 +77,12 @@ def test_a_recent_key_is_still_a_repeat_when_old_ones_are_forgotten() -> None:
 
 
 def test_send_times_are_kept_only_for_services_within_the_rate_window() -> None:
-    clock = Clock()
-    q = NotificationQueue(Recorder(), rate=6, per=3600, now=clock)
+    clock = FakeClock(T0)
+    q = NotificationQueue(Recorder(), rate=6, per=3600, now=clock.now)
     for n in range(200):
         q.send(note(incident=f"i{n}", fp=f"shop/service-{n}/exited"))
     assert q.remembered()[1] == 200
-    clock.now += timedelta(hours=2)
+    clock.advance(2 * 3600)
     q.send(note(incident="later", fp="shop/web/exited"))
     assert q.remembered()[1] == 1
     q.close()
@@ -99,12 +90,12 @@ def test_send_times_are_kept_only_for_services_within_the_rate_window() -> None:
 
 def test_a_flapping_service_is_rate_limited_and_the_next_message_says_how_many_were_held() -> None:
     sent = Recorder()
-    clock = Clock()
-    q = NotificationQueue(sent, rate=2, per=60, now=clock)
+    clock = FakeClock(T0)
+    q = NotificationQueue(sent, rate=2, per=60, now=clock.now)
     for n in range(5):
         q.send(note(incident=f"i{n}"))
     q.send(note(incident="other", fp="shop/db/x"))  # another service is not held back
-    clock.now = T0 + timedelta(seconds=61)
+    clock.advance(61)
     q.send(note(incident="later"))
     q.close()
     assert [n.incident_id for n in sent.sent] == ["i0", "i1", "other", "later"]

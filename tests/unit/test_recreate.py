@@ -21,7 +21,8 @@ import pytest
 import requests
 from fakes import FakeDocker
 
-from agent.engine.gateway import DockerSDKGateway, create_args_from_inspect
+from agent.engine.docker_sdk import DockerSDKGateway
+from agent.engine.translate import create_args_from_inspect
 from agent.errors import DockerRequestError
 from agent.healing.act import Actor
 from agent.model import Action, ContainerRef

@@ -18,9 +18,8 @@ import pytest
 from store_contract import CHECKS, T0, WEB, a_diagnosis, a_fix, check_name, open_incident
 from store_fakes import FlakyDatabase
 
-from agent.engine.gateway import DockerSDKGateway
-from agent.errors import DockerError
-from agent.fixes.errors import FixNotFound
+from agent.engine.docker_sdk import DockerSDKGateway
+from agent.errors import DockerError, FixNotFound
 from agent.model import (
     ContainerId,
     ContainerRef,
