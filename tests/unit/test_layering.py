@@ -78,10 +78,22 @@ ADAPTERS: dict[str, frozenset[str]] = {
     "anthropic": frozenset({"agent.escalate.claude", "agent.escalate.llm"}),
 }
 
-#: Packages that must not import another package: package -> the one it must not import.
-#: The store keeps fixes but names no module of agent.fixes (the errors it raises live in
-#: agent.errors), so the fix code can depend on the store and never the other way round.
-FORBIDDEN: dict[str, str] = {"agent.store": "agent.fixes"}
+#: The command, the loop and the HTTP server sit on top: no package imports them.
+TOP = ("agent.supervisor", "agent.cli", "agent.cli_escalation", "agent.http", "agent.doctor")
+
+#: What each package must not import, so the layout reads as the flow
+#: (docs/architecture.md): the engine side and the store know nothing of healing,
+#: escalation or fixes; healing knows nothing of escalation or fixes (it hands an
+#: escalation to a hook); escalation and fixes know nothing of healing. The store
+#: keeps fixes but names no module of agent.fixes (the errors it raises live in
+#: agent.errors), so the fix code depends on the store and never the other way round.
+FORBIDDEN: dict[str, tuple[str, ...]] = {
+    "agent.engine": ("agent.healing", "agent.store", "agent.escalate", "agent.fixes", *TOP),
+    "agent.store": ("agent.engine", "agent.healing", "agent.escalate", "agent.fixes", *TOP),
+    "agent.healing": ("agent.escalate", "agent.fixes", *TOP),
+    "agent.escalate": ("agent.healing", *TOP),
+    "agent.fixes": ("agent.healing", *TOP),
+}
 
 #: Only this module runs git (through subprocess).
 GIT_RUNNER = "agent.fixes.git"
@@ -174,7 +186,13 @@ def forbidden_imports(package: str, module: str, tree: ast.Module) -> list[str]:
     """What ``module``, when it is in ``package``, imports that ``package`` must not."""
     if not within(module, package):
         return []
-    return sorted({name for name in imports(module, tree) if within(name, FORBIDDEN[package])})
+    return sorted(
+        {
+            name
+            for name in imports(module, tree)
+            if any(within(name, other) for other in FORBIDDEN[package])
+        }
+    )
 
 
 @pytest.mark.parametrize("package", sorted(FORBIDDEN))
@@ -208,3 +226,9 @@ def test_the_checks_catch_what_they_are_for() -> None:
         "agent.fixes.git",
     ]
     assert forbidden_imports("agent.store", "agent.escalate.worker", store) == []
+    upward = ast.parse("from agent.healing.recorder import Recorder\nimport agent.supervisor\n")
+    assert forbidden_imports("agent.engine", "agent.engine.events", upward) == [
+        "agent.healing.recorder",
+        "agent.healing.recorder.Recorder",
+        "agent.supervisor",
+    ]
