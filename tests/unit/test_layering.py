@@ -44,6 +44,9 @@ PURE = frozenset(
         "agent.fixes.refusal",
         "agent.fixes.secrets",
         "agent.secrets",
+        "agent.codec",
+        "agent.store.base",
+        "agent.store.ops",
     }
 )
 
