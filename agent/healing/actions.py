@@ -20,7 +20,7 @@ Pure: an entry's ``run`` acts only through the ``Hands`` it is given.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from enum import StrEnum
@@ -201,6 +201,31 @@ def _exit(code: int | None) -> str:
 _STOP: Mapping[str, Option] = {"timeout": Option(OptionType.STOP_TIMEOUT)}
 
 
+def _touched(hands: Hands, container: ContainerRef, request: Callable[[], object]) -> Outcome:
+    """Make a request that stops or starts the container, reported as medic's doing."""
+    with hands.touching(container):
+        request()
+    return Outcome()
+
+
+def _in_container(
+    hands: Hands,
+    container: ContainerRef,
+    command: tuple[str, ...],
+    *,
+    what: str,
+    user: str | None = None,
+    timeout: float | None,
+) -> str:
+    """Run a command inside the container; its output, or ActionError naming ``what``."""
+    result = hands.gateway.exec(container.id, command, user=user, timeout=timeout)
+    if result.exit_code != 0:
+        raise ActionError(
+            f"{what} ended with {_exit(result.exit_code)}: {excerpt(result.output, _ERROR_EXCERPT)}"
+        )
+    return result.output
+
+
 # --- the kinds ----------------------------------------------------------------------------
 
 
@@ -212,9 +237,10 @@ class Restart(ActionType):
     stops = True
 
     def run(self, hands: Hands, container: ContainerRef, action: Action) -> Outcome:
-        with hands.touching(container):
-            hands.gateway.restart(container.id, timeout=hands.stop_timeout(action))
-        return Outcome()
+        timeout = hands.stop_timeout(action)
+        return _touched(
+            hands, container, lambda: hands.gateway.restart(container.id, timeout=timeout)
+        )
 
 
 @register
@@ -224,9 +250,7 @@ class Start(ActionType):
     starts = True
 
     def run(self, hands: Hands, container: ContainerRef, action: Action) -> Outcome:
-        with hands.touching(container):
-            hands.gateway.start(container.id)
-        return Outcome()
+        return _touched(hands, container, lambda: hands.gateway.start(container.id))
 
 
 @register
@@ -238,9 +262,8 @@ class Stop(ActionType):
     leaves_stopped = True
 
     def run(self, hands: Hands, container: ContainerRef, action: Action) -> Outcome:
-        with hands.touching(container):
-            hands.gateway.stop(container.id, timeout=hands.stop_timeout(action))
-        return Outcome()
+        timeout = hands.stop_timeout(action)
+        return _touched(hands, container, lambda: hands.gateway.stop(container.id, timeout=timeout))
 
 
 @register
@@ -257,18 +280,15 @@ class Exec(ActionType):
         return f"exec {' '.join(action.words('command'))}"
 
     def run(self, hands: Hands, container: ContainerRef, action: Action) -> Outcome:
-        result = hands.gateway.exec(
-            container.id,
+        output = _in_container(
+            hands,
+            container,
             action.words("command"),
+            what=self.describe(action),
             user=action.text("user"),
             timeout=action.seconds("timeout"),
         )
-        if result.exit_code != 0:
-            raise ActionError(
-                f"{self.describe(action)} ended with {_exit(result.exit_code)}: "
-                f"{excerpt(result.output, _ERROR_EXCERPT)}"
-            )
-        return Outcome(result.output)
+        return Outcome(output)
 
 
 @register
@@ -381,15 +401,15 @@ class CacheClear(ActionType):
             runs.append((f"clearing {', '.join(paths)}", script))
         runs.extend((" ".join(command), command) for command in action.commands("commands"))
         for what, command in runs:
-            result = hands.gateway.exec(
-                container.id, command, user=user, timeout=CACHE_CLEAR_COMMAND_TIMEOUT
+            output = _in_container(
+                hands,
+                container,
+                command,
+                what=f"cache_clear: {what}",
+                user=user,
+                timeout=CACHE_CLEAR_COMMAND_TIMEOUT,
             )
-            outputs.append(result.output.strip())
-            if result.exit_code != 0:
-                raise ActionError(
-                    f"cache_clear: {what} ended with {_exit(result.exit_code)}: "
-                    f"{excerpt(result.output, _ERROR_EXCERPT)}"
-                )
+            outputs.append(output.strip())
         if action.flag("restart"):
             with hands.touching(container):
                 hands.gateway.restart(container.id, timeout=hands.stop_timeout(action))
@@ -451,12 +471,11 @@ class Reload(ActionType):
 
     def run(self, hands: Hands, container: ContainerRef, action: Action) -> Outcome:
         signal = action.text("signal") or "HUP"
-        result = hands.gateway.exec(
-            container.id, ("sh", "-c", SIGNAL_MAIN_PROCESS, signal), user=None, timeout=30.0
+        _in_container(
+            hands,
+            container,
+            ("sh", "-c", SIGNAL_MAIN_PROCESS, signal),
+            what=f"sending SIG{signal} to the main process",
+            timeout=30.0,
         )
-        if result.exit_code != 0:
-            raise ActionError(
-                f"sending SIG{signal} to the main process ended with {_exit(result.exit_code)}: "
-                f"{excerpt(result.output, _ERROR_EXCERPT)}"
-            )
         return Outcome(f"sent SIG{signal} to the main process")
