@@ -447,22 +447,20 @@ class DockerSDKGateway(DockerGateway):
         return snapshot_from_inspect(attrs, self._now())
 
     def restart(self, container_id: str, *, timeout: float) -> None:
-        self._call(
-            f"Restarting container {container_id[:12]}",
-            self._api.restart,
-            container_id,
-            timeout=round(timeout),
-        )
+        self._with_stop_timeout("Restarting", self._api.restart, container_id, timeout)
 
     def start(self, container_id: str) -> None:
         self._call(f"Starting container {container_id[:12]}", self._api.start, container_id)
 
     def stop(self, container_id: str, *, timeout: float) -> None:
+        self._with_stop_timeout("Stopping", self._api.stop, container_id, timeout)
+
+    def _with_stop_timeout(
+        self, doing: str, fn: Callable[..., object], container_id: str, timeout: float
+    ) -> None:
+        """Restart or stop: the engine takes the stop timeout in whole seconds."""
         self._call(
-            f"Stopping container {container_id[:12]}",
-            self._api.stop,
-            container_id,
-            timeout=round(timeout),
+            f"{doing} container {container_id[:12]}", fn, container_id, timeout=round(timeout)
         )
 
     def exec(
