@@ -1,9 +1,18 @@
-"""Small builders for model values, so each test states only what it is about."""
+"""Small builders for model values and for a supervisor on the fake engine, so each
+test states only what it is about."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
+from fakes import FakeDocker
+
+from agent.clock import SYSTEM_CLOCK, Clock
+from agent.config import HealingSettings
+from agent.healing.observe import Scope
 from agent.model import (
     Action,
     Backoff,
@@ -18,6 +27,8 @@ from agent.model import (
     Signal,
     State,
 )
+from agent.store import MemoryStore
+from agent.supervisor import Supervisor
 
 T0 = datetime(2026, 11, 21, 12, 0, 0, tzinfo=UTC)
 
@@ -73,3 +84,47 @@ def playbook(
         backoff=backoff or Backoff(),
         escalation=escalation or Escalation(),
     )
+
+
+def supervisor_on(
+    fake: FakeDocker,
+    playbooks: Sequence[Playbook],
+    *,
+    store: MemoryStore | None = None,
+    clock: Clock = SYSTEM_CLOCK,
+    healing: HealingSettings | None = None,
+    scope: Scope | None = None,
+    **options: Any,
+) -> Supervisor:
+    """A supervisor of compose project "shop" on the fake engine.
+
+    Default healing settings and a fresh store unless given; ``options`` go to
+    Supervisor as they are (notifier, prober, escalation, reconnect_delays, ...).
+    """
+    return Supervisor(
+        healing=healing or HealingSettings(),
+        gateway=fake,
+        store=MemoryStore() if store is None else store,
+        playbooks=playbooks,
+        scope=scope or Scope(project="shop"),
+        clock=clock,
+        **options,
+    )
+
+
+def compose_build_folder(folder: Path, service: str, *, dockerfile: bool = True) -> dict[str, str]:
+    """Write a compose project in ``folder`` whose ``service`` builds from ./app.
+
+    Returns the labels Compose gives that service's container, so that medic finds
+    the project again from it (for recreate and rebuild).
+    """
+    (folder / "app").mkdir()
+    if dockerfile:
+        (folder / "app" / "Dockerfile").write_text("FROM scratch\n")
+    (folder / "compose.yml").write_text(f"services:\n  {service}:\n    build: ./app\n")
+    return {
+        "com.docker.compose.project": "shop",
+        "com.docker.compose.service": service,
+        "com.docker.compose.project.working_dir": str(folder),
+        "com.docker.compose.project.config_files": "compose.yml",
+    }

@@ -1,4 +1,4 @@
-"""Helpers for tests that drive a real Docker engine.
+"""Helpers for tests that drive a real Docker engine, and for waiting and log lines.
 
 The docker SDK is untyped, so its objects are typed ``Any`` here.
 """
@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import docker.errors
 from docker.models.containers import _create_container_args
+from loguru import logger
 
 BUSYBOX_IMAGE = "medic-test/busybox:latest"
 """Built by tests/images/build: static busybox on scratch (sh, sleep, httpd, wget)."""
@@ -50,6 +52,17 @@ def wait_for(
                 f"timed out after {timeout:g} s waiting for {message} (last value: {value!r})"
             )
         time.sleep(interval)
+
+
+@contextmanager
+def logged(level: str) -> Iterator[list[str]]:
+    """The messages medic logs at ``level`` or above while the block runs."""
+    lines: list[str] = []
+    sink = logger.add(lambda m: lines.append(str(m.record["message"])), level=level)
+    try:
+        yield lines
+    finally:
+        logger.remove(sink)
 
 
 def healthcheck(

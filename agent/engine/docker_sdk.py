@@ -447,22 +447,20 @@ class DockerSDKGateway(DockerGateway):
         return snapshot_from_inspect(attrs, self._now())
 
     def restart(self, container_id: str, *, timeout: float) -> None:
-        self._call(
-            f"Restarting container {container_id[:12]}",
-            self._api.restart,
-            container_id,
-            timeout=round(timeout),
-        )
+        self._with_stop_timeout("Restarting", self._api.restart, container_id, timeout)
 
     def start(self, container_id: str) -> None:
         self._call(f"Starting container {container_id[:12]}", self._api.start, container_id)
 
     def stop(self, container_id: str, *, timeout: float) -> None:
+        self._with_stop_timeout("Stopping", self._api.stop, container_id, timeout)
+
+    def _with_stop_timeout(
+        self, doing: str, fn: Callable[..., object], container_id: str, timeout: float
+    ) -> None:
+        """Restart or stop: the engine takes the stop timeout in whole seconds."""
         self._call(
-            f"Stopping container {container_id[:12]}",
-            self._api.stop,
-            container_id,
-            timeout=round(timeout),
+            f"{doing} container {container_id[:12]}", fn, container_id, timeout=round(timeout)
         )
 
     def exec(
@@ -842,18 +840,23 @@ class DockerSDKGateway(DockerGateway):
         return [e for e in found if e is not None]
 
     def logs(self, container_id: str, *, since: datetime, limit: int = 1000) -> list[LogLine]:
+        text = self._log_text(
+            container_id, timestamps=True, since=max(since.timestamp(), 0.001), tail=limit
+        )
+        return [line for line in map(parse_log_line, text.splitlines()) if line is not None]
+
+    def _log_text(self, container_id: str, **options: Any) -> str:
+        """The container's log, stdout and stderr, as text; ``options`` go to the engine's
+        logs request (timestamps, since, tail)."""
         raw = self._call(
             f"Reading the log of container {container_id[:12]}",
             self._api.logs,
             container_id,
             stdout=True,
             stderr=True,
-            timestamps=True,
-            since=max(since.timestamp(), 0.001),
-            tail=limit,
+            **options,
         )
-        text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else str(raw)
-        return [line for line in map(parse_log_line, text.splitlines()) if line is not None]
+        return raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else str(raw)
 
     def close(self) -> None:
         self._client.close()
@@ -872,17 +875,7 @@ class DockerSDKGateway(DockerGateway):
     def log_tail(self, container_id: str, *, lines: int) -> list[str]:
         """The last ``lines`` log lines, stdout and stderr, read with the engine's ``tail``
         so that a container with gigabytes of logs costs no more than one with a few."""
-        raw = self._call(
-            f"Reading the log of container {container_id[:12]}",
-            self._api.logs,
-            container_id,
-            stdout=True,
-            stderr=True,
-            timestamps=False,
-            tail=max(lines, 1),
-        )
-        text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else str(raw)
-        return text.splitlines()
+        return self._log_text(container_id, timestamps=False, tail=max(lines, 1)).splitlines()
 
     # --- identity (agent/store/base.py's Identity) ---------------------------------------
 

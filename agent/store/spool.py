@@ -176,10 +176,7 @@ class SpoolingStore(IncidentStore):
         note: str | None = None,
     ) -> Incident:
         with self._lock:
-            self._know(incident_id)
-            before = self._known(incident_id)
-            if before is not None:
-                self.check_own(before)
+            before = self._own_before_change(incident_id)
             incident = self._view.set_status(incident_id, status, at=at, note=note)
             self._write(
                 SetStatus(new_id(), incident.id, status, at, note), incident.id, before=before
@@ -190,10 +187,7 @@ class SpoolingStore(IncidentStore):
         self, incident_id: IncidentId, container: ContainerRef, *, at: datetime, note: str
     ) -> Incident:
         with self._lock:
-            self._know(incident_id)
-            before = self._known(incident_id)
-            if before is not None:
-                self.check_own(before)
+            before = self._own_before_change(incident_id)
             incident = self._view.move_incident(incident_id, container, at=at, note=note)
             op = MoveIncident(new_id(), incident.id, container, at, note)
             self._write(op, incident.id, before=before)
@@ -730,6 +724,15 @@ class SpoolingStore(IncidentStore):
         except IncidentNotFound:
             return None
         return found if found.id == incident_id else None
+
+    def _own_before_change(self, incident_id: IncidentId) -> Incident | None:
+        """The incident as the view holds it before a change to its status or container
+        (None when no store has it); ForeignIncident when it is another medic's."""
+        self._know(incident_id)
+        before = self._known(incident_id)
+        if before is not None:
+            self.check_own(before)
+        return before
 
     def _know(self, incident_id: IncidentId) -> None:
         """Make sure the view holds ``incident_id``, fetching it when only Postgres has it;

@@ -17,8 +17,7 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-from helpers import ComposeProject, healthcheck, wait_for
-from loguru import logger
+from helpers import ComposeProject, healthcheck, logged, wait_for
 
 from agent.config import HealingSettings
 from agent.engine.docker_sdk import DockerSDKGateway
@@ -423,10 +422,8 @@ STUBBORN = 'rm -f /tmp/broken; trap "" TERM; while :; do sleep 1; done'
 
 @pytest.fixture
 def log_lines() -> Iterator[list[str]]:
-    lines: list[str] = []
-    sink = logger.add(lambda message: lines.append(str(message.record["message"])), level="INFO")
-    yield lines
-    logger.remove(sink)
+    with logged("INFO") as lines:
+        yield lines
 
 
 def stubborn_web(compose_project: ComposeProject) -> Any:

@@ -83,67 +83,77 @@ def test_the_environment_variables_are_exactly_the_documented_ones() -> None:
     assert Settings.from_env(dict.fromkeys(ENV_NAMES, "")).extra == {}
 
 
-def test_defaults_are_pinned() -> None:  # noqa: PLR0915 - one line per setting
-    s = Settings.from_env({})
-    assert s == Settings()
-    assert s.project is None
-    assert s.log_format == "text"
-    assert s.log_level == "INFO"
-    assert s.extra == {}
+#: Each setting and its value when nothing is set.
+DEFAULTS: tuple[tuple[str, object], ...] = (
+    ("project", None),
+    ("log_format", "text"),
+    ("log_level", "INFO"),
+    ("extra", {}),
+    ("docker.retry_attempts", 4),
+    ("docker.retry_max_delay", 8.0),
+    ("store.database_url", None),
+    ("store.state_dir", Path(".state")),
+    ("store.retention_days", 30),
+    ("store.observation_interval", 300.0),
+    ("healing.interval", 30.0),
+    ("healing.playbooks", BUNDLED_PLAYBOOKS),
+    ("healing.settle", 60.0),
+    ("healing.crash_loop_deaths", 3),
+    ("healing.crash_loop_window", 300.0),
+    ("healing.manual_stop_grace", 300.0),
+    ("healing.workers", 4),
+    ("healing.stop_timeout", 10.0),
+    ("healing.dry_run", False),
+    ("notify.urls", ""),
+    ("notify.targets", []),
+    ("notify.limit", 6),
+    ("http.port", 8080),
+    ("llm.model", "claude-sonnet-5-5"),
+    ("llm.daily_tokens", 1_000_000),
+    ("llm.incident_tokens", 150_000),
+    ("llm.incident_calls", 12),
+    ("llm.max_steps", 8),
+    ("llm.timeout", 120.0),
+    ("llm.max_retries", 2),
+    ("llm.diagnosis_window", 86400.0),
+    ("llm.redact", ""),
+    ("fixes.repo", None),
+    ("fixes.paths", ""),
+    ("fixes.max_files", 5),
+    ("fixes.max_lines", 200),
+    ("fixes.remote", None),
+    ("fixes.allow", ""),
+    ("fixes.allow_kinds", ()),
+    ("fixes.push", "approved"),
+    ("fixes.verify_cmd", None),
+    ("fixes.verify_image", None),
+    ("fixes.verify_timeout", 600.0),
+    ("fixes.verify_build_timeout", 900.0),
+    ("fixes.verify_build_network", "none"),
+    ("fixes.verify_memory_mb", 1024),
+    ("fixes.verify_pids", 256),
+    ("fixes.verify_cpus", 1.0),
+    ("fixes.verify_settle", 60.0),
+    ("fixes.git_author", "medic <medic@localhost>"),
+)
 
-    assert s.docker.retry_attempts == 4
-    assert s.docker.retry_max_delay == 8.0
 
-    assert s.store.database_url is None
-    assert s.store.state_dir == Path(".state")
-    assert s.store.retention_days == 30
-    assert s.store.observation_interval == 300.0
-
-    assert s.healing.interval == 30.0
-    assert s.healing.playbooks == BUNDLED_PLAYBOOKS
+def test_defaults_are_pinned() -> None:
+    assert Settings.from_env({}) == Settings()
     assert BUNDLED_PLAYBOOKS.name == "playbooks"
-    assert s.healing.settle == 60.0
-    assert s.healing.crash_loop_deaths == 3
-    assert s.healing.crash_loop_window == 300.0
-    assert s.healing.manual_stop_grace == 300.0
-    assert s.healing.workers == 4
-    assert s.healing.stop_timeout == 10.0
-    assert s.healing.dry_run is False
 
-    assert s.notify.urls == ""
-    assert s.notify.targets == []
-    assert s.notify.limit == 6
 
-    assert s.http.port == 8080
+def test_every_setting_is_in_the_defaults_table() -> None:
+    top = {f.name for f in fields(Settings)} - set(GROUPS)
+    grouped = {f"{group}.{f.name}" for group, kind in GROUPS.items() for f in fields(kind)}
+    assert top | grouped <= {attribute for attribute, _ in DEFAULTS}
 
-    assert s.llm.model == "claude-sonnet-5-5"
-    assert s.llm.daily_tokens == 1_000_000
-    assert s.llm.incident_tokens == 150_000
-    assert s.llm.incident_calls == 12
-    assert s.llm.max_steps == 8
-    assert s.llm.timeout == 120.0
-    assert s.llm.max_retries == 2
-    assert s.llm.diagnosis_window == 86400.0
-    assert s.llm.redact == ""
 
-    assert s.fixes.repo is None
-    assert s.fixes.paths == ""
-    assert s.fixes.max_files == 5
-    assert s.fixes.max_lines == 200
-    assert s.fixes.remote is None
-    assert s.fixes.allow == ""
-    assert s.fixes.allow_kinds == ()
-    assert s.fixes.push == "approved"
-    assert s.fixes.verify_cmd is None
-    assert s.fixes.verify_image is None
-    assert s.fixes.verify_timeout == 600.0
-    assert s.fixes.verify_build_timeout == 900.0
-    assert s.fixes.verify_build_network == "none"
-    assert s.fixes.verify_memory_mb == 1024
-    assert s.fixes.verify_pids == 256
-    assert s.fixes.verify_cpus == 1.0
-    assert s.fixes.verify_settle == 60.0
-    assert s.fixes.git_author == "medic <medic@localhost>"
+@pytest.mark.parametrize(("attribute", "value"), DEFAULTS)
+def test_each_default_is_pinned(attribute: str, value: object) -> None:
+    actual = attrgetter(attribute)(Settings.from_env({}))
+    # The type too: None, False and 0 are not the same default.
+    assert (type(actual), actual) == (type(value), value)
 
 
 def test_the_groups_are_the_parts_of_settings() -> None:

@@ -6,10 +6,11 @@ real path (agent/healing/slots.py ``judged``) is what fills ``HealingState.relap
 
 from __future__ import annotations
 
-from fakes import FakeClock, FakeDocker
+from typing import NamedTuple
 
-from agent.config import HealingSettings
-from agent.healing.observe import Scope
+from factories import supervisor_on
+from fakes import FakeClock, FakeContainer, FakeDocker
+
 from agent.model import (
     Action,
     Escalate,
@@ -38,27 +39,27 @@ class Sent(Notifier):
         return [n.title for n in self.sent if n.kind is NotificationKind.ESCALATED]
 
 
-def supervisor(
-    fake: FakeDocker, store: MemoryStore, clock: FakeClock, notifier: Notifier | None = None
-) -> Supervisor:
-    return Supervisor(
-        notifier=notifier,
-        healing=HealingSettings(),
-        gateway=fake,
-        store=store,
-        playbooks=[RESTART],
-        scope=Scope(project="shop"),
-        clock=clock,
-    )
+class Stack(NamedTuple):
+    clock: FakeClock
+    web: FakeContainer
+    store: MemoryStore
+    sent: Sent
+    medic: Supervisor
 
 
-def test_heals_that_did_not_last_are_said_as_such_when_medic_escalates() -> None:
+def unhealthy_web() -> Stack:
+    """An unhealthy web container under a supervisor that restarts it, on a fake clock."""
     clock = FakeClock()
     fake = FakeDocker(clock)
     web = fake.add("shop-web-1", LABELS, health=Health.UNHEALTHY)
     store = MemoryStore()
     sent = Sent()
-    s = supervisor(fake, store, clock, sent)
+    medic = supervisor_on(fake, [RESTART], store=store, clock=clock, notifier=sent)
+    return Stack(clock, web, store, sent, medic)
+
+
+def test_heals_that_did_not_last_are_said_as_such_when_medic_escalates() -> None:
+    clock, web, store, sent, s = unhealthy_web()
 
     report = s.run_once()
     for up in (25, 31, 12):  # each restart brings it back; it fails again after a while
@@ -85,12 +86,7 @@ def test_heals_that_did_not_last_are_said_as_such_when_medic_escalates() -> None
 
 
 def test_attempts_after_which_it_never_looked_well_keep_the_old_words() -> None:
-    clock = FakeClock()
-    fake = FakeDocker(clock)
-    web = fake.add("shop-web-1", LABELS, health=Health.UNHEALTHY)
-    store = MemoryStore()
-    sent = Sent()
-    s = supervisor(fake, store, clock, sent)
+    clock, web, _, sent, s = unhealthy_web()
 
     report = s.run_once()
     for _ in range(3):

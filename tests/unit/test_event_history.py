@@ -11,14 +11,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from factories import supervisor_on
 from fakes import FakeDocker
-from loguru import logger
+from helpers import logged
 
-from agent.config import HealingSettings
-from agent.healing.observe import Scope
 from agent.model import Action, Match, Playbook, Signal
-from agent.store import MemoryStore
-from agent.supervisor import Supervisor
 
 LABELS = {"com.docker.compose.project": "shop", "com.docker.compose.service": "web"}
 START = Playbook("start-exited", Match(frozenset({Signal.EXITED})), (Action("start"),))
@@ -26,20 +23,8 @@ START = Playbook("start-exited", Match(frozenset({Signal.EXITED})), (Action("sta
 
 @pytest.fixture
 def warnings() -> Iterator[list[str]]:
-    seen: list[str] = []
-    sink = logger.add(lambda m: seen.append(str(m.record["message"])), level="WARNING")
-    yield seen
-    logger.remove(sink)
-
-
-def supervisor(fake: FakeDocker) -> Supervisor:
-    return Supervisor(
-        healing=HealingSettings(),
-        gateway=fake,
-        store=MemoryStore(),
-        playbooks=[START],
-        scope=Scope(project="shop"),
-    )
+    with logged("WARNING") as lines:
+        yield lines
 
 
 def test_a_persons_stop_still_in_the_engines_history_is_left_alone(warnings: list[str]) -> None:
@@ -47,7 +32,7 @@ def test_a_persons_stop_still_in_the_engines_history_is_left_alone(warnings: lis
     web = fake.add("shop-web-1", LABELS)
     fake.stop(web.id, timeout=10, exit_code=137)  # while medic was not running
 
-    report = supervisor(fake).run_once()
+    report = supervisor_on(fake, [START]).run_once()
 
     assert report.findings == []
     assert "start" not in fake.requests
@@ -62,7 +47,7 @@ def test_a_persons_stop_the_engine_no_longer_remembers_is_taken_for_a_crash(
     fake.stop(web.id, timeout=10, exit_code=137)
     fake.history.clear()  # 256 newer events pushed it out of the engine's history
 
-    report = supervisor(fake).run_once()
+    report = supervisor_on(fake, [START]).run_once()
 
     assert [f.signal for f in report.findings] == [Signal.EXITED]
     assert fake.requests.count("start") == 1

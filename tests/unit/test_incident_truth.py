@@ -11,10 +11,11 @@ from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
+from factories import supervisor_on
 from fakes import FakeClock, FakeDocker
-from helpers import wait_for
-from loguru import logger
+from helpers import logged, wait_for
 
+from agent.clock import SYSTEM_CLOCK
 from agent.config import HealingSettings
 from agent.errors import DockerServerError, DockerUnavailable
 from agent.healing.act import Actor
@@ -66,23 +67,20 @@ def medic(
     **settings: object,
 ) -> Supervisor:
     options: dict[str, object] = {"interval": 0.1, **settings}
-    return Supervisor(
+    return supervisor_on(
+        fake,
+        books,
+        store=store,
+        clock=clock or SYSTEM_CLOCK,
         healing=HealingSettings(**options),  # type: ignore[arg-type]
-        gateway=fake,
-        store=store or MemoryStore(),
-        playbooks=books,
-        scope=Scope(project="shop"),
         reconnect_delays=(0.05,),
-        **({"clock": clock} if clock is not None else {}),  # type: ignore[arg-type]
     )
 
 
 @pytest.fixture
 def warnings() -> Iterator[list[str]]:
-    lines: list[str] = []
-    sink = logger.add(lambda m: lines.append(str(m.record["message"])), level="WARNING")
-    yield lines
-    logger.remove(sink)
+    with logged("WARNING") as lines:
+        yield lines
 
 
 @pytest.fixture
@@ -125,14 +123,13 @@ def test_a_probe_that_keeps_failing_is_one_incident_that_escalates_not_a_flappin
         escalation=Escalation(after_attempts=3, within=3600),
     )
     store = MemoryStore()
-    s = Supervisor(
-        healing=HealingSettings(settle=0.0),
-        gateway=fake,
+    s = supervisor_on(
+        fake,
+        [port],
         store=store,
-        playbooks=[port],
-        scope=Scope(project="shop"),
-        prober=Failing(),
         clock=clock,
+        healing=HealingSettings(settle=0.0),
+        prober=Failing(),
     )
     for _ in range(8):
         s.run_once()
@@ -155,14 +152,7 @@ def test_a_log_incident_resolves_only_after_its_window_passes_without_a_match() 
         (Action("restart"),),
     )
     store = MemoryStore()
-    s = Supervisor(
-        healing=HealingSettings(settle=10.0),
-        gateway=fake,
-        store=store,
-        playbooks=[slots],
-        scope=Scope(project="shop"),
-        clock=clock,
-    )
+    s = supervisor_on(fake, [slots], store=store, clock=clock, healing=HealingSettings(settle=10.0))
     fake.write_log(db, "FATAL: slots are reserved")
     s.run_once()  # found and restarted
     clock.advance(60)
@@ -353,15 +343,7 @@ def test_a_crash_loop_is_one_incident_whose_escalation_names_the_playbooks_used(
         def escalated(self, incident: Incident) -> None:
             escalated.append(incident)
 
-    s = Supervisor(
-        healing=HealingSettings(),
-        gateway=fake,
-        store=store,
-        playbooks=(START_EXITED, CRASH_LOOP),
-        scope=Scope(project="shop"),
-        clock=clock,
-        escalation=Hook(),
-    )
+    s = supervisor_on(fake, (START_EXITED, CRASH_LOOP), store=store, clock=clock, escalation=Hook())
     for _ in range(5):
         s.run_once()
         clock.advance(45)

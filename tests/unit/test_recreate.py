@@ -19,6 +19,7 @@ from typing import Any
 import docker.errors
 import pytest
 import requests
+from factories import compose_build_folder
 from fakes import FakeDocker
 
 from agent.engine.docker_sdk import DockerSDKGateway
@@ -652,23 +653,10 @@ def test_recreate_reports_the_new_id_and_the_old_container_is_gone() -> None:
     assert [e.action for e in fake.history] == ["kill", "die", "stop", "create", "start", "destroy"]
 
 
-def compose_project_dir(folder: Path, *, dockerfile: bool) -> dict[str, str]:
-    (folder / "app").mkdir()
-    if dockerfile:
-        (folder / "app" / "Dockerfile").write_text("FROM scratch\n")
-    (folder / "compose.yml").write_text("services:\n  app:\n    build: ./app\n")
-    return {
-        "com.docker.compose.project": "shop",
-        "com.docker.compose.service": "app",
-        "com.docker.compose.project.working_dir": str(folder),
-        "com.docker.compose.project.config_files": "compose.yml",
-    }
-
-
 @pytest.mark.parametrize("dockerfile", [True, False])
 def test_rebuild_recreates_only_after_a_successful_build(tmp_path: Path, dockerfile: bool) -> None:
     fake = FakeDocker()
-    app = fake.add("shop-app-1", compose_project_dir(tmp_path, dockerfile=dockerfile))
+    app = fake.add("shop-app-1", compose_build_folder(tmp_path, "app", dockerfile=dockerfile))
     actor = Actor(fake)
     try:
         result = actor.run_action(ref_of(fake, app.id), Action("rebuild"))

@@ -10,10 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from factories import compose_build_folder, supervisor_on
 from fakes import FakeClock, FakeContainer, FakeDocker
 
 from agent.config import HealingSettings
-from agent.healing.observe import Scope
 from agent.model import (
     Action,
     Escalate,
@@ -27,30 +27,12 @@ from agent.store import MemoryStore
 from agent.supervisor import Supervisor
 
 
-def project_labels(folder: Path) -> dict[str, str]:
-    """A compose service with a build context, so that it can be rebuilt as well."""
-    (folder / "app").mkdir()
-    (folder / "app" / "Dockerfile").write_text("FROM scratch\n")
-    (folder / "compose.yml").write_text("services:\n  web:\n    build: ./app\n")
-    return {
-        "com.docker.compose.project": "shop",
-        "com.docker.compose.service": "web",
-        "com.docker.compose.project.working_dir": str(folder),
-        "com.docker.compose.project.config_files": "compose.yml",
-    }
-
-
 def supervisor(fake: FakeDocker, store: MemoryStore, clock: FakeClock, kind: str) -> Supervisor:
     playbook = Playbook(
         "replace-exited", Match(frozenset({Signal.EXITED})), (Action(kind, timeout=1),)
     )
-    return Supervisor(
-        healing=HealingSettings(settle=30.0),
-        gateway=fake,
-        store=store,
-        playbooks=[playbook],
-        scope=Scope(project="shop"),
-        clock=clock,
+    return supervisor_on(
+        fake, [playbook], store=store, clock=clock, healing=HealingSettings(settle=30.0)
     )
 
 
@@ -65,7 +47,7 @@ def test_a_replace_loop_is_one_incident_that_escalates_after_the_playbooks_attem
 ) -> None:
     clock = FakeClock()
     fake = FakeDocker(clock)
-    fake.add("shop-web-1", project_labels(tmp_path), state=State.EXITED, exit_code=1)
+    fake.add("shop-web-1", compose_build_folder(tmp_path, "web"), state=State.EXITED, exit_code=1)
     store = MemoryStore()
     s = supervisor(fake, store, clock, kind)
 
@@ -95,7 +77,9 @@ def test_a_recreated_container_that_stays_healthy_resolves_the_incident_after_se
 ) -> None:
     clock = FakeClock()
     fake = FakeDocker(clock)
-    web = fake.add("shop-web-1", project_labels(tmp_path), state=State.EXITED, exit_code=1)
+    web = fake.add(
+        "shop-web-1", compose_build_folder(tmp_path, "web"), state=State.EXITED, exit_code=1
+    )
     store = MemoryStore()
     s = supervisor(fake, store, clock, "recreate")
 

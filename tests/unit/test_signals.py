@@ -10,12 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from factories import REF, at
+from factories import REF, at, supervisor_on
 from fakes import FakeDocker
 
-from agent.config import HealingSettings
 from agent.errors import PlaybookErrors
-from agent.healing.observe import Scope
 from agent.healing.playbooks import load_playbooks
 from agent.healing.signals import (
     ProbeOutcome,
@@ -26,7 +24,6 @@ from agent.healing.signals import (
     probe_finding,
 )
 from agent.model import Action, LogRule, Match, Playbook, ProbeKind, ProbeRule, Signal
-from agent.store import MemoryStore
 from agent.supervisor import Supervisor
 
 LABELS = {"com.docker.compose.project": "shop", "com.docker.compose.service": "db"}
@@ -175,14 +172,7 @@ class ScriptedProber(Prober):
 
 
 def supervisor(fake: FakeDocker, book: Playbook, prober: Prober | None = None) -> Supervisor:
-    return Supervisor(
-        healing=HealingSettings(),
-        gateway=fake,
-        store=MemoryStore(),
-        playbooks=[book],
-        scope=Scope(project="shop"),
-        prober=prober,
-    )
+    return supervisor_on(fake, [book], prober=prober)
 
 
 def test_log_lines_since_the_last_look_lead_to_a_restart() -> None:

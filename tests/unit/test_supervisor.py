@@ -6,6 +6,7 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+from factories import supervisor_on
 from fakes import FakeClock, FakeDocker
 from helpers import wait_for
 
@@ -47,11 +48,11 @@ def supervisor(
 ) -> Supervisor:
     values: dict[str, object] = {"interval": 0.2, **options}
     settings = HealingSettings(**values)  # type: ignore[arg-type]
-    return Supervisor(
+    return supervisor_on(
+        fake,
+        BOOKS,
+        store=store,
         healing=settings,
-        gateway=fake,
-        store=store or MemoryStore(),
-        playbooks=BOOKS,
         scope=Scope(project="shop", own_id=own_id),  # type: ignore[arg-type]
         reconnect_delays=(0.05, 0.1),
     )
@@ -277,14 +278,7 @@ def test_a_recreated_container_keeps_its_backoff_so_a_recreate_loop_still_escala
         (Action("recreate"),),
         escalation=Escalation(after_attempts=2, within=3600),
     )
-    s = Supervisor(
-        healing=HealingSettings(),
-        gateway=fake,
-        store=store,
-        playbooks=[recreate],
-        scope=Scope(project="shop"),
-        clock=clock,
-    )
+    s = supervisor_on(fake, [recreate], store=store, clock=clock)
     [(_, _, [result])] = s.run_once().results
     assert result.ok and result.replaced_by is not None
     new = fake.containers[result.replaced_by]
