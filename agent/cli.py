@@ -450,9 +450,9 @@ def _supervisor(
 
 
 def cmd_run(settings: Settings) -> int:
+    supervisor, gateway, store, worker = _supervisor(settings, diagnose=True)
     for line in unknown_variables(settings.extra):
         logger.warning(line)
-    supervisor, gateway, store, worker = _supervisor(settings, diagnose=True)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         del frame

@@ -36,7 +36,8 @@ def medic(*args: str, env: dict[str, str] | None = None, timeout: float = 60) ->
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={**os.environ, **(env or {})},
+        # The test runner's own MEDIC_ variables (MEDIC_TEST_POSTGRES_IMAGE) are not medic's.
+        env={**{k: v for k, v in os.environ.items() if not k.startswith("MEDIC_")}, **(env or {})},
         check=False,
     )
 
