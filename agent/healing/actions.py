@@ -8,7 +8,7 @@ the gateway. The playbook reader, the actor, the slots' bookkeeping and every
 printed description read the registry; none of them names a kind.
 
 To add a kind: write a subclass of ``ActionType`` below and decorate it with
-``@register``, add its test (tests/unit/test_actions.py for its options and
+``@register``, add its test (tests/unit/test_registries.py for its options and
 description, and a test of it on a real engine in tests/integration/test_actions.py),
 and add its row to the table in docs/actions.md (a test checks the table lists every
 kind). If it needs the engine to do something no kind does yet, the gateway
