@@ -77,10 +77,6 @@ class Touch:
     ended: bool = False
 
 
-def excerpt(text: str, limit: int = OUTPUT_EXCERPT) -> str:
-    return actions.excerpt(text, limit)
-
-
 @dataclass(frozen=True)
 class InFlight:
     """A plan being carried out right now."""
@@ -181,11 +177,11 @@ class Actor:
         """Carry out one action and say how it went; never raises."""
         started = self._clock.now()
         clock = time.monotonic()
-        output = ""
-        replaced_by: ContainerId | None = None
+        outcome = Outcome()
         error: str | None = None
         try:
-            output, replaced_by = self._dispatch(container, action, plan, announce)
+            hands = _Hands(self, plan, announce)
+            outcome = actions.kind_of(action).run(hands, container, action)
         except MedicError as e:
             error = str(e)
         except Exception as e:  # a bug: the action still ends, with a failed result
@@ -206,8 +202,8 @@ class Actor:
             started_at=started,
             finished_at=finished,
             error=error,
-            output=excerpt(output),
-            replaced_by=replaced_by,
+            output=actions.excerpt(outcome.output, OUTPUT_EXCERPT),
+            replaced_by=outcome.replaced_by,
         )
 
     def run_plan(
@@ -339,16 +335,6 @@ class Actor:
             if self._touch is not None:
                 self._touch(Touch(container, ended=True))
 
-    def _dispatch(
-        self,
-        container: ContainerRef,
-        action: Action,
-        plan: Plan | None,
-        announce: Announce | None,
-    ) -> tuple[str, ContainerId | None]:
-        outcome = actions.kind_of(action).run(_Hands(self, plan, announce), container, action)
-        return outcome.output, outcome.replaced_by
-
     def rebuild(self, container: ContainerRef, stop_timeout: float) -> Outcome:
         """Build the service's image from its compose build context, then recreate on it.
 
@@ -388,7 +374,7 @@ class Actor:
         if built.image_id is None:
             raise ActionError(
                 f"building {tag} from {spec.context} failed, and the container was left as it "
-                f"was; the build said:\n{excerpt(built.output, 1500)}"
+                f"was; the build said:\n{actions.excerpt(built.output, 1500)}"
             )
         logger.info("Image {} of {} was rebuilt as {}.", tag, container.label, built.image_id[:19])
         with self.touching(container):

@@ -411,8 +411,8 @@ class CacheClear(ActionType):
             )
             outputs.append(output.strip())
         if action.flag("restart"):
-            with hands.touching(container):
-                hands.gateway.restart(container.id, timeout=hands.stop_timeout(action))
+            timeout = hands.stop_timeout(action)
+            _touched(hands, container, lambda: hands.gateway.restart(container.id, timeout=timeout))
             outputs.append(f"restarted {container.name}")
         return Outcome("\n".join(o for o in outputs if o))
 
