@@ -421,8 +421,7 @@ class Settings:
                 groups[name].update({k: v for k, v in value.items() if v is not None})
             elif value is not None:
                 top[name] = value
-        known = set(cls.env_names())
-        extra = {k: v for k, v in env.items() if k.startswith("MEDIC_") and k not in known}
+        extra = unread_variables(env)
         made = {name: GROUPS[name](**values) for name, values in groups.items()}
         return cls(**top, **made, extra=extra)  # type: ignore[arg-type]
 
@@ -435,6 +434,12 @@ class Settings:
             for f in fields(owner)
             if "env" in f.metadata
         )
+
+
+def unread_variables(env: Mapping[str, str]) -> dict[str, str]:
+    """The variables of ``env`` that start with MEDIC_ but name no setting."""
+    known = set(Settings.env_names())
+    return {k: v for k, v in env.items() if k.startswith("MEDIC_") and k not in known}
 
 
 def unknown_variables(extra: Mapping[str, str]) -> list[str]:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.config import Settings, unknown_variables
+from agent.config import unknown_variables, unread_variables
 from agent.engine.docker_sdk import DockerSDKGateway
 from agent.errors import MedicError
 from agent.fixes.git import Git
@@ -162,10 +162,7 @@ def check_repository(environ: Mapping[str, str]) -> CheckResult:
 def check_settings(environ: Mapping[str, str]) -> CheckResult:
     """MEDIC_ variables medic does not read: a misspelt setting is otherwise silently
     left at its default."""
-    known = set(Settings.env_names())
-    unknown = unknown_variables(
-        {k: v for k, v in environ.items() if k.startswith("MEDIC_") and k not in known}
-    )
+    unknown = unknown_variables(unread_variables(environ))
     if not unknown:
         return CheckResult("settings", True, "every MEDIC_ variable set is one medic reads")
     return CheckResult(

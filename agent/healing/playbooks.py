@@ -547,8 +547,9 @@ def _action(r: _Reader, node: Node, path: str) -> Action:
                 f"{entry.name} needs {required[0]}; write "
                 f"{entry.name}: {{{required[0]}: {option.example}}}",
             )
-        _check(r, entry, action=Action(entry.name), node=node, path=path, nodes={})
-        return Action(entry.name)
+        action = Action(entry.name)
+        _check(r, entry, action=action, node=node, path=path, nodes={})
+        return action
     if not isinstance(node, MappingNode):
         r.fail(node, path, f"must be an action like {_ACTION_EXAMPLE}; found {_describe(node)}")
     entries = r.entries(node, path)
