@@ -93,10 +93,13 @@ class SignalKind:
     source: Source
     recovery: Recovery
     summary: str
-    """What it means, as docs/signals.md's table says."""
-    rule: str | None = None
-    """The playbook ``match`` key the signal needs to be looked for (``log``,
-    ``probe``); None when the engine reports it anyway."""
+    """What it means: the "what it means" cell of its row in docs/signals.md."""
+
+    @property
+    def rule(self) -> str | None:
+        """The playbook ``match`` key that asks for the signal to be looked for (``log``,
+        ``probe``); None when the engine reports it anyway."""
+        return None if self.source is Source.ENGINE else self.source.value
 
 
 #: One entry per signal, most severe first: when a container shows several signals at
@@ -111,37 +114,41 @@ SIGNAL_KINDS: Mapping[Signal, SignalKind] = {
             Signal.CRASH_LOOP,
             Source.ENGINE,
             Recovery.HEALTHY,
-            "the container died MEDIC_CRASH_LOOP_DEATHS times within MEDIC_CRASH_LOOP_WINDOW",
+            "`MEDIC_CRASH_LOOP_DEATHS` deaths within `MEDIC_CRASH_LOOP_WINDOW` (3 in 5 min)",
         ),
         SignalKind(
             Signal.OOM_KILLED,
             Source.ENGINE,
             Recovery.HEALTHY,
-            "the kernel killed the container for memory",
+            "the kernel killed the container for memory (exit 137 with `OOMKilled`)",
         ),
-        SignalKind(Signal.DEAD, Source.ENGINE, Recovery.HEALTHY, "Docker marked it dead"),
         SignalKind(
-            Signal.EXITED, Source.ENGINE, Recovery.HEALTHY, "it exited with a non-zero code"
+            Signal.DEAD, Source.ENGINE, Recovery.HEALTHY, "Docker marked the container dead"
+        ),
+        SignalKind(
+            Signal.EXITED,
+            Source.ENGINE,
+            Recovery.HEALTHY,
+            "the container exited with a non-zero code (exit 0 is a finished job)",
         ),
         SignalKind(
             Signal.UNHEALTHY,
             Source.ENGINE,
             Recovery.HEALTHY,
-            "its own HEALTHCHECK reports unhealthy",
+            "the container's own HEALTHCHECK reports unhealthy; the last check's output is "
+            "evidence",
         ),
         SignalKind(
             Signal.PROBE_FAILED,
             Source.PROBE,
             Recovery.PROBE_PASSES,
-            "medic's HTTP or TCP probe failed `failures` times in a row",
-            rule="probe",
+            "an HTTP or TCP probe from medic failed `failures` times in a row",
         ),
         SignalKind(
             Signal.LOG_MATCH,
             Source.LOG,
             Recovery.LOG_QUIET,
-            "a regular expression matched in its log `count` times within `window`",
-            rule="log",
+            "a regular expression matched in the container's log, `count` times within `window`",
         ),
     )
 }

@@ -150,8 +150,9 @@ def test_the_signals_docs_table_lists_every_signal_in_severity_order() -> None:
     words = {Recovery.HEALTHY: "healthy", Recovery.PROBE_PASSES: "probe passes"}
     words[Recovery.LOG_QUIET] = "log quiet"
     for signal, kind in SIGNAL_KINDS.items():
-        found_by, _means, clear_when, _costs = rows[signal]
+        found_by, means, clear_when, _costs = rows[signal]
         assert found_by == kind.source.value, signal
+        assert means == kind.summary, signal
         assert clear_when == words[kind.recovery], signal
 
 
