@@ -42,6 +42,9 @@ from agent.model import (
     Incident,
     IncidentId,
     IncidentStatus,
+    NotificationId,
+    NotificationOutcome,
+    NotificationRecord,
     Signal,
     Verification,
 )
@@ -475,4 +478,31 @@ def fix_from_dict(doc: Mapping[str, Any]) -> Fix:
         decided_at=optional_time_field(doc, "decided_at"),
         decided_by=optional_text_field(doc, "decided_by"),
         reason=optional_text_field(doc, "reason"),
+    )
+
+
+# --- notifications ------------------------------------------------------------------------------
+
+
+def notification_record_to_dict(record: NotificationRecord) -> Document:
+    return {
+        "id": record.id,
+        "incident_id": record.incident_id,
+        "kind": record.kind,
+        "title": record.title,
+        "at": _iso(record.at),
+        "outcome": str(record.outcome),
+        "error": record.error,
+    }
+
+
+def notification_record_from_dict(doc: Mapping[str, Any]) -> NotificationRecord:
+    return NotificationRecord(
+        id=NotificationId(text_field(doc, "id")),
+        incident_id=IncidentId(text_field(doc, "incident_id")),
+        kind=text_field(doc, "kind"),
+        title=text_field(doc, "title"),
+        at=time_field(doc, "at"),
+        outcome=enum_field(doc, "outcome", NotificationOutcome),
+        error=optional_text_field(doc, "error"),
     )

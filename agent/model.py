@@ -698,3 +698,42 @@ class Fix:
     decided_at: datetime | None = None
     decided_by: str | None = None
     reason: str | None = None
+
+
+# --- what people were told ----------------------------------------------------------------
+
+NotificationId = NewType("NotificationId", str)
+
+
+class NotificationOutcome(StrEnum):
+    """What became of one notification about an incident."""
+
+    DELIVERED = "delivered"
+    """Every destination accepted it."""
+    FAILED = "failed"
+    """It was sent and not accepted; ``error`` says why."""
+    HELD_BACK = "held_back"
+    """Not sent: the rate limit for its service and signal was reached. The next
+    notification that goes out for them says how many were held back."""
+    DROPPED = "dropped"
+    """Not sent: the queue of notifications waiting to be sent was full."""
+
+
+@dataclass(frozen=True)
+class NotificationRecord:
+    """One notification of an incident and its outcome, for the incident's timeline.
+
+    ``kind`` is the notification's kind (``opened``, ``escalated``, ``resolved``, …) as
+    text, so the store need not know the notifier. ``at`` is when the outcome was
+    known: when the destinations answered (delivered, failed), or when it was held
+    back or dropped. A repeat of something already said is not sent and not recorded.
+    """
+
+    id: NotificationId
+    incident_id: IncidentId
+    kind: str
+    title: str
+    at: datetime
+    outcome: NotificationOutcome
+    error: str | None = None
+    """For a failed one: the error, on one line."""
