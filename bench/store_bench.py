@@ -46,10 +46,11 @@ from agent.model import (
     Incident,
     IncidentId,
     IncidentStatus,
+    NotificationRecord,
     Signal,
 )
 from agent.store import IncidentQuery, new_id
-from agent.store.ops import Operation, OperationStore, RecordDiagnosis
+from agent.store.ops import Operation, OperationStore, RecordDiagnosis, RecordNotification
 from agent.store.postgres import PostgresStore, run_migrations
 from agent.store.spool import SpoolingStore
 
@@ -103,7 +104,8 @@ class Switchable(OperationStore):
     def close(self) -> None:
         self.real.close()
 
-    # Diagnoses and fixes are not measured here; they go to the real store as they are.
+    # Diagnoses, fixes and notification records are not measured here; they go to the
+    # real store as they are.
     def record_diagnosis(self, diagnosis: Diagnosis) -> None:
         self.apply([RecordDiagnosis(diagnosis)])
 
@@ -132,6 +134,12 @@ class Switchable(OperationStore):
 
     def fixes_of_incident(self, incident_id: IncidentId) -> list[Fix]:
         return self.real.fixes_of_incident(incident_id)
+
+    def record_notification(self, record: NotificationRecord) -> None:
+        self.apply([RecordNotification(record)])
+
+    def notifications(self, incident_id: IncidentId) -> list[NotificationRecord]:
+        return self.real.notifications(incident_id)
 
 
 def start_postgres(client: Any, image: str) -> tuple[Any, str]:

@@ -1,10 +1,12 @@
-"""What every incident store promises about diagnoses and fixes, written once.
+"""What every incident store promises about diagnoses, fixes and notification records,
+written once.
 
 Each ``check_*`` takes an empty store and fails if that store breaks a promise;
 the memory, spooling and Postgres stores' tests run every check against their
 own store (``CHECKS``). The promises are those of ``DiagnosisStore`` and
-``FixStore``, whose in-memory implementations the escalation tests use, and
-that an incident follows a container medic replaced (``move_incident``).
+``FixStore``, whose in-memory implementations the escalation tests use, that an
+incident follows a container medic replaced (``move_incident``), and that what
+became of each notification is kept once per incident (``record_notification``).
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ from agent.model import (
     FixStatus,
     IncidentId,
     IncidentStatus,
+    NotificationId,
+    NotificationOutcome,
+    NotificationRecord,
     Signal,
     Verification,
 )
@@ -100,6 +105,20 @@ def a_fix(incident_id: IncidentId, fix_id: str, diagnosis_id: str = "d1", **chan
     }
     fields.update(changes)
     return Fix(**fields)
+
+
+def a_notification(incident_id: IncidentId, record_id: str, **changes: Any) -> NotificationRecord:
+    fields: dict[str, Any] = {
+        "id": NotificationId(record_id),
+        "incident_id": incident_id,
+        "kind": "opened",
+        "title": "medic: web shows exited",
+        "at": T0,
+        "outcome": NotificationOutcome.DELIVERED,
+        "error": None,
+    }
+    fields.update(changes)
+    return NotificationRecord(**fields)
 
 
 def check_a_diagnosis_is_kept_whole_and_once_oldest_first(store: IncidentStore) -> None:
@@ -255,6 +274,55 @@ def check_an_incident_follows_the_container_that_replaced_it(store: IncidentStor
         store.move_incident(IncidentId("f" * 32), new, at=T0, note=note)
 
 
+def check_notification_records_are_kept_whole_and_once_oldest_first(
+    store: IncidentStore,
+) -> None:
+    incident = open_incident(store)
+    later = T0 + timedelta(minutes=5)
+    failed = a_notification(
+        incident,
+        "n-failed",
+        kind="escalated",
+        title="medic: web keeps failing — é",
+        at=later,
+        outcome=NotificationOutcome.FAILED,
+        error="no destination accepted the escalated notification of incident 0123abcd",
+    )
+    opened = a_notification(incident, "n-opened")
+    # Two of one moment keep the order they were recorded in.
+    held = a_notification(
+        incident, "n-held", kind="playbook", at=later, outcome=NotificationOutcome.HELD_BACK
+    )
+    dropped = a_notification(
+        incident, "n-dropped", kind="resolved", at=later, outcome=NotificationOutcome.DROPPED
+    )
+    for record in (failed, opened, held, dropped):
+        store.record_notification(record)
+    store.record_notification(replace(opened, outcome=NotificationOutcome.FAILED, error="x"))
+    assert store.notifications(incident) == [opened, failed, held, dropped]
+    assert store.notifications(IncidentId("f" * 32)) == []
+
+
+def check_a_notification_record_of_an_unknown_incident_is_not_kept_and_is_no_error(
+    store: IncidentStore,
+) -> None:
+    unknown = IncidentId("f" * 32)
+    store.record_notification(a_notification(unknown, "n-orphan"))
+    assert store.notifications(unknown) == []
+    # The store goes on keeping the records of the incidents it has.
+    incident = open_incident(store)
+    store.record_notification(a_notification(incident, "n-1"))
+    assert [n.id for n in store.notifications(incident)] == ["n-1"]
+
+
+def check_notification_records_stay_with_their_own_incident(store: IncidentStore) -> None:
+    web, api = open_incident(store, WEB), open_incident(store, API)
+    store.record_notification(a_notification(web, "n-web"))
+    store.record_notification(a_notification(api, "n-api", at=T0 - timedelta(minutes=1)))
+    assert [n.id for n in store.notifications(web)] == ["n-web"]
+    assert [n.id for n in store.notifications(api)] == ["n-api"]
+
+
 CHECKS: list[Callable[[IncidentStore], None]] = [
     check_a_diagnosis_is_kept_whole_and_once_oldest_first,
     check_a_diagnosis_of_an_unknown_incident_is_refused,
@@ -266,6 +334,9 @@ CHECKS: list[Callable[[IncidentStore], None]] = [
     check_fixes_are_listed_newest_first_awaiting_a_decision_unless_all,
     check_the_store_is_both_a_diagnosis_store_and_a_fix_store,
     check_an_incident_follows_the_container_that_replaced_it,
+    check_notification_records_are_kept_whole_and_once_oldest_first,
+    check_a_notification_record_of_an_unknown_incident_is_not_kept_and_is_no_error,
+    check_notification_records_stay_with_their_own_incident,
 ]
 
 

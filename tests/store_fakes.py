@@ -19,6 +19,7 @@ from agent.model import (
     Incident,
     IncidentId,
     IncidentStatus,
+    NotificationRecord,
 )
 from agent.store import IncidentNotFound, IncidentQuery, MemoryStore, new_id
 from agent.store.memory import append_evidence
@@ -31,6 +32,7 @@ from agent.store.ops import (
     RecordAttempt,
     RecordDiagnosis,
     RecordFix,
+    RecordNotification,
 )
 
 
@@ -70,6 +72,9 @@ class FlakyDatabase(OperationStore):
                     self.rows.record_diagnosis(op.diagnosis)
                 elif isinstance(op, RecordFix):
                     self._put_fix(op.fix)
+                elif isinstance(op, RecordNotification):
+                    # As Postgres: one of an unknown incident is skipped, not refused.
+                    self.rows.record_notification(op.record)
                 elif isinstance(op, MoveIncident):
                     self.rows.move_incident(op.incident_id, op.container, at=op.at, note=op.note)
                 else:
@@ -91,6 +96,13 @@ class FlakyDatabase(OperationStore):
                     self.rows.get(owner)
                 except IncidentNotFound as e:
                     raise IncidentNotFound(f"the incident {owner} is not stored") from e
+
+    def record_notification(self, record: NotificationRecord) -> None:
+        self.apply([RecordNotification(record)])
+
+    def notifications(self, incident_id: IncidentId) -> list[NotificationRecord]:
+        self._check()
+        return self.rows.notifications(incident_id)
 
     def _put_fix(self, fix: Fix) -> None:
         """As Postgres does: a stored decision is not changed to another status."""
@@ -176,4 +188,6 @@ def _key(op: Operation) -> str:
         return f"fix:{op.fix.id}:{new_id()}"  # every change of a fix is applied
     if isinstance(op, MoveIncident):
         return f"evidence:{op.entry_id}"
+    if isinstance(op, RecordNotification):
+        return f"notification:{op.record.id}"
     return f"status:{op.change_id}"

@@ -1,8 +1,9 @@
 """The interface every incident store implements, and the rules they share.
 
-A store records incidents and their attempts, and the diagnoses and fix branches
-escalation makes of them; it satisfies both ``agent.escalate.store.DiagnosisStore``
-and ``agent.fixes.review.FixStore``. A store made with an ``Identity`` belongs to one
+A store records incidents and their attempts, the diagnoses and fix branches
+escalation makes of them, and what became of each notification about them; it
+satisfies both ``agent.escalate.store.DiagnosisStore`` and
+``agent.fixes.review.FixStore``. A store made with an ``Identity`` belongs to one
 medic: it stamps that medic's scope on the incidents it opens and reads, resumes
 and resolves only those. A store without one (the CLI) reads every incident.
 """
@@ -28,6 +29,7 @@ from agent.model import (
     Incident,
     IncidentId,
     IncidentStatus,
+    NotificationRecord,
 )
 
 #: An incident keeps at most this many evidence entries: the first ones and the newest.
@@ -105,7 +107,7 @@ class IncidentQuery:
 
 
 class IncidentStore(ABC):
-    """Incidents and their attempts, diagnoses and fixes.
+    """Incidents and their attempts, diagnoses, fixes and notification records.
 
     Rules every implementation keeps: at most one active incident (open, healing or
     escalated) per container of the store's own scope, whatever signals it shows: one
@@ -220,6 +222,20 @@ class IncidentStore(ABC):
     @abstractmethod
     def fixes_of_incident(self, incident_id: IncidentId) -> list[Fix]:
         """An incident's fixes, oldest first."""
+
+    # --- notifications ----------------------------------------------------------------------
+
+    @abstractmethod
+    def record_notification(self, record: NotificationRecord) -> None:
+        """Keep what became of one notification of an incident; one whose id is stored
+        changes nothing. A record of an incident the store does not have is not kept,
+        and that is no error (a DEBUG line at most): the notification was told whether
+        or not its record can be kept, and a timeline without its incident has no page."""
+
+    @abstractmethod
+    def notifications(self, incident_id: IncidentId) -> list[NotificationRecord]:
+        """An incident's notification records, oldest first (by ``at``, then in the
+        order they were recorded)."""
 
     def record_observations(self, snapshots: Sequence[ContainerSnapshot]) -> None:  # noqa: B027
         """What every container looked like at one poll. A store samples what it keeps

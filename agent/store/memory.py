@@ -6,8 +6,8 @@ the same rules as the Postgres store.
 
 A daemon runs for months, so it does not keep every incident ever: it keeps
 every active one, and the ``MAX_RESOLVED_KEPT`` resolved ones used most
-recently. An incident's diagnoses and fixes are kept with it (the newest
-``MAX_KEPT_PER_INCIDENT`` of each) and forgotten with it. The durable history
+recently. An incident's diagnoses, fixes and notification records are kept with
+it (the newest ``MAX_KEPT_PER_INCIDENT`` of each) and forgotten with it. The durable history
 is Postgres's to keep.
 """
 
@@ -17,6 +17,8 @@ import threading
 from collections import OrderedDict
 from dataclasses import replace
 from datetime import datetime
+
+from loguru import logger
 
 from agent.errors import FixNotFound
 from agent.model import (
@@ -35,6 +37,8 @@ from agent.model import (
     Incident,
     IncidentId,
     IncidentStatus,
+    NotificationId,
+    NotificationRecord,
     Signal,
 )
 from agent.store.base import (
@@ -52,7 +56,7 @@ from agent.store.base import (
 #: used go first.
 MAX_RESOLVED_KEPT = 1_000
 
-#: Diagnoses, and fixes, kept in memory per incident: the newest.
+#: Diagnoses, fixes, and notification records kept in memory per incident: the newest.
 MAX_KEPT_PER_INCIDENT = 20
 
 
@@ -82,6 +86,8 @@ class MemoryStore(IncidentStore):
         self._diagnoses: dict[IncidentId, list[Diagnosis]] = {}
         self._diagnosis_ids: set[DiagnosisId] = set()
         self._fixes: dict[FixId, Fix] = {}
+        self._notifications: dict[IncidentId, list[NotificationRecord]] = {}
+        self._notification_ids: set[NotificationId] = set()
         self._incidents: dict[IncidentId, Incident] = {}
         self._attempt_ids: set[str] = set()
         self._resolved: OrderedDict[IncidentId, None] = OrderedDict()
@@ -112,9 +118,11 @@ class MemoryStore(IncidentStore):
             self._forget_escalation(gone)
 
     def _forget_escalation(self, incident_id: IncidentId) -> None:
-        """Forget an incident's diagnoses and fixes. Hold the lock."""
+        """Forget an incident's diagnoses, fixes and notification records. Hold the lock."""
         for d in self._diagnoses.pop(incident_id, []):
             self._diagnosis_ids.discard(d.id)
+        for n in self._notifications.pop(incident_id, []):
+            self._notification_ids.discard(n.id)
         for fix_id in [f.id for f in self._fixes.values() if f.incident_id == incident_id]:
             del self._fixes[fix_id]
 
@@ -356,6 +364,34 @@ class MemoryStore(IncidentStore):
         with self._lock:
             fixes = [f for f in self._fixes.values() if f.incident_id == incident_id]
         return sorted(fixes, key=lambda f: f.created_at)
+
+    # --- notifications ------------------------------------------------------------------------
+
+    def record_notification(self, record: NotificationRecord) -> None:
+        with self._lock:
+            if record.id in self._notification_ids:
+                return
+            incident = self._incidents.get(record.incident_id)
+            if incident is None:
+                logger.debug(
+                    "The {} record of the {} notification of incident {} is not kept: "
+                    "no such incident is held.",
+                    record.outcome,
+                    record.kind,
+                    record.incident_id[:8],
+                )
+                return
+            self._used(incident)
+            kept = [*self._notifications.get(record.incident_id, []), record]
+            kept.sort(key=lambda n: n.at)  # stable: records of one moment keep their order
+            for dropped in kept[:-MAX_KEPT_PER_INCIDENT]:
+                self._notification_ids.discard(dropped.id)
+            self._notifications[record.incident_id] = kept[-MAX_KEPT_PER_INCIDENT:]
+            self._notification_ids.add(record.id)
+
+    def notifications(self, incident_id: IncidentId) -> list[NotificationRecord]:
+        with self._lock:
+            return list(self._notifications.get(incident_id, []))
 
     def _held(self, incident_id: IncidentId, what: str) -> None:
         """IncidentNotFound unless the incident is held, as a database's foreign key

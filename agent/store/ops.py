@@ -1,4 +1,5 @@
-"""Incident changes (diagnoses and fixes included) as explicit, idempotent operations.
+"""Incident changes (diagnoses, fixes and notification records included) as explicit,
+idempotent operations.
 
 The spooling store decides what a finding means (a new incident, or evidence for
 the active one) and then writes one of these. Each carries the id of the row it
@@ -31,6 +32,8 @@ from agent.codec import (
     fix_to_dict,
     incident_from_dict,
     incident_to_dict,
+    notification_record_from_dict,
+    notification_record_to_dict,
     optional_text_field,
     text_field,
     time_field,
@@ -46,6 +49,7 @@ from agent.model import (
     Incident,
     IncidentId,
     IncidentStatus,
+    NotificationRecord,
     Signal,
 )
 from agent.store.base import IncidentStore, new_id
@@ -132,6 +136,17 @@ class RecordFix:
     fix: Fix
 
 
+@dataclass(frozen=True)
+class RecordNotification:
+    """What became of one notification of an incident, stored once (keyed by its id).
+
+    One of an incident the store does not have is skipped, not refused: it is a
+    record of something already told, and replaying it must not stop the spool.
+    """
+
+    record: NotificationRecord
+
+
 Operation = (
     OpenIncident
     | AddEvidence
@@ -140,6 +155,7 @@ Operation = (
     | MoveIncident
     | RecordDiagnosis
     | RecordFix
+    | RecordNotification
 )
 
 
@@ -171,6 +187,8 @@ def to_json(op: Operation) -> str:
         doc = {"op": "record_diagnosis", **diagnosis_to_dict(op.diagnosis)}
     elif isinstance(op, RecordFix):
         doc = {"op": "record_fix", **fix_to_dict(op.fix)}
+    elif isinstance(op, RecordNotification):
+        doc = {"op": "record_notification", **notification_record_to_dict(op.record)}
     elif isinstance(op, MoveIncident):
         doc = {
             "op": "move_incident",
@@ -220,6 +238,8 @@ def from_json(line: str) -> Operation:
             return RecordDiagnosis(diagnosis_from_dict(doc))
         if kind == "record_fix":
             return RecordFix(fix_from_dict(doc))
+        if kind == "record_notification":
+            return RecordNotification(notification_record_from_dict(doc))
         if kind == "move_incident":
             return MoveIncident(
                 entry_id=text_field(doc, "id"),

@@ -34,6 +34,7 @@ from agent.codec import (
     evidence_entry_from_dict,
     fix_from_dict,
     incident_from_dict,
+    notification_record_from_dict,
     verification_to_dict,
 )
 from agent.errors import FixNotFound, StoreError, StoreUnavailable
@@ -49,6 +50,7 @@ from agent.model import (
     Incident,
     IncidentId,
     IncidentStatus,
+    NotificationRecord,
 )
 from agent.store.base import (
     MAX_EVIDENCE,
@@ -70,6 +72,7 @@ from agent.store.ops import (
     RecordAttempt,
     RecordDiagnosis,
     RecordFix,
+    RecordNotification,
     SetStatus,
 )
 
@@ -496,6 +499,35 @@ class PostgresStore(OperationStore):
 
         return self._run(read)
 
+    # --- notifications ------------------------------------------------------------------------
+
+    def record_notification(self, record: NotificationRecord) -> None:
+        def write(cur: Cursor) -> None:
+            _apply(cur, RecordNotification(record))
+            if cur.rowcount == 0:
+                cur.execute("SELECT 1 FROM incidents WHERE id = %s", (record.incident_id,))
+                if cur.fetchone() is None:
+                    logger.debug(
+                        "The {} record of the {} notification of incident {} is not kept: "
+                        "there is no such incident at {}.",
+                        record.outcome,
+                        record.kind,
+                        record.incident_id[:8],
+                        self.where,
+                    )
+
+        self._run(write)
+
+    def notifications(self, incident_id: IncidentId) -> list[NotificationRecord]:
+        def read(cur: Cursor) -> list[NotificationRecord]:
+            cur.execute(
+                "SELECT * FROM notifications WHERE incident_id = %s ORDER BY at, seq",
+                (incident_id,),
+            )
+            return [notification_record_from_dict(r) for r in cur.fetchall()]
+
+        return self._run(read)
+
     # --- observations and retention ------------------------------------------------------------
 
     def record_observations(self, snapshots: Sequence[ContainerSnapshot]) -> None:
@@ -765,6 +797,16 @@ def _apply(cur: Cursor, op: Operation) -> None:
         _record_diagnosis(cur, op.diagnosis)
     elif isinstance(op, RecordFix):
         _record_fix(cur, op.fix)
+    elif isinstance(op, RecordNotification):
+        # Inserted only when its incident is stored: a record of an unknown incident is
+        # skipped rather than refused by the foreign key, so it cannot hold up a replay.
+        n = op.record
+        cur.execute(
+            "INSERT INTO notifications (id, incident_id, kind, title, at, outcome, error)"
+            " SELECT %s, id, %s, %s, %s, %s, %s FROM incidents WHERE id = %s"
+            " ON CONFLICT (id) DO NOTHING",
+            (n.id, n.kind, n.title, n.at, str(n.outcome), n.error, n.incident_id),
+        )
     elif isinstance(op, RecordAttempt):
         # A started attempt is a row 'running'; its end (finished or interrupted) is
         # the same id written again, which completes it. A completed row is never

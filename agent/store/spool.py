@@ -18,9 +18,10 @@ lines again: the torn tail is moved to ``spool.jsonl.torn-<UTC time>`` (mode
 a crash loses at most the line it cut. Whole lines this medic cannot read are
 set aside the same way (``spool.jsonl.unreadable-<UTC time>``), never dropped.
 
-Diagnoses and fixes are operations like the others (``RecordDiagnosis``,
-``RecordFix``), so a diagnosis made or a fix decided while Postgres is away
-reaches it, in order, when it is back. The view keeps them with their incident.
+Diagnoses, fixes and notification records are operations like the others
+(``RecordDiagnosis``, ``RecordFix``, ``RecordNotification``), so a diagnosis
+made, a fix decided or a notification sent while Postgres is away reaches it, in
+order, when it is back. The view keeps them with their incident.
 
 A spooling store made with an ``Identity`` stamps its scope on the incidents it
 opens, and its active incidents (the supervisor's start-up and every check) are
@@ -56,6 +57,7 @@ from agent.model import (
     Incident,
     IncidentId,
     IncidentStatus,
+    NotificationRecord,
 )
 from agent.store.base import (
     FixRecordedAlready,
@@ -77,6 +79,7 @@ from agent.store.ops import (
     RecordAttempt,
     RecordDiagnosis,
     RecordFix,
+    RecordNotification,
     SetStatus,
     from_json,
     to_json,
@@ -300,6 +303,19 @@ class SpoolingStore(IncidentStore):
         return self._read(
             lambda: self._backend.fixes_of_incident(incident_id),
             lambda: self._view.fixes_of_incident(incident_id),
+        )
+
+    def record_notification(self, record: NotificationRecord) -> None:
+        """Store the record like any change. One of an incident the view does not hold
+        is written all the same: Postgres may have it, and skips it when it has not."""
+        with self._lock:
+            self._store(RecordNotification(record))
+            self._view.record_notification(record)
+
+    def notifications(self, incident_id: IncidentId) -> list[NotificationRecord]:
+        return self._read(
+            lambda: self._backend.notifications(incident_id),
+            lambda: self._view.notifications(incident_id),
         )
 
     def _read(self, durable: Callable[[], T], view: Callable[[], T]) -> T:
@@ -762,6 +778,8 @@ class SpoolingStore(IncidentStore):
                 self._view.record_diagnosis(op.diagnosis)
             elif isinstance(op, RecordFix):
                 self._view.put_fix(op.fix)
+            elif isinstance(op, RecordNotification):
+                self._view.record_notification(op.record)
         except (IncidentNotFound, ForeignIncident):
             # A change this store accepted earlier is replayed to Postgres as written,
             # whoever's scope its incident has (a spool left by a medic from before

@@ -1,4 +1,5 @@
-"""Diagnoses, fixes and scopes in a real Postgres, directly and through the spool."""
+"""Diagnoses, fixes, notification records and scopes in a real Postgres, directly and
+through the spool."""
 
 from __future__ import annotations
 
@@ -14,12 +15,22 @@ from typing import Any
 
 import psycopg
 import pytest
-from store_contract import CHECKS, T0, WEB, a_diagnosis, a_fix, check_name, open_incident
+from store_contract import (
+    API,
+    CHECKS,
+    T0,
+    WEB,
+    a_diagnosis,
+    a_fix,
+    a_notification,
+    check_name,
+    open_incident,
+)
 
-from agent.model import Finding, FixStatus, IncidentStatus, Signal
+from agent.model import Finding, FixStatus, IncidentId, IncidentStatus, NotificationOutcome, Signal
 from agent.store import IncidentStore
-from agent.store.base import ForeignIncident, Identity
-from agent.store.ops import RecordFix
+from agent.store.base import ForeignIncident, Identity, new_incident
+from agent.store.ops import OpenIncident, Operation, RecordFix, RecordNotification
 from agent.store.postgres import PostgresStore, run_migrations
 from agent.store.spool import SpoolingStore
 
@@ -92,6 +103,69 @@ def test_a_replayed_fix_change_never_undoes_a_decision_stored_since(postgres_url
     store.apply([RecordFix(replace(approved, push_error="the remote refused"))])
     assert store.get_fix("f1").push_error == "the remote refused"
     store.close()
+
+
+# --- notification records ---------------------------------------------------------------------
+
+
+def test_notification_records_are_rows_people_can_query(postgres_url: str) -> None:
+    store = PostgresStore(postgres_url)
+    incident = open_incident(store)
+    store.record_notification(
+        a_notification(
+            incident,
+            "n1",
+            kind="escalated",
+            outcome=NotificationOutcome.FAILED,
+            error="webhook answered 500",
+        )
+    )
+    store.record_notification(
+        a_notification(incident, "n2", at=T0, outcome=NotificationOutcome.HELD_BACK)
+    )
+    store.close()
+    assert rows(
+        postgres_url, "SELECT id, incident_id, kind, outcome, error FROM notifications ORDER BY seq"
+    ) == [
+        ("n1", incident, "escalated", "failed", "webhook answered 500"),
+        ("n2", incident, "opened", "held_back", None),
+    ]
+
+
+def test_a_spool_batch_replayed_twice_stores_each_record_once_and_skips_orphans(
+    postgres_url: str,
+) -> None:
+    """As a medic killed after its replay committed and before it cut the spool."""
+    store = PostgresStore(postgres_url)
+    incident = open_incident(store)
+    api = new_incident(Finding(API, Signal.EXITED, "shop-api-1 exited.", T0))
+    batch: list[Operation] = [
+        RecordNotification(a_notification(incident, "n1")),
+        # An incident opened in the same batch, then a record of it: written in order.
+        OpenIncident(api, entry_id="e" * 32),
+        RecordNotification(a_notification(api.id, "n2")),
+        # A record of an incident nobody stored is skipped; the rest of the batch is written.
+        RecordNotification(a_notification(IncidentId("0" * 32), "orphan")),
+        RecordNotification(
+            a_notification(incident, "n3", at=T0, outcome=NotificationOutcome.DROPPED)
+        ),
+    ]
+    store.apply(batch)
+    store.apply(batch)
+    assert [n.id for n in store.notifications(incident)] == ["n1", "n3"]
+    assert [n.id for n in store.notifications(api.id)] == ["n2"]
+    assert rows(postgres_url, "SELECT count(*) FROM notifications") == [(3,)]
+    store.close()
+
+
+def test_an_incidents_records_go_with_it_when_it_is_deleted(postgres_url: str) -> None:
+    store = PostgresStore(postgres_url)
+    incident = open_incident(store)
+    store.record_notification(a_notification(incident, "n1"))
+    store.close()
+    with psycopg.connect(postgres_url) as conn:
+        conn.execute("DELETE FROM incidents WHERE id = %s", (incident,))
+    assert rows(postgres_url, "SELECT count(*) FROM notifications") == [(0,)]
 
 
 # --- one database, many medics -----------------------------------------------------------------

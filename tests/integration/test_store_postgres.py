@@ -49,6 +49,7 @@ TABLES = {
     "observations",
     "diagnoses",
     "fixes",
+    "notifications",
     "medic_schema_migrations",
 }
 #: Every migration file, in order: all of them run on an empty database.
