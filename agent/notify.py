@@ -11,6 +11,11 @@ from hurting the thing it reports on:
   ``per`` seconds for one service and signal; what is held back is counted and
   mentioned in the next one that goes out.
 
+What became of each notification (delivered, failed, held back, dropped) can be
+kept for the incident's timeline: the queue hands a ``NotificationRecord`` to a
+``journal`` (the incident store's ``record_notification``), on its own thread
+only, so a store that waits on its database delays a notification, never a heal.
+
 A daemon runs for months, so what this remembers is bounded: the keys of the
 last ``MAX_DEDUPE_KEYS`` notifications (older ones may, at worst, be said a
 second time), send times only within the rate window, and a held-back count
@@ -20,8 +25,8 @@ per service and signal.
 from __future__ import annotations
 
 import contextlib
-import queue
 import threading
+import uuid
 import warnings
 from abc import ABC, abstractmethod
 from collections import OrderedDict, defaultdict, deque
@@ -36,10 +41,18 @@ from loguru import logger
 from agent.clock import utcnow
 from agent.codec import format_duration
 from agent.errors import ConfigError, MedicError
+from agent.model import IncidentId, NotificationId, NotificationOutcome, NotificationRecord
 from agent.output import safe_text
+from agent.secrets import find_secrets, strip_terminal_escapes
 
 #: How many (incident, kind) keys are remembered to say each thing once; the oldest go first.
 MAX_DEDUPE_KEYS = 10_000
+
+#: A failed notification's error is kept in its record up to this many characters.
+MAX_ERROR_CHARS = 500
+
+#: Where what became of each notification goes: the incident store's ``record_notification``.
+Journal = Callable[[NotificationRecord], None]
 
 
 class NotifyError(MedicError):
@@ -144,7 +157,16 @@ class AppriseNotifier(Notifier):
 
 
 class NotificationQueue(Notifier):
-    """Deduplicates, rate-limits and sends notifications on a thread of its own."""
+    """Deduplicates, rate-limits and sends notifications on a thread of its own.
+
+    With a ``journal``, every notification that is not a repeat gets one record of what
+    became of it: delivered or failed once the destinations answered, held back by the
+    rate limit, or dropped because ``max_pending`` were waiting already. The journal is
+    called on the sending thread only (held-back and dropped records wait there, at most
+    ``max_pending`` of them), so ``send`` still never blocks and never raises. A journal
+    that raises is logged (a warning once per kind of error, until it works again) and
+    stops nothing.
+    """
 
     def __init__(
         self,
@@ -155,21 +177,31 @@ class NotificationQueue(Notifier):
         max_pending: int = 1000,
         max_keys: int = MAX_DEDUPE_KEYS,
         now: Callable[[], datetime] = utcnow,
+        journal: Journal | None = None,
     ) -> None:
         self._sender = sender
         self._rate = rate
         self._per = timedelta(seconds=per)
         self._now = now
+        self._journal = journal
         self._sent_keys: OrderedDict[tuple[str, NotificationKind, str], None] = OrderedDict()
         self._max_keys = max_keys
         self._recent: dict[str, deque[datetime]] = {}
         self._held_back: dict[str, int] = defaultdict(int)
-        self._queue: queue.Queue[Notification | None] = queue.Queue(maxsize=max_pending)
+        self._max_pending = max_pending
+        self._pending: deque[Notification] = deque()
+        self._records: deque[NotificationRecord] = deque()
+        self._closing = False
         self._lock = threading.Lock()
+        self._ready = threading.Condition(self._lock)
+        self._journal_errors: set[str] = set()
+        self._overflowing = False
         self._thread = threading.Thread(target=self._work, name="medic-notify", daemon=True)
         self._thread.start()
         self.delivered = 0
         self.failed = 0
+        self.unrecorded = 0
+        """Records the journal did not take (it raised, or too many were waiting)."""
 
     def send(self, notification: Notification) -> None:
         """Queue it unless it is a repeat or over the rate; never blocks, never raises."""
@@ -191,24 +223,63 @@ class NotificationQueue(Notifier):
                         len(recent),
                         format_duration(self._per.total_seconds()),
                     )
+                self._keep(notification, NotificationOutcome.HELD_BACK)
                 return
             recent.append(self._now())
             held = self._held_back.pop(notification.fingerprint, 0)
-        if held:
-            notification = replace(
-                notification,
-                body=f"{notification.body}\n\n({held} more notification"
-                f"{'s' if held != 1 else ''} for {notification.fingerprint} "
-                "were held back by the rate limit.)",
-            )
-        try:
-            self._queue.put_nowait(notification)
-        except queue.Full:
-            logger.warning(
-                "The notification queue is full; dropping the {} notification of incident {}.",
-                notification.kind,
-                notification.incident_id[:8],
-            )
+            if held:
+                notification = replace(
+                    notification,
+                    body=f"{notification.body}\n\n({held} more notification"
+                    f"{'s' if held != 1 else ''} for {notification.fingerprint} "
+                    "were held back by the rate limit.)",
+                )
+            if len(self._pending) >= self._max_pending:
+                logger.warning(
+                    "The notification queue is full; dropping the {} notification of incident {}.",
+                    notification.kind,
+                    notification.incident_id[:8],
+                )
+                self._keep(notification, NotificationOutcome.DROPPED)
+                return
+            self._pending.append(notification)
+            self._ready.notify()
+
+    def _keep(self, notification: Notification, outcome: NotificationOutcome) -> None:
+        """Leave the record of a notification that is not sent for the sending thread to
+        journal. Hold the lock."""
+        if self._journal is None:
+            return
+        if len(self._records) >= self._max_pending:
+            self.unrecorded += 1
+            if not self._overflowing:
+                self._overflowing = True
+                logger.warning(
+                    "{} notification records are waiting to be written already (a slow "
+                    "destination or a slow incident store holds up the sending thread); the "
+                    "{} {} notification of incident {} is not recorded, nor are others until "
+                    "those are written.",
+                    len(self._records),
+                    outcome,
+                    notification.kind,
+                    notification.incident_id[:8],
+                )
+            return
+        self._records.append(self._record(notification, outcome))
+        self._ready.notify()
+
+    def _record(
+        self, notification: Notification, outcome: NotificationOutcome, error: str | None = None
+    ) -> NotificationRecord:
+        return NotificationRecord(
+            id=NotificationId(uuid.uuid4().hex),
+            incident_id=IncidentId(notification.incident_id),
+            kind=str(notification.kind),
+            title=notification.title,
+            at=self._now(),
+            outcome=outcome,
+            error=error,
+        )
 
     def _forget_before(self, horizon: datetime) -> None:
         """Drop send times older than the rate window, and services with none left.
@@ -227,25 +298,94 @@ class NotificationQueue(Notifier):
 
     def _work(self) -> None:
         while True:
-            notification = self._queue.get()
-            if notification is None:
+            with self._ready:
+                while not (self._pending or self._records or self._closing):
+                    self._ready.wait()
+                records = list(self._records)
+                self._records.clear()
+                self._overflowing = False
+                notification = self._pending.popleft() if self._pending else None
+                if notification is None and not records:
+                    return  # closing, and nothing is left to do
+            for record in records:
+                self._write(record)
+            if notification is not None:
+                self._deliver(notification)
+
+    def _deliver(self, notification: Notification) -> None:
+        error: str | None = None
+        try:
+            self._sender.send(notification)
+        except MedicError as e:
+            logger.warning("Could not send a notification: {}. Healing goes on.", e)
+            error = error_line(e)
+        except Exception as e:  # a broken apprise plugin must not end the thread
+            logger.warning("Sending a notification failed unexpectedly: {}.", e)
+            error = f"{type(e).__name__}: {error_line(e)}"
+        if error is None:
+            self.delivered += 1
+            outcome = NotificationOutcome.DELIVERED
+        else:
+            self.failed += 1
+            outcome = NotificationOutcome.FAILED
+        if self._journal is not None:
+            self._write(self._record(notification, outcome, error))
+
+    def _write(self, record: NotificationRecord) -> None:
+        """Hand one record to the journal; whatever it raises is logged, never raised."""
+        assert self._journal is not None
+        try:
+            self._journal(record)
+        except Exception as e:
+            with self._lock:
+                self.unrecorded += 1
+            kind = type(e).__name__
+            if kind in self._journal_errors:
+                logger.debug("Could not record a notification either: {}.", e)
                 return
-            try:
-                self._sender.send(notification)
-                self.delivered += 1
-            except MedicError as e:
-                self.failed += 1
-                logger.warning("Could not send a notification: {}. Healing goes on.", e)
-            except Exception as e:  # a broken apprise plugin must not end the thread
-                self.failed += 1
-                logger.warning("Sending a notification failed unexpectedly: {}.", e)
+            self._journal_errors.add(kind)
+            logger.warning(
+                "Could not record that the {} notification of incident {} was {}: {}. "
+                "Notifications are still sent, but the incident's timeline lacks them until "
+                "the incident store takes them again (see the store's own messages).",
+                record.kind,
+                record.incident_id[:8],
+                record.outcome,
+                e,
+            )
+            return
+        if self._journal_errors:
+            self._journal_errors.clear()
+            logger.info(
+                "Notification records are kept again ({} were not recorded since medic started).",
+                self.unrecorded,
+            )
 
     def close(self, timeout: float = 5.0) -> None:
-        """Send what is queued, waiting at most ``timeout`` seconds."""
-        with contextlib.suppress(queue.Full):
-            self._queue.put(None, timeout=timeout)
+        """Send what is queued and journal what is waiting, within ``timeout`` seconds."""
+        with self._ready:
+            self._closing = True
+            self._ready.notify_all()
         self._thread.join(timeout=timeout)
         if self._thread.is_alive():
             logger.warning(
                 "Gave up waiting for queued notifications after {}.", format_duration(timeout)
             )
+
+
+def error_line(error: BaseException) -> str:
+    """What went wrong, for a notification's record: one line, without terminal
+    escapes or secrets (an apprise plugin's error can carry a destination's URL, token
+    and all, and the record is kept and shown), at most MAX_ERROR_CHARS long."""
+    text = " ".join(strip_terminal_escapes(str(error)).split()) or type(error).__name__
+    parts: list[str] = []
+    last = 0
+    for span in sorted(find_secrets(text), key=lambda s: s.start):
+        if span.end <= last:
+            continue
+        parts.append(text[last : max(span.start, last)])
+        parts.append(f"[REDACTED:{span.label}]")
+        last = span.end
+    parts.append(text[last:])
+    line = "".join(parts)
+    return line if len(line) <= MAX_ERROR_CHARS else line[: MAX_ERROR_CHARS - 1] + "…"
