@@ -711,7 +711,7 @@ class NotificationOutcome(StrEnum):
     DELIVERED = "delivered"
     """Every destination accepted it."""
     FAILED = "failed"
-    """It was sent and not accepted; ``error`` says why."""
+    """It was sent, and at least one destination did not accept it; ``error`` says why."""
     HELD_BACK = "held_back"
     """Not sent: the rate limit for its service and signal was reached. The next
     notification that goes out for them says how many were held back."""
