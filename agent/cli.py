@@ -12,67 +12,53 @@ import os
 import signal
 import sys
 import urllib.request
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable, Sequence
+from datetime import datetime
 from pathlib import Path
 from types import FrameType
 
 from loguru import logger
 
-from agent import __version__, cli_escalation, logs
-from agent.clock import SYSTEM_CLOCK, Clock, utcnow
-from agent.codec import format_duration, incident_to_dict
+from agent import __version__, cli_escalation, logs, present, wiring
+from agent.clock import SYSTEM_CLOCK, utcnow
+from agent.codec import format_duration
 from agent.config import (
-    DockerSettings,
-    FixesSettings,
-    LlmSettings,
-    NotifySettings,
     Settings,
-    StoreSettings,
-    parse_duration,
     unknown_variables,
 )
 from agent.doctor import run_checks
 from agent.engine.docker_sdk import DockerSDKGateway
 from agent.errors import ConfigError, MedicError, PlaybookErrors
-from agent.escalate.claude import ClaudeDiagnoser, Limits, ask_model, make_client
-from agent.escalate.followup import EscalationNotices, FixMaker, Followup
-from agent.escalate.redact import parse_patterns
-from agent.escalate.worker import DiagnosisService, DiagnosisWorker
-from agent.fixes.git import Git
-from agent.fixes.propose import FixOptions, edit_reviewer
+from agent.escalate.claude import ask_model, make_client
 from agent.healing import actions
-from agent.healing.observe import own_container_id, resolve_scope
-from agent.healing.playbooks import check_paths, load_playbooks
+from agent.healing.playbooks import check_paths
 from agent.http import StatusServer
 from agent.model import (
-    Attempt,
-    AttemptStatus,
     Decision,
     Escalate,
     Fix,
-    Incident,
-    IncidentStatus,
     Plan,
     Playbook,
+    ReviewMark,
     Skip,
     Wait,
 )
-from agent.notify import AppriseNotifier, NotificationQueue, Notifier
 from agent.output import SafeStream, cell, dump_json, table
+from agent.review import (
+    DecisionRefused,
+    approval_text,
+    fix_diff,
+    rebuild_service,
+    rejection_text,
+    resolved_text,
+)
 from agent.status import CycleReport
-from agent.store import IncidentQuery, IncidentStore, MemoryStore
-from agent.store.base import Identity
+from agent.store import IncidentQuery
 from agent.store.postgres import PostgresStore, run_migrations
-from agent.store.spool import SpoolingStore
-from agent.supervisor import Supervisor
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
-
-EXAMPLE_URL = "postgresql://medic:secret@db:5432/medic"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -134,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     resolve.add_argument("id", help="incident id, or a unique prefix of it")
     resolve.add_argument("--note", required=True, help="what was done, for the record")
+    resolve.add_argument("--by", help="who resolves (default: the OS user)")
 
     cli_escalation.add_commands(commands)
 
@@ -156,16 +143,12 @@ def build_parser() -> argparse.ArgumentParser:
 def _since(text: str) -> datetime:
     """``--since``: a duration back from now, or an ISO date or time (UTC unless it says)."""
     try:
-        return utcnow() - timedelta(seconds=parse_duration(text))
-    except ValueError:
-        pass
-    try:
-        when = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is neither a duration like 1h or 2d nor a time like 2024-05-01T12:00"
-        ) from None
-    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+        when = present.parse_since(text, now=utcnow())
+    except present.QueryError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    if when is None:
+        raise argparse.ArgumentTypeError("leave --since out to list incidents of any age")
+    return when
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -206,7 +189,7 @@ def _main(argv: Sequence[str] | None) -> int:
             if args.incidents_command == "show":
                 return cmd_show(settings, args.id, as_json=args.json)
             if args.incidents_command == "resolve":
-                return cmd_resolve(settings, args.id, note=args.note)
+                return cmd_resolve(settings, args.id, note=args.note, by=args.by)
             query = IncidentQuery(active_only=not args.all, service=args.service, since=args.since)
             return cmd_incidents(settings, query, as_json=args.json)
         if args.command == "diagnose":
@@ -253,204 +236,8 @@ def sentence(text: str) -> str:
     return text if text.endswith((".", "!", "?")) else f"{text}."
 
 
-def open_store(settings: StoreSettings, *, identity: Identity | None = None) -> IncidentStore:
-    """The store ``run`` and ``once`` record in: Postgres behind a spool, or memory only.
-
-    ``identity`` is the medic's (its scope and Docker engine): the store stamps it on
-    the incidents it opens and resumes and resolves only those (docs/incidents.md)."""
-    if settings.database_url is None:
-        logger.warning(
-            "MEDIC_DATABASE_URL is not set, so incidents are kept in memory only and are lost "
-            "when medic stops. Set it to a Postgres URL like {} to keep them.",
-            EXAMPLE_URL,
-        )
-        return MemoryStore(identity=identity)
-    backend = PostgresStore(
-        settings.database_url,
-        migrate=True,
-        observation_interval=settings.observation_interval,
-        retention_days=settings.retention_days,
-        identity=identity,
-    )
-    store = SpoolingStore(backend, state_dir=settings.state_dir, identity=identity)
-    if store.reachable:
-        logger.info("Incidents are recorded in Postgres at {}.", backend.where)
-    return store
-
-
-@contextmanager
-def _database(settings: StoreSettings) -> Iterator[PostgresStore]:
-    """The Postgres store for the review commands, closed afterwards; or ConfigError
-    saying what to set."""
-    if settings.database_url is None:
-        raise ConfigError(
-            f"set MEDIC_DATABASE_URL to the incident database, like {EXAMPLE_URL}, "
-            "to use this command."
-        )
-    store = PostgresStore(settings.database_url, migrate=False)
-    try:
-        yield store
-    finally:
-        store.close()
-
-
-def _notifier(settings: NotifySettings) -> NotificationQueue | None:
-    if not settings.targets:
-        return None
-    sender = AppriseNotifier(settings.targets)
-    logger.info("Notifications go to {} destination(s).", sender.count)
-    return NotificationQueue(sender, rate=settings.limit, per=3600)
-
-
-def _git(repo: Path | None) -> Git | None:
-    """MEDIC_REPO's git adapter, or None when it is unset; GitError when it is not a git
-    work tree medic can use."""
-    if repo is None:
-        return None
-    git = Git(repo)
-    git.check_repository()
-    return git
-
-
-def _repo_for_run(repo: Path | None) -> Git | None:
-    """The daemon heals whether or not MEDIC_REPO works; a broken one only means no fixes."""
-    try:
-        return _git(repo)
-    except MedicError as e:
-        logger.error(
-            "MEDIC_REPO={} cannot be used ({}); medic heals and diagnoses, but makes no fix "
-            "branches. Point MEDIC_REPO at a git work tree mounted at the same path.",
-            repo,
-            e,
-        )
-        return None
-
-
-def _claude(
-    settings: LlmSettings, git: Git | None, options: FixOptions, environ: Mapping[str, str]
-) -> ClaudeDiagnoser | None:
-    """Claude when ANTHROPIC_API_KEY is set (the SDK reads ANTHROPIC_BASE_URL itself)."""
-    key = environ.get("ANTHROPIC_API_KEY", "").strip()
-    if not key:
-        return None
-    client = make_client(api_key=key, timeout=settings.timeout, max_retries=settings.max_retries)
-    limits = Limits(
-        max_steps=settings.max_steps,
-        incident_tokens=settings.incident_tokens,
-        incident_calls=settings.incident_calls,
-    )
-    if git is None:
-        return ClaudeDiagnoser(client=client, model=settings.model, limits=limits)
-    return ClaudeDiagnoser(
-        client=client,
-        model=settings.model,
-        limits=limits,
-        repo=git.repo,
-        is_ignored=lambda path: path in git.ignored([path]),
-        # The fix guardrails review the edits, so a failed match goes back to the model once.
-        review_edits=edit_reviewer(git, options),
-    )
-
-
-def _escalation(
-    llm_settings: LlmSettings,
-    fix_settings: FixesSettings,
-    *,
-    gateway: DockerSDKGateway,
-    store: IncidentStore,
-    notifier: Notifier | None,
-    git: Git | None,
-    clock: Clock,
-) -> tuple[DiagnosisService, Followup]:
-    """The diagnosis service and what follows a diagnosis (notifications, the fix)."""
-    redact_patterns = parse_patterns(llm_settings.redact)
-    options = FixOptions.from_settings(fix_settings, redact_patterns=redact_patterns)
-    llm = _claude(llm_settings, git, options, os.environ)
-
-    def repo_head() -> str | None:
-        if git is None:
-            return None
-        try:
-            return git.head()
-        except MedicError:
-            return None
-
-    service = DiagnosisService(
-        incidents=store,
-        diagnoses=store,
-        source=gateway,
-        llm=llm,
-        daily_tokens=llm_settings.daily_tokens,
-        window=llm_settings.diagnosis_window,
-        repo_head=repo_head,
-        redact_patterns=redact_patterns,
-        clock=clock,
-    )
-    fixes = FixMaker(
-        store=store,
-        git=git,
-        options=options,
-        clock=clock,
-        gateway=gateway,
-        labels_of=lambda incident: cli_escalation.service_labels(gateway, incident),
-    )
-    return service, Followup(fixes=fixes, notifier=notifier, clock=clock)
-
-
-def _supervisor(
-    settings: Settings, *, diagnose: bool = False
-) -> tuple[Supervisor, DockerSDKGateway, IncidentStore, DiagnosisWorker | None]:
-    """The supervisor and its adapters; with ``diagnose``, escalated incidents are queued
-    on a diagnosis worker (``medic run``)."""
-    healing = settings.healing
-    playbooks = load_playbooks(healing.playbooks)
-    clock = SYSTEM_CLOCK  # one clock for the gateway and the supervisor (and its actor)
-    gateway = DockerSDKGateway.from_env(
-        pool_size=healing.workers + 4,
-        retry_attempts=settings.docker.retry_attempts,
-        retry_max_delay=settings.docker.retry_max_delay,
-        clock=clock,
-    )
-    gateway.ping()
-    scope = resolve_scope(settings.project, gateway, own_id=own_container_id())
-    # One database, many medics: this one's incidents are those of its scope on this engine.
-    store = open_store(settings.store, identity=Identity(gateway.engine_id(), scope.project))
-    notifier: Notifier | None = _notifier(settings.notify)
-    worker = None
-    if diagnose and not healing.dry_run:
-        notices = EscalationNotices(notifier) if notifier is not None else None
-        service, followup = _escalation(
-            settings.llm,
-            settings.fixes,
-            gateway=gateway,
-            store=store,
-            notifier=notifier,
-            git=_repo_for_run(settings.fixes.repo),
-            clock=clock,
-        )
-        worker = DiagnosisWorker(service, followup=followup, notices=notices, clock=clock)
-        notifier = notices or notifier
-        logger.info(
-            "Escalated incidents are diagnosed by medic's rules{}.",
-            f" and by Claude ({settings.llm.model})" if service.llm is not None else "",
-        )
-    supervisor = Supervisor(
-        healing=healing,
-        gateway=gateway,
-        store=store,
-        playbooks=playbooks,
-        scope=scope,
-        notifier=notifier,
-        clock=clock,
-        escalation=worker,
-    )
-    supervisor.metrics.spool_depth.set_function(store.pending_changes)
-    logger.debug("Loaded {} playbooks from {}.", len(playbooks), healing.playbooks)
-    return supervisor, gateway, store, worker
-
-
 def cmd_run(settings: Settings) -> int:
-    supervisor, gateway, store, worker = _supervisor(settings, diagnose=True)
+    supervisor, gateway, store, worker = wiring.supervisor(settings, diagnose=True)
     for line in unknown_variables(settings.extra):
         logger.warning(line)
 
@@ -461,18 +248,25 @@ def cmd_run(settings: Settings) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     server = None
+    close_console: Callable[[], None] | None = None
     if settings.http.port:
+        console = None
+        if settings.http.ui_token:
+            console, close_console = wiring.console(settings, store=store, gateway=gateway)
         try:
             server = StatusServer(
                 health=supervisor.health,
                 ready=store.readiness,
                 registry=supervisor.metrics.registry,
                 status=supervisor.status,
+                console=console,
                 port=settings.http.port,
             )
         except OSError as e:
             if worker is not None:
                 worker.close(0)
+            if close_console is not None:
+                close_console()
             store.close()
             gateway.close()
             raise ConfigError(
@@ -485,6 +279,8 @@ def cmd_run(settings: Settings) -> int:
     finally:
         if server is not None:
             server.stop()
+        if close_console is not None:
+            close_console()
         if worker is not None:
             # Within the stop timeout, or recorded as abandoned; its notices go out below.
             worker.close(settings.healing.stop_timeout)
@@ -581,7 +377,7 @@ def cmd_doctor(settings: Settings, *, as_json: bool, ask_llm: bool = False) -> i
 
 
 def cmd_once(settings: Settings, *, as_json: bool) -> int:
-    supervisor, gateway, store, _ = _supervisor(settings)
+    supervisor, gateway, store, _ = wiring.supervisor(settings)
     try:
         report = supervisor.run_once()
     finally:
@@ -736,7 +532,7 @@ def _playbook_summary(playbook: Playbook) -> dict[str, object]:
 
 
 def cmd_migrate(settings: Settings) -> int:
-    with _database(settings.store) as store:
+    with wiring.database(settings.store) as store:
         assert settings.store.database_url is not None
         applied = run_migrations(settings.store.database_url)
     if applied:
@@ -747,11 +543,12 @@ def cmd_migrate(settings: Settings) -> int:
 
 
 def cmd_incidents(settings: Settings, query: IncidentQuery, *, as_json: bool) -> int:
-    with _database(settings.store) as store:
+    with wiring.database(settings.store) as store:
         incidents = store.list_incidents(query)
+        marks = store.review_marks([i.id for i in incidents])
     now = utcnow()
     if as_json:
-        dump_json([incident_document(i, now=now) for i in incidents])
+        dump_json(present.incident_list(incidents, now=now, marks=marks))
         return EXIT_OK
     if not incidents:
         which = "incidents" if not query.active_only else "active incidents"
@@ -768,18 +565,22 @@ def cmd_incidents(settings: Settings, query: IncidentQuery, *, as_json: bool) ->
             "duration",
             "attempts",
             "last action",
+            "rule",
+            "fix",
         ],
         [
             (
                 i.id[:8],
-                scope_cell(i.scope),
+                present.scope_cell(i.scope),
                 i.container.service or i.container.name,
                 i.signal,
                 i.status,
                 i.opened_at,
-                _duration(i, now=now),
+                present.duration_text(i, now=now),
                 len(i.attempts),
-                _last_action(i),
+                present.last_action_text(i),
+                marks[i.id].rule_id if i.id in marks else None,
+                _fix_cell(marks.get(i.id)),
             )
             for i in incidents
         ],
@@ -788,22 +589,30 @@ def cmd_incidents(settings: Settings, query: IncidentQuery, *, as_json: bool) ->
     return EXIT_OK
 
 
+def _fix_cell(mark: ReviewMark | None) -> str:
+    if mark is None or mark.fix_id is None:
+        return "-"
+    return f"{mark.fix_id[:8]} {mark.fix_status}"
+
+
 def cmd_show(settings: Settings, incident_id: str, *, as_json: bool) -> int:
-    with _database(settings.store) as store:
+    with wiring.database(settings.store) as store:
         incident = store.get(incident_id)
         diagnoses = store.diagnoses(incident.id)
         fixes = store.fixes_of_incident(incident.id)
     now = utcnow()
-    git = _quiet_git(settings.fixes.repo)
+    git = wiring.quiet_git(settings.fixes.repo)
     by_id = {d.id: d for d in diagnoses}
 
     def diff_of(fix: Fix) -> str | None:
-        return cli_escalation.fix_diff(git, fix, by_id.get(fix.diagnosis_id))
+        return fix_diff(git, fix, by_id.get(fix.diagnosis_id))
 
     if as_json:
-        document = incident_document(incident, now=now, detailed=True)
-        document.update(cli_escalation.incident_extras(diagnoses, fixes, diff_of=diff_of))
-        dump_json(document)
+        dump_json(
+            present.incident_detail(
+                incident, diagnoses=diagnoses, fixes=fixes, diff_of=diff_of, now=now
+            )
+        )
         return EXIT_OK
     c = incident.container
     print(f"Incident {incident.id}")
@@ -815,30 +624,26 @@ def cmd_show(settings: Settings, incident_id: str, *, as_json: bool) -> int:
     print(f"  opened     {cell(incident.opened_at)}")
     if incident.resolved_at is not None:
         print(f"  resolved   {cell(incident.resolved_at)}")
-    print(f"  duration   {_duration(incident, now=now)}")
+    print(f"  duration   {present.duration_text(incident, now=now)}")
     print()
-    rows: list[tuple[datetime, str, str, str]] = [
-        (e.observed_at, "finding", _evidence_text(e.summary, e.evidence), "")
-        for e in incident.evidence
-    ]
-    rows += [(a.started_at, "attempt", *_attempt_cells(a)) for a in incident.attempts]
-    if incident.resolved_at is not None:
-        rows.append((incident.resolved_at, "resolved", incident.note or "", ""))
-    rows += cli_escalation.timeline_rows(fixes)
-    rows.sort(key=lambda r: r[0])
-    table(["time", "event", "detail", "outcome"], rows, max_width=100)
+    moments = present.timeline(incident, diagnoses=diagnoses, fixes=fixes)
+    table(
+        ["time", "event", "detail", "outcome"],
+        [(m.at, m.event, m.detail, m.outcome) for m in moments],
+        max_width=100,
+    )
     cli_escalation.print_incident_extras(diagnoses, fixes, diff_of=diff_of)
     return EXIT_OK
 
 
 def cmd_diagnose(settings: Settings, incident_id: str, *, as_json: bool, use_llm: bool) -> int:
     """Diagnose one incident of any status now, record it, make its fix, print it."""
-    git = _git(settings.fixes.repo)
-    with _database(settings.store) as store:
+    git = wiring.git_of(settings.fixes.repo)
+    with wiring.database(settings.store) as store:
         gateway = DockerSDKGateway.from_env(retry_attempts=1)
-        notifier = _notifier(settings.notify)
+        notifier = wiring.notifications(settings.notify, journal=store.record_notification)
         try:
-            service, followup = _escalation(
+            service, followup = wiring.escalation(
                 settings.llm,
                 settings.fixes,
                 gateway=gateway,
@@ -861,7 +666,7 @@ def cmd_diagnose(settings: Settings, incident_id: str, *, as_json: bool, use_llm
 def cmd_fixes(settings: Settings, args: argparse.Namespace) -> int:
     """``medic fixes``: list, show, approve or reject."""
     action = args.fixes_command
-    with _database(settings.store) as store:
+    with wiring.database(settings.store) as store:
         if action is None:
             fixes = store.list_fixes(include_decided=args.all)
             cli_escalation.print_fixes(fixes, as_json=args.json, everything=args.all)
@@ -871,143 +676,40 @@ def cmd_fixes(settings: Settings, args: argparse.Namespace) -> int:
             diagnosis = next(
                 (d for d in store.diagnoses(fix.incident_id) if d.id == fix.diagnosis_id), None
             )
-            diff = cli_escalation.fix_diff(_quiet_git(settings.fixes.repo), fix, diagnosis)
+            diff = fix_diff(wiring.quiet_git(settings.fixes.repo), fix, diagnosis)
             cli_escalation.print_fix(fix, diagnosis=diagnosis, diff=diff, as_json=args.json)
             return EXIT_OK
-        git = _git(settings.fixes.repo)
-        if git is None:
-            raise ConfigError(
-                "set MEDIC_REPO to the repository the fix was made in to approve or reject it."
-            )
-        # The engine removes the fix's candidate image after the decision; a decision
-        # never waits for an engine that does not answer.
-        engine = _optional_gateway(settings.docker)
-        try:
-            if action == "reject":
-                fix = cli_escalation.reject_fix(
-                    args.id, store=store, git=git, reason=args.reason, by=args.by, gateway=engine
-                )
-                print(cli_escalation.rejection_text(fix))
-                return EXIT_OK
-            approval = cli_escalation.approve_fix(
-                args.id, store=store, git=git, fixes=settings.fixes, by=args.by, gateway=engine
-            )
-        finally:
-            if engine is not None:
-                engine.close()
-        print(cli_escalation.approval_text(approval))
+        reviewer = wiring.reviewer(settings, store)
+        if action == "reject":
+            fix = reviewer.reject(args.id, by=args.by, reason=args.reason)
+            print(rejection_text(fix))
+            return EXIT_OK
+        approval = reviewer.approve(args.id, by=args.by)
+        print(approval_text(approval))
         if not args.rebuild:
             return EXIT_OK
         incident = store.get(approval.fix.incident_id)
     gateway = DockerSDKGateway.from_env(retry_attempts=settings.docker.retry_attempts)
     try:
-        return cli_escalation.rebuild_service(
+        rebuilt = rebuild_service(
             incident, gateway=gateway, stop_timeout=settings.healing.stop_timeout
         )
     finally:
         gateway.close()
+    print(rebuilt.message, file=sys.stdout if rebuilt.ok else sys.stderr)
+    return EXIT_OK if rebuilt.ok else EXIT_FAILED
 
 
-def _optional_gateway(settings: DockerSettings) -> DockerSDKGateway | None:
-    """The Docker engine when it answers, else None with a line saying what is skipped."""
-    try:
-        gateway = DockerSDKGateway.from_env(retry_attempts=settings.retry_attempts)
-        gateway.ping(retry=False)
-    except MedicError as e:
-        logger.warning(
-            "The Docker engine does not answer ({}); the fix's candidate image is left for "
-            "you to remove (docker images --filter label=medic.candidate=true).",
-            e,
-        )
-        return None
-    return gateway
-
-
-def _quiet_git(repo: Path | None) -> Git | None:
-    try:
-        return _git(repo)
-    except MedicError:
-        return None
-
-
-def cmd_resolve(settings: Settings, incident_id: str, *, note: str) -> int:
-    with _database(settings.store) as store:
-        incident = store.get(incident_id)
-        if not incident.is_active:
-            print(
-                f"Incident {incident.id[:8]} was already resolved at "
-                f"{cell(incident.resolved_at)}; nothing changed.",
-                file=sys.stderr,
-            )
+def cmd_resolve(settings: Settings, incident_id: str, *, note: str, by: str | None) -> int:
+    with wiring.database(settings.store) as store:
+        reviewer = wiring.reviewer(settings, store)
+        try:
+            incident = reviewer.resolve(incident_id, by=by, note=note)
+        except DecisionRefused as e:
+            print(sentence(str(e)[:1].upper() + str(e)[1:]), file=sys.stderr)
             return EXIT_FAILED
-        store.set_status(incident.id, IncidentStatus.RESOLVED, at=utcnow(), note=f"by hand: {note}")
-    print(
-        f"Incident {incident.id[:8]} ({incident.signal} on {incident.container.label}) is "
-        f"resolved. A running medic heals {incident.container.name} automatically again."
-    )
+    print(resolved_text(incident))
     return EXIT_OK
-
-
-def incident_document(
-    incident: Incident, *, now: datetime, detailed: bool = False
-) -> dict[str, object]:
-    """An incident as ``--json`` prints it: the codec's fields, with ``attempts`` a count
-    and no evidence unless ``detailed``, and how long it lasted (or has lasted so far)."""
-    doc = incident_to_dict(incident)
-    attempts = doc.pop("attempts")
-    evidence = doc.pop("evidence")
-    last = incident.attempts[-1] if incident.attempts else None
-    doc["duration_seconds"] = round(_lasted(incident, now=now), 3)
-    doc["attempts"] = attempts if detailed else len(attempts)
-    doc["last_action"] = last.action if last else None
-    doc["last_action_ok"] = last.ok if last else None
-    if detailed:
-        doc["evidence"] = evidence
-    return doc
-
-
-def scope_cell(scope: str | None) -> str:
-    """An incident's scope in a table: what the medic supervised, and the start of its
-    engine's ID (``--json`` has it whole); ``-`` for one recorded before scopes."""
-    if scope is None:
-        return "-"
-    what, at, engine = scope.partition("@")
-    return f"{what}@{engine[:14]}" if at else scope
-
-
-def _lasted(incident: Incident, *, now: datetime) -> float:
-    return max(0.0, ((incident.resolved_at or now) - incident.opened_at).total_seconds())
-
-
-def _duration(incident: Incident, *, now: datetime) -> str:
-    """How long the incident lasted; ``+`` marks one that is still going on."""
-    text = format_duration(int(_lasted(incident, now=now)))
-    return text if incident.resolved_at else f"{text}+"
-
-
-def _last_action(incident: Incident) -> str:
-    if not incident.attempts:
-        return "-"
-    last = incident.attempts[-1]
-    return f"{last.action}: {'ok' if last.ok else 'failed'}"
-
-
-def _attempt_cells(a: Attempt) -> tuple[str, str]:
-    """An attempt's detail and outcome for ``incidents show``; one whose end is unknown
-    says so rather than showing a duration or an outcome it does not have."""
-    took = "end unknown" if a.duration is None else format_duration(a.duration)
-    detail = f"{a.action} (playbook {a.playbook}, {took})"
-    if a.status is AttemptStatus.RUNNING:
-        return detail, "running: its end is not recorded yet"
-    if a.status is AttemptStatus.INTERRUPTED:
-        said = f"; {a.output}" if a.output else ""
-        return detail, f"interrupted: {a.error or 'medic stopped before it ended'}{said}"
-    return detail, "ok" if a.ok else f"failed: {a.error or 'no reason given'}"
-
-
-def _evidence_text(summary: str, evidence: Mapping[str, object]) -> str:
-    details = ", ".join(f"{k}={v}" for k, v in evidence.items() if v is not None)
-    return f"{summary} ({details})" if details else summary
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -6,18 +6,10 @@ approval. ``agent/cli.py`` builds the adapters and hands them in.
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Callable, Sequence
-from datetime import datetime
-from typing import Any
 
-from agent.clock import SYSTEM_CLOCK, Clock
 from agent.codec import diagnosis_to_dict
-from agent.config import FixesSettings
-from agent.engine.docker_sdk import DockerSDKGateway
-from agent.engine.gateway import DockerGateway
-from agent.errors import ConfigError, DockerError, MedicError
-from agent.escalate.document import diagnose_document, edits_diff, render_text
+from agent.escalate.document import diagnose_document, render_text
 from agent.escalate.followup import Outcome
 from agent.escalate.worker import DiagnosisResult
 from agent.fixes.document import (
@@ -27,17 +19,11 @@ from agent.fixes.document import (
     healing_sentence,
     show_text,
 )
-from agent.fixes.git import Git, Person
-from agent.fixes.review import Approval, FixStore, approve, reject
-from agent.healing.act import Actor
 from agent.model import (
-    Action,
-    ContainerRef,
     Diagnosis,
     DiagnosisSource,
     Fix,
     FixStatus,
-    Incident,
 )
 from agent.output import dump_json, table
 
@@ -81,25 +67,6 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     reject.add_argument("--by", help="who rejects (default: the OS user)")
 
 
-def service_labels(gateway: DockerSDKGateway, incident: Incident) -> dict[str, str] | None:
-    """The compose labels of the incident's container, or of the container that runs its
-    service now (medic may have replaced it); None when neither can be read."""
-    ref = incident.container
-    try:
-        attrs = gateway.inspect_attrs(ref.id)
-        return dict((attrs.get("Config") or {}).get("Labels") or {})
-    except DockerError:
-        pass
-    if ref.project and ref.service:
-        try:
-            for container in gateway.project_containers(ref.project):
-                if container.service == ref.service:
-                    return dict(container.labels)
-        except DockerError:
-            return None
-    return None
-
-
 def print_diagnosis(outcome: Outcome, *, as_json: bool) -> None:
     """``medic diagnose``: the documented object, or the text and what became of the edits."""
     if as_json:
@@ -131,59 +98,6 @@ def fix_sentence(fix: Fix) -> str:
 
 
 # --- medic incidents show ----------------------------------------------------------------
-
-
-def diagnosis_document(diagnosis: Diagnosis) -> dict[str, Any]:
-    """A stored diagnosis in ``incidents show --json``: every field, edits as a diff too."""
-    document = diagnosis_to_dict(diagnosis)
-    document["edits_diff"] = edits_diff(diagnosis.edits) if diagnosis.edits else None
-    return document
-
-
-def incident_extras(
-    diagnoses: Sequence[Diagnosis], fixes: Sequence[Fix], *, diff_of: DiffOf
-) -> dict[str, Any]:
-    """The ``diagnoses`` and ``fixes`` keys of ``incidents show --json``."""
-    return {
-        "diagnoses": [diagnosis_document(d) for d in diagnoses],
-        "fixes": [fix_document(f, diff=diff_of(f)) for f in fixes],
-    }
-
-
-def timeline_rows(fixes: Sequence[Fix]) -> list[tuple[datetime, str, str, str]]:
-    """The incident timeline's rows for its fixes: made or refused, approved or rejected
-    and by whom."""
-    rows: list[tuple[datetime, str, str, str]] = []
-    for fix in fixes:
-        if fix.status is FixStatus.REFUSED:
-            rows.append(
-                (
-                    fix.created_at,
-                    "fix refused",
-                    f"{fix.id[:8]}: {fix.summary}",
-                    "; ".join(fix.refusal_reasons),
-                )
-            )
-            continue
-        rows.append(
-            (
-                fix.created_at,
-                "fix proposed",
-                f"{fix.id[:8]} on {fix.branch} ({', '.join(fix.files)})",
-                "",
-            )
-        )
-        if fix.decided_at is not None:
-            why = f": {fix.reason}" if fix.reason else ""
-            rows.append(
-                (
-                    fix.decided_at,
-                    f"fix {fix.status}",
-                    f"{fix.id[:8]} by {fix.decided_by or 'unknown'}{why}",
-                    "",
-                )
-            )
-    return rows
 
 
 def diagnoses_text(diagnoses: Sequence[Diagnosis]) -> str:
@@ -245,69 +159,6 @@ def print_fix(fix: Fix, *, diagnosis: Diagnosis | None, diff: str | None, as_jso
     print(show_text(fix, diagnosis=diagnosis, diff=diff), end="")
 
 
-def approve_fix(
-    ref: str,
-    *,
-    store: FixStore,
-    git: Git,
-    fixes: FixesSettings,
-    clock: Clock = SYSTEM_CLOCK,
-    by: str | None = None,
-    gateway: DockerGateway | None = None,
-) -> Approval:
-    """``medic fixes approve``: merge, push the branch to MEDIC_FIX_REMOTE when it is not
-    there yet, and remove the candidate image through ``gateway``."""
-    return approve(
-        ref,
-        store=store,
-        git=git,
-        author=Person.parse(fixes.git_author),
-        clock=clock,
-        by=by,
-        remote=fixes.remote,
-        gateway=gateway,
-    )
-
-
-def reject_fix(
-    ref: str,
-    *,
-    store: FixStore,
-    git: Git,
-    reason: str,
-    clock: Clock = SYSTEM_CLOCK,
-    by: str | None = None,
-    gateway: DockerGateway | None = None,
-) -> Fix:
-    """``medic fixes reject``: delete the branch, keep the reason, and remove the candidate
-    image through ``gateway``."""
-    return reject(ref, store=store, git=git, reason=reason, clock=clock, by=by, gateway=gateway)
-
-
-def approval_text(approval: Approval) -> str:
-    fix = approval.fix
-    if approval.already_merged:
-        how = "it was already in it"
-    elif approval.fast_forward:
-        how = "a fast-forward"
-    else:
-        how = "a merge commit"
-    text = (
-        f"Fix {fix.id[:8]} is approved by {fix.decided_by}: {fix.branch} is merged into "
-        f"{approval.into} ({how}; {approval.into} is at {approval.merged[:12]})."
-    )
-    if fix.pushed_to:
-        text += f" {fix.branch} is pushed to {fix.pushed_to}."
-    elif fix.push_error:
-        text += f" Pushing {fix.branch} failed, the approval stands: {fix.push_error}."
-    return text
-
-
-def rejection_text(fix: Fix) -> str:
-    deleted = f"; branch {fix.branch} is deleted" if fix.branch else ""
-    return f"Fix {fix.id[:8]} is rejected by {fix.decided_by}{deleted}. Reason kept: {fix.reason}"
-
-
 def print_incident_extras(
     diagnoses: Sequence[Diagnosis], fixes: Sequence[Fix], *, diff_of: DiffOf
 ) -> None:
@@ -321,46 +172,3 @@ def print_incident_extras(
         diff = diff_of(fix) if fix.status is not FixStatus.REFUSED else None
         if diff:
             print(diff.rstrip("\n"))
-
-
-def fix_diff(git: Git | None, fix: Fix, diagnosis: Diagnosis | None) -> str | None:
-    """The fix commit's diff from git; the proposed edits' diff when git cannot say."""
-    if git is not None and fix.base and fix.commit:
-        try:
-            return git.diff(fix.base, fix.commit)
-        except MedicError:
-            pass
-    if diagnosis is not None and diagnosis.edits:
-        return edits_diff(diagnosis.edits)
-    return None
-
-
-def rebuild_service(incident: Incident, *, gateway: DockerSDKGateway, stop_timeout: float) -> int:
-    """``--rebuild``: the playbooks' rebuild action on the container that runs the
-    incident's service now: build its image from the merged tree, then recreate it."""
-    ref = incident.container
-    if not ref.project or not ref.service:
-        raise ConfigError(
-            f"{ref.label} is not a compose service, so medic cannot rebuild it; rebuild it "
-            "yourself."
-        )
-    current = next(
-        (c for c in gateway.project_containers(ref.project) if c.service == ref.service),
-        None,
-    )
-    if current is None:
-        raise ConfigError(
-            f"no container of service {ref.service} in project {ref.project} is left to "
-            "rebuild; start it with docker compose up."
-        )
-    actor = Actor(gateway, workers=1, stop_timeout=stop_timeout)
-    target = ContainerRef(current.id, current.name, ref.project, ref.service)
-    result = actor.run_action(target, Action("rebuild"))
-    if not result.ok:
-        print(
-            f"The fix is merged, but rebuilding {ref.service} failed: {result.error}",
-            file=sys.stderr,
-        )
-        return 1
-    print(f"Rebuilt and recreated {ref.service}: {result.output.splitlines()[-1]}.")
-    return 0

@@ -175,6 +175,10 @@ class NotifySettings:
             raise ConfigError("MEDIC_NOTIFY_LIMIT must be at least 1 notification an hour.")
 
 
+#: The shortest console token medic accepts.
+MIN_TOKEN_LENGTH = 16
+
+
 @dataclass(frozen=True)
 class HttpSettings:
     """medic's own HTTP server in ``medic run`` (agent/http.py)."""
@@ -183,9 +187,19 @@ class HttpSettings:
     """Port of /healthz, /readyz, /metrics and /status in ``medic run`` (MEDIC_HTTP_PORT);
     0 turns the server off."""
 
+    ui_token: str | None = field(default=None, repr=False, metadata={"env": "MEDIC_UI_TOKEN"})
+    """The review console's secret (MEDIC_UI_TOKEN): people sign in with it, scripts send
+    it as ``Authorization: Bearer``. Unset, the console and its API are off and only the
+    health endpoints answer (docs/review.md)."""
+
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ConfigError("MEDIC_HTTP_PORT must be a port from 1 to 65535, or 0 for none.")
+        if self.ui_token is not None and len(self.ui_token.strip()) < MIN_TOKEN_LENGTH:
+            raise ConfigError(
+                f"MEDIC_UI_TOKEN must be at least {MIN_TOKEN_LENGTH} characters, so that it "
+                "cannot be guessed; make one with: openssl rand -base64 24"
+            )
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,8 @@ this drawing to the code)::
     │   └── SpoolError              the spool cannot be written            store.spool
     ├── CodecError                  a JSON document is not what it claims  codec
     ├── NotifyError                 a notification was not delivered       notify
+    ├── QueryError                  a listing's filter cannot be read      present
+    ├── DecisionRefused             a person's decision cannot be made     review
     ├── LLMError                    Claude gave no diagnosis               escalate.claude
     │   └── LLMUnavailable          the API did not answer (temporary)     escalate.claude
     └── FixError                    a fix cannot be made, approved, rejected
@@ -47,7 +49,8 @@ never leave the code that raises and catches them, and are no MedicError:
 ``Refused`` (escalate.claude), a tool call the model may not make; ``_Invalid``
 (healing.playbooks), a value already recorded as a PlaybookError; ``UnsetVariable``
 (engine.compose_graph), ``DockerfileError`` (fixes.dockerfile_guard) and
-``ManifestError`` (fixes.manifest_guard), text their parser cannot read.
+``ManifestError`` (fixes.manifest_guard), text their parser cannot read; ``BadRequest``
+(web.console), a request the console answers with 400.
 
 ``TemporaryError`` is a mixin on the temporary ones; retry policies key on it.
 It may carry ``delay``: how many seconds the raiser knows a retry should wait

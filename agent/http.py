@@ -1,31 +1,30 @@
-"""/healthz, /readyz, /metrics and /status for ``medic run``.
+"""medic's HTTP server in ``medic run``: uvicorn serving agent/web/app.py on a thread.
 
-/healthz says whether the loop is alive (the last poll finished within three
-intervals) and whether the events stream is connected; a Docker HEALTHCHECK or an
-orchestrator restarts medic when it is not. /readyz says whether incidents are
-being recorded: the database answers, or the local spool is taking the writes.
-/metrics is Prometheus text. /status is what ``medic status`` shows: each
-container with its incidents, backoff and circuit state. The server runs on a
-daemon thread of its own and reads state the supervisor publishes; it never
-touches Docker or the database.
+It serves /healthz, /readyz, /metrics and /status always, and the review console and
+its API when MEDIC_UI_TOKEN is set (agent/web/). The port is bound before the thread
+starts, so a port in use is an error at start-up, not a line lost in a thread; port 0
+picks a free one (``port`` says which). The health endpoints read state the supervisor
+publishes and never touch Docker or the database; the console reads the incident
+store, off the event loop, in uvicorn's thread pool.
 """
 
 from __future__ import annotations
 
-import json
+import socket
 import threading
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import uvicorn
 from loguru import logger
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 
-Check = Callable[[], tuple[bool, dict[str, object]]]
+from agent.web.app import Check, build_app
+from agent.web.console import Console
 
 
 class StatusServer:
-    """A small HTTP server for health, readiness and metrics."""
+    """The health endpoints, and the console when given one, on one port."""
 
     def __init__(
         self,
@@ -33,64 +32,60 @@ class StatusServer:
         health: Check,
         ready: Check,
         registry: CollectorRegistry,
-        status: Callable[[], list[dict[str, object]]] | None = None,
+        status: Callable[[], Any] | None = None,
+        console: Console | None = None,
         host: str = "0.0.0.0",  # it must answer from outside medic's own container
         port: int = 8080,
     ) -> None:
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                server._serve(self)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                del format, args  # probes every few seconds would drown the real log lines
-
-        self._health = health
-        self._ready = ready
-        self._status = status
-        self._registry = registry
-        self._httpd = ThreadingHTTPServer((host, port), Handler)
-        self._httpd.daemon_threads = True
+        app = build_app(
+            health=health, ready=ready, registry=registry, status=status, console=console
+        )
+        self._console = console is not None
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self._socket.bind((host, port))
+            self._socket.listen(128)
+        except OSError:
+            self._socket.close()
+            raise
+        config = uvicorn.Config(
+            app,
+            log_config=None,
+            log_level="warning",
+            access_log=False,  # probes every few seconds would drown the real log lines
+            lifespan="off",
+            server_header=False,
+            timeout_graceful_shutdown=3,
+        )
+        self._server = uvicorn.Server(config)
         self._thread = threading.Thread(
-            target=self._httpd.serve_forever, name="medic-http", daemon=True
+            target=self._server.run,
+            kwargs={"sockets": [self._socket]},
+            name="medic-http",
+            daemon=True,
         )
 
     @property
     def port(self) -> int:
-        return int(self._httpd.server_address[1])
+        return int(self._socket.getsockname()[1])
 
     def start(self) -> None:
         self._thread.start()
-        logger.info("Serving /healthz, /readyz and /metrics on port {}.", self.port)
+        if self._console:
+            logger.info(
+                "Serving the review console, its API, /healthz, /readyz and /metrics on port {}.",
+                self.port,
+            )
+        else:
+            logger.info(
+                "Serving /healthz, /readyz and /metrics on port {} (the review console is off: "
+                "set MEDIC_UI_TOKEN to turn it on).",
+                self.port,
+            )
 
     def stop(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-
-    def _serve(self, request: BaseHTTPRequestHandler) -> None:
-        path = request.path.split("?", 1)[0]
-        if path == "/metrics":
-            body = generate_latest(self._registry)
-            self._reply(request, 200, body, CONTENT_TYPE_LATEST)
-        elif path == "/status" and self._status is not None:
-            payload = json.dumps({"containers": self._status()}, default=str).encode()
-            self._reply(request, 200, payload, "application/json")
-        elif path in ("/healthz", "/readyz"):
-            check = self._health if path == "/healthz" else self._ready
-            try:
-                ok, detail = check()
-            except Exception as e:  # a failing check is an unhealthy answer, not a crash
-                ok, detail = False, {"status": "error", "error": str(e)}
-            payload = json.dumps(detail, default=str).encode()
-            self._reply(request, 200 if ok else 503, payload, "application/json")
-        else:
-            self._reply(request, 404, b'{"error": "not found"}', "application/json")
-
-    @staticmethod
-    def _reply(request: BaseHTTPRequestHandler, status: int, body: bytes, kind: str) -> None:
-        request.send_response(status)
-        request.send_header("Content-Type", kind)
-        request.send_header("Content-Length", str(len(body)))
-        request.end_headers()
-        request.wfile.write(body)
+        self._server.should_exit = True
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+        self._socket.close()

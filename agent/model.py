@@ -8,7 +8,7 @@ floats, because that is how playbooks and settings write them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -698,6 +698,27 @@ class Fix:
     decided_at: datetime | None = None
     decided_by: str | None = None
     reason: str | None = None
+
+
+@dataclass(frozen=True)
+class ReviewMark:
+    """Where one incident's review stands, for a listing: the rule its newest rule
+    diagnosis named, and its newest fix and that fix's status."""
+
+    rule_id: str | None = None
+    fix_id: FixId | None = None
+    fix_status: FixStatus | None = None
+
+    @classmethod
+    def of(cls, diagnoses: Sequence[Diagnosis], fixes: Sequence[Fix]) -> ReviewMark:
+        """The mark of an incident with these diagnoses and fixes."""
+        rules = [d for d in diagnoses if d.source is DiagnosisSource.RULES and d.error is None]
+        newest = max(fixes, key=lambda f: f.created_at, default=None)
+        return cls(
+            rule_id=rules[-1].rule_id if rules else None,
+            fix_id=newest.id if newest else None,
+            fix_status=newest.status if newest else None,
+        )
 
 
 # --- what people were told ----------------------------------------------------------------

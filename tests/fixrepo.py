@@ -10,10 +10,17 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from fakes import FakeClock
+
+from agent.escalate.followup import FixMaker
+from agent.fixes.git import Git, Person
+from agent.fixes.guardrails import Policy
+from agent.fixes.propose import FixOptions
 from agent.model import (
     Confidence,
     ContainerId,
@@ -22,13 +29,16 @@ from agent.model import (
     DiagnosisId,
     DiagnosisSource,
     Edit,
+    Finding,
     Fix,
+    FixStatus,
     Incident,
     IncidentId,
     IncidentStatus,
     Signal,
 )
 from agent.store.memory import MemoryStore
+from agent.store.postgres import PostgresStore, run_migrations
 
 APP_PY = """import http.server
 
@@ -193,3 +203,51 @@ def store_with(*fixes: Fix) -> MemoryStore:
         store.put(incident(incident_id=fix.incident_id))
         store.record_fix(fix)
     return store
+
+
+#: The one-line edit ``propose_in_postgres`` makes into a fix branch.
+EDIT = Edit("web/app.py", 'port = int("8080")', 'port = int("8081")')
+
+
+def propose_in_postgres(
+    postgres_url: str,
+    tmp_path: Path,
+    *,
+    at: datetime,
+    service: str = "web",
+    repo: Repo | None = None,
+    edit: Edit = EDIT,
+) -> tuple[Repo, Incident, Fix]:
+    """A real repository (``make_repo``'s, unless given) and, in Postgres, a crash-loop
+    incident of ``service`` with a diagnosis whose edit medic made into a real fix
+    branch, as the escalation does."""
+    run_migrations(postgres_url)
+    repo = repo or make_repo(tmp_path)
+    store = PostgresStore(postgres_url)
+    ref = ContainerRef(
+        ContainerId(uuid.uuid4().hex * 2), f"project-{service}-1", "project", service
+    )
+    try:
+        found = store.record_finding(
+            Finding(ref, Signal.CRASH_LOOP, f"{service} keeps exiting", at)
+        )
+        made = Diagnosis(
+            id=DiagnosisId(uuid.uuid4().hex),
+            incident_id=found.id,
+            source=DiagnosisSource.LLM,
+            created_at=at,
+            summary="The port should be 8081.",
+            root_cause="app.py listens on the wrong port.",
+            confidence=Confidence.HIGH,
+            model="claude-sonnet-5-5",
+            rule_id="unknown",
+            edits=(edit,),
+        )
+        store.record_diagnosis(made)
+        options = FixOptions(policy=Policy(), author=Person("medic", "medic@localhost"))
+        maker = FixMaker(store=store, git=Git(repo.path), options=options, clock=FakeClock(at))
+        fix = maker.make(made, found)
+    finally:
+        store.close()
+    assert fix is not None and fix.status is FixStatus.PROPOSED, fix
+    return repo, found, fix

@@ -30,6 +30,7 @@ from agent.model import (
     IncidentId,
     IncidentStatus,
     NotificationRecord,
+    ReviewMark,
 )
 
 #: An incident keeps at most this many evidence entries: the first ones and the newest.
@@ -222,6 +223,17 @@ class IncidentStore(ABC):
     @abstractmethod
     def fixes_of_incident(self, incident_id: IncidentId) -> list[Fix]:
         """An incident's fixes, oldest first."""
+
+    def review_marks(self, incident_ids: Sequence[IncidentId]) -> dict[IncidentId, ReviewMark]:
+        """Where each incident's review stands (its newest rule diagnosis's rule, its
+        newest fix and that fix's status), for a listing; incidents with neither are
+        left out. Stores that can answer in one query override this."""
+        marks: dict[IncidentId, ReviewMark] = {}
+        for incident_id in incident_ids:
+            mark = ReviewMark.of(self.diagnoses(incident_id), self.fixes_of_incident(incident_id))
+            if mark != ReviewMark():
+                marks[incident_id] = mark
+        return marks
 
     # --- notifications ----------------------------------------------------------------------
 

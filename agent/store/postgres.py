@@ -47,10 +47,13 @@ from agent.model import (
     EvidenceEntry,
     Finding,
     Fix,
+    FixId,
+    FixStatus,
     Incident,
     IncidentId,
     IncidentStatus,
     NotificationRecord,
+    ReviewMark,
 )
 from agent.store.base import (
     MAX_EVIDENCE,
@@ -496,6 +499,39 @@ class PostgresStore(OperationStore):
                 (incident_id,),
             )
             return [_fix(r) for r in cur.fetchall()]
+
+        return self._run(read)
+
+    def review_marks(self, incident_ids: Sequence[IncidentId]) -> dict[IncidentId, ReviewMark]:
+        """Two queries for a whole page of incidents, not two per incident."""
+        if not incident_ids:
+            return {}
+        ids = list(incident_ids)
+
+        def read(cur: Cursor) -> dict[IncidentId, ReviewMark]:
+            cur.execute(
+                "SELECT DISTINCT ON (incident_id) incident_id, rule_id FROM diagnoses "
+                "WHERE incident_id = ANY(%s) AND source = 'rules' AND error IS NULL "
+                "ORDER BY incident_id, created_at DESC, id DESC",
+                (ids,),
+            )
+            rules = {r["incident_id"]: r["rule_id"] for r in cur.fetchall()}
+            cur.execute(
+                "SELECT DISTINCT ON (incident_id) incident_id, id, status FROM fixes "
+                "WHERE incident_id = ANY(%s) ORDER BY incident_id, created_at DESC, id DESC",
+                (ids,),
+            )
+            fixes = {
+                r["incident_id"]: (FixId(r["id"]), FixStatus(r["status"])) for r in cur.fetchall()
+            }
+            return {
+                IncidentId(i): ReviewMark(
+                    rule_id=rules.get(i),
+                    fix_id=fixes[i][0] if i in fixes else None,
+                    fix_status=fixes[i][1] if i in fixes else None,
+                )
+                for i in rules.keys() | fixes.keys()
+            }
 
         return self._run(read)
 

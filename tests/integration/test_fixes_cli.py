@@ -12,32 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fakes import FakeClock
-from fixrepo import Repo, make_repo
+from fixrepo import Repo, propose_in_postgres
 
-from agent.escalate.followup import FixMaker
-from agent.fixes.git import Git, Person
-from agent.fixes.guardrails import Policy
-from agent.fixes.propose import FixOptions
 from agent.model import (
-    Confidence,
-    ContainerId,
-    ContainerRef,
-    Diagnosis,
-    DiagnosisId,
-    DiagnosisSource,
-    Edit,
-    Finding,
     Fix,
-    FixStatus,
     Incident,
-    Signal,
 )
-from agent.store.postgres import PostgresStore, run_migrations
 
 NOW = datetime.now(UTC).replace(microsecond=0)
-WEB = ContainerRef(ContainerId("e" * 64), "project-web-1", "project", "web")
-EDIT = Edit("web/app.py", 'port = int("8080")', 'port = int("8081")')
 
 
 def medic(*args: str, url: str, repo: Path | None) -> subprocess.CompletedProcess[str]:
@@ -59,31 +41,7 @@ def medic(*args: str, url: str, repo: Path | None) -> subprocess.CompletedProces
 def proposed(postgres_url: str, tmp_path: Path) -> tuple[Repo, Incident, Fix]:
     """A real repository and, in Postgres, an incident with a diagnosis whose one-line
     edit medic made into a fix branch."""
-    run_migrations(postgres_url)
-    repo = make_repo(tmp_path)
-    store = PostgresStore(postgres_url)
-    try:
-        incident = store.record_finding(Finding(WEB, Signal.CRASH_LOOP, "web keeps exiting", NOW))
-        diagnosis = Diagnosis(
-            id=DiagnosisId("d" * 32),
-            incident_id=incident.id,
-            source=DiagnosisSource.LLM,
-            created_at=NOW,
-            summary="The port should be 8081.",
-            root_cause="app.py listens on the wrong port.",
-            confidence=Confidence.HIGH,
-            model="claude-sonnet-5-5",
-            rule_id="unknown",
-            edits=(EDIT,),
-        )
-        store.record_diagnosis(diagnosis)
-        options = FixOptions(policy=Policy(), author=Person("medic", "medic@localhost"))
-        maker = FixMaker(store=store, git=Git(repo.path), options=options, clock=FakeClock(NOW))
-        fix = maker.make(diagnosis, incident)
-    finally:
-        store.close()
-    assert fix is not None and fix.status is FixStatus.PROPOSED, fix
-    return repo, incident, fix
+    return propose_in_postgres(postgres_url, tmp_path, at=NOW)
 
 
 def one_line(done: subprocess.CompletedProcess[str]) -> str:

@@ -191,14 +191,16 @@ def test_the_table_for_people_has_one_row_per_incident(seeded: dict[str, Any]) -
         "ATTEMPTS",
         "LAST",
         "ACTION",
+        "RULE",
+        "FIX",
     ]
     assert len(rows) == 2
     # Written by a store without an identity: no scope.
     assert rows[0].split()[:5] == [seeded["api"].id[:8], "-", "api", "unhealthy", "escalated"]
-    assert rows[0].endswith("restart: failed")
+    assert rows[0].split()[-4:] == ["restart:", "failed", "-", "-"]
     assert rows[1].split()[:5] == [seeded["web"].id[:8], "-", "web", "exited", "resolved"]
     assert " 1 min 15 s " in rows[1]
-    assert rows[1].endswith("start: ok")
+    assert rows[1].split()[-4:] == ["start:", "ok", "-", "-"]
 
 
 def test_show_json_has_the_attempts_and_evidence(seeded: dict[str, Any]) -> None:
@@ -235,12 +237,20 @@ def test_show_prints_a_timeline(seeded: dict[str, Any]) -> None:
 def test_resolve_closes_an_escalated_incident_once(seeded: dict[str, Any]) -> None:
     url = seeded["url"]
     api = seeded["api"]
-    done = medic("incidents", "resolve", api.id[:8], "--note", "rolled back", url=url)
+    done = medic(
+        "incidents", "resolve", api.id[:8], "--note", "rolled back", "--by", "ops", url=url
+    )
     assert done.returncode == 0, done.stderr
     assert "is resolved" in done.stdout
     shown = parse(medic("incidents", "show", api.id, "--json", url=url))
     assert shown["status"] == "resolved"
-    assert shown["note"] == "by hand: rolled back"
+    assert shown["note"] == "by hand (ops): rolled back"
+    decision = shown["timeline"][-1]
+    assert (decision["event"], decision["detail"], decision["by"]) == (
+        "resolved by hand",
+        "rolled back",
+        "ops",
+    )
     assert shown["resolved_at"] is not None
     assert parse(medic("incidents", "--json", url=url)) == []
 

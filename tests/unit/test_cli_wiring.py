@@ -1,4 +1,4 @@
-"""How ``agent/cli.py`` wires the escalation: with ANTHROPIC_API_KEY and
+"""How ``agent/wiring.py`` wires the escalation: with ANTHROPIC_API_KEY and
 ANTHROPIC_BASE_URL set, Claude is asked through the real SDK at that address; its
 edits are reviewed by the fix guardrails, so a failed match goes back to the model
 once; and the corrected edit becomes a fix branch in MEDIC_REPO."""
@@ -14,7 +14,7 @@ from fake_anthropic import FakeAnthropic, tool_use
 from fakes import FakeClock
 from fixrepo import FIX_NOW, make_repo
 
-from agent import cli
+from agent import wiring
 from agent.config import FixesSettings, LlmSettings
 from agent.engine.docker_sdk import DockerSDKGateway
 from agent.escalate.claude import SUBMIT
@@ -51,7 +51,7 @@ def test_claudes_failed_edit_goes_back_once_and_the_fixed_one_becomes_a_branch(
     with fake.running():
         monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-api03-wiring")
         monkeypatch.setenv("ANTHROPIC_BASE_URL", fake.url)
-        service, followup = cli._escalation(
+        service, followup = wiring.escalation(
             LlmSettings(max_retries=0),
             FixesSettings(repo=repo.path),
             gateway=cast(DockerSDKGateway, FixtureSource(data)),

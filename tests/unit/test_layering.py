@@ -81,8 +81,19 @@ ADAPTERS: dict[str, frozenset[str]] = {
     "anthropic": frozenset({"agent.escalate.claude", "agent.escalate.llm"}),
 }
 
-#: The command, the loop and the HTTP server sit on top: no package imports them.
-TOP = ("agent.supervisor", "agent.cli", "agent.cli_escalation", "agent.http", "agent.doctor")
+#: The command, the loop, the wiring, people's decisions, the presenter and the HTTP
+#: server sit on top: no package imports them.
+TOP = (
+    "agent.supervisor",
+    "agent.cli",
+    "agent.cli_escalation",
+    "agent.wiring",
+    "agent.review",
+    "agent.present",
+    "agent.http",
+    "agent.web",
+    "agent.doctor",
+)
 
 #: What each package must not import, so the layout reads as the flow
 #: (docs/architecture.md): the engine side and the store know nothing of healing,
