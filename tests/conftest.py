@@ -27,8 +27,8 @@ from agent.engine.docker_sdk import DockerSDKGateway
 os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
 
 # pytester lets a test check what the fixtures do when another test fails; browser
-# gives the tests of medic's pages a real Chromium.
-pytest_plugins = ["pytester", "pgfixtures", "browser"]
+# gives the tests of medic's pages a real Chromium, and console_scene what they show.
+pytest_plugins = ["pytester", "pgfixtures", "browser", "console_scene"]
 
 DOCKER_FIXTURES = {"docker_client", "busybox_image", "compose_project"}
 
