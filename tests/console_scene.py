@@ -8,8 +8,8 @@ in the project's git repository, builds it and records it in Postgres as propose
 Then the scene is handed to the test with medic still running, so a page shows what
 medic really recorded and a click acts on a real repository and engine.
 
-Each test that asks for ``console_scene`` gets a scene of its own, which takes about
-20-25 s to come up on a 2-core machine, most of it medic verifying the two fixes one
+Each test that asks for ``console_scene`` gets a scene of its own, which takes 15-25 s
+to come up on a 2-core machine, most of it medic verifying the two fixes one
 after the other (MEDIC_VERIFY_SETTLE=5 each). Tests that only look may share one: a
 module-scoped fixture can enter ``running_scene`` with a database from
 ``pgfixtures.fresh_database``. Everything is removed afterwards: medic is stopped, the
