@@ -23,7 +23,7 @@ from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page, expect, sync_playwright
 from playwright.sync_api import Error as PlaywrightError
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -32,6 +32,8 @@ ROOT = Path(__file__).resolve().parents[1]
 #: How long a page action or expectation waits, in milliseconds: long enough for a
 #: page that medic renders from Postgres on a busy 2-core machine.
 TIMEOUT_MS = 15_000
+# expect() keeps a default of its own (5 s), apart from the context's.
+expect.set_options(timeout=TIMEOUT_MS)
 
 BROWSER_FIXTURES = {"browser", "page"}
 
