@@ -26,8 +26,9 @@ from agent.engine.docker_sdk import DockerSDKGateway
 # here removes what it started; so plain `pytest` works as scripts/test does.
 os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
 
-# pytester lets a test check what the fixtures do when another test fails.
-pytest_plugins = ["pytester", "pgfixtures"]
+# pytester lets a test check what the fixtures do when another test fails; browser
+# gives the tests of medic's pages a real Chromium, and console_scene what they show.
+pytest_plugins = ["pytester", "pgfixtures", "browser", "console_scene"]
 
 DOCKER_FIXTURES = {"docker_client", "busybox_image", "compose_project"}
 

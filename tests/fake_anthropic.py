@@ -5,6 +5,10 @@ A threaded ``http.server`` on 127.0.0.1 (port chosen by the OS) that answers
 headers. Each scripted reply is a ``Reply``: a status, a JSON body, headers, and an
 optional delay (to make the client time out). The message bodies it returns are the
 shape the API returns, so the SDK's strict response validation accepts them.
+
+When medic asks about several incidents at once, the order of its requests is not the
+test's to choose; ``routes`` then gives each incident a script of its own, picked by a
+text only that incident's requests contain (a line of its service's log, say).
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from __future__ import annotations
 import json
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -92,8 +96,15 @@ def error(status: int, kind: str, words: str, **headers: str) -> Reply:
 class FakeAnthropic:
     """The server; use ``running()`` so it is always shut down."""
 
-    def __init__(self, script: list[Reply]) -> None:
+    def __init__(
+        self, script: list[Reply], *, routes: Mapping[str, list[Reply]] | None = None
+    ) -> None:
+        """``script`` answers requests in order. ``routes`` maps a text to the replies for
+        requests whose body (the JSON as sent) contains it, in order; those requests do
+        not take from ``script``. A body that contains two routes' texts is an error
+        reply, so a test never gets an answer meant for another incident."""
         self.script = list(script)
+        self.routes = {text: list(replies) for text, replies in (routes or {}).items()}
         self.requests: list[Request] = []
         self._lock = threading.Lock()
         self._release = threading.Event()
@@ -105,11 +116,7 @@ class FakeAnthropic:
                 raw = self.rfile.read(length)
                 with fake._lock:
                     fake.requests.append(Request(self.path, dict(self.headers.items()), raw))
-                    reply = (
-                        fake.script.pop(0)
-                        if fake.script
-                        else error(500, "api_error", "the fake server's script ran out")
-                    )
+                    reply = fake._next(raw)
                 if reply.before is not None:
                     reply.before()
                 if reply.delay:
@@ -132,6 +139,16 @@ class FakeAnthropic:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
+
+    def _next(self, raw: bytes) -> Reply:
+        body = raw.decode("utf-8", "replace")
+        matched = [text for text in self.routes if text in body]
+        if len(matched) > 1:
+            return error(500, "api_error", f"the request matches the routes {matched!r}")
+        replies = self.routes[matched[0]] if matched else self.script
+        if not replies:
+            return error(500, "api_error", "the fake server's script ran out")
+        return replies.pop(0)
 
     @property
     def url(self) -> str:

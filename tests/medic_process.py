@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -60,6 +61,18 @@ def start(
         process = subprocess.Popen(args, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     started.append(process)
     return process
+
+
+def stop(process: subprocess.Popen[bytes], timeout: float = 60) -> int:
+    """SIGTERM, as ``docker stop`` sends it, then SIGKILL if ``process`` has not exited
+    within ``timeout`` seconds; its exit code (negative when a signal ended it)."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            return process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    return process.wait(timeout=30)
 
 
 @contextmanager

@@ -12,202 +12,70 @@ the candidate image medic built from the branch, and the repository.
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from fake_anthropic import FakeAnthropic, tool_use
-from fixrepo import Repo
+from fake_anthropic import FakeAnthropic, Reply, tool_use
+from fixproject import SERV_FOREVER, Project, fixing_env, prepare_state, wait_for_fixes
 from helpers import wait_for
-from medic_process import QUICK_PLAYBOOK
+from medic_process import start, stop
 
 from agent.escalate.claude import SUBMIT
-from agent.model import Fix, FixStatus, IncidentStatus
-from agent.store.postgres import PostgresStore, run_migrations
+from agent.model import Fix, FixStatus
 
 pytestmark = pytest.mark.docker
 
-BASE_IMAGE = "medic-test/bookworm-python:latest"
-
-# The typo: serv_forever. Python says so in the log, and the process exits with 1.
-APP_PY = """\
-import http.server
-
-server = http.server.HTTPServer(("", 8080), http.server.SimpleHTTPRequestHandler)
-print("listening on 8080", flush=True)
-server.serv_forever()
-"""
-
-DOCKERFILE = f"""\
-FROM {BASE_IMAGE}
-WORKDIR /srv
-COPY app.py /srv/app.py
-CMD ["python3", "/srv/app.py"]
-"""
-
-COMPOSE = """\
-services:
-  app:
-    image: {image}
-    build: ./app
-    healthcheck:
-      test:
-        - CMD
-        - python3
-        - -c
-        - import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/', timeout=2)
-      interval: 1s
-      timeout: 3s
-      retries: 2
-"""
-
-THE_FIX = {"path": "app/app.py", "old": "server.serv_forever()", "new": "server.serve_forever()"}
-
-
-class Project:
-    """The user's project: a git repository deployed with docker-compose."""
-
-    def __init__(self, parent: Path) -> None:
-        self.name = f"medicfix{uuid.uuid4().hex[:8]}"
-        self.repo = Repo(parent / self.name)
-        self.image = f"{self.name}-app:e2e"
-
-    def create(self) -> None:
-        self.repo.path.mkdir()
-        self.repo.git("init", "-q", "-b", "main")
-        self.repo.write("docker-compose.yml", COMPOSE.format(image=self.image))
-        self.repo.write("app/Dockerfile", DOCKERFILE)
-        self.repo.write("app/app.py", APP_PY)
-        self.repo.commit_all("A little web service")
-
-    def compose(self, *args: str) -> subprocess.CompletedProcess[str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("COMPOSE_")}
-        return subprocess.run(
-            ["docker-compose", "-p", self.name, *args],
-            cwd=self.repo.path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
+THE_FIX = SERV_FOREVER.edit
 
 
 @pytest.fixture
 def project(docker_client: Any, tmp_path: Path) -> Iterator[Project]:
-    made = Project(tmp_path)
+    made = Project(tmp_path, [SERV_FOREVER], prefix="medicfix")
     made.create()
     try:
         yield made
     finally:
-        made.compose("down", "-v", "--remove-orphans", "--rmi", "local")
-        for image in docker_client.images.list(name=made.image):
-            with contextlib.suppress(Exception):
-                docker_client.images.remove(image.id, force=True)
-
-
-def submit_the_fix() -> Any:
-    return tool_use(
-        SUBMIT,
-        {
-            "summary": "app.py calls serv_forever, a typo of serve_forever.",
-            "root_cause": "The HTTP server has no method serv_forever, so the service "
-            "exits with AttributeError right after it starts.",
-            "confidence": "high",
-            "evidence": ["object has no attribute 'serv_forever'"],
-            "edits": [THE_FIX],
-            "no_edits_reason": None,
-        },
-    )
-
-
-def medic_env(project: Project, postgres_url: str, state: Path, fake_url: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "MEDIC_"))}
-    env.update(
-        {
-            "ANTHROPIC_API_KEY": "sk-ant-api03-e2e-test-key",
-            "ANTHROPIC_BASE_URL": fake_url,
-            "MEDIC_DATABASE_URL": postgres_url,
-            "MEDIC_PROJECT": project.name,
-            "MEDIC_PLAYBOOKS": str(state / "books.yml"),
-            "MEDIC_REPO": str(project.repo.path),
-            "MEDIC_STATE_DIR": str(state),
-            "MEDIC_INTERVAL": "1",
-            "MEDIC_HTTP_PORT": "0",
-            "MEDIC_STOP_TIMEOUT": "5",
-            "MEDIC_LLM_MAX_RETRIES": "0",
-            # The healing check runs the candidate this long in the sandbox.
-            "MEDIC_VERIFY_SETTLE": "5",
-        }
-    )
-    return env
-
-
-def wait_for_the_fix(postgres_url: str) -> Fix:
-    store = PostgresStore(postgres_url, migrate=False)
-    try:
-
-        def made() -> Fix | None:
-            for incident in store.list_incidents():
-                if incident.status is not IncidentStatus.ESCALATED:
-                    continue
-                for fix in store.fixes_of_incident(incident.id):
-                    return fix
-            return None
-
-        found = wait_for(made, timeout=240, interval=0.5, message="a fix recorded in Postgres")
-        assert found is not None
-        return found
-    finally:
-        store.close()
+        made.remove(docker_client)
 
 
 def run_until_a_fix(
-    project: Project, postgres_url: str, tmp_path: Path, fake: FakeAnthropic
+    project: Project,
+    postgres_url: str,
+    tmp_path: Path,
+    fake: FakeAnthropic,
+    processes: list[subprocess.Popen[bytes]],
 ) -> tuple[Fix, dict[str, str], str]:
     """Deploy the project, run ``medic run`` against ``fake`` until a fix is recorded,
     stop it, and return the fix, medic's environment and its log (medic must have
     stopped cleanly)."""
-    built = project.compose("up", "-d", "--build")
-    assert built.returncode == 0, built.stderr
-    state = tmp_path / "state"
-    state.mkdir()
-    (state / "books.yml").write_text(QUICK_PLAYBOOK)
-    run_migrations(postgres_url)
+    project.deploy()
+    state = prepare_state(tmp_path / "state", postgres_url)
+    log = tmp_path / "medic.log"
     with fake.running():
-        env = medic_env(project, postgres_url, state, fake.url)
-        daemon = subprocess.Popen(
-            [sys.executable, "-m", "agent", "run"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
+        env = fixing_env(project, postgres_url=postgres_url, state=state, fake_url=fake.url)
+        daemon = start(processes, [sys.executable, "-m", "agent", "run"], env, log)
         try:
-            fix = wait_for_the_fix(postgres_url)
+            [(_, fix)] = wait_for_fixes(postgres_url, ["app"], medic=daemon, log=log).values()
         finally:
-            daemon.send_signal(signal.SIGTERM)
-            try:
-                _, log = daemon.communicate(timeout=60)
-            finally:
-                if daemon.poll() is None:
-                    daemon.kill()
-                    daemon.communicate()
-    assert daemon.returncode == 0, log
-    return fix, env, log
+            code = stop(daemon)
+    output = log.read_text()
+    assert code == 0, output
+    return fix, env, output
 
 
 def test_a_typo_is_fixed_on_a_branch_that_builds_and_approving_it_heals_the_service(
-    project: Project, postgres_url: str, docker_client: Any, tmp_path: Path
+    project: Project,
+    postgres_url: str,
+    docker_client: Any,
+    tmp_path: Path,
+    processes: list[subprocess.Popen[bytes]],
 ) -> None:
-    fake = FakeAnthropic([submit_the_fix()])
-    fix, env, log = run_until_a_fix(project, postgres_url, tmp_path, fake)
+    fake = FakeAnthropic([SERV_FOREVER.submission()])
+    fix, env, log = run_until_a_fix(project, postgres_url, tmp_path, fake, processes)
     candidate = fix.verification.image if fix.verification else None
     try:
         assert fix.status is FixStatus.PROPOSED, (fix, log)
@@ -270,7 +138,7 @@ def approve_and_rebuild(project: Project, fix: Fix, env: dict[str, str]) -> None
     assert "serve_forever()" in (repo.path / "app" / "app.py").read_text()
 
 
-def submit(edits: list[dict[str, str]]) -> Any:
+def submit(edits: list[dict[str, str]]) -> Reply:
     return tool_use(
         SUBMIT,
         {
@@ -309,11 +177,15 @@ HOSTILE_EDITS = [
 
 
 def test_a_hostile_proposal_gets_nothing_committed_and_only_the_harmless_fix_is_branched(
-    project: Project, postgres_url: str, docker_client: Any, tmp_path: Path
+    project: Project,
+    postgres_url: str,
+    docker_client: Any,
+    tmp_path: Path,
+    processes: list[subprocess.Popen[bytes]],
 ) -> None:
     refs_before = project.repo.refs()
     fake = FakeAnthropic([submit(HOSTILE_EDITS), submit([THE_FIX])])
-    fix, _, log = run_until_a_fix(project, postgres_url, tmp_path, fake)
+    fix, _, log = run_until_a_fix(project, postgres_url, tmp_path, fake, processes)
     candidate = fix.verification.image if fix.verification else None
     try:
         # medic told the model why each hostile edit was refused, and it resent.
