@@ -29,6 +29,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import jinja2
+import markupsafe
 from loguru import logger
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -92,6 +93,8 @@ def _finalize(value: object) -> object:
     visible (autoescape then makes it inert HTML)."""
     if value is None:
         return ""
+    if isinstance(value, markupsafe.Markup):
+        return value  # a macro's output: already escaped
     if isinstance(value, str):
         return safe_text(value)
     return value
