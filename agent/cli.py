@@ -600,6 +600,7 @@ def cmd_show(settings: Settings, incident_id: str, *, as_json: bool) -> int:
         incident = store.get(incident_id)
         diagnoses = store.diagnoses(incident.id)
         fixes = store.fixes_of_incident(incident.id)
+        notifications = store.notifications(incident.id)
     now = utcnow()
     git = wiring.quiet_git(settings.fixes.repo)
     by_id = {d.id: d for d in diagnoses}
@@ -610,7 +611,12 @@ def cmd_show(settings: Settings, incident_id: str, *, as_json: bool) -> int:
     if as_json:
         dump_json(
             present.incident_detail(
-                incident, diagnoses=diagnoses, fixes=fixes, diff_of=diff_of, now=now
+                incident,
+                diagnoses=diagnoses,
+                fixes=fixes,
+                notifications=notifications,
+                diff_of=diff_of,
+                now=now,
             )
         )
         return EXIT_OK
@@ -626,7 +632,9 @@ def cmd_show(settings: Settings, incident_id: str, *, as_json: bool) -> int:
         print(f"  resolved   {cell(incident.resolved_at)}")
     print(f"  duration   {present.duration_text(incident, now=now)}")
     print()
-    moments = present.timeline(incident, diagnoses=diagnoses, fixes=fixes)
+    moments = present.timeline(
+        incident, diagnoses=diagnoses, fixes=fixes, notifications=notifications
+    )
     table(
         ["time", "event", "detail", "outcome"],
         [(m.at, m.event, m.detail, m.outcome) for m in moments],

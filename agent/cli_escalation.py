@@ -1,6 +1,7 @@
 """The bodies of ``medic diagnose``, ``medic fixes`` and the diagnoses and fixes part of
-``medic incidents show``: their arguments, what they print, and the rebuild after an
-approval. ``agent/cli.py`` builds the adapters and hands them in.
+``medic incidents show``: their arguments and what they print for people. The JSON
+documents come from agent/present.py, the decisions from agent/review.py, and
+``agent/cli.py`` builds the adapters and hands them in.
 """
 
 from __future__ import annotations
@@ -8,13 +9,12 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable, Sequence
 
-from agent.codec import diagnosis_to_dict
+from agent import present
 from agent.escalate.document import diagnose_document, render_text
 from agent.escalate.followup import Outcome
 from agent.escalate.worker import DiagnosisResult
 from agent.fixes.document import (
     TABLE_HEADERS,
-    fix_document,
     fix_row,
     healing_sentence,
     show_text,
@@ -142,7 +142,7 @@ def diagnoses_text(diagnoses: Sequence[Diagnosis]) -> str:
 
 def print_fixes(fixes: Sequence[Fix], *, as_json: bool, everything: bool) -> None:
     if as_json:
-        dump_json([fix_document(f) for f in fixes])
+        dump_json(present.fix_list(fixes))
         return
     if not fixes:
         print("No fixes." if everything else "No fixes await a decision (--all lists every one).")
@@ -152,9 +152,7 @@ def print_fixes(fixes: Sequence[Fix], *, as_json: bool, everything: bool) -> Non
 
 def print_fix(fix: Fix, *, diagnosis: Diagnosis | None, diff: str | None, as_json: bool) -> None:
     if as_json:
-        document = fix_document(fix, diff=diff)
-        document["diagnosis"] = diagnosis_to_dict(diagnosis) if diagnosis is not None else None
-        dump_json(document)
+        dump_json(present.fix_detail(fix, diagnosis=diagnosis, diff=diff))
         return
     print(show_text(fix, diagnosis=diagnosis, diff=diff), end="")
 
