@@ -36,8 +36,8 @@ this drawing to the code)::
     ├── NotifyError                 a notification was not delivered       notify
     ├── QueryError                  a listing's filter cannot be read      present
     ├── DecisionRefused             a person's decision cannot be made     review
-    ├── LLMError                    Claude gave no diagnosis               escalate.claude
-    │   └── LLMUnavailable          the API did not answer (temporary)     escalate.claude
+    ├── LLMError                    the model gave no diagnosis            escalate.llm
+    │   └── LLMUnavailable          the API did not answer (temporary)     escalate.llm
     └── FixError                    a fix cannot be made, approved, rejected
         ├── FixNotFound             no fix has that id, or that prefix
         ├── FixRefused              not safe or not allowed                fixes.errors
@@ -46,7 +46,7 @@ this drawing to the code)::
 
 ``CodecError`` and ``FixRecordedAlready`` are ``ValueError`` too. A few exceptions
 never leave the code that raises and catches them, and are no MedicError:
-``Refused`` (escalate.claude), a tool call the model may not make; ``_Invalid``
+``Refused`` (escalate.repo_tools), a tool call the model may not make; ``_Invalid``
 (healing.playbooks), a value already recorded as a PlaybookError; ``UnsetVariable``
 (engine.compose_graph), ``DockerfileError`` (fixes.dockerfile_guard) and
 ``ManifestError`` (fixes.manifest_guard), text their parser cannot read; ``BadRequest``

@@ -7,7 +7,7 @@ rules so that a kind of secret one of them knows is known to all:
   before anything reaches a model, in logs and in the repository files it reads;
 - the fix guardrails (``agent.fixes.guardrails``, through ``agent.fixes.secrets``)
   refuse an edit that adds one, naming the kind found and never the value;
-- the model's read-only repository tools (``agent.escalate.claude``) refuse to open
+- the model's read-only repository tools (``agent.escalate.repo_tools``) refuse to open
   a secret file, as the guardrails refuse to write one.
 
 Text from a container or a model is hostile, so it is matched as a reader sees it,

@@ -28,8 +28,9 @@ from agent.config import (
 from agent.engine.docker_sdk import DockerSDKGateway
 from agent.engine.gateway import DockerGateway
 from agent.errors import ConfigError, DockerError, MedicError
-from agent.escalate.claude import ClaudeDiagnoser, Limits, make_client
+from agent.escalate.claude import ClaudeModel, make_client
 from agent.escalate.followup import EscalationNotices, FixMaker, Followup
+from agent.escalate.llm import Diagnoser, Limits
 from agent.escalate.redact import parse_patterns
 from agent.escalate.worker import DiagnosisService, DiagnosisWorker
 from agent.fixes.git import Git
@@ -128,7 +129,7 @@ def repo_for_run(repo: Path | None) -> Git | None:
 
 def claude(
     settings: LlmSettings, git: Git | None, options: FixOptions, environ: Mapping[str, str]
-) -> ClaudeDiagnoser | None:
+) -> Diagnoser | None:
     """Claude when ANTHROPIC_API_KEY is set (the SDK reads ANTHROPIC_BASE_URL itself)."""
     key = environ.get("ANTHROPIC_API_KEY", "").strip()
     if not key:
@@ -139,11 +140,11 @@ def claude(
         incident_tokens=settings.incident_tokens,
         incident_calls=settings.incident_calls,
     )
+    model = ClaudeModel(client, settings.model)
     if git is None:
-        return ClaudeDiagnoser(client=client, model=settings.model, limits=limits)
-    return ClaudeDiagnoser(
-        client=client,
-        model=settings.model,
+        return Diagnoser(model, limits=limits)
+    return Diagnoser(
+        model,
         limits=limits,
         repo=git.repo,
         is_ignored=lambda path: path in git.ignored([path]),

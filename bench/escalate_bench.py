@@ -37,8 +37,9 @@ from escalate_support import case_from_fixture, fixture_names, incident_for  # n
 from fake_anthropic import FakeAnthropic, tool_use  # noqa: E402
 
 from agent.engine.docker_sdk import DockerSDKGateway  # noqa: E402
-from agent.escalate.claude import SUBMIT, ClaudeDiagnoser, make_client  # noqa: E402
+from agent.escalate.claude import ClaudeModel, make_client  # noqa: E402
 from agent.escalate.gather import gather  # noqa: E402
+from agent.escalate.llm import SUBMIT, Diagnoser  # noqa: E402
 from agent.escalate.redact import Redactor  # noqa: E402
 from agent.escalate.rules import diagnose  # noqa: E402
 from agent.store.memory import MemoryStore  # noqa: E402
@@ -178,7 +179,7 @@ def model_bytes() -> list[dict[str, float]]:
         )
         with fake.running():
             client = make_client(api_key="sk-ant-bench", base_url=fake.url, strict=True)
-            ClaudeDiagnoser(client=client, model="claude-sonnet-5-5", repo=repo).diagnose(
+            Diagnoser(ClaudeModel(client, "claude-sonnet-5-5"), repo=repo).diagnose(
                 case_from_fixture("missing_module"), diagnose(case_from_fixture("missing_module"))
             )
         rows = []

@@ -24,7 +24,7 @@ from fixrepo import Repo
 from helpers import wait_for
 from medic_process import QUICK_PLAYBOOK, medic_env
 
-from agent.escalate.claude import SUBMIT
+from agent.escalate.llm import SUBMIT
 from agent.model import Fix, Incident, IncidentStatus
 from agent.store.postgres import PostgresStore, run_migrations
 

@@ -25,8 +25,8 @@ from loguru import logger
 from agent.clock import SYSTEM_CLOCK, Clock
 from agent.escalate.budget import daily_refusal, day_start, fingerprint, window_start
 from agent.escalate.casefile import EvidenceSource
-from agent.escalate.claude import ClaudeDiagnoser, LLMError, Usage
 from agent.escalate.gather import gather
+from agent.escalate.llm import Diagnoser, LLMError, Usage
 from agent.escalate.rules import diagnose as rule_diagnose
 from agent.escalate.store import DiagnosisStore
 from agent.model import (
@@ -83,7 +83,7 @@ class DiagnosisService:
         incidents: IncidentStore,
         diagnoses: DiagnosisStore,
         source: EvidenceSource,
-        llm: ClaudeDiagnoser | None = None,
+        llm: Diagnoser | None = None,
         daily_tokens: int = 1_000_000,
         window: float = 86400.0,
         repo_head: Callable[[], str | None] = lambda: None,
@@ -116,7 +116,7 @@ class DiagnosisService:
         )
         text = case.render()
         now = self.clock.now()
-        model = self.llm.model if self.llm is not None else "-"
+        model = self.llm.model.name if self.llm is not None else "-"
         fp = fingerprint(case, repo_head=self.repo_head(), model=model).key
         rule = rule_diagnose(case)
         rule_record = Diagnosis(
@@ -172,7 +172,7 @@ class DiagnosisService:
             root_cause="",
             confidence=Confidence.LOW,
             rule_id=rule.rule_id,
-            model=llm.model,
+            model=llm.model.name,
             case_file=text,
             fingerprint=fp,
         )

@@ -24,7 +24,7 @@ from fixproject import SERV_FOREVER, Project, fixing_env, prepare_state, wait_fo
 from helpers import wait_for
 from medic_process import start, stop
 
-from agent.escalate.claude import SUBMIT
+from agent.escalate.llm import SUBMIT
 from agent.model import Fix, FixStatus
 
 pytestmark = pytest.mark.docker

@@ -17,7 +17,7 @@ from fixrepo import FIX_NOW, make_repo
 from agent import wiring
 from agent.config import FixesSettings, LlmSettings
 from agent.engine.docker_sdk import DockerSDKGateway
-from agent.escalate.claude import SUBMIT
+from agent.escalate.llm import SUBMIT
 from agent.fixes.git import Git
 from agent.model import ContainerId, ContainerRef, Edit, Finding, FixStatus, Signal
 from agent.store.memory import MemoryStore

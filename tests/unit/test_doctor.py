@@ -19,7 +19,8 @@ from agent.doctor import (
 )
 from agent.engine.docker_sdk import DockerSDKGateway
 from agent.errors import DockerUnavailable, StoreUnavailable
-from agent.escalate.claude import LLMError, ask_model, make_client
+from agent.escalate.claude import ask_model, make_client
+from agent.escalate.llm import LLMError
 
 
 def unreachable() -> DockerSDKGateway:

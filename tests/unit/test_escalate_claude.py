@@ -15,14 +15,8 @@ from escalate_support import case_from_fixture, load_fixture
 from fake_anthropic import FakeAnthropic, Reply, error, text, tool_use
 
 from agent.escalate.casefile import CaseFile
-from agent.escalate.claude import (
-    SUBMIT,
-    ClaudeDiagnoser,
-    Limits,
-    LLMError,
-    LLMUnavailable,
-    make_client,
-)
+from agent.escalate.claude import ClaudeModel, make_client
+from agent.escalate.llm import SUBMIT, Diagnoser, Limits, LLMError, LLMUnavailable
 from agent.escalate.rules import diagnose
 from agent.model import Confidence, Edit
 
@@ -93,16 +87,18 @@ def diagnoser(
     timeout: float = 10.0,
     max_retries: int = 2,
     review: Any = None,
-) -> ClaudeDiagnoser:
-    return ClaudeDiagnoser(
-        client=make_client(
-            api_key=API_KEY,
-            base_url=fake.url,
-            timeout=timeout,
-            max_retries=max_retries,
-            strict=True,
+) -> Diagnoser:
+    return Diagnoser(
+        model=ClaudeModel(
+            client=make_client(
+                api_key=API_KEY,
+                base_url=fake.url,
+                timeout=timeout,
+                max_retries=max_retries,
+                strict=True,
+            ),
+            name="claude-sonnet-5-5",
         ),
-        model="claude-sonnet-5-5",
         limits=limits or Limits(),
         repo=repo,
         is_ignored=lambda path: path == "build" or path.startswith("build/"),
@@ -348,6 +344,6 @@ def test_the_base_url_comes_from_the_environment_when_not_given(
     monkeypatch.setenv("ANTHROPIC_BASE_URL", fake.url)
     fake.script += [submit(edits=[], no_edits_reason="not a repository change")]
     client = make_client(api_key=API_KEY, strict=True)
-    ClaudeDiagnoser(client=client, model="claude-sonnet-5-5").diagnose(case())
+    Diagnoser(ClaudeModel(client, "claude-sonnet-5-5")).diagnose(case())
     assert len(fake.requests) == 1
     assert os.environ["ANTHROPIC_BASE_URL"] == fake.url

@@ -15,8 +15,9 @@ from fake_anthropic import FakeAnthropic, Reply, error, tool_use
 from fakes import FakeClock
 
 from agent.escalate.budget import error_signature, fingerprint
-from agent.escalate.claude import SUBMIT, ClaudeDiagnoser, Limits, make_client
+from agent.escalate.claude import ClaudeModel, make_client
 from agent.escalate.document import diagnose_document, render_text
+from agent.escalate.llm import SUBMIT, Diagnoser, Limits
 from agent.escalate.worker import DiagnosisService, DiagnosisWorker, new_diagnosis_id
 from agent.model import (
     PROJECT_LABEL,
@@ -89,7 +90,7 @@ def service(
     llm = None
     if fake is not None:
         client = make_client(api_key="sk-ant-test", base_url=fake.url, max_retries=1, strict=True)
-        llm = ClaudeDiagnoser(client=client, model="claude-sonnet-5-5", limits=Limits())
+        llm = Diagnoser(ClaudeModel(client, "claude-sonnet-5-5"), limits=Limits())
     return DiagnosisService(
         incidents=incidents,
         diagnoses=diagnoses,

@@ -78,7 +78,7 @@ PURE_PARTS = frozenset({"urllib.parse"})
 ADAPTERS: dict[str, frozenset[str]] = {
     "docker": frozenset({"agent.engine.docker_sdk"}),
     "psycopg": frozenset({"agent.store.postgres", "agent.store.migrate"}),
-    "anthropic": frozenset({"agent.escalate.claude", "agent.escalate.llm"}),
+    "anthropic": frozenset({"agent.escalate.claude"}),
 }
 
 #: The command, the loop, the wiring, people's decisions, the presenter and the HTTP

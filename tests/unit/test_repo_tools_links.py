@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.escalate.claude import Refused, RepoTools
+from agent.escalate.repo_tools import Refused, RepoTools
 
 
 @pytest.fixture

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.escalate.claude import Refused, RepoTools
 from agent.escalate.redact import Redactor
+from agent.escalate.repo_tools import Refused, RepoTools
 from agent.fixes.guardrails import is_secret_file
 from agent.fixes.secrets import secret_findings
 
