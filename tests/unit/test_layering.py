@@ -60,6 +60,7 @@ IO_LIBRARIES = frozenset(
         "http",
         "httpx",
         "loguru",
+        "openai",
         "prometheus_client",
         "psycopg",
         "requests",
@@ -79,6 +80,7 @@ ADAPTERS: dict[str, frozenset[str]] = {
     "docker": frozenset({"agent.engine.docker_sdk"}),
     "psycopg": frozenset({"agent.store.postgres", "agent.store.migrate"}),
     "anthropic": frozenset({"agent.escalate.claude"}),
+    "openai": frozenset({"agent.escalate.openai_compat"}),
 }
 
 #: The command, the loop, the wiring, people's decisions, the presenter and the HTTP
