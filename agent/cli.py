@@ -29,7 +29,7 @@ from agent.config import (
 from agent.doctor import run_checks
 from agent.engine.docker_sdk import DockerSDKGateway
 from agent.errors import ConfigError, MedicError, PlaybookErrors
-from agent.escalate.claude import ask_model, make_client
+from agent.escalate import providers
 from agent.healing import actions
 from agent.healing.playbooks import check_paths
 from agent.http import StatusServer
@@ -342,9 +342,8 @@ def cmd_doctor(settings: Settings, *, as_json: bool, ask_llm: bool = False) -> i
         finally:
             store.close()
 
-    def ask(key: str) -> str:
-        client = make_client(api_key=key, timeout=min(settings.llm.timeout, 30.0), max_retries=1)
-        return ask_model(client, settings.llm.model)
+    def ask(found: providers.Endpoint) -> str:
+        return providers.ask(found, timeout=min(settings.llm.timeout, 30.0))
 
     results = run_checks(
         os.environ,
@@ -353,6 +352,7 @@ def cmd_doctor(settings: Settings, *, as_json: bool, ask_llm: bool = False) -> i
         connect=connect,
         probe_database=probe_database,
         ask_llm=ask if ask_llm else None,
+        llm=settings.llm,
     )
     broken = [r for r in results if not r.ok]
     if as_json:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import Field, dataclass, field, fields
 from pathlib import Path
@@ -27,6 +28,12 @@ from agent.errors import ConfigError
 
 #: The playbooks shipped with medic, used when MEDIC_PLAYBOOKS is not set.
 BUNDLED_PLAYBOOKS = Path(__file__).resolve().parent.parent / "playbooks"
+
+#: What MEDIC_LLM_PROVIDER may name, each with the model it asks when MEDIC_LLM_MODEL is
+#: unset. ``openai`` is any server speaking OpenAI's chat completions; a local one
+#: (Ollama, vLLM, llama.cpp's server) serves models by names of its own, so set
+#: MEDIC_LLM_MODEL for it.
+DEFAULT_MODELS: Mapping[str, str] = {"anthropic": "claude-sonnet-5-5", "openai": "gpt-4.1-mini"}
 
 #: What MEDIC_FIX_ALLOW may name: the kinds of file a fix changes only when allowed.
 FIX_ALLOW_KINDS = ("compose", "dockerfile", "dependencies")
@@ -206,13 +213,30 @@ class HttpSettings:
 class LlmSettings:
     """How escalated incidents are diagnosed (docs/escalation.md, agent/escalate/)."""
 
-    model: str = field(default="claude-sonnet-5-5", metadata={"env": "MEDIC_LLM_MODEL"})
-    """Claude model that diagnoses escalated incidents (MEDIC_LLM_MODEL). Used only when
-    ANTHROPIC_API_KEY is set; without it the built-in rules diagnose alone."""
+    provider: str = field(default="anthropic", metadata={"env": "MEDIC_LLM_PROVIDER"})
+    """Who serves the model that diagnoses escalated incidents (MEDIC_LLM_PROVIDER):
+    ``anthropic`` (Claude) or ``openai``, any server speaking OpenAI's chat completions,
+    such as Ollama, vLLM or llama.cpp's server on your own host. Only the provider named
+    is ever asked."""
+
+    model: str | None = field(default=None, metadata={"env": "MEDIC_LLM_MODEL"})
+    """The model, by the name its provider knows it (MEDIC_LLM_MODEL): for Ollama, a
+    name ``ollama list`` shows. Unset: the provider's default (``DEFAULT_MODELS``;
+    ``model_name`` is the one asked)."""
+
+    base_url: str | None = field(default=None, metadata={"env": "MEDIC_LLM_BASE_URL"})
+    """The provider's API address (MEDIC_LLM_BASE_URL), like ``http://ollama:11434/v1``.
+    Unset: the SDK's own variable (ANTHROPIC_BASE_URL or OPENAI_BASE_URL), else the
+    provider's public API."""
+
+    api_key: str | None = field(default=None, repr=False, metadata={"env": "MEDIC_LLM_API_KEY"})
+    """The key sent to the provider (MEDIC_LLM_API_KEY). Unset: the SDK's own variable
+    (ANTHROPIC_API_KEY or OPENAI_API_KEY). A local server needs none."""
 
     daily_tokens: int = field(default=1_000_000, metadata={"env": "MEDIC_LLM_DAILY_TOKENS"})
-    """Tokens (input + output, across all incidents) medic may spend on Claude per UTC day
-    (MEDIC_LLM_DAILY_TOKENS). When spent, the rule diagnosis stands and the output says so."""
+    """Tokens (input + output, across all incidents) medic may spend on the model per UTC
+    day (MEDIC_LLM_DAILY_TOKENS). When spent, the rule diagnosis stands and the output
+    says so."""
 
     incident_tokens: int = field(default=150_000, metadata={"env": "MEDIC_LLM_INCIDENT_TOKENS"})
     """Tokens one incident's diagnosis may spend (MEDIC_LLM_INCIDENT_TOKENS)."""
@@ -221,7 +245,7 @@ class LlmSettings:
     """API calls one incident's diagnosis may make (MEDIC_LLM_INCIDENT_CALLS)."""
 
     max_steps: int = field(default=8, metadata={"env": "MEDIC_LLM_MAX_STEPS"})
-    """Rounds of read-only repository tools Claude may use before it must answer
+    """Rounds of read-only repository tools the model may use before it must answer
     (MEDIC_LLM_MAX_STEPS)."""
 
     timeout: float = field(default=120.0, metadata={"env": "MEDIC_LLM_TIMEOUT"})
@@ -239,7 +263,25 @@ class LlmSettings:
     """More redaction patterns (MEDIC_REDACT): regular expressions, one per line. Whatever
     they match is replaced before anything leaves the host."""
 
+    @property
+    def model_name(self) -> str:
+        """The model asked: MEDIC_LLM_MODEL, or the provider's default."""
+        return self.model or DEFAULT_MODELS[self.provider]
+
     def __post_init__(self) -> None:
+        if self.provider not in DEFAULT_MODELS:
+            raise ConfigError(
+                f"MEDIC_LLM_PROVIDER must be anthropic or openai, not {self.provider!r}; "
+                "write openai for Ollama, vLLM, llama.cpp's server and other servers of "
+                "OpenAI's chat completions."
+            )
+        if self.base_url is not None:
+            parts = urllib.parse.urlsplit(self.base_url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ConfigError(
+                    f"MEDIC_LLM_BASE_URL must be an http or https URL, like "
+                    f"http://ollama:11434/v1, not {self.base_url!r}."
+                )
         _at_least(
             (
                 ("MEDIC_LLM_DAILY_TOKENS", self.daily_tokens, 0),
@@ -256,7 +298,7 @@ class FixesSettings:
     """How fix branches are made, checked and pushed (docs/fixes.md, agent/fixes/)."""
 
     repo: Path | None = field(default=None, metadata={"env": "MEDIC_REPO"})
-    """The git repository Claude may read and fix branches are made in (MEDIC_REPO). Its
+    """The git repository the model may read and fix branches are made in (MEDIC_REPO). Its
     checked-out branch, index and working tree are never touched. Unset: no fix branches."""
 
     paths: str = field(default="", metadata={"env": "MEDIC_FIX_PATHS"})

@@ -12,9 +12,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.config import unknown_variables, unread_variables
+from agent.config import LlmSettings, unknown_variables, unread_variables
 from agent.engine.docker_sdk import DockerSDKGateway
 from agent.errors import MedicError
+from agent.escalate.providers import Endpoint, endpoint, missing
 from agent.fixes.git import Git
 from agent.healing.observe import own_container_id, resolve_scope
 from agent.healing.playbooks import load_playbooks
@@ -174,35 +175,38 @@ def check_settings(environ: Mapping[str, str]) -> CheckResult:
     )
 
 
-def check_llm(environ: Mapping[str, str], ask: Callable[[str], str] | None = None) -> CheckResult:
-    """The API key; with ``ask`` (``medic doctor --llm``), one tiny call that the model
-    answers."""
-    key = environ.get("ANTHROPIC_API_KEY", "").strip()
-    if not key:
-        return CheckResult(
-            "llm",
-            True,
-            "ANTHROPIC_API_KEY is not set",
-            "Set ANTHROPIC_API_KEY to use an LLM for diagnoses.",
-            optional=True,
+def check_llm(
+    environ: Mapping[str, str],
+    ask: Callable[[Endpoint], str] | None = None,
+    *,
+    settings: LlmSettings | None = None,
+) -> CheckResult:
+    """The provider MEDIC_LLM_PROVIDER names and what it needs; with ``ask`` (``medic
+    doctor --llm``), one tiny call that the model answers. Only that provider is asked."""
+    settings = settings or LlmSettings()
+    found = endpoint(settings, environ)
+    if found is None:
+        detail, fix = missing(settings)
+        # Choosing openai and naming no server is a mistake; no key for Claude is a choice.
+        chosen = settings.provider != "anthropic"
+        return CheckResult("llm", not chosen, detail, fix, optional=not chosen)
+    if found.provider == "anthropic":
+        what = f"{found.key_from} is set (for {found.where})"
+        check = "Check ANTHROPIC_API_KEY, MEDIC_LLM_MODEL and ANTHROPIC_BASE_URL."
+    else:
+        key = f"the key from {found.key_from}" if found.key_from else "no key"
+        what = f"MEDIC_LLM_PROVIDER is openai: {found.describe()}, with {key}"
+        check = (
+            "Check MEDIC_LLM_BASE_URL (the server's /v1 address, reachable from medic), "
+            "MEDIC_LLM_MODEL (a model the server has) and MEDIC_LLM_API_KEY."
         )
-    where = environ.get("ANTHROPIC_BASE_URL") or "the Anthropic API"
     if ask is None:
-        return CheckResult(
-            "llm",
-            True,
-            f"ANTHROPIC_API_KEY is set (for {where}); run medic doctor --llm to ask the model",
-        )
+        return CheckResult("llm", True, f"{what}; run medic doctor --llm to ask the model")
     try:
-        answer = ask(key)
+        answer = ask(found)
     except MedicError as e:
-        return CheckResult(
-            "llm",
-            False,
-            f"the model at {where} did not answer: {e}",
-            "Check ANTHROPIC_API_KEY, MEDIC_LLM_MODEL and ANTHROPIC_BASE_URL.",
-        )
-    return CheckResult("llm", True, f"ANTHROPIC_API_KEY is set; {answer}")
+        return CheckResult("llm", False, f"the model at {found.where} did not answer: {e}", check)
+    return CheckResult("llm", True, f"{what}; {answer}")
 
 
 def run_checks(
@@ -212,7 +216,8 @@ def run_checks(
     playbooks: Path,
     connect: Callable[[], DockerSDKGateway],
     probe_database: Callable[[str], str] | None,
-    ask_llm: Callable[[str], str] | None = None,
+    ask_llm: Callable[[Endpoint], str] | None = None,
+    llm: LlmSettings | None = None,
 ) -> list[CheckResult]:
     """Every check, in the order an operator would fix them."""
     docker_result, gateway = check_docker(connect)
@@ -223,7 +228,7 @@ def run_checks(
             check_playbooks(playbooks),
             check_database(environ, probe_database),
             check_repository(environ),
-            check_llm(environ, ask_llm),
+            check_llm(environ, ask_llm, settings=llm),
             check_settings(environ),
         ]
     finally:

@@ -28,7 +28,7 @@ from agent.config import (
 from agent.engine.docker_sdk import DockerSDKGateway
 from agent.engine.gateway import DockerGateway
 from agent.errors import ConfigError, DockerError, MedicError
-from agent.escalate.claude import ClaudeModel, make_client
+from agent.escalate import providers
 from agent.escalate.followup import EscalationNotices, FixMaker, Followup
 from agent.escalate.llm import Diagnoser, Limits
 from agent.escalate.redact import parse_patterns
@@ -127,20 +127,25 @@ def repo_for_run(repo: Path | None) -> Git | None:
         return None
 
 
-def claude(
+def llm_diagnoser(
     settings: LlmSettings, git: Git | None, options: FixOptions, environ: Mapping[str, str]
 ) -> Diagnoser | None:
-    """Claude when ANTHROPIC_API_KEY is set (the SDK reads ANTHROPIC_BASE_URL itself)."""
-    key = environ.get("ANTHROPIC_API_KEY", "").strip()
-    if not key:
+    """The model diagnoser of the provider MEDIC_LLM_PROVIDER names, when it is configured
+    (agent/escalate/providers.py says what that takes); None leaves the rules alone.
+
+    ``environ`` holds the SDKs' own variables (ANTHROPIC_API_KEY, OPENAI_BASE_URL, …)."""
+    found = providers.endpoint(settings, environ)
+    if found is None:
+        if settings.provider != "anthropic":
+            detail, fix = providers.missing(settings)
+            logger.warning("{}, so no model is asked. {}", detail, fix)
         return None
-    client = make_client(api_key=key, timeout=settings.timeout, max_retries=settings.max_retries)
+    model = providers.connect(found, timeout=settings.timeout, max_retries=settings.max_retries)
     limits = Limits(
         max_steps=settings.max_steps,
         incident_tokens=settings.incident_tokens,
         incident_calls=settings.incident_calls,
     )
-    model = ClaudeModel(client, settings.model)
     if git is None:
         return Diagnoser(model, limits=limits)
     return Diagnoser(
@@ -166,7 +171,7 @@ def escalation(
     """The diagnosis service and what follows a diagnosis (notifications, the fix)."""
     redact_patterns = parse_patterns(llm_settings.redact)
     options = FixOptions.from_settings(fix_settings, redact_patterns=redact_patterns)
-    llm = claude(llm_settings, git, options, os.environ)
+    llm = llm_diagnoser(llm_settings, git, options, os.environ)
 
     def repo_head() -> str | None:
         if git is None:
@@ -231,9 +236,10 @@ def supervisor(
         )
         worker = DiagnosisWorker(service, followup=followup, notices=notices, clock=clock)
         notifier = notices or notifier
+        found = providers.endpoint(settings.llm, os.environ)
         logger.info(
             "Escalated incidents are diagnosed by medic's rules{}.",
-            f" and by Claude ({settings.llm.model})" if service.llm is not None else "",
+            f" and by {found.describe()}" if service.llm is not None and found else "",
         )
     supervisor = Supervisor(
         healing=healing,

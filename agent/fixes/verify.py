@@ -78,7 +78,7 @@ FIX_LABEL = "medic.sandbox.fix"
 
 #: Variables of medic's own that never reach a compose file's interpolation here: they
 #: configure medic, its engine and git, and may hold its credentials.
-_OWN_PREFIXES = ("MEDIC_", "ANTHROPIC_", "DOCKER_", "GIT_")
+_OWN_PREFIXES = ("MEDIC_", "ANTHROPIC_", "OPENAI_", "DOCKER_", "GIT_")
 
 #: Words that mark a log line as the one saying what went wrong.
 _ERROR_WORDS = re.compile(

@@ -49,7 +49,10 @@ ENV_NAMES = (
     "MEDIC_UI_TOKEN",
     "MEDIC_NOTIFY_URLS",
     "MEDIC_NOTIFY_LIMIT",
+    "MEDIC_LLM_PROVIDER",
     "MEDIC_LLM_MODEL",
+    "MEDIC_LLM_BASE_URL",
+    "MEDIC_LLM_API_KEY",
     "MEDIC_LLM_DAILY_TOKENS",
     "MEDIC_LLM_INCIDENT_TOKENS",
     "MEDIC_LLM_INCIDENT_CALLS",
@@ -110,7 +113,11 @@ DEFAULTS: tuple[tuple[str, object], ...] = (
     ("notify.limit", 6),
     ("http.port", 8080),
     ("http.ui_token", None),
-    ("llm.model", "claude-sonnet-5-5"),
+    ("llm.provider", "anthropic"),
+    ("llm.model", None),
+    ("llm.model_name", "claude-sonnet-5-5"),
+    ("llm.base_url", None),
+    ("llm.api_key", None),
     ("llm.daily_tokens", 1_000_000),
     ("llm.incident_tokens", 150_000),
     ("llm.incident_calls", 12),
@@ -189,7 +196,10 @@ EACH_VARIABLE: tuple[tuple[str, str, str, object], ...] = (
     ("MEDIC_NOTIFY_LIMIT", "notify.limit", "2", 2),
     ("MEDIC_HTTP_PORT", "http.port", "9090", 9090),
     ("MEDIC_UI_TOKEN", "http.ui_token", "s" * 24, "s" * 24),
+    ("MEDIC_LLM_PROVIDER", "llm.provider", "openai", "openai"),
     ("MEDIC_LLM_MODEL", "llm.model", "claude-opus-5", "claude-opus-5"),
+    ("MEDIC_LLM_BASE_URL", "llm.base_url", "http://ollama:11434/v1", "http://ollama:11434/v1"),
+    ("MEDIC_LLM_API_KEY", "llm.api_key", "sk-local-0000", "sk-local-0000"),
     ("MEDIC_LLM_DAILY_TOKENS", "llm.daily_tokens", "5000", 5000),
     ("MEDIC_LLM_INCIDENT_TOKENS", "llm.incident_tokens", "900", 900),
     ("MEDIC_LLM_INCIDENT_CALLS", "llm.incident_calls", "3", 3),
@@ -249,6 +259,8 @@ def test_each_variable_sets_its_attribute_and_no_other(
         (lambda: HttpSettings(port=70000), "MEDIC_HTTP_PORT must be a port"),
         (lambda: HttpSettings(ui_token="hunter2"), "MEDIC_UI_TOKEN must be at least 16"),
         (lambda: LlmSettings(max_steps=0), "MEDIC_LLM_MAX_STEPS must be at least 1"),
+        (lambda: LlmSettings(provider="ollama"), "MEDIC_LLM_PROVIDER must be anthropic or openai"),
+        (lambda: LlmSettings(base_url="ollama:11434"), "MEDIC_LLM_BASE_URL must be an http"),
         (lambda: FixesSettings(push="always"), "MEDIC_FIX_PUSH must be approved or proposed"),
         (lambda: Settings(log_format="xml"), "MEDIC_LOG_FORMAT must be text or json"),
     ],
@@ -421,12 +433,26 @@ def test_escalation_settings_are_read_from_the_environment() -> None:
     [
         ("MEDIC_FIX_MAX_FILES", "0", "MEDIC_FIX_MAX_FILES must be at least 1"),
         ("MEDIC_LLM_MAX_STEPS", "0", "MEDIC_LLM_MAX_STEPS must be at least 1"),
+        ("MEDIC_LLM_PROVIDER", "Anthropic", "not 'Anthropic'; write openai for Ollama"),
+        ("MEDIC_LLM_BASE_URL", "file:///tmp/x", "like http://ollama:11434/v1, not 'file:"),
         ("MEDIC_GIT_AUTHOR", "medic", "MEDIC_GIT_AUTHOR must look like 'Name <email>'"),
     ],
 )
 def test_bad_escalation_settings_say_what_to_write(var: str, value: str, says: str) -> None:
     with pytest.raises(ConfigError, match=says):
         Settings.from_env({var: value})
+
+
+def test_the_model_is_the_providers_default_unless_one_is_named() -> None:
+    assert Settings.from_env({}).llm.model_name == "claude-sonnet-5-5"
+    openai = Settings.from_env({"MEDIC_LLM_PROVIDER": "openai"}).llm
+    assert (openai.model, openai.model_name) == (None, "gpt-4.1-mini")
+    local = Settings.from_env({"MEDIC_LLM_PROVIDER": "openai", "MEDIC_LLM_MODEL": "qwen3:8b"})
+    assert local.llm.model_name == "qwen3:8b"
+
+
+def test_the_llm_api_key_is_kept_out_of_the_settings_repr() -> None:
+    assert "sk-local-0000" not in repr(Settings.from_env({"MEDIC_LLM_API_KEY": "sk-local-0000"}))
 
 
 def test_fix_allow_names_kinds_and_refuses_others() -> None:

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 from fake_anthropic import FakeAnthropic, error, message
+from fake_openai import FakeOpenAI, text
 
-from agent.config import BUNDLED_PLAYBOOKS
+from agent.config import BUNDLED_PLAYBOOKS, LlmSettings
 from agent.doctor import (
     check_database,
     check_llm,
@@ -21,6 +22,7 @@ from agent.engine.docker_sdk import DockerSDKGateway
 from agent.errors import DockerUnavailable, StoreUnavailable
 from agent.escalate.claude import ask_model, make_client
 from agent.escalate.llm import LLMError
+from agent.escalate.providers import Endpoint, ask
 
 
 def unreachable() -> DockerSDKGateway:
@@ -100,6 +102,26 @@ def test_a_missing_llm_key_is_optional() -> None:
     assert missing.ok and missing.optional
     assert "ANTHROPIC_API_KEY" in missing.fix
     assert check_llm({"ANTHROPIC_API_KEY": "k"}).detail.startswith("ANTHROPIC_API_KEY is set")
+    own = check_llm({}, settings=LlmSettings(api_key="k", base_url="http://gateway:8080"))
+    assert own.detail.startswith("MEDIC_LLM_API_KEY is set (for http://gateway:8080)")
+
+
+def test_choosing_openai_without_naming_a_server_fails_the_check() -> None:
+    result = check_llm({"ANTHROPIC_API_KEY": "k"}, settings=LlmSettings(provider="openai"))
+    assert not result.ok
+    assert "neither MEDIC_LLM_BASE_URL nor an API key is set" in result.detail
+    assert "MEDIC_LLM_BASE_URL" in result.fix and "http://ollama:11434/v1" in result.fix
+
+
+def test_a_local_server_is_checked_by_its_address_and_model_without_a_key() -> None:
+    settings = LlmSettings(provider="openai", base_url="http://ollama:11434/v1", model="qwen3:8b")
+    result = check_llm({"ANTHROPIC_API_KEY": "k"}, settings=settings)
+    assert result.ok and not result.optional
+    assert result.detail.startswith(
+        "MEDIC_LLM_PROVIDER is openai: the model qwen3:8b at http://ollama:11434/v1, with no key"
+    )
+    keyed = check_llm({"OPENAI_API_KEY": "sk-x"}, settings=LlmSettings(provider="openai"))
+    assert "gpt-4.1-mini at OpenAI's API, with the key from OPENAI_API_KEY" in keyed.detail
 
 
 def test_the_repository_check_names_the_branch_fixes_merge_into(tmp_path: Path) -> None:
@@ -110,19 +132,21 @@ def test_the_repository_check_names_the_branch_fixes_merge_into(tmp_path: Path) 
 
 
 def test_with_llm_the_model_is_asked_and_its_answer_shown() -> None:
-    asked: list[str] = []
+    asked: list[Endpoint] = []
 
-    def ask(key: str) -> str:
-        asked.append(key)
+    def ask(found: Endpoint) -> str:
+        asked.append(found)
         return "claude-sonnet-5-5 answered 'ready' (12 tokens)"
 
     result = check_llm({"ANTHROPIC_API_KEY": "sk-ant-k"}, ask)
-    assert asked == ["sk-ant-k"]
+    assert [(e.provider, e.api_key, e.model) for e in asked] == [
+        ("anthropic", "sk-ant-k", "claude-sonnet-5-5")
+    ]
     assert result.ok and "answered 'ready'" in result.detail
 
 
 def test_with_llm_a_model_that_does_not_answer_fails_the_check() -> None:
-    def ask(key: str) -> str:
+    def ask(found: Endpoint) -> str:
         raise LLMError("the Claude API answered 401: invalid x-api-key")
 
     result = check_llm({"ANTHROPIC_API_KEY": "bad", "ANTHROPIC_BASE_URL": "http://proxy"}, ask)
@@ -150,3 +174,27 @@ def test_ask_model_turns_an_api_error_into_one_sentence() -> None:
         client = make_client(api_key="sk-ant-test", base_url=fake.url, max_retries=0)
         with pytest.raises(LLMError, match="answered 401: invalid x-api-key"):
             ask_model(client, "claude-sonnet-5-5")
+
+
+def test_doctor_llm_with_openai_asks_the_local_server_and_never_anthropic() -> None:
+    anthropic = FakeAnthropic([message([{"type": "text", "text": "wrong"}])])
+    local = FakeOpenAI([text("ready", prompt_tokens=9, completion_tokens=1)])
+    with anthropic.running(), local.running():
+        environ = {"ANTHROPIC_API_KEY": "sk-ant-k", "ANTHROPIC_BASE_URL": anthropic.url}
+        settings = LlmSettings(provider="openai", base_url=local.url, model="qwen3:8b")
+        result = check_llm(environ, lambda found: ask(found, timeout=5), settings=settings)
+    assert result.ok, result
+    assert result.detail.endswith("qwen3:8b answered 'ready' (10 tokens)")
+    assert anthropic.requests == []
+    assert [b["model"] for b in local.bodies] == ["qwen3:8b"]
+
+
+def test_doctor_llm_with_an_unreachable_local_server_names_it_and_what_to_check() -> None:
+    local = FakeOpenAI([])
+    url = local.url
+    local.server.server_close()
+    settings = LlmSettings(provider="openai", base_url=url, model="qwen3:8b")
+    result = check_llm({}, lambda found: ask(found, timeout=2), settings=settings)
+    assert not result.ok
+    assert result.detail.startswith(f"the model at {url} did not answer:")
+    assert "MEDIC_LLM_BASE_URL" in result.fix and "MEDIC_LLM_MODEL" in result.fix

@@ -12,6 +12,7 @@ import pytest
 from escalate_support import case_from_fixture
 from fake_openai import FakeOpenAI, completion, error, text, tool_call, tool_calls
 
+from agent.config import DEFAULT_MODELS
 from agent.escalate.casefile import CaseFile
 from agent.escalate.llm import SUBMIT, SYSTEM_PROMPT, Diagnoser, LLMError, LLMUnavailable
 from agent.escalate.openai_compat import NO_KEY, ChatCompletionsModel, ask_model, make_client
@@ -206,3 +207,9 @@ def test_ask_model_turns_an_api_error_into_one_sentence(fake: FakeOpenAI) -> Non
     client = make_client(base_url=fake.url, api_key=None, max_retries=0)
     with pytest.raises(LLMError, match='answered 404: model "qwen3:8b" not found'):
         ask_model(client, "qwen3:8b")
+
+
+def test_the_default_openai_model_is_in_the_sdk_model_list() -> None:
+    from openai.types.shared.chat_model import ChatModel
+
+    assert DEFAULT_MODELS["openai"] in repr(ChatModel)
