@@ -34,12 +34,12 @@ DiffOf = Callable[[Fix], str | None]
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """``medic diagnose`` and ``medic fixes``."""
     diagnose = commands.add_parser(
-        "diagnose", help="diagnose one incident now (rules, then Claude), record and print it"
+        "diagnose", help="diagnose one incident now (rules, then the model), record and print it"
     )
     diagnose.add_argument("id", help="incident id, or a unique prefix of it")
     diagnose.add_argument("--json", action="store_true", help="one JSON document on stdout")
     diagnose.add_argument(
-        "--no-llm", action="store_true", help="the rules only, even with ANTHROPIC_API_KEY set"
+        "--no-llm", action="store_true", help="the rules only, even with a model configured"
     )
 
     fixes = commands.add_parser(
@@ -78,7 +78,7 @@ def print_diagnosis(outcome: Outcome, *, as_json: bool) -> None:
         print()
         print(fix_sentence(outcome.fix))
     elif llm is not None and llm.error is None and not llm.edits:
-        print("\nNo fix branch: Claude proposed no edits.")
+        print(f"\nNo fix branch: the model ({llm.model}) proposed no edits.")
     elif llm is None and outcome.result.error is None:
         print("\nNo fix branch: only medic's rules diagnosed it, and they propose no edits.")
 
@@ -101,7 +101,7 @@ def fix_sentence(fix: Fix) -> str:
 
 
 def diagnoses_text(diagnoses: Sequence[Diagnosis]) -> str:
-    """The newest rule diagnosis and Claude's side by side, the proposed edits as a diff,
+    """The newest rule diagnosis and the model's side by side, the proposed edits as a diff,
     then older diagnoses one line each."""
     if not diagnoses:
         return "No diagnosis yet (medic diagnose ID makes one).\n"

@@ -3,7 +3,7 @@
 Three bounds, all pure here (the worker reads what has been spent from the store):
 
 * per incident: at most ``llm_incident_calls`` calls and ``llm_incident_tokens``
-  tokens (``claude.Limits``);
+  tokens (``llm.Limits``);
 * per UTC day: ``llm_daily_tokens`` across all incidents;
 * per failure: one diagnosis per *fingerprint* within ``diagnosis_window``. The
   fingerprint is the service, image id, exit code, the normalised error signature of
@@ -104,10 +104,10 @@ def window_start(now: datetime, window: float) -> datetime:
 def daily_refusal(*, spent: int, daily_tokens: int) -> str | None:
     """Why no call may be made today, or None when the budget allows one."""
     if daily_tokens <= 0:
-        return "Claude was not asked: MEDIC_LLM_DAILY_TOKENS is 0."
+        return "The model was not asked: MEDIC_LLM_DAILY_TOKENS is 0."
     if spent >= daily_tokens:
         return (
-            f"Claude was not asked: the daily token budget is spent ({spent} of "
+            f"The model was not asked: the daily token budget is spent ({spent} of "
             f"{daily_tokens} tokens since 00:00 UTC; MEDIC_LLM_DAILY_TOKENS)."
         )
     return None

@@ -55,7 +55,7 @@ COLUMN = 46
 
 
 def render_text(result: DiagnosisResult) -> str:
-    """The rule diagnosis and Claude's side by side, then evidence, then edits as a diff."""
+    """The rule diagnosis and the model's side by side, then evidence, then edits as a diff."""
     rule = result.rule
     llm = result.llm if result.llm is not None and result.llm.error is None else None
     lines = [f"Incident {result.incident_id}", ""]
@@ -65,7 +65,7 @@ def render_text(result: DiagnosisResult) -> str:
         lines += [line for line in left]
     else:
         reused = f", reused from {result.reused_from[:12]}" if result.reused_from else ""
-        right = [f"Claude ({llm.model}, {llm.confidence}{reused})", *_wrap(llm.summary)]
+        right = [f"Model ({llm.model}, {llm.confidence}{reused})", *_wrap(llm.summary)]
         right += ["", "Root cause:", *_wrap(llm.root_cause)]
         for i in range(max(len(left), len(right))):
             a = left[i] if i < len(left) else ""
@@ -73,11 +73,11 @@ def render_text(result: DiagnosisResult) -> str:
             lines.append(f"{a:<{COLUMN}} | {b}".rstrip())
     lines += ["", "Rule evidence:", *(f"  {e}" for e in rule.evidence)]
     if llm is not None:
-        lines += ["", "Claude's evidence:", *(f"  {e}" for e in llm.evidence)]
+        lines += ["", "The model's evidence:", *(f"  {e}" for e in llm.evidence)]
         if llm.unverified_evidence:
             lines += [
                 "",
-                "These quotes were not found in what Claude was shown, so its confidence "
+                "These quotes were not found in what the model was shown, so its confidence "
                 "was lowered to low:",
                 *(f"  {q}" for q in llm.unverified_evidence),
             ]

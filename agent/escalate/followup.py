@@ -13,7 +13,7 @@ Three parts, each given to the diagnosis worker (and to ``medic diagnose``):
   branch, or a refusal with every reason (also when MEDIC_REPO is not set), and
   records it in the fix store.
 * ``Followup`` ties them: after the rules it releases the escalation notice, after
-  Claude it makes the fix, and it says what happened in a notification.
+  the model it makes the fix, and it says what happened in a notification.
 """
 
 from __future__ import annotations
@@ -190,7 +190,7 @@ class Followup:
         self.notifier.send(replace(notice, body=f"{notice.body}\n\n{why}"))
 
     def finished(self, result: DiagnosisResult, incident: Incident) -> Outcome:
-        """After the whole diagnosis: make the fix of Claude's edits and say so."""
+        """After the whole diagnosis: make the fix of the model's edits and say so."""
         llm = result.llm
         if llm is None or llm.error is not None:
             return Outcome(result)

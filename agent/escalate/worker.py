@@ -4,7 +4,7 @@
 One diagnosis is: gather the case file; run the rules (always, recorded); then,
 when an LLM is configured and asked for, reuse an earlier diagnosis of the same
 failure fingerprint within the window, or refuse when the daily budget is spent, or
-ask Claude within the per-incident caps. Every outcome (Claude's answer, a reuse,
+ask the model within the per-incident caps. Every outcome (the model's answer, a reuse,
 an API failure) is recorded with the case file that was sent, and the rule
 diagnosis stands whatever happens to the call.
 """
@@ -47,7 +47,7 @@ def new_diagnosis_id() -> DiagnosisId:
 
 def with_usage(diagnosis: Diagnosis, usage: Usage) -> Diagnosis:
     """``diagnosis`` carrying the tokens its calls spent, which count against the budgets
-    whether or not Claude answered."""
+    whether or not the model answered."""
     return replace(
         diagnosis,
         input_tokens=usage.input_tokens,
@@ -70,7 +70,7 @@ class DiagnosisResult:
     """The incident as it was read for the diagnosis."""
 
 
-#: Called once the rule diagnosis is recorded, before Claude is asked.
+#: Called once the rule diagnosis is recorded, before the model is asked.
 RulesSpoke = Callable[[Incident, Diagnosis], None]
 
 
@@ -103,7 +103,7 @@ class DiagnosisService:
     def diagnose(
         self, incident_id: str, *, use_llm: bool = True, on_rules: RulesSpoke | None = None
     ) -> DiagnosisResult:
-        """Rules always; Claude when configured, asked for, and the budgets allow.
+        """Rules always; the model when configured, asked for, and the budgets allow.
 
         ``on_rules`` hears of the rule diagnosis as soon as it is recorded."""
         incident = self.incidents.get(incident_id)
@@ -183,15 +183,16 @@ class DiagnosisService:
                 replace(
                     base,
                     created_at=self.clock.now(),
-                    summary="Claude gave no diagnosis; the rule diagnosis stands.",
+                    summary="The model gave no diagnosis; the rule diagnosis stands.",
                     error=str(e),
                 ),
                 e.usage,
             )
             self.diagnoses.record_diagnosis(failed)
             logger.warning(
-                "Claude could not diagnose incident {} ({}); the rule diagnosis stands and the "
-                "same failure is not sent again for {:g} s.",
+                "The model {} could not diagnose incident {} ({}); the rule diagnosis stands "
+                "and the same failure is not sent again for {:g} s.",
+                llm.model.name,
                 incident.id[:12],
                 e,
                 self.window,
@@ -219,7 +220,8 @@ class DiagnosisService:
         )
         self.diagnoses.record_diagnosis(record)
         logger.info(
-            "Claude diagnosed incident {} ({} tokens in {} calls): {}",
+            "The model {} diagnosed incident {} ({} tokens in {} calls): {}",
+            llm.model.name,
             incident.id[:12],
             answer.usage.total,
             answer.usage.calls,
@@ -233,7 +235,7 @@ class DiagnosisService:
         until = earlier.created_at + timedelta(seconds=self.window)
         if earlier.error is not None:
             error = (
-                f"Claude was not asked: the same failure's call failed at "
+                f"The model was not asked: the same failure's call failed at "
                 f"{earlier.created_at:%Y-%m-%d %H:%M:%S} UTC ({earlier.error}); it is not "
                 f"retried before {until:%Y-%m-%d %H:%M:%S} UTC."
             )
@@ -259,7 +261,7 @@ class DiagnosisService:
         self.diagnoses.record_diagnosis(copy)
         logger.info(
             "Incident {} has the same failure fingerprint as incident {}; its diagnosis is "
-            "reused and Claude is not asked again.",
+            "reused and the model is not asked again.",
             incident.id[:12],
             earlier.incident_id[:12],
         )
@@ -308,7 +310,7 @@ class DiagnosisWorker:
 
     With ``followup`` and ``notices``, the escalation's notification goes out once the
     rules have spoken, carrying their summary (or, if diagnosing fails or is
-    abandoned, as it was, saying so), and Claude's edits become a fix."""
+    abandoned, as it was, saying so), and the model's edits become a fix."""
 
     def __init__(
         self,
@@ -393,7 +395,7 @@ class DiagnosisWorker:
                 followup.rules_spoke(incident, rule, item.notice)
             with self._lock:
                 if self._current is item:
-                    # Sent: an abandoned Claude call must not send it a second time.
+                    # Sent: an abandoned model call must not send it a second time.
                     self._current = replace(item, notice=None)
 
         try:

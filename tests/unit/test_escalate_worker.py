@@ -1,4 +1,4 @@
-"""Diagnosis on demand and off the healing path: rules always, Claude within the budgets."""
+"""Diagnosis on demand and off the healing path: rules always, the model within the budgets."""
 
 from __future__ import annotations
 
@@ -345,7 +345,7 @@ def test_the_text_shows_rules_and_claude_side_by_side_and_edits_as_a_diff() -> N
     )
     text = render_text(DiagnosisResult(incident_id=IncidentId("inc-1"), rule=rule, llm=llm))
     header = next(line for line in text.splitlines() if line.startswith("Rules ("))
-    assert "| Claude (claude-sonnet-5-5, low)" in header
+    assert "| Model (claude-sonnet-5-5, low)" in header
     assert "--- a/requirements.txt" in text
     assert "+requests==2.32" in text
     assert "  an invented line" in text
