@@ -6,7 +6,8 @@ between the two wire formats: how a scripted answer is written and where a reque
 keeps its tool choice, tool results and first message. Every test then asks the same
 of both: the forced ``submit_diagnosis`` call, reading the repository through the
 tools, a resubmission after refused edits, the budgets that stop the loop, the quote
-check, and data sent only inside nonce-tagged blocks.
+check, data sent only inside nonce-tagged blocks, and the daily budget the diagnosis
+service keeps across incidents.
 """
 
 from __future__ import annotations
@@ -15,22 +16,27 @@ import json
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 import fake_anthropic
 import fake_openai
 import pytest
-from escalate_support import case_from_fixture, load_fixture
+from escalate_support import FixtureSource, case_from_fixture, load_fixture
+from fakes import FakeClock
 
 from agent.escalate import claude, openai_compat
 from agent.escalate.casefile import CaseFile
 from agent.escalate.llm import SUBMIT, Diagnoser, Limits, LLMError, LLMUnavailable, Model
 from agent.escalate.rules import diagnose
-from agent.model import Confidence, Edit
+from agent.escalate.worker import DiagnosisService
+from agent.model import Confidence, ContainerId, ContainerRef, Edit, Finding, Signal
+from agent.store.memory import MemoryStore
 
 MODULE_ERROR = "ModuleNotFoundError: No module named 'requests'"
 DB_PASSWORD = "Tr0ub4dor&3-horse"
+NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 
 
 class Served(Protocol):
@@ -426,3 +432,35 @@ def test_an_api_that_stays_overloaded_is_unavailable_after_the_sdk_retries(
     with pytest.raises(LLMUnavailable, match="Overloaded"):
         diagnoser(side, served, repo, max_retries=1).diagnose(case())
     assert len(served.requests) == 2
+
+
+def test_the_daily_budget_caps_a_diagnosis_and_then_refuses_the_next_without_a_call(
+    side: Side, served: Served
+) -> None:
+    data = load_fixture("missing_module")
+    store = MemoryStore()
+    ref = ContainerRef(ContainerId(data["inspect"]["Id"]), "shop-worker-1", "shop", "worker")
+    incident = store.record_finding(Finding(ref, Signal.CRASH_LOOP, "worker exits", NOW))
+    heads = iter(["aaa", "bbb", "ccc"])  # a new HEAD each time: no diagnosis is reused
+    service = DiagnosisService(
+        incidents=store,
+        diagnoses=store,
+        source=FixtureSource(data),
+        llm=Diagnoser(side.model(served.url)),
+        daily_tokens=2000,
+        repo_head=lambda: next(heads),
+        clock=FakeClock(NOW),
+    )
+    served.script += [
+        side.call(SUBMIT, submission(evidence=[], edits=[], no_edits_reason="none")),
+        side.call("list_files", {"path": "."}),
+    ]
+    first = service.diagnose(incident.id)
+    assert first.llm is not None and first.error is None
+    # 1280 of 2000 spent: the next diagnosis may spend only the 720 left.
+    second = service.diagnose(incident.id)
+    assert second.error is not None and "token cap (720) was reached" in second.error
+    requests = len(served.requests)
+    third = service.diagnose(incident.id)
+    assert third.error is not None and "daily token budget is spent" in third.error
+    assert len(served.requests) == requests == 2
