@@ -45,7 +45,7 @@ from agent.escalate.document import edits_diff
 from agent.fixes.document import healing_sentence, verification_summary
 from agent.fixes.errors import FixRefused
 from agent.model import Diagnosis, Fix, FixStatus, Incident
-from agent.output import safe_text
+from agent.output import json_default, safe_text
 from agent.review import (
     DecisionRefused,
     Reviewer,
@@ -653,7 +653,7 @@ class Console:
                 {"error": f"the incident database does not answer: {_sentence(e)}"}, 503
             )
         return Response(
-            json.dumps(document, default=_json_default).encode(),
+            json.dumps(document, default=json_default).encode(),
             status_code=status,
             media_type="application/json",
         )
@@ -791,14 +791,6 @@ def _sentence(error: BaseException) -> str:
     text = str(error).strip()
     text = text[:1].upper() + text[1:]
     return text if text.endswith((".", "!", "?")) else f"{text}."
-
-
-def _json_default(value: object) -> object:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, set | frozenset | tuple):
-        return list(value)
-    raise TypeError(f"cannot write {type(value).__name__} as JSON")
 
 
 def _edits_diff(diagnosis: Diagnosis) -> list[present.DiffLine]:
