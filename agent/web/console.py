@@ -44,7 +44,7 @@ from agent.errors import FixError, FixNotFound, StoreError
 from agent.escalate.document import edits_diff
 from agent.fixes.document import healing_sentence, verification_summary
 from agent.fixes.errors import FixRefused
-from agent.model import Diagnosis, Fix, FixStatus, Incident
+from agent.model import ACTIVE_STATUSES, Diagnosis, Fix, FixStatus, Incident
 from agent.output import json_default, safe_text
 from agent.review import (
     DecisionRefused,
@@ -689,7 +689,12 @@ class Console:
             statuses = present.parse_statuses(params.get("status"))
             since = present.parse_since(params.get("since"), now=self.clock.now())
             incidents = self.store.list_incidents(
-                IncidentQuery(since=since, service=params.get("service") or None)
+                IncidentQuery(
+                    since=since,
+                    service=params.get("service") or None,
+                    # Active ones only, the default: the store need not read the rest.
+                    active_only=statuses <= ACTIVE_STATUSES,
+                )
             )
             chosen = [i for i in incidents if i.status in statuses]
             marks = self.store.review_marks([i.id for i in chosen])
