@@ -249,6 +249,11 @@ def cmd_run(settings: Settings) -> int:
     signal.signal(signal.SIGINT, on_signal)
     server = None
     close_console: Callable[[], None] | None = None
+    if settings.http.ui_token and not settings.http.port:
+        logger.warning(
+            "MEDIC_UI_TOKEN is set but MEDIC_HTTP_PORT is 0, so the review console is off; "
+            "set MEDIC_HTTP_PORT to a port to serve it."
+        )
     if settings.http.port:
         console = None
         if settings.http.ui_token:

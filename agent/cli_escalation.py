@@ -21,7 +21,6 @@ from agent.fixes.document import (
 )
 from agent.model import (
     Diagnosis,
-    DiagnosisSource,
     Fix,
     FixStatus,
 )
@@ -105,15 +104,14 @@ def diagnoses_text(diagnoses: Sequence[Diagnosis]) -> str:
     then older diagnoses one line each."""
     if not diagnoses:
         return "No diagnosis yet (medic diagnose ID makes one).\n"
-    rules = [d for d in diagnoses if d.source is DiagnosisSource.RULES and d.error is None]
-    llms = [d for d in diagnoses if d.source is DiagnosisSource.LLM]
+    pair = present.diagnosis_pair(diagnoses)
     lines: list[str] = []
-    if rules:
-        rule = rules[-1]
-        llm = llms[-1] if llms and llms[-1].created_at >= rule.created_at else None
+    older: Sequence[Diagnosis] = diagnoses
+    if pair.rule is not None:
+        llm = pair.llm
         result = DiagnosisResult(
-            incident_id=rule.incident_id,
-            rule=rule,
+            incident_id=pair.rule.incident_id,
+            rule=pair.rule,
             llm=llm,
             reused_from=llm.reused_from if llm is not None else None,
             error=llm.error if llm is not None else None,
@@ -121,10 +119,7 @@ def diagnoses_text(diagnoses: Sequence[Diagnosis]) -> str:
         text = render_text(result)
         # render_text starts with the incident's id, which the page has said already.
         lines.append(text.split("\n", 2)[2].rstrip("\n"))
-        shown = {rule.id, *(d.id for d in ([llm] if llm else []))}
-    else:
-        shown = set()
-    older = [d for d in diagnoses if d.id not in shown]
+        older = pair.older
     if older:
         lines.append("")
         lines.append("Other diagnoses:")

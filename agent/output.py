@@ -93,7 +93,9 @@ def table(
         )
 
 
-def _default(value: object) -> object:
+def json_default(value: object) -> object:
+    """What ``json.dumps`` cannot write by itself: times as ISO text, sets and tuples as
+    lists."""
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, set | frozenset | tuple):
@@ -104,4 +106,4 @@ def _default(value: object) -> object:
 def dump_json(document: object, *, out: TextIO | None = None) -> None:
     """One JSON document on stdout."""
     stream = out or sys.stdout
-    stream.write(json.dumps(document, indent=2, default=_default) + "\n")
+    stream.write(json.dumps(document, indent=2, default=json_default) + "\n")

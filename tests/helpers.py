@@ -166,9 +166,11 @@ class ComposeProject:
         That includes containers the code under test made, such as a recreated
         service, but not those run() made for another ``project=``.
         """
+        # A container medic removes between the list and the SDK's inspect of it (the
+        # old one of a recreate) is gone, not an error.
         return list(
             self.client.containers.list(
-                all=True, filters={"label": f"{COMPOSE_PROJECT}={self.name}"}
+                all=True, filters={"label": f"{COMPOSE_PROJECT}={self.name}"}, ignore_removed=True
             )
         )
 

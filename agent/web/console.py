@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode
 
 import jinja2
 import markupsafe
@@ -44,8 +44,8 @@ from agent.errors import FixError, FixNotFound, StoreError
 from agent.escalate.document import edits_diff
 from agent.fixes.document import healing_sentence, verification_summary
 from agent.fixes.errors import FixRefused
-from agent.model import Diagnosis, Fix, FixStatus, Incident
-from agent.output import safe_text
+from agent.model import ACTIVE_STATUSES, Diagnosis, Fix, FixStatus, Incident
+from agent.output import json_default, safe_text
 from agent.review import (
     DecisionRefused,
     Reviewer,
@@ -138,7 +138,14 @@ class Access:
 
 def _safe_next(target: str | None) -> str:
     """Where to go after signing in: a path on this site only."""
-    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+    if (
+        not target
+        or not target.startswith("/")
+        or target.startswith("//")
+        or "\\" in target
+        # Browsers drop tabs and newlines from URLs: "/\t/evil.example" is "//evil.example".
+        or any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in target)
+    ):
         return "/"
     return target
 
@@ -241,11 +248,9 @@ class Console:
         access = self._access(request)
         if access is None:
             return None, {}, self._to_sign_in(request)
-        too_big = self._too_big(request)
-        if too_big is not None:
-            return access, {}, too_big
-        form = await request.form()
-        fields = {k: v for k, v in form.items() if isinstance(v, str)}
+        fields = await self._fields(request)
+        if fields is None:
+            return access, {}, self._too_long()
         if access.session is not None and not secrets.compare_digest(
             fields.get("csrf", "").encode(), access.session.csrf.encode()
         ):
@@ -264,11 +269,32 @@ class Console:
         return access, fields, None
 
     @staticmethod
-    def _too_big(request: Request) -> Response | None:
+    async def _read(request: Request) -> bytes | None:
+        """The request's body, or None when it is longer than MAX_BODY (whether it says
+        so in Content-Length or comes in chunks): a decision is a name and a sentence."""
         length = request.headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
-            return JSONResponse({"error": f"the body is larger than {MAX_BODY} bytes"}, 413)
-        return None
+            return None
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_BODY:
+                return None
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def _fields(self, request: Request) -> dict[str, str] | None:
+        """A posted form's fields (the first value of each), or None when too long."""
+        body = await self._read(request)
+        if body is None:
+            return None
+        parsed = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+        return {name: values[0] for name, values in parsed.items()}
+
+    @staticmethod
+    def _too_long() -> Response:
+        return JSONResponse({"error": f"the body is longer than {MAX_BODY} bytes"}, 413)
 
     # --- signing in ----------------------------------------------------------------------
 
@@ -301,22 +327,18 @@ class Console:
             )
             response.headers["Retry-After"] = str(int(wait) + 1)
             return response
-        too_big = self._too_big(request)
-        if too_big is not None:
-            return too_big
-        form = await request.form()
+        form = await self._fields(request)
+        if form is None:
+            return self._too_long()
         token = form.get("token")
-        csrf = form.get("csrf")
-        target = _safe_next(str(form.get("next") or "/"))
-        if not self.gate.sign_in_csrf_ok(
-            request.cookies.get(SIGN_IN_COOKIE), csrf if isinstance(csrf, str) else None
-        ):
+        target = _safe_next(form.get("next") or "/")
+        if not self.gate.sign_in_csrf_ok(request.cookies.get(SIGN_IN_COOKIE), form.get("csrf")):
             return self._login_form(
                 request,
                 status=403,
                 message="The sign-in form had expired. It is fresh now: sign in again.",
             )
-        if not self.gate.token_ok(token if isinstance(token, str) else None):
+        if not self.gate.token_ok(token):
             self.limiter.failed(client)
             logger.warning("A console sign-in from {} gave a wrong token.", client)
             return self._login_form(request, status=401, message="That token is not right.")
@@ -631,18 +653,15 @@ class Console:
                 {"error": f"the incident database does not answer: {_sentence(e)}"}, 503
             )
         return Response(
-            json.dumps(document, default=_json_default).encode(),
+            json.dumps(document, default=json_default).encode(),
             status_code=status,
             media_type="application/json",
         )
 
     async def _body(self, request: Request) -> dict[str, Any]:
-        too_big = self._too_big(request)
-        if too_big is not None:
-            raise BadRequest(f"the body is larger than {MAX_BODY} bytes")
-        raw = await request.body()
-        if len(raw) > MAX_BODY:
-            raise BadRequest(f"the body is larger than {MAX_BODY} bytes")
+        raw = await self._read(request)
+        if raw is None:
+            raise BadRequest(f"the body is longer than {MAX_BODY} bytes")
         try:
             body = json.loads(raw or b"{}")
         except ValueError:
@@ -670,7 +689,12 @@ class Console:
             statuses = present.parse_statuses(params.get("status"))
             since = present.parse_since(params.get("since"), now=self.clock.now())
             incidents = self.store.list_incidents(
-                IncidentQuery(since=since, service=params.get("service") or None)
+                IncidentQuery(
+                    since=since,
+                    service=params.get("service") or None,
+                    # Active ones only, the default: the store need not read the rest.
+                    active_only=statuses <= ACTIVE_STATUSES,
+                )
             )
             chosen = [i for i in incidents if i.status in statuses]
             marks = self.store.review_marks([i.id for i in chosen])
@@ -772,14 +796,6 @@ def _sentence(error: BaseException) -> str:
     text = str(error).strip()
     text = text[:1].upper() + text[1:]
     return text if text.endswith((".", "!", "?")) else f"{text}."
-
-
-def _json_default(value: object) -> object:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, set | frozenset | tuple):
-        return list(value)
-    raise TypeError(f"cannot write {type(value).__name__} as JSON")
 
 
 def _edits_diff(diagnosis: Diagnosis) -> list[present.DiffLine]:

@@ -6,6 +6,7 @@ also by itself when a test fails.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -124,6 +125,11 @@ def test_a_failing_page_test_leaves_a_screenshot_and_says_where(
 ) -> None:
     artefacts = tmp_path / "artefacts"
     monkeypatch.setenv("MEDIC_ARTEFACTS", str(artefacts))
+    # The inner pytest has no pyproject of its own: it finds tests/browser.py by path.
+    tests = str(Path(__file__).resolve().parents[1])
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join(filter(None, [tests, os.environ.get("PYTHONPATH")]))
+    )
     pytester.makeconftest('pytest_plugins = ["browser"]')
     pytester.makepyfile(
         test_fails="""

@@ -251,3 +251,13 @@ def test_unknown_ids_are_404(served: Served) -> None:
     assert call(served, "GET", "/api/fixes/ffffffff")[0] == 404
     assert call(served, "POST", "/api/fixes/ffffffff/approve", {"by": "ops"})[0] == 404
     assert call(served, "GET", "/api/incidents?status=sleeping")[0] == 400
+
+
+def test_a_body_over_64_kib_is_refused_and_changes_nothing(served: Served) -> None:
+    _, web_fix = served.web
+    before = state(served)
+    status, answer = call(
+        served, "POST", f"/api/fixes/{web_fix.id}/approve", {"by": "ops", "pad": "x" * 70_000}
+    )
+    assert status == 400 and "longer than 65536 bytes" in answer["error"], answer
+    assert state(served) == before

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from factories import supervisor_on
 from fakes import FakeDocker
 from helpers import wait_for
 
@@ -17,6 +18,9 @@ from agent.model import Action, Match, NotificationOutcome, Playbook, Signal, St
 from agent.notify import AppriseNotifier, Notification, NotificationKind, NotificationQueue
 from agent.store import MemoryStore
 from agent.supervisor import Supervisor
+
+#: Start an exited container again: what every test here heals.
+START = [Playbook("start", Match(frozenset({Signal.EXITED})), (Action("start"),))]
 
 
 def closed_port() -> int:
@@ -68,13 +72,8 @@ def test_what_became_of_each_notification_is_kept_with_its_incident(
     fake = FakeDocker()
     labels = {"com.docker.compose.project": "shop", "com.docker.compose.service": "web"}
     web = fake.add("shop-web-1", labels, state=State.EXITED, exit_code=1)
-    supervisor = Supervisor(
-        healing=HealingSettings(settle=0.0),
-        gateway=fake,
-        store=store,
-        playbooks=[Playbook("start", Match(frozenset({Signal.EXITED})), (Action("start"),))],
-        scope=Scope(project="shop"),
-        notifier=notifier,
+    supervisor = supervisor_on(
+        fake, START, store=store, healing=HealingSettings(settle=0.0), notifier=notifier
     )
     supervisor.run_once()
     fake.start(web.id)
@@ -97,14 +96,7 @@ def test_a_notification_no_destination_took_is_kept_as_failed_with_the_reason() 
     # Nothing listens there: apprise cannot deliver.
     nowhere = f"json://127.0.0.1:{closed_port()}/hook"
     notifier = NotificationQueue(AppriseNotifier([nowhere]), journal=store.record_notification)
-    supervisor = Supervisor(
-        healing=HealingSettings(),
-        gateway=fake,
-        store=store,
-        playbooks=[Playbook("start", Match(frozenset({Signal.EXITED})), (Action("start"),))],
-        scope=Scope(project="shop"),
-        notifier=notifier,
-    )
+    supervisor = supervisor_on(fake, START, store=store, notifier=notifier)
     supervisor.run_once()
     notifier.close(timeout=30)
 

@@ -252,7 +252,9 @@ def test_a_person_resolving_an_escalated_incident_turns_healing_back_on(
     [(incident_id,)] = count(url, "SELECT id FROM incidents")
     attempts_when_escalated = len(medic.store.attempt_ids)
 
-    done = medic_cli("incidents", "resolve", incident_id[:8], "--note", "looked at it", url=url)
+    done = medic_cli(
+        "incidents", "resolve", incident_id[:8], "--note", "looked at it", "--by", "ops", url=url
+    )
     assert done.returncode == 0, done.stderr
     assert f"Incident {incident_id[:8]}" in done.stdout
 
@@ -264,7 +266,7 @@ def test_a_person_resolving_an_escalated_incident_turns_healing_back_on(
     )
     medic.stop()
     statuses = count(url, "SELECT id, status, note FROM incidents ORDER BY opened_at")
-    assert statuses[0] == (incident_id, "resolved", "by hand: looked at it")
+    assert statuses[0] == (incident_id, "resolved", "by hand (ops): looked at it")
     assert len(statuses) == 2
     assert worker.id == count(url, "SELECT DISTINCT container_id FROM incidents")[0][0]
 

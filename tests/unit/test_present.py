@@ -255,3 +255,17 @@ def test_a_git_diff_with_a_line_starting_with_dashes_inside_a_hunk_is_a_removed_
         ("del", "-- a comment", 4),
         ("same", "keep", 5),
     ]
+
+
+def test_incidents_show_prints_the_pair_side_by_side_and_the_rest_one_line_each() -> None:
+    from agent.cli_escalation import diagnoses_text
+
+    stale_llm = diagnosis(2, DiagnosisSource.LLM, model="m", summary="an earlier answer")
+    rule = diagnosis(5, DiagnosisSource.RULES, summary="the rules say so")
+    text = diagnoses_text([stale_llm, rule])
+    side_by_side, others = text.split("Other diagnoses:\n")
+    assert "the rules say so" in side_by_side and "an earlier answer" not in side_by_side
+    assert others == "  2026-05-01 11:02:00 llm m (python_exception): an earlier answer\n"
+    # Without a rule diagnosis there is no pair: every diagnosis is a line of its own.
+    only_llm = diagnoses_text([stale_llm])
+    assert only_llm.startswith("\nOther diagnoses:\n") and "an earlier answer" in only_llm
