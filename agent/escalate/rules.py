@@ -35,6 +35,19 @@ RULE_IDS = (
 
 
 @dataclass(frozen=True)
+class Culprit:
+    """Another service of the stack where the cause lies, and its state as medic saw it."""
+
+    service: str
+    state: str
+    """As the case file says it: ``running``, ``exited (exit code 1)``, ``no container``."""
+
+    @classmethod
+    def of(cls, other: ServiceState) -> Culprit:
+        return cls(service=other.service, state=other.line().split(": ", 1)[1])
+
+
+@dataclass(frozen=True)
 class RuleDiagnosis:
     """What one rule concluded."""
 
@@ -43,6 +56,8 @@ class RuleDiagnosis:
     root_cause: str
     confidence: Confidence
     evidence: tuple[str, ...]
+    culprit: Culprit | None = None
+    """Set when the cause lies in another service of the stack, not in this one."""
 
 
 Rule = Callable[[CaseFile], RuleDiagnosis | None]
@@ -423,6 +438,7 @@ def dependency_failed(case: CaseFile) -> RuleDiagnosis | None:
             ),
             confidence=Confidence.HIGH if dep.must_complete else Confidence.MEDIUM,
             evidence=(dep.line(),),
+            culprit=Culprit.of(dep),
         )
     return None
 
@@ -477,6 +493,7 @@ def dependency_unreachable(case: CaseFile) -> RuleDiagnosis | None:
         + cause,
         confidence=Confidence.MEDIUM if running else Confidence.HIGH,
         evidence=_dedupe(evidence),
+        culprit=Culprit.of(target),
     )
 
 
