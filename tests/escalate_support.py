@@ -81,6 +81,8 @@ def case_from_fixture(name: str, **overrides: Any) -> CaseFile:
         "log_lines": data["logs"],
         "siblings": siblings,
         "compose": data["compose"],
+        "image_platform": data.get("platforms", {}).get("image", ""),
+        "engine_platform": data.get("platforms", {}).get("engine", ""),
     }
     args.update(overrides)
     return build_case_file(**args)
@@ -109,3 +111,9 @@ class FixtureSource:
             SiblingRecord(s["name"], s["service"], State(s["state"]), s["exit_code"])
             for s in self.data["siblings"]
         ]
+
+    def image_platform(self, image_id: str) -> str:
+        return str(self.data.get("platforms", {}).get("image", ""))
+
+    def engine_platform(self) -> str:
+        return str(self.data.get("platforms", {}).get("engine", ""))

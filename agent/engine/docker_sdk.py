@@ -877,6 +877,20 @@ class DockerSDKGateway(DockerGateway):
         so that a container with gigabytes of logs costs no more than one with a few."""
         return self._log_text(container_id, timestamps=False, tail=max(lines, 1)).splitlines()
 
+    def image_platform(self, image_id: str) -> str:
+        """``os/arch[/variant]`` the image was built for, from its inspect; one request."""
+        attrs = self._call(
+            f"Inspecting image {image_id.removeprefix('sha256:')[:12]}",
+            self._api.inspect_image,
+            image_id,
+        )
+        return _platform(attrs.get("Os"), attrs.get("Architecture"), attrs.get("Variant"))
+
+    def engine_platform(self) -> str:
+        """``os/arch`` of the engine, from ``docker version``; one request."""
+        version = self._call("Reading the Docker engine's version", self._api.version)
+        return _platform(version.get("Os"), version.get("Arch"), None)
+
     # --- identity (agent/store/base.py's Identity) ---------------------------------------
 
     def engine_id(self) -> str:
@@ -890,3 +904,13 @@ class DockerSDKGateway(DockerGateway):
                 "its incidents from those of medics on other hosts."
             )
         return found.strip()
+
+
+def _platform(os_name: object, arch: object, variant: object) -> str:
+    """``os/arch[/variant]`` from the engine's fields; empty when the architecture is unknown."""
+    if not isinstance(arch, str) or not arch:
+        return ""
+    parts = [os_name if isinstance(os_name, str) and os_name else "linux", arch]
+    if isinstance(variant, str) and variant:
+        parts.append(variant)
+    return "/".join(parts)

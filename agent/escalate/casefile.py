@@ -80,6 +80,14 @@ class EvidenceSource(Protocol):
         """Every container of a compose project."""
         ...
 
+    def image_platform(self, image_id: str) -> str:
+        """The platform an image was built for, as ``os/arch[/variant]`` (``linux/arm64``)."""
+        ...
+
+    def engine_platform(self) -> str:
+        """The engine's own platform, in the same form (``linux/amd64``)."""
+        ...
+
 
 @dataclass(frozen=True)
 class Mount:
@@ -133,6 +141,10 @@ class CaseFile:
     service: str | None
     image: str = ""
     image_id: str = ""
+    image_platform: str = ""
+    """``os/arch[/variant]`` the image was built for; empty when unknown."""
+    engine_platform: str = ""
+    """``os/arch`` of the engine that runs it; empty when unknown."""
     state: str = ""
     exit_code: int | None = None
     oom_killed: bool = False
@@ -195,6 +207,15 @@ class CaseFile:
     def command_line(self) -> str:
         return f"Command: {self.command}"
 
+    def platform_lines(self) -> tuple[str, ...]:
+        """The image's and the engine's platforms, each when known."""
+        lines = []
+        if self.image_platform:
+            lines.append(f"Image platform: {self.image_platform}")
+        if self.engine_platform:
+            lines.append(f"Engine platform: {self.engine_platform}")
+        return tuple(lines)
+
     def dependencies(self) -> tuple[ServiceState, ...]:
         return tuple(s for s in self.services if s.depended_on)
 
@@ -235,6 +256,7 @@ class CaseFile:
             f"Project: {self.project or '-'}",
             f"Service: {self.service or '-'}",
             f"Image: {self.image} ({self.image_id or 'id unknown'})",
+            *self.platform_lines(),
             f"State: {self.state}",
             self.exit_line(),
             self.oom_line(),
@@ -277,6 +299,8 @@ def build_case_file(
     earlier_diagnoses: Mapping[IncidentId, Sequence[Diagnosis]] | None = None,
     notes: Sequence[str] = (),
     redact_patterns: Sequence[re.Pattern[str]] = (),
+    image_platform: str = "",
+    engine_platform: str = "",
 ) -> CaseFile:
     """The case file from what was gathered; every string redacted, every section capped."""
     attrs = inspect or {}
@@ -313,6 +337,8 @@ def build_case_file(
         service=service_name,
         image=r(str(config.get("Image") or "")),
         image_id=str(attrs.get("Image") or ""),
+        image_platform=_clip(r(image_platform), 60),
+        engine_platform=_clip(r(engine_platform), 60),
         state=str(state.get("Status") or "unknown (not inspected)"),
         exit_code=None if exit_code is None else int(exit_code),
         oom_killed=bool(state.get("OOMKilled")),

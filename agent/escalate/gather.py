@@ -56,6 +56,14 @@ def gather(
         log_lines = source.log_tail(container_id, lines=LOG_LINES)
     except DockerError as e:
         notes.append(f"The container's log could not be read: {e}")
+    image_platform = engine_platform = ""
+    image_id = str((inspect or {}).get("Image") or "")
+    if image_id:
+        try:
+            image_platform = source.image_platform(image_id)
+            engine_platform = source.engine_platform()
+        except DockerError as e:
+            notes.append(f"The image's or the engine's platform could not be read: {e}")
     labels = ((inspect or {}).get("Config") or {}).get("Labels") or {}
     compose = _read_compose(labels, notes)
     siblings: Sequence[Sibling] = ()
@@ -88,6 +96,8 @@ def gather(
         earlier_diagnoses=earlier_diagnoses,
         notes=notes,
         redact_patterns=redact_patterns,
+        image_platform=image_platform,
+        engine_platform=engine_platform,
     )
 
 

@@ -53,3 +53,7 @@ def test_a_read_only_root_filesystem_is_gathered_and_diagnosed_live(
     assert case.logs[-1].endswith("Read-only file system")
     assert "Tr0ub4dor&3-horse" not in case.render()
     assert case.services == ()  # the only container of its project
+    # The platforms come from the image's inspect and `docker version`, in one naming.
+    assert case.engine_platform.startswith("linux/")
+    assert case.image_platform == case.engine_platform
+    assert f"Engine platform: {case.engine_platform}" in case.render()
