@@ -96,6 +96,9 @@ SECRET_WORDS = frozenset(
 #: Last words that make a secret-looking name point *at* a secret rather than hold one
 #: (``DB_PASSWORD_FILE=/run/secrets/db``, the Docker secrets convention).
 POINTER_WORDS = frozenset({"FILE", "PATH", "DIR"})
+#: Last words of names that say what went wrong, not what is held: Python's
+#: ``KeyError: 'DATABASE_URL'`` names the missing variable, which the diagnosis needs.
+FAILURE_WORDS = frozenset({"ERROR", "EXCEPTION"})
 
 #: Values never scrubbed elsewhere: replacing every ``true`` in a log helps nobody.
 _HARMLESS_VALUES = frozenset({"true", "false", "yes", "no", "on", "off", "none", "null", "0", "1"})
@@ -126,7 +129,7 @@ def name_words(name: str) -> list[str]:
 def is_secret_name(name: str) -> bool:
     """Whether a variable (or option, or key) with this name holds a secret."""
     words = name_words(name)
-    if not words or words[-1] in POINTER_WORDS:
+    if not words or words[-1] in POINTER_WORDS or words[-1] in FAILURE_WORDS:
         return False
     return any(w in SECRET_WORDS for w in words)
 

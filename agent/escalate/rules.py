@@ -4,14 +4,20 @@ Pure functions over a case file, one per known failure, each returning a stable 
 id, a summary, a root cause, a confidence and the evidence lines it rests on, quoted
 verbatim from the case file's text. ``diagnose`` tries them in order of precedence
 (the most specific explanation first) and says ``unknown``, honestly, when none
-applies. Without an API key this is the diagnosis; with one it is Claude's hint.
+applies. Without a model configured this is the diagnosis; with one it is the model's
+hint.
+
+Confidence is calibrated: each rule says how sure the line it matched lets it be (a
+rule that rests only on a generic line, "error" or "No such file", says ``low``), and
+``CEILING`` caps that by what bench/diagnosis_eval.py measured on the failures captured
+from real programs: ``high`` only for rules that were never wrong there.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from agent.escalate.casefile import CaseFile, Mount, ServiceState
 from agent.model import Confidence
@@ -20,9 +26,14 @@ RULE_IDS = (
     "oom_killed",
     "killed",
     "command_not_found",
+    "exec_format",
     "port_in_use",
     "dependency_unreachable",
+    "upstream_unresolvable",
     "missing_module",
+    "missing_env",
+    "missing_file",
+    "data_dir_incompatible",
     "permission_denied",
     "disk_full",
     "read_only_filesystem",
@@ -123,7 +134,11 @@ def killed(case: CaseFile) -> RuleDiagnosis | None:
 _NOT_FOUND = re.compile(
     r"(?:exec: \"?(?P<a>[^\s\":]+)\"?: (?:stat [^:]+: )?(?:no such file or directory|"
     r"executable file not found)|(?P<b>[\w./-]+): (?:command )?not found|"
-    r"exec format error|(?P<c>[\w./-]+): Permission denied)",
+    r"(?P<c>[\w./-]+): Permission denied|"
+    # env(1) looking for an interpreter (a #! line naming one the image lacks)
+    r"env: '?(?P<d>[\w./-]+)'?: No such file or directory|"
+    # the runtime: an entrypoint that is missing, or whose #! interpreter is (a CRLF script)
+    r"exec (?P<e>/[\w./-]+): no such file or directory)",
     re.IGNORECASE,
 )
 
@@ -158,7 +173,9 @@ def command_not_found(case: CaseFile) -> RuleDiagnosis | None:
 
 
 _PORT = re.compile(
-    r"address already in use|EADDRINUSE|port is already allocated|bind\(\) to \S+ failed",
+    r"address already in use|\bEADDRINUSE\b|port is already allocated|bind\(\) to \S+ failed|"
+    r"Could not create server TCP listening socket|"
+    r"Only one usage of each socket address",
     re.IGNORECASE,
 )
 
@@ -195,6 +212,8 @@ _MODULE = re.compile(
     r"(?:ModuleNotFoundError: No module named '?(?P<py>[\w.]+)'?|"
     r"ImportError: (?:No module named '?(?P<py2>[\w.]+)'?|cannot import name '?(?P<name>\w+)'?)|"
     r"Error: Cannot find module '(?P<node>[^']+)'|"
+    r"Cannot find package '(?P<esm>[^']+)' imported from|"
+    r"cannot load such file -- (?P<ruby>[\w./-]+)|"
     r"error while loading shared libraries: (?P<lib>[^:\s]+): cannot open shared object file)"
 )
 
@@ -207,8 +226,10 @@ def missing_module(case: CaseFile) -> RuleDiagnosis | None:
     groups = match.groupdict()
     if groups["lib"]:
         what, kind = groups["lib"], "shared library"
-    elif groups["node"]:
-        what, kind = groups["node"], "Node.js module"
+    elif groups["node"] or groups["esm"]:
+        what, kind = groups["node"] or groups["esm"], "Node.js module"
+    elif groups["ruby"]:
+        what, kind = groups["ruby"], "Ruby library"
     elif groups["name"]:
         what, kind = groups["name"], "Python name"
     else:
@@ -226,7 +247,11 @@ def missing_module(case: CaseFile) -> RuleDiagnosis | None:
     )
 
 
-_PERMISSION = re.compile(r"permission denied|EACCES|operation not permitted|EPERM", re.IGNORECASE)
+_PERMISSION = re.compile(
+    r"permission denied|\bEACCES\b|operation not permitted|\bEPERM\b|AccessDeniedException|"
+    r"is not writable|has wrong ownership|must be owned by",
+    re.IGNORECASE,
+)
 _PATH = re.compile(r"(?:'|\"|\s)(/[\w./-]+)")
 
 
@@ -251,7 +276,7 @@ def permission_denied(case: CaseFile) -> RuleDiagnosis | None:
 
 
 _DISK = re.compile(
-    r"no space left on device|ENOSPC|disk quota exceeded|could not extend file|disk full",
+    r"no space left on device|\bENOSPC\b|disk quota exceeded|could not extend file|disk full",
     re.IGNORECASE,
 )
 
@@ -277,7 +302,7 @@ def disk_full(case: CaseFile) -> RuleDiagnosis | None:
     )
 
 
-_READ_ONLY = re.compile(r"read-only file ?system|EROFS", re.IGNORECASE)
+_READ_ONLY = re.compile(r"read-only file ?system|\bEROFS\b", re.IGNORECASE)
 
 
 def read_only_filesystem(case: CaseFile) -> RuleDiagnosis | None:
@@ -340,19 +365,33 @@ def healthcheck_broken(case: CaseFile) -> RuleDiagnosis | None:
     )
 
 
+#: Lines that say a configuration does not parse or validate, and nothing else.
 _BAD_CONFIG = re.compile(
     r"JSONDecodeError|yaml\.\w+\.\w*Error|ScannerError|ParserError|TOMLDecodeError|"
     r"invalid (?:configuration|config)|configuration (?:error|is invalid)|"
     r"(?:config|configuration|settings)\b.*\b(?:parse|syntax) error|"
     r"(?:parse|syntax) error.*\b(?:config|\.ya?ml|\.json|\.toml|\.ini|\.conf)\b|"
-    r"unknown directive|\[emerg\]|failed to parse|could not parse|ValidationError|"
-    r"unrecognized (?:option|configuration)",
+    r"unknown directive|unrecognized (?:option|configuration)|"
+    r"FATAL CONFIG FILE ERROR|Bad directive or wrong number of arguments|"
+    r"invalid number of arguments in \"[^\"]+\" directive|directive is not allowed here|"
+    r"unexpected \"[^\"]*\" in \S+:\d+|unexpected end of file, expecting|"
+    r"configuration file \"[^\"]+\" contains errors|unrecognized configuration parameter|"
+    r"syntax error in file \"[^\"]+\" line \d+|unknown variable '[^']+'",
     re.IGNORECASE,
+)
+#: Lines that often come with a bad configuration but as often with other failures:
+#: on their own they make a ``low`` diagnosis.
+_MAYBE_CONFIG = re.compile(
+    r"\[emerg\]|failed to parse|could not parse|ValidationError", re.IGNORECASE
 )
 
 
 def bad_config(case: CaseFile) -> RuleDiagnosis | None:
     found = _find(case.logs, _BAD_CONFIG)
+    confidence = Confidence.MEDIUM
+    if found is None:
+        found = _find(case.logs, _MAYBE_CONFIG)
+        confidence = Confidence.LOW
     if found is None:
         return None
     line = found[0]
@@ -369,15 +408,18 @@ def bad_config(case: CaseFile) -> RuleDiagnosis | None:
             f"A configuration file{where} has a syntax or validation error, so the program "
             "stops at start; the log line names the position."
         ),
-        confidence=Confidence.MEDIUM,
+        confidence=confidence,
         evidence=_dedupe(evidence),
     )
 
 
 _MOUNT_ERROR = re.compile(
-    r"is a directory|not a directory|no such file or directory|EISDIR|ENOTDIR|ENOENT",
+    r"is a directory|not a directory|no such file or directory|"
+    r"\bEISDIR\b|\bENOTDIR\b|\bENOENT\b",
     re.IGNORECASE,
 )
+_NO_SUCH = re.compile(r"no such file or directory|\bENOENT\b", re.IGNORECASE)
+_WRONG_KIND = re.compile(r"is a directory|not a directory|\bEISDIR\b|\bENOTDIR\b", re.IGNORECASE)
 _ENGINE_MOUNT = re.compile(
     r"bind source path does not exist|trying to mount a directory onto a file|"
     r"not a directory: unknown|error mounting",
@@ -392,9 +434,15 @@ def missing_mount(case: CaseFile) -> RuleDiagnosis | None:
     for line in reversed(case.logs):
         if not _MOUNT_ERROR.search(line):
             continue
+        # "No such file" on a file inside a mounted folder is missing_file's; the wrong
+        # kind of file anywhere under the mount is this rule's.
+        exact = _NO_SUCH.search(line) is not None and _WRONG_KIND.search(line) is None
         for mount in binds:
-            if mount.destination and mount.destination in line:
-                return _mount_result(case, mount, line, engine=False)
+            if not mount.destination or mount.destination not in line:
+                continue
+            if exact and not re.search(rf"{re.escape(mount.destination)}(?![\w./-])", line):
+                continue
+            return _mount_result(case, mount, line, engine=False)
     return None
 
 
@@ -420,12 +468,22 @@ def _mount_result(case: CaseFile, mount: Mount | None, line: str, *, engine: boo
     )
 
 
-def dependency_failed(case: CaseFile) -> RuleDiagnosis | None:
+def _failed_dependencies(case: CaseFile) -> list[ServiceState]:
+    found = []
     for dep in case.dependencies():
-        if dep.state != "exited" or dep.exit_code in (None, 0):
+        if dep.state not in ("exited", "dead") or dep.exit_code in (None, 0):
             continue
         if dep.exit_code in (137, 143) and not dep.must_complete:
-            continue  # stopped from outside: a service that is down, not a job that failed
+            continue  # stopped from outside: a service that is down, not one that failed
+        found.append(dep)
+    return found
+
+
+def dependency_failed(case: CaseFile) -> RuleDiagnosis | None:
+    """A one-shot job this service waits for (``service_completed_successfully``) failed."""
+    for dep in _failed_dependencies(case):
+        if not dep.must_complete:
+            continue
         return RuleDiagnosis(
             rule_id="dependency_failed",
             summary=(
@@ -436,7 +494,32 @@ def dependency_failed(case: CaseFile) -> RuleDiagnosis | None:
                 f"{_who(case)} depends on failed, so {_who(case)} starts without what it needs. "
                 f"Look at {dep.service}'s log first; healing {_who(case)} cannot help."
             ),
-            confidence=Confidence.HIGH if dep.must_complete else Confidence.MEDIUM,
+            confidence=Confidence.HIGH,
+            evidence=(dep.line(),),
+            culprit=Culprit.of(dep),
+        )
+    return None
+
+
+def dependency_exited(case: CaseFile) -> RuleDiagnosis | None:
+    """A service this one depends on ended with an error of its own.
+
+    Tried after the rules that read this service's own log, so that a dependency that
+    happens to be down does not hide a cause this service's log names."""
+    for dep in _failed_dependencies(case):
+        if dep.must_complete:
+            continue
+        return RuleDiagnosis(
+            rule_id="dependency_failed",
+            summary=(
+                f"{_who(case)} depends on {dep.service}, which exited with code {dep.exit_code}."
+            ),
+            root_cause=(
+                f"{dep.service}, which {_who(case)} depends on, stopped with an error of its "
+                f"own (exit code {dep.exit_code}), so {_who(case)} cannot use it. Look at "
+                f"{dep.service}'s log first; healing {_who(case)} cannot help."
+            ),
+            confidence=Confidence.MEDIUM,
             evidence=(dep.line(),),
             culprit=Culprit.of(dep),
         )
@@ -444,10 +527,11 @@ def dependency_failed(case: CaseFile) -> RuleDiagnosis | None:
 
 
 _UNREACHABLE = re.compile(
-    r"connection refused|ECONNREFUSED|name or service not known|could not translate host name|"
-    r"temporary failure in name resolution|nodename nor servname|no such host|bad address|"
-    r"EAI_AGAIN|ENOTFOUND|no route to host|could not connect to server|connection timed out|"
-    r"getaddrinfo failed",
+    r"connection refused|\bECONNREFUSED\b|name or service not known|could not translate host "
+    r"name|temporary failure in name resolution|nodename nor servname|no such host|bad address|"
+    r"\bEAI_AGAIN\b|\bENOTFOUND\b|no route to host|could not connect to server|"
+    r"connection timed out|"
+    r"getaddrinfo failed|Can't connect to (?:local )?MySQL server|Is the server running on host",
     re.IGNORECASE,
 )
 
@@ -517,27 +601,435 @@ def _named_service(
     return None, None
 
 
+_EXEC_FORMAT = re.compile(
+    r"(?:exec (?P<path>/[\w./-]+): )?exec format error|cannot execute binary file",
+    re.IGNORECASE,
+)
+
+
+def _arch(platform: str) -> str:
+    """``arm64/v8`` from ``linux/arm64/v8``: what must match for a binary to run."""
+    return platform.partition("/")[2]
+
+
+def exec_format(case: CaseFile) -> RuleDiagnosis | None:
+    engine = _EXEC_FORMAT.search(case.error) if case.error else None
+    found = (case.error_line(), engine) if engine else _find(case.logs, _EXEC_FORMAT)
+    if found is None:
+        return None
+    line, match = found
+    path = match.group("path")
+    what = f"{path}" if path else "its command"
+    image, host = _arch(case.image_platform), _arch(case.engine_platform)
+    evidence = [line, *case.platform_lines()]
+    if image and host and image.split("/")[0] != host.split("/")[0]:
+        return RuleDiagnosis(
+            rule_id="exec_format",
+            summary=(
+                f"{_who(case)} cannot start: its image is built for {case.image_platform}, "
+                f"but the engine runs {case.engine_platform}."
+            ),
+            root_cause=(
+                f"The kernel cannot run {what}: the image was built for another CPU "
+                f"architecture ({case.image_platform}) than this host's "
+                f"({case.engine_platform}). Pull or build the image for "
+                f"{case.engine_platform} (a multi-platform tag, or `platform:` in the compose "
+                "file and a build on this host); emulation (binfmt/qemu) works but is slow."
+            ),
+            confidence=Confidence.HIGH,
+            evidence=_dedupe(evidence),
+        )
+    same = bool(image and host)
+    return RuleDiagnosis(
+        rule_id="exec_format",
+        summary=f"{_who(case)} cannot start: {what} is not a program this host can run.",
+        root_cause=(
+            f"The kernel refused to execute {what} (exec format error). "
+            + (
+                f"The image's platform matches the engine's ({case.engine_platform}), so the "
+                "file itself is not runnable: most often a script without a valid first line "
+                "(#!/bin/sh), one saved with Windows line endings, or a binary for another "
+                "CPU copied into the image."
+                if same
+                else "Either the file is a script without a valid first line (#!/bin/sh) or "
+                "it was built for another CPU architecture than this host's."
+            )
+        ),
+        confidence=Confidence.MEDIUM,
+        evidence=_dedupe(evidence),
+    )
+
+
+_ENV_NAME = r"[A-Z][A-Z0-9_]{2,}"
+#: Lines naming a variable that must be set (the official images' entrypoints, frameworks).
+_MISSING_ENV = (
+    re.compile(rf"You must specify (?P<var>{_ENV_NAME}) to a non-empty value"),
+    re.compile(
+        rf"(?:environment variable|env var(?:iable)?)s?:? ['\"`]?(?P<var>{_ENV_NAME})['\"`]? "
+        r"(?:is |was )?(?:not set|required|missing|must be set|empty|undefined|not defined)",
+        re.IGNORECASE,
+    ),
+    re.compile(
+        rf"(?:missing|required|undefined|unset)(?: required)? environment variables?:? "
+        rf"['\"`]?(?P<var>{_ENV_NAME})",
+        re.IGNORECASE,
+    ),
+    re.compile(rf"\b(?P<var>{_ENV_NAME}) (?:environment variable )?(?:is not set|must be set)\b"),
+)
+#: Lines saying some variable is missing, without a name a person could act on.
+_MISSING_ENV_UNNAMED = re.compile(
+    r"superuser password is not specified|You need to specify one of the following",
+    re.IGNORECASE,
+)
+_KEY_ERROR = re.compile(rf"^KeyError: '(?P<var>{_ENV_NAME})'$")
+_ENVIRON_FRAME = re.compile(r"<frozen os>|[/\\]os\.py\", line \d+, in __getitem__|os\.environ\[")
+_LISTED_ENV = re.compile(rf"^\s*-\s+(?P<var>{_ENV_NAME})\s*$")
+
+
+def _env_value(case: CaseFile, name: str) -> str | None:
+    """The variable's (redacted) value in the container, or None when it is not set."""
+    for entry in case.env:
+        key, sep, value = entry.partition("=")
+        if sep and key == name:
+            return value
+    return None
+
+
+def missing_env(case: CaseFile) -> RuleDiagnosis | None:
+    named: tuple[str, str] | None = None
+    for line in reversed(case.logs):
+        for pattern in _MISSING_ENV:
+            match = pattern.search(line)
+            if match:
+                named = (line, match.group("var"))
+                break
+        if named:
+            break
+    if named is None:
+        key = _find(case.logs, _KEY_ERROR)
+        if key is not None and any(_ENVIRON_FRAME.search(line) for line in case.logs):
+            named = (key[0], key[1].group("var"))
+    unnamed = _find(case.logs, _MISSING_ENV_UNNAMED)
+    if named is None and unnamed is not None:
+        # mysql and mariadb list the variables on the lines after the sentence
+        index = case.logs.index(unnamed[0])
+        for later in case.logs[index + 1 : index + 6]:
+            listed = _LISTED_ENV.match(later)
+            if listed:
+                named = (later, listed.group("var"))
+                break
+    if named is None and unnamed is None:
+        return None
+    evidence = [unnamed[0]] if unnamed else []
+    if named is None:
+        return RuleDiagnosis(
+            rule_id="missing_env",
+            summary=f"{_who(case)} cannot start: a required environment variable is not set.",
+            root_cause=(
+                "The program stops at start because a setting it requires from the "
+                "environment is missing; the log does not name it. Set it in the service's "
+                "`environment:` or `env_file:` and recreate the container (a restart keeps "
+                "the old environment)."
+            ),
+            confidence=Confidence.MEDIUM,
+            evidence=_dedupe(evidence),
+        )
+    line, var = named
+    evidence.append(line)
+    value = _env_value(case, var)
+    if value is None:
+        state, confidence = "is not set in the container", Confidence.HIGH
+    elif value == "":
+        state, confidence = "is set but empty in the container", Confidence.HIGH
+    else:
+        state = "is set in the container, yet the program says it is missing"
+        confidence = Confidence.LOW
+        evidence.append(f"Env: {var}={value}")
+    return RuleDiagnosis(
+        rule_id="missing_env",
+        summary=f"{_who(case)} cannot start: the environment variable {var} {state}.",
+        root_cause=(
+            f"The program requires the environment variable {var}, which {state}. "
+            + (
+                f"Set {var} in the service's `environment:` or `env_file:` (or a secret), then "
+                "recreate the container: a restart keeps the old environment."
+                if confidence is Confidence.HIGH
+                else "Check the value's form and the variable's spelling where the program "
+                "reads it."
+            )
+        ),
+        confidence=confidence,
+        evidence=_dedupe(evidence),
+    )
+
+
+#: (pattern, what wrote the data) — each with the versions where the program names them.
+_DATA_DIR = (
+    re.compile(
+        r"initialized by PostgreSQL version (?P<old>[\d.]+), which is not compatible with this "
+        r"version (?P<new>[\d.]+)"
+    ),
+    re.compile(r"database files are incompatible with server"),
+    re.compile(r"Cannot upgrade from (?:MySQL )?(?P<old>[\d.]+) to (?:MySQL )?(?P<new>[\d.]+)"),
+    re.compile(
+        r"Invalid MySQL server downgrade: Cannot downgrade from (?P<old>\d+) to (?P<new>\d+)"
+    ),
+    re.compile(
+        r"cannot upgrade a node from version \[(?P<old>[^\]]+)\] directly to version "
+        r"\[(?P<new>[^\]]+)\]"
+    ),
+    re.compile(r"UPGRADE PROBLEM: Found an invalid featureCompatibilityVersion document"),
+    re.compile(r"Can't handle RDB format version (?P<rdb>\d+)"),
+)
+
+
+def data_dir_incompatible(case: CaseFile) -> RuleDiagnosis | None:
+    found: list[tuple[str, re.Match[str]]] = []
+    for pattern in _DATA_DIR:
+        hit = _find(case.logs, pattern)
+        if hit is not None:
+            found.append(hit)
+    if not found:
+        return None
+    versions = next((m for _, m in found if "old" in m.groupdict() and m.group("old")), None)
+    evidence = [line for line, _ in found]
+    data = [m for m in case.mounts if m.type in ("volume", "bind")]
+    evidence.extend(m.line() for m in data[:2])
+    if versions is not None:
+        old, new = versions.group("old"), versions.group("new")
+        what = f"written by version {old}; the image runs {new}, which cannot read it"
+    else:
+        rdb = next((m.group("rdb") for _, m in found if "rdb" in m.groupdict()), None)
+        what = (
+            f"written by a newer version (RDB format {rdb}) than the image runs"
+            if rdb
+            else "written by another major version than the image runs"
+        )
+    where = f" on {data[0].source} ({data[0].destination})" if data else ""
+    return RuleDiagnosis(
+        rule_id="data_dir_incompatible",
+        summary=f"{_who(case)} cannot start: its data directory was {what}.",
+        root_cause=(
+            f"The data directory{where} was {what}. This follows an image tag raised (or "
+            "lowered) over an existing volume. Go back to the image version that wrote the "
+            "data, then upgrade the data the program's way (pg_upgrade, or a dump restored "
+            "into the new version); do not delete the volume to make it start."
+        ),
+        confidence=Confidence.HIGH,
+        evidence=_dedupe(evidence),
+    )
+
+
+#: Lines naming a file the program was told to read (its configuration, a certificate or
+#: key) that is not there; specific to one program each.
+_MISSING_FILE = (
+    re.compile(r'cannot load certificate(?: key)? "(?P<path>[^"]+)"'),
+    re.compile(r'open\(\) "(?P<path>[^"]+)" failed \(2: No such file or directory\)'),
+    re.compile(
+        r"could not (?:load|open) (?:server certificate|private key|root certificate|"
+        r'certificate revocation list)?\s*file "(?P<path>[^"]+)": No such file or directory'
+    ),
+    re.compile(r"can't open config file '(?P<path>[^']+)'"),
+    # Python's FileNotFoundError, raised or printed
+    re.compile(r"\[Errno 2\] No such file or directory: '(?P<path>/[^']+)'"),
+    re.compile(r"ENOENT: no such file or directory, \w+ '(?P<path>/[^']+)'"),
+    re.compile(r"\bopen (?P<path>/[\w./@+-]+): no such file or directory"),
+    re.compile(r"java\.io\.FileNotFoundException: (?P<path>/\S+) \(No such file or directory\)"),
+)
+#: Any absolute path said not to exist: a generic line, hence ``low`` on its own.
+_NO_SUCH_PATH = re.compile(
+    r"(?P<path>/[\w./@+-]*[\w@+-])['\"]?\)?:? (?:\(\d+: )?No such file or directory", re.IGNORECASE
+)
+_WARNING = re.compile(r"\b(?:WARN(?:ING)?|warn)\b")
+
+
+def _covering_mount(case: CaseFile, path: str) -> Mount | None:
+    """The mount whose folder holds ``path``, the deepest when several do."""
+    covering = [
+        m for m in case.mounts if m.destination and path.startswith(m.destination.rstrip("/") + "/")
+    ]
+    return max(covering, key=lambda m: len(m.destination), default=None)
+
+
+def missing_file(case: CaseFile) -> RuleDiagnosis | None:
+    found = None
+    specific = True
+    for line in reversed(case.logs):
+        for pattern in _MISSING_FILE:
+            match = pattern.search(line)
+            if match:
+                found = (line, match)
+                break
+        if found:
+            break
+    if found is None:
+        found = _find(case.logs, _NO_SUCH_PATH)
+        specific = False
+    if found is None:
+        return None
+    line, match = found
+    path = match.group("path")
+    folder = path.rsplit("/", 1)[0] or "/"
+    mount = _covering_mount(case, path)
+    evidence = [line]
+    if mount is not None:
+        evidence.append(mount.line())
+        where = (
+            f"{folder} comes from the {mount.type} mount of {mount.source}, which does not "
+            f"hold {path.rsplit('/', 1)[1]}: the file is missing on the host side, or named "
+            "differently there"
+        )
+    else:
+        where = (
+            f"no mount covers {folder}, so the file would have to be in the image: a mount the "
+            "service is missing, a path that is wrong in the configuration, or an image that "
+            "no longer ships the file"
+        )
+    confidence = Confidence.MEDIUM if mount is not None else Confidence.LOW
+    if specific:
+        confidence = Confidence.HIGH if mount is not None else Confidence.MEDIUM
+    if _WARNING.search(line):
+        confidence = Confidence.LOW  # a warning about an optional file need not be why it died
+    return RuleDiagnosis(
+        rule_id="missing_file",
+        summary=f"{_who(case)} fails: the file {path} it is configured to read does not exist.",
+        root_cause=f"The program opens {path}, which is not in the container: {where}.",
+        confidence=confidence,
+        evidence=_dedupe(evidence),
+    )
+
+
+#: A proxy that cannot resolve the upstream its configuration names.
+_UPSTREAM = (
+    re.compile(r'host not found in upstream "(?P<host>[^":/\s]+)(?::(?P<port>\d+))?'),
+    re.compile(r"could not resolve address '(?P<host>[^'\s:]+)'"),
+    re.compile(r"no resolver defined to resolve (?P<host>[\w.-]+)"),
+)
+
+
+def upstream_unresolvable(case: CaseFile) -> RuleDiagnosis | None:
+    found = None
+    for line in reversed(case.logs):
+        for pattern in _UPSTREAM:
+            match = pattern.search(line)
+            if match:
+                found = (line, match)
+                break
+        if found:
+            break
+    if found is None:
+        return None
+    line, match = found
+    host = match.group("host")
+    short = host.split(".", 1)[0]
+    target = next((s for s in case.services if s.service in (host, short)), None)
+    evidence = [line]
+    if target is not None:
+        evidence.append(target.line())
+        state = Culprit.of(target).state
+        if target.state == "running":
+            return RuleDiagnosis(
+                rule_id="upstream_unresolvable",
+                summary=(
+                    f"{_who(case)} cannot resolve its upstream {host}; the service "
+                    f"{target.service} is running."
+                ),
+                root_cause=(
+                    f"{_who(case)} names {host} as an upstream, and {target.service} runs, but "
+                    f"the name did not resolve when {_who(case)} started: the two services may "
+                    f"not share a network, or {target.service} started after {_who(case)} "
+                    "(nginx resolves upstream names once, at start). Check the networks, then "
+                    f"restart {_who(case)}."
+                ),
+                confidence=Confidence.MEDIUM,
+                evidence=_dedupe(evidence),
+                culprit=Culprit.of(target),
+            )
+        return RuleDiagnosis(
+            rule_id="upstream_unresolvable",
+            summary=(
+                f"{_who(case)} cannot start: its upstream {target.service} is {state}, so "
+                f"the name {host} does not resolve."
+            ),
+            root_cause=(
+                f"{_who(case)}'s configuration names {host} as an upstream. A compose "
+                f"service's name resolves only while its container runs, and "
+                f"{target.service} is {state}. Start {target.service} (or find why it "
+                f"stopped, in its own log); healing {_who(case)} cannot help until then."
+            ),
+            confidence=Confidence.HIGH,
+            evidence=_dedupe(evidence),
+            culprit=Culprit.of(target),
+        )
+    known = bool(case.services) or bool(case.compose_service)
+    return RuleDiagnosis(
+        rule_id="upstream_unresolvable",
+        summary=(
+            f"{_who(case)} cannot start: its upstream {host} does not resolve"
+            + (", and no service of the project has that name." if known else ".")
+        ),
+        root_cause=(
+            f"{_who(case)}'s configuration names {host} as an upstream, but the name does not "
+            "resolve. "
+            + (
+                "No service of the compose project is called that: a typo in the "
+                "configuration, a service that was renamed or removed, or a host outside the "
+                "project that this network cannot resolve."
+                if known
+                else "The project's other services are unknown, so medic cannot tell whether "
+                "it is a service that is down or a name that is wrong."
+            )
+        ),
+        confidence=Confidence.HIGH if known else Confidence.MEDIUM,
+        evidence=_dedupe(evidence),
+    )
+
+
 def _is_error(line: str) -> bool:
     return re.search(r"(?i)\b(error|exception|traceback|fatal|panic)\b", line) is not None
 
 
 #: Most specific first: an OOM kill explains exit 137, a failed job explains its
-#: dependent's errors, a missing mount explains "No such file".
+#: dependent's errors, a missing mount explains "No such file"; a proxy's unresolvable
+#: upstream and a missing certificate explain its "[emerg]" before bad_config may; a
+#: dependency that is down comes only after this service's own log had its say.
 RULES: tuple[Rule, ...] = (
     oom_killed,
     dependency_failed,
+    exec_format,
     missing_mount,
     command_not_found,
     missing_module,
+    data_dir_incompatible,
+    missing_env,
+    upstream_unresolvable,
     port_in_use,
     disk_full,
     read_only_filesystem,
     permission_denied,
+    missing_file,
     bad_config,
+    dependency_exited,
     dependency_unreachable,
     healthcheck_broken,
     killed,
 )
+
+#: The most a rule may say, from bench/diagnosis_eval.py's figures on the failures
+#: captured from real programs (docs/escalation.md): ``high`` only where the rule was
+#: never wrong there. A rule that was wrong is capped at ``medium``; one with no fixture
+#: to be measured on would be capped too (there is none).
+CEILING: dict[str, Confidence] = {rule_id: Confidence.HIGH for rule_id in RULE_IDS}
+
+_ORDER = {Confidence.LOW: 0, Confidence.MEDIUM: 1, Confidence.HIGH: 2}
+
+
+def capped(result: RuleDiagnosis) -> RuleDiagnosis:
+    """``result`` with its confidence no higher than its rule's ``CEILING``."""
+    ceiling = CEILING.get(result.rule_id, Confidence.MEDIUM)
+    if _ORDER[result.confidence] <= _ORDER[ceiling]:
+        return result
+    return replace(result, confidence=ceiling)
 
 
 def unknown(case: CaseFile) -> RuleDiagnosis:
@@ -546,7 +1038,7 @@ def unknown(case: CaseFile) -> RuleDiagnosis:
         summary=f"No built-in rule explains why {_who(case)} fails.",
         root_cause=(
             "None of medic's rules matched the exit code, the engine's state or the log. Read "
-            "the log tail and the attempts in the case file; with an API key set, Claude is "
+            "the log tail and the attempts in the case file; with a model configured, it is "
             "asked next."
         ),
         confidence=Confidence.LOW,
@@ -555,8 +1047,8 @@ def unknown(case: CaseFile) -> RuleDiagnosis:
 
 
 def matching(case: CaseFile) -> list[RuleDiagnosis]:
-    """Every rule that applies, in order of precedence."""
-    return [result for rule in RULES if (result := rule(case)) is not None]
+    """Every rule that applies, in order of precedence, each capped by its ``CEILING``."""
+    return [capped(result) for rule in RULES if (result := rule(case)) is not None]
 
 
 def diagnose(case: CaseFile) -> RuleDiagnosis:

@@ -207,3 +207,9 @@ def test_redaction_is_safe_from_many_threads() -> None:
 def test_a_bad_medic_redact_pattern_names_its_line() -> None:
     with pytest.raises(ConfigError, match=re.escape("MEDIC_REDACT line 2 ('([a-z')")):
         parse_patterns("ok-[0-9]+\n([a-z\n")
+
+
+def test_an_exception_naming_a_key_keeps_the_name_and_a_key_keeps_its_secret() -> None:
+    redactor = Redactor()
+    assert redactor.redact("KeyError: 'DATABASE_URL'") == "KeyError: 'DATABASE_URL'"
+    assert "hunter2-horse" not in redactor.redact("api_key: 'hunter2-horse'")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from escalate_support import case_from_fixture, fixture_names, load_fixture
 
+from agent.escalate import rules
 from agent.escalate.rules import RULE_IDS, diagnose, matching
 from agent.model import Confidence
 
@@ -99,3 +100,155 @@ def test_no_rule_applies_says_unknown_with_low_confidence() -> None:
     assert result.rule_id == "unknown"
     assert result.confidence is Confidence.LOW
     assert result.evidence == ("Exit code: 3",)
+
+
+# --- failures of real programs (Debian's postgres, nginx, redis, node; see capture.py) ----
+
+
+def test_missing_env_names_the_variable_the_official_postgres_entrypoint_asks_for() -> None:
+    result = diagnose(case_from_fixture("postgres_missing_password"))
+    assert result.rule_id == "missing_env"
+    assert "POSTGRES_PASSWORD is not set in the container" in result.summary
+    assert result.confidence is Confidence.HIGH
+    assert any("superuser password is not specified" in line for line in result.evidence)
+
+
+def test_missing_env_reads_a_python_key_error_from_os_environ() -> None:
+    result = diagnose(case_from_fixture("python_missing_env"))
+    assert "DATABASE_URL" in result.summary
+    assert result.evidence == ("KeyError: 'DATABASE_URL'",)
+
+
+def test_a_key_error_outside_os_environ_is_not_a_missing_variable() -> None:
+    data = load_fixture("python_missing_env")
+    logs = [line for line in data["logs"] if "<frozen os>" not in line and "environ" not in line]
+    assert "KeyError: 'DATABASE_URL'" in logs
+    assert "missing_env" not in [
+        r.rule_id for r in matching(case_from_fixture("python_missing_env", log_lines=logs))
+    ]
+
+
+def test_data_dir_incompatible_names_both_versions() -> None:
+    result = diagnose(case_from_fixture("postgres_data_dir_incompatible"))
+    assert result.rule_id == "data_dir_incompatible"
+    assert "written by version 15; the image runs 17" in result.summary
+    assert result.confidence is Confidence.HIGH
+    assert any(line.startswith("Mount: volume ") for line in result.evidence)
+
+
+def test_exec_format_sets_the_images_platform_against_the_engines() -> None:
+    result = diagnose(case_from_fixture("exec_format_arch"))
+    assert result.rule_id == "exec_format"
+    assert "built for linux/arm64" in result.summary
+    assert "the engine runs linux/amd64" in result.summary
+    assert "Image platform: linux/arm64" in result.evidence
+    assert result.confidence is Confidence.HIGH
+
+
+def test_exec_format_with_matching_platforms_blames_the_file_not_the_cpu() -> None:
+    result = diagnose(case_from_fixture("exec_format_script"))
+    assert result.rule_id == "exec_format"
+    assert "matches the engine's" in result.root_cause
+    assert "#!" in result.root_cause
+    assert result.confidence is Confidence.MEDIUM
+
+
+def test_missing_file_names_the_path_and_the_mount_that_lacks_it() -> None:
+    result = diagnose(case_from_fixture("nginx_missing_certificate"))
+    assert result.rule_id == "missing_file"
+    assert "/etc/nginx/certs/shop.crt" in result.summary
+    assert "which does not hold shop.crt" in result.root_cause
+    assert any(line.startswith("Mount: bind ") for line in result.evidence)
+    assert result.confidence is Confidence.HIGH
+
+
+def test_a_file_inside_a_mounted_folder_is_not_a_missing_mount() -> None:
+    rules = [r.rule_id for r in matching(case_from_fixture("nginx_missing_certificate"))]
+    assert "missing_mount" not in rules
+
+
+def test_upstream_unresolvable_names_the_stopped_service() -> None:
+    result = diagnose(case_from_fixture("nginx_upstream_unresolvable"))
+    assert result.rule_id == "upstream_unresolvable"
+    assert "its upstream api is exited" in result.summary
+    assert result.culprit is not None
+    assert result.culprit.service == "api"
+    assert result.culprit.state.startswith("exited")
+    assert result.confidence is Confidence.HIGH
+
+
+def test_upstream_unresolvable_says_when_no_service_has_the_name() -> None:
+    result = diagnose(case_from_fixture("nginx_upstream_missing"))
+    assert result.rule_id == "upstream_unresolvable"
+    assert "no service of the project has that name" in result.summary
+    assert result.culprit is None
+
+
+def test_an_unresolvable_upstream_is_not_called_a_bad_config() -> None:
+    # nginx says "[emerg]" for both; the upstream rule comes first.
+    rules = [r.rule_id for r in matching(case_from_fixture("nginx_upstream_unresolvable"))]
+    assert rules[0] == "upstream_unresolvable"
+    assert "bad_config" in rules
+
+
+def test_bad_config_names_the_directive_nginx_and_redis_refuse() -> None:
+    nginx = diagnose(case_from_fixture("nginx_bad_directive"))
+    assert nginx.rule_id == "bad_config"
+    assert any('unknown directive "proxy_passs"' in line for line in nginx.evidence)
+    redis = diagnose(case_from_fixture("redis_bad_config"))
+    assert redis.rule_id == "bad_config"
+    assert any(
+        "FATAL CONFIG FILE ERROR" in line or "Bad directive" in line for line in redis.evidence
+    )
+
+
+def test_node_missing_module_names_the_package() -> None:
+    result = diagnose(case_from_fixture("node_missing_module"))
+    assert "'express'" in result.summary
+    assert "Node.js module" in result.summary
+
+
+def test_a_warning_about_an_optional_file_does_not_hide_the_missing_module() -> None:
+    case = case_from_fixture("python_missing_module_after_warning")
+    found = {r.rule_id: r for r in matching(case)}
+    assert diagnose(case).rule_id == "missing_module"
+    assert found["missing_file"].confidence is Confidence.LOW
+
+
+def test_a_dependency_that_failed_on_its_own_is_named_with_its_state() -> None:
+    result = diagnose(case_from_fixture("app_upstream_db_missing_password"))
+    assert result.rule_id == "dependency_failed"
+    assert result.culprit is not None
+    assert (result.culprit.service, result.culprit.state) == ("db", "exited (exit code 1)")
+    assert "stopped with an error of its own" in result.root_cause
+
+
+def test_a_down_dependency_does_not_hide_this_services_own_cause() -> None:
+    # The app's own log names a missing module; db being down is beside the point.
+    data = load_fixture("app_upstream_db_missing_password")
+    module = load_fixture("missing_module")["logs"]
+    case = case_from_fixture("app_upstream_db_missing_password", log_lines=[*data["logs"], *module])
+    assert diagnose(case).rule_id == "missing_module"
+
+
+# --- generic lines and the ceiling -----------------------------------------------------------
+
+
+def test_a_rule_resting_on_a_generic_line_says_low() -> None:
+    logs = load_fixture("unknown")["logs"]
+    emerg = case_from_fixture("unknown", log_lines=[*logs, "nginx: [emerg] 1#1: still could not"])
+    assert diagnose(emerg).rule_id == "bad_config"
+    assert diagnose(emerg).confidence is Confidence.LOW
+    enoent = case_from_fixture(
+        "unknown", log_lines=[*logs, "cannot stat /srv/data/state.db: No such file or directory"]
+    )
+    assert diagnose(enoent).rule_id == "missing_file"
+    assert diagnose(enoent).confidence is Confidence.LOW
+
+
+def test_a_rule_never_says_more_than_its_ceiling(monkeypatch: pytest.MonkeyPatch) -> None:
+    case = case_from_fixture("oom_killed")
+    assert diagnose(case).confidence is Confidence.HIGH
+    monkeypatch.setitem(rules.CEILING, "oom_killed", Confidence.MEDIUM)
+    assert diagnose(case).confidence is Confidence.MEDIUM
+    assert matching(case)[0].confidence is Confidence.MEDIUM
