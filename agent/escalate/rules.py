@@ -664,15 +664,14 @@ _ENV_NAME = r"[A-Z][A-Z0-9_]{2,}"
 #: Lines naming a variable that must be set (the official images' entrypoints, frameworks).
 _MISSING_ENV = (
     re.compile(rf"You must specify (?P<var>{_ENV_NAME}) to a non-empty value"),
+    # The words in any case, the name in capitals: "Environment variable FOO is not set".
     re.compile(
-        rf"(?:environment variable|env var(?:iable)?)s?:? ['\"`]?(?P<var>{_ENV_NAME})['\"`]? "
-        r"(?:is |was )?(?:not set|required|missing|must be set|empty|undefined|not defined)",
-        re.IGNORECASE,
+        rf"(?i:environment variable|env var(?:iable)?)s?:? ['\"`]?(?P<var>{_ENV_NAME})['\"`]? "
+        r"(?i:(?:is |was )?(?:not set|required|missing|must be set|empty|undefined|not defined))"
     ),
     re.compile(
-        rf"(?:missing|required|undefined|unset)(?: required)? environment variables?:? "
-        rf"['\"`]?(?P<var>{_ENV_NAME})",
-        re.IGNORECASE,
+        r"(?i:(?:missing|required|undefined|unset)(?: required)? environment variables?:?) "
+        rf"['\"`]?(?P<var>{_ENV_NAME})"
     ),
     re.compile(rf"\b(?P<var>{_ENV_NAME}) (?:environment variable )?(?:is not set|must be set)\b"),
 )
@@ -840,7 +839,7 @@ _MISSING_FILE = (
 _NO_SUCH_PATH = re.compile(
     r"(?P<path>/[\w./@+-]*[\w@+-])['\"]?\)?:? (?:\(\d+: )?No such file or directory", re.IGNORECASE
 )
-_WARNING = re.compile(r"\b(?:WARN(?:ING)?|warn)\b")
+_WARNING = re.compile(r"\bwarn(?:ing)?\b", re.IGNORECASE)
 
 
 def _covering_mount(case: CaseFile, path: str) -> Mount | None:

@@ -252,3 +252,61 @@ def test_a_rule_never_says_more_than_its_ceiling(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setitem(rules.CEILING, "oom_killed", Confidence.MEDIUM)
     assert diagnose(case).confidence is Confidence.MEDIUM
     assert matching(case)[0].confidence is Confidence.MEDIUM
+
+
+def test_node_esm_names_the_package_it_cannot_find() -> None:
+    result = diagnose(case_from_fixture("node_esm_missing_package"))
+    assert "the Node.js module 'express' is missing" in result.summary
+
+
+def test_a_missing_secret_file_without_a_mount_says_the_image_or_a_mount_lacks_it() -> None:
+    result = diagnose(case_from_fixture("python_missing_secret_file"))
+    assert result.rule_id == "missing_file"
+    assert "/run/secrets/db_password" in result.summary
+    assert "no mount covers /run/secrets" in result.root_cause
+    assert result.confidence is Confidence.MEDIUM
+
+
+@pytest.mark.parametrize(
+    ("line", "rule_id"),
+    [
+        # Phrasings of programs that are not in Debian (quoted from their messages), for
+        # the patterns no captured fixture exercises.
+        (
+            "java.nio.file.AccessDeniedException: /usr/share/elasticsearch/data/nodes",
+            "permission_denied",
+        ),
+        ("GF_PATHS_DATA='/var/lib/grafana' is not writable.", "permission_denied"),
+        (
+            "<internal:/usr/lib/ruby/3.1.0/rubygems/core_ext/kernel_require.rb>:85:in `require': "
+            "cannot load such file -- sinatra (LoadError)",
+            "missing_module",
+        ),
+        (
+            "[ERROR] [MY-013171] [InnoDB] Cannot upgrade from 8.0.36 to 5.7.44",
+            "data_dir_incompatible",
+        ),
+        ("Can't handle RDB format version 11", "data_dir_incompatible"),
+        (
+            "[ALERT] (1) : config : parsing [/usr/local/etc/haproxy/haproxy.cfg:12] : "
+            "'server api' : could not resolve address 'api'.",
+            "upstream_unresolvable",
+        ),
+        ("You need to specify one of the following as an environment variable:", "missing_env"),
+        ("open /etc/traefik/certs/site.key: no such file or directory", "missing_file"),
+    ],
+)
+def test_phrasings_of_other_programs(line: str, rule_id: str) -> None:
+    logs = load_fixture("unknown")["logs"]
+    assert diagnose(case_from_fixture("unknown", log_lines=[*logs, line])).rule_id == rule_id
+
+
+def test_env_not_finding_the_interpreter_names_it() -> None:
+    data = load_fixture("unknown")
+    inspect = {**data["inspect"], "State": {**data["inspect"]["State"], "ExitCode": 127}}
+    line = "env: 'python': No such file or directory"
+    result = diagnose(
+        case_from_fixture("unknown", inspect=inspect, log_lines=[*data["logs"], line])
+    )
+    assert result.rule_id == "command_not_found"
+    assert "'python'" in result.summary
