@@ -116,6 +116,34 @@ def test_without_a_key_the_rules_diagnose_and_the_case_file_is_stored() -> None:
     assert "ModuleNotFoundError: No module named 'requests'" in stored[0].case_file
 
 
+@pytest.mark.parametrize(
+    ("fixture", "service_name", "state"),
+    [
+        ("dependency_stopped", "db", "exited (exit code 137)"),
+        ("dependency_refused", "db", "running"),
+    ],
+)
+def test_the_rule_diagnosis_records_the_other_service_where_the_cause_lies(
+    fixture: str, service_name: str, state: str
+) -> None:
+    data = load_fixture(fixture)
+    incidents = diagnoses = MemoryStore()
+    incident = open_incident(incidents, data["inspect"])
+    result = service(None, incidents, diagnoses, data).diagnose(incident.id)
+    [stored] = diagnoses.diagnoses(incident.id)
+    assert (stored.cause_service, stored.cause_state) == (service_name, state)
+    assert result.rule == stored
+
+
+def test_a_rule_diagnosis_of_the_service_itself_names_no_other_service() -> None:
+    data = load_fixture("missing_module")
+    incidents = diagnoses = MemoryStore()
+    incident = open_incident(incidents, data["inspect"])
+    service(None, incidents, diagnoses, data).diagnose(incident.id)
+    [stored] = diagnoses.diagnoses(incident.id)
+    assert (stored.cause_service, stored.cause_state) == (None, None)
+
+
 def test_token_counts_recorded_equal_what_the_server_reported(fake: FakeAnthropic) -> None:
     data = load_fixture("missing_module")
     incidents = diagnoses = MemoryStore()
