@@ -216,16 +216,19 @@ class DiagnosisService:
                 incident=incident,
             )
         record = with_usage(
-            replace(
-                base,
-                created_at=self.clock.now(),
-                summary=answer.summary,
-                root_cause=answer.root_cause,
-                confidence=answer.confidence,
-                evidence=answer.evidence,
-                edits=answer.edits,
-                no_edits_reason=answer.no_edits_reason,
-                unverified_evidence=answer.unverified_evidence,
+            with_culprit(
+                replace(
+                    base,
+                    created_at=self.clock.now(),
+                    summary=answer.summary,
+                    root_cause=answer.root_cause,
+                    confidence=answer.confidence,
+                    evidence=answer.evidence,
+                    edits=answer.edits,
+                    no_edits_reason=answer.no_edits_reason,
+                    unverified_evidence=answer.unverified_evidence,
+                ),
+                answer.culprit,
             ),
             answer.usage,
         )

@@ -37,19 +37,18 @@ from agent.store.memory import MemoryStore
 NOW = datetime(2026, 11, 21, 15, 0, 0, tzinfo=UTC)
 
 
-def submit(**usage: int) -> Reply:
-    return tool_use(
-        SUBMIT,
-        {
-            "summary": "The worker image lacks the requests package.",
-            "root_cause": "requests is imported but not installed.",
-            "confidence": "high",
-            "evidence": ["ModuleNotFoundError: No module named 'requests'"],
-            "edits": [],
-            "no_edits_reason": "The image's requirements are outside the repository.",
-        },
-        **usage,
-    )
+def submit(*, cause_service: str | None = None, **usage: int) -> Reply:
+    answer: dict[str, Any] = {
+        "summary": "The worker image lacks the requests package.",
+        "root_cause": "requests is imported but not installed.",
+        "confidence": "high",
+        "evidence": ["ModuleNotFoundError: No module named 'requests'"],
+        "edits": [],
+        "no_edits_reason": "The image's requirements are outside the repository.",
+    }
+    if cause_service is not None:
+        answer["cause_service"] = cause_service
+    return tool_use(SUBMIT, answer, **usage)
 
 
 @pytest.fixture
@@ -142,6 +141,41 @@ def test_a_rule_diagnosis_of_the_service_itself_names_no_other_service() -> None
     service(None, incidents, diagnoses, data).diagnose(incident.id)
     [stored] = diagnoses.diagnoses(incident.id)
     assert (stored.cause_service, stored.cause_state) == (None, None)
+
+
+def test_the_model_diagnosis_records_the_service_it_names_with_the_case_files_state(
+    fake: FakeAnthropic,
+) -> None:
+    data = load_fixture("dependency_stopped")
+    incidents = diagnoses = MemoryStore()
+    incident = open_incident(incidents, data["inspect"])
+    fake.script += [submit(cause_service="db")]
+    result = service(fake, incidents, diagnoses, data).diagnose(incident.id)
+    assert result.llm is not None
+    stored = diagnoses.diagnoses(incident.id)[-1]
+    assert stored == result.llm
+    assert (stored.cause_service, stored.cause_state) == ("db", "exited (exit code 137)")
+
+
+def test_a_reused_model_diagnosis_names_the_same_service_in_its_state_now(
+    fake: FakeAnthropic,
+) -> None:
+    data = load_fixture("dependency_stopped")
+    incidents = diagnoses = MemoryStore()
+    first = open_incident(incidents, data["inspect"])
+    svc = service(fake, incidents, diagnoses, data)
+    fake.script += [submit(cause_service="db")]
+    one = svc.diagnose(first.id)
+    incidents.set_status(first.id, first.status.RESOLVED, at=NOW)
+    for sibling in data["siblings"]:
+        if sibling["service"] == "db":
+            sibling.update(state="restarting", exit_code=None)
+    second = open_incident(incidents, data["inspect"])
+    two = svc.diagnose(second.id)
+    assert len(fake.requests) == 1
+    assert one.llm is not None and two.llm is not None and two.reused_from == one.llm.id
+    assert (one.llm.cause_service, one.llm.cause_state) == ("db", "exited (exit code 137)")
+    assert (two.llm.cause_service, two.llm.cause_state) == ("db", "restarting")
 
 
 def test_token_counts_recorded_equal_what_the_server_reported(fake: FakeAnthropic) -> None:
