@@ -366,7 +366,15 @@ def test_the_json_document_has_exactly_the_contract_fields(fake: FakeAnthropic) 
     document = diagnose_document(service(fake, incidents, diagnoses, data).diagnose(incident.id))
     json.dumps(document)
     assert set(document) == {"incident_id", "rule", "llm", "reused_from", "error"}
-    assert set(document["rule"]) == {"id", "summary", "root_cause", "confidence", "evidence"}
+    assert set(document["rule"]) == {
+        "id",
+        "summary",
+        "root_cause",
+        "confidence",
+        "evidence",
+        "cause_service",
+        "cause_state",
+    }
     assert set(document["llm"]) == {
         "model",
         "summary",
@@ -377,7 +385,12 @@ def test_the_json_document_has_exactly_the_contract_fields(fake: FakeAnthropic) 
         "no_edits_reason",
         "input_tokens",
         "output_tokens",
+        "cause_service",
+        "cause_state",
     }
+    # The cause of a missing module lies in the worker itself.
+    assert document["rule"]["cause_service"] is None
+    assert document["llm"]["cause_state"] is None
 
 
 def test_the_text_shows_rules_and_claude_side_by_side_and_edits_as_a_diff() -> None:
@@ -411,3 +424,31 @@ def test_the_text_shows_rules_and_claude_side_by_side_and_edits_as_a_diff() -> N
     assert "--- a/requirements.txt" in text
     assert "+requests==2.32" in text
     assert "  an invented line" in text
+
+
+def test_medic_diagnose_leads_with_the_other_service_where_the_cause_lies() -> None:
+    from agent.escalate.worker import DiagnosisResult
+
+    data = load_fixture("dependency_stopped")
+    incidents = diagnoses = MemoryStore()
+    incident = open_incident(incidents, data["inspect"])
+    result = service(None, incidents, diagnoses, data).diagnose(incident.id)
+    document = diagnose_document(result)
+    assert document["rule"]["cause_service"] == "db"
+    assert document["rule"]["cause_state"] == "exited (exit code 137)"
+    lines = render_text(result).splitlines()
+    assert lines[:3] == [f"Incident {incident.id}", "", "Cause lies in db: exited (exit code 137)."]
+    summary = next(i for i, line in enumerate(lines) if line.startswith("Rules ("))
+    assert summary > 2
+    # The model's answer, when it names a service, leads instead.
+    llm = dataclasses.replace(
+        result.rule,
+        id=new_diagnosis_id(),
+        source=DiagnosisSource.LLM,
+        model="claude-sonnet-5-5",
+        cause_service="migrate",
+        cause_state="exited (exit code 1)",
+    )
+    both = DiagnosisResult(incident_id=incident.id, rule=result.rule, llm=llm)
+    assert render_text(both).splitlines()[2] == "Cause lies in migrate: exited (exit code 1)."
+    assert diagnose_document(both)["llm"]["cause_service"] == "migrate"
