@@ -76,6 +76,13 @@ def cause_line(service: str, state: str | None) -> str:
     return f"Cause lies in {service}" + (f": {state}." if state else ".")
 
 
+def cause_sentence(d: Diagnosis, service: str) -> str:
+    """The first line of a notification about ``service``'s incident whose cause lies in
+    another service: ``The cause lies in db (exited (exit code 1)), not in app.``"""
+    state = f" ({d.cause_state})" if d.cause_state else ""
+    return f"The cause lies in {d.cause_service}{state}, not in {service}."
+
+
 COLUMN = 46
 
 
