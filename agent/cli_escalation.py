@@ -100,12 +100,17 @@ def fix_sentence(fix: Fix) -> str:
 
 
 def diagnoses_text(diagnoses: Sequence[Diagnosis]) -> str:
-    """The newest rule diagnosis and the model's side by side, the proposed edits as a diff,
-    then older diagnoses one line each."""
+    """Where the cause lies when another service holds it, the newest rule diagnosis and
+    the model's side by side, the proposed edits as a diff, then older diagnoses one line
+    each."""
     if not diagnoses:
         return "No diagnosis yet (medic diagnose ID makes one).\n"
     pair = present.diagnosis_pair(diagnoses)
     lines: list[str] = []
+    cause = present.cause_of(pair)
+    if pair.rule is None and cause is not None:
+        # Without a rule diagnosis render_text is not used, so the cause is said here.
+        lines += [cause.line, ""]
     older: Sequence[Diagnosis] = diagnoses
     if pair.rule is not None:
         llm = pair.llm

@@ -359,6 +359,8 @@ def diagnosis_to_dict(diagnosis: Diagnosis) -> Document:
         "error": d.error,
         "reused_from": d.reused_from,
         "unverified_evidence": list(d.unverified_evidence),
+        "cause_service": d.cause_service,
+        "cause_state": d.cause_state,
     }
 
 
@@ -386,6 +388,9 @@ def diagnosis_from_dict(doc: Mapping[str, Any]) -> Diagnosis:
         error=optional_text_field(doc, "error"),
         reused_from=DiagnosisId(reused) if reused is not None else None,
         unverified_evidence=_list(doc, "unverified_evidence", _text),
+        # Absent from records written before diagnoses named another service.
+        cause_service=optional_text_field(doc, "cause_service"),
+        cause_state=optional_text_field(doc, "cause_state"),
     )
 
 

@@ -626,6 +626,13 @@ class Diagnosis:
     unverified_evidence: tuple[str, ...] = ()
     """Evidence quotes that were not found verbatim in what the model was shown; when
     there are any, ``confidence`` has been lowered to ``low``."""
+    cause_service: str | None = None
+    """The other service of the stack (the compose project) where the cause lies, when it
+    lies outside this incident's service: an upstream that is down, a dependency that
+    cannot be reached, a one-shot job that failed. Always one the case file listed."""
+    cause_state: str | None = None
+    """That service's state when the diagnosis was made, as the case file had it
+    (``running``, ``exited (exit code 1)``, ``no container``), never the model's words."""
 
 
 class FixStatus(StrEnum):

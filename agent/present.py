@@ -18,11 +18,12 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlencode
 
 from agent.codec import diagnosis_to_dict, format_duration, incident_to_dict
 from agent.config import parse_duration
 from agent.errors import MedicError
-from agent.escalate.document import edits_diff
+from agent.escalate.document import cause_line, edits_diff, leading_cause
 from agent.fixes.document import fix_document
 from agent.model import (
     ACTIVE_STATUSES,
@@ -242,6 +243,8 @@ def incident_detail(
             incident, diagnoses=diagnoses, fixes=fixes, notifications=notifications
         )
     ]
+    cause = cause_of(diagnosis_pair(diagnoses))
+    document["cause"] = cause.document() if cause is not None else None
     return document
 
 
@@ -433,6 +436,46 @@ def diagnosis_pair(diagnoses: Sequence[Diagnosis]) -> DiagnosisPair:
         llm = llms[-1]
     shown = {d.id for d in (rule, llm) if d is not None}
     return DiagnosisPair(rule, llm, tuple(d for d in diagnoses if d.id not in shown))
+
+
+@dataclass(frozen=True)
+class Cause:
+    """Where the newest diagnoses find the cause, when it lies in another service of the
+    stack: what the incident page and ``medic incidents show`` lead with."""
+
+    service: str
+    state: str | None
+    by: str
+    """Who named it: ``rules`` or the model's name."""
+    diagnosis_id: str
+
+    @property
+    def line(self) -> str:
+        """``Cause lies in db: exited (exit code 137).``"""
+        return cause_line(self.service, self.state)
+
+    @property
+    def incidents_link(self) -> str:
+        """The incidents page filtered to that service (its ``service`` parameter)."""
+        return "/?" + urlencode({"service": self.service})
+
+    def document(self) -> dict[str, Any]:
+        return {
+            "service": self.service,
+            "state": self.state,
+            "by": self.by,
+            "diagnosis_id": self.diagnosis_id,
+        }
+
+
+def cause_of(pair: DiagnosisPair) -> Cause | None:
+    """The other service where the shown diagnoses find the cause: the model's answer
+    when it names one, else the rules'; None when the cause lies in this service."""
+    d = leading_cause(pair.rule, pair.llm)
+    if d is None or d.cause_service is None:
+        return None
+    by = "rules" if d.source is DiagnosisSource.RULES else (d.model or "model")
+    return Cause(service=d.cause_service, state=d.cause_state, by=by, diagnosis_id=d.id)
 
 
 def evidence_quotes(diagnosis: Diagnosis) -> list[tuple[str, bool]]:

@@ -75,6 +75,8 @@ def a_diagnosis(incident_id: IncidentId, diagnosis_id: str, **changes: Any) -> D
         "cache_creation_input_tokens": 30,
         "cache_read_input_tokens": 4,
         "unverified_evidence": ("a line that is not in the log",),
+        "cause_service": "db",
+        "cause_state": "exited (exit code 137)",
     }
     fields.update(changes)
     return Diagnosis(**fields)
@@ -124,12 +126,34 @@ def a_notification(incident_id: IncidentId, record_id: str, **changes: Any) -> N
 def check_a_diagnosis_is_kept_whole_and_once_oldest_first(store: IncidentStore) -> None:
     incident = open_incident(store)
     later = a_diagnosis(incident, "d2", created_at=T0 + timedelta(minutes=1), edits=())
-    first = a_diagnosis(incident, "d1", source=DiagnosisSource.RULES, model=None)
+    first = a_diagnosis(
+        incident,
+        "d1",
+        source=DiagnosisSource.RULES,
+        model=None,
+        cause_service=None,
+        cause_state=None,
+    )
     store.record_diagnosis(later)
     store.record_diagnosis(first)
     store.record_diagnosis(replace(first, summary="written again"))
     assert store.diagnoses(incident) == [first, later]
     assert store.diagnoses(IncidentId("f" * 32)) == []
+
+
+def check_a_diagnosis_keeps_the_other_service_where_the_cause_lies(
+    store: IncidentStore,
+) -> None:
+    incident = open_incident(store)
+    upstream = a_diagnosis(incident, "d1", cause_service="db", cause_state="no container")
+    own = a_diagnosis(
+        incident, "d2", created_at=T0 + timedelta(minutes=1), cause_service=None, cause_state=None
+    )
+    store.record_diagnosis(upstream)
+    store.record_diagnosis(own)
+    [first, second] = store.diagnoses(incident)
+    assert (first.cause_service, first.cause_state) == ("db", "no container")
+    assert (second.cause_service, second.cause_state) == (None, None)
 
 
 def check_a_diagnosis_of_an_unknown_incident_is_refused(store: IncidentStore) -> None:
@@ -325,6 +349,7 @@ def check_notification_records_stay_with_their_own_incident(store: IncidentStore
 
 CHECKS: list[Callable[[IncidentStore], None]] = [
     check_a_diagnosis_is_kept_whole_and_once_oldest_first,
+    check_a_diagnosis_keeps_the_other_service_where_the_cause_lies,
     check_a_diagnosis_of_an_unknown_incident_is_refused,
     check_the_reusable_diagnosis_is_the_newest_llm_one_of_the_fingerprint_since,
     check_the_tokens_spent_since_a_time_count_every_kind,

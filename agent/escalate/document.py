@@ -2,10 +2,16 @@
 
 The JSON field names are a contract (issue 11, item 6)::
 
-    {incident_id, rule: {id, summary, root_cause, confidence, evidence},
+    {incident_id, rule: {id, summary, root_cause, confidence, evidence, cause_service,
+                         cause_state},
      llm: {model, summary, root_cause, confidence, evidence, edits, no_edits_reason,
-           input_tokens, output_tokens} | null,
+           input_tokens, output_tokens, cause_service, cause_state} | null,
      reused_from: ID | null, error: str | null}
+
+``cause_service`` names the other service of the compose project where the cause lies
+(null when it lies in the incident's own service), ``cause_state`` its state then.
+When one is named, the text for people leads with it, before any summary: the
+service to look at first is the answer an operator needs most.
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ def diagnose_document(result: DiagnosisResult) -> dict[str, Any]:
             "root_cause": rule.root_cause,
             "confidence": str(rule.confidence),
             "evidence": list(rule.evidence),
+            "cause_service": rule.cause_service,
+            "cause_state": rule.cause_state,
         },
         "llm": None if llm is None or llm.error is not None else llm_document(llm),
         "reused_from": result.reused_from,
@@ -48,7 +56,31 @@ def llm_document(d: Diagnosis) -> dict[str, Any]:
         "no_edits_reason": d.no_edits_reason,
         "input_tokens": d.input_tokens,
         "output_tokens": d.output_tokens,
+        "cause_service": d.cause_service,
+        "cause_state": d.cause_state,
     }
+
+
+def leading_cause(rule: Diagnosis | None, llm: Diagnosis | None) -> Diagnosis | None:
+    """Of a rule diagnosis and the model's that answers it, the one whose named cause
+    service leads: the model's when it names one (it is the newer and has read more),
+    else the rules'; None when neither names one."""
+    for d in (llm, rule):
+        if d is not None and d.error is None and d.cause_service:
+            return d
+    return None
+
+
+def cause_line(service: str, state: str | None) -> str:
+    """``Cause lies in db: exited (exit code 137).``"""
+    return f"Cause lies in {service}" + (f": {state}." if state else ".")
+
+
+def cause_sentence(d: Diagnosis, service: str) -> str:
+    """The first line of a notification about ``service``'s incident whose cause lies in
+    another service: ``The cause lies in db (exited (exit code 1)), not in app.``"""
+    state = f" ({d.cause_state})" if d.cause_state else ""
+    return f"The cause lies in {d.cause_service}{state}, not in {service}."
 
 
 COLUMN = 46
@@ -59,6 +91,9 @@ def render_text(result: DiagnosisResult) -> str:
     rule = result.rule
     llm = result.llm if result.llm is not None and result.llm.error is None else None
     lines = [f"Incident {result.incident_id}", ""]
+    cause = leading_cause(rule, llm)
+    if cause is not None and cause.cause_service:
+        lines += [cause_line(cause.cause_service, cause.cause_state), ""]
     left = [f"Rules ({rule.rule_id or 'unknown'}, {rule.confidence})", *_wrap(rule.summary)]
     left += ["", "Root cause:", *_wrap(rule.root_cause)]
     if llm is None:

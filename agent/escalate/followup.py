@@ -14,6 +14,10 @@ Three parts, each given to the diagnosis worker (and to ``medic diagnose``):
   records it in the fix store.
 * ``Followup`` ties them: after the rules it releases the escalation notice, after
   the model it makes the fix, and it says what happened in a notification.
+
+When a diagnosis finds the cause in another service of the compose project, its
+notification's body begins with that service and its state ("The cause lies in db
+(exited (exit code 1)), not in app."): what a person reads first is where to look.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from loguru import logger
 from agent.clock import SYSTEM_CLOCK, Clock
 from agent.engine.gateway import DockerGateway
 from agent.errors import MedicError
+from agent.escalate.document import cause_sentence
 from agent.escalate.worker import DiagnosisResult
 from agent.fixes.document import healing_sentence
 from agent.fixes.git import Git
@@ -181,7 +186,8 @@ class Followup:
         extra = f"Diagnosis by medic's rules ({rule.rule_id or 'unknown'}): {rule.summary}"
         if rule.root_cause:
             extra += f"\nRoot cause: {rule.root_cause}"
-        self.notifier.send(replace(notice, body=f"{notice.body}\n\n{extra}"))
+        body = _led_by_cause(rule, incident, f"{notice.body}\n\n{extra}")
+        self.notifier.send(replace(notice, body=body))
 
     def failed(self, incident_id: IncidentId, notice: Notification | None, why: str) -> None:
         """Send the escalation notice as it was, saying that the diagnosis failed."""
@@ -226,7 +232,8 @@ class Followup:
                 "The proposed edits were not committed because:",
                 *(f"- {r}" for r in fix.refusal_reasons),
             ]
-        self._send(NotificationKind.FIX_PROPOSED, incident, title, "\n".join(lines), fix.id)
+        body = _led_by_cause(llm, incident, "\n".join(lines))
+        self._send(NotificationKind.FIX_PROPOSED, incident, title, body, fix.id)
 
     def _notify_diagnosis(self, incident: Incident, llm: Diagnosis, *, reused: bool) -> None:
         service = incident.container.service or incident.container.name
@@ -237,7 +244,8 @@ class Followup:
             body.append("(The same failure was diagnosed before; that diagnosis is reused.)")
         body.append(f"medic incidents show {incident.id[:8]} has the details.")
         title = f"medic diagnosed {service} ({llm.model}, {llm.confidence} confidence)"
-        self._send(NotificationKind.DIAGNOSED, incident, title, "\n".join(body), llm.id)
+        text = _led_by_cause(llm, incident, "\n".join(body))
+        self._send(NotificationKind.DIAGNOSED, incident, title, text, llm.id)
 
     def _send(
         self, kind: NotificationKind, incident: Incident, title: str, body: str, dedupe: str
@@ -249,3 +257,11 @@ class Followup:
         self.notifier.send(
             Notification(kind, incident.id, key, title, body, self.clock.now(), dedupe)
         )
+
+
+def _led_by_cause(diagnosis: Diagnosis, incident: Incident, body: str) -> str:
+    """``body``, led by the service where ``diagnosis`` finds the cause, if it names one."""
+    if not diagnosis.cause_service:
+        return body
+    service = incident.container.service or incident.container.name
+    return f"{cause_sentence(diagnosis, service)}\n\n{body}"

@@ -10,7 +10,9 @@ per-incident call cap and a per-incident token cap, and ends with one forced cal
 Everything that comes back is untrusted: tool arguments are confined to the
 repository, the submitted input is validated, and each evidence quote must be found
 verbatim in what the model was shown, or the diagnosis is kept with its confidence
-lowered to ``low`` and the failed quotes named. Data (log text, file contents) goes
+lowered to ``low`` and the failed quotes named. A service named as where the cause
+lies (``cause_service``) is kept only when the case file lists it, with the state the
+case file gives it, never the model's words. Data (log text, file contents) goes
 to the model inside blocks whose tag carries a random nonce, so a log line cannot
 close the block and pose as an instruction.
 
@@ -34,10 +36,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from loguru import logger
+
 from agent.errors import MedicError, TemporaryError
-from agent.escalate.casefile import CaseFile
+from agent.escalate.casefile import CaseFile, ServiceState
 from agent.escalate.repo_tools import READ_LINES, Refused, RepoTools, check_new_path
-from agent.escalate.rules import RuleDiagnosis
+from agent.escalate.rules import Culprit, RuleDiagnosis
 from agent.model import Confidence, Edit
 
 SUBMIT = "submit_diagnosis"
@@ -114,6 +118,9 @@ class LLMDiagnosis:
     unverified_evidence: tuple[str, ...] = ()
     files_read: tuple[str, ...] = ()
     steps: int = 0
+    culprit: Culprit | None = None
+    """The other service the model named as where the cause lies, with its state as the
+    case file has it; None when it named none, or one the case file does not list."""
 
 
 # --- what a provider speaks ----------------------------------------------------------------
@@ -223,6 +230,9 @@ Rules:
   empty `old` creates a new file. Change as little as possible. Never put secrets in an
   edit. If the fix is not a change to the repository (a host file, a resource, a person's
   action), give no edits and say why in no_edits_reason.
+- If the cause lies in another service of the compose project (one listed under "Other
+  services of the project": an upstream that is down, a dependency that cannot be
+  reached, a one-shot job that failed), name that service in cause_service.
 - The rule diagnosis is medic's own guess from fixed rules; confirm or correct it.
 - Finish by calling submit_diagnosis exactly once.
 """
@@ -283,6 +293,13 @@ TOOLS: tuple[Tool, ...] = (
                     },
                 },
                 "no_edits_reason": {"type": ["string", "null"]},
+                "cause_service": {
+                    "type": "string",
+                    "description": (
+                        "The other service of the compose project where the cause lies, "
+                        "if it lies outside this service."
+                    ),
+                },
             },
             "required": ["summary", "root_cause", "confidence", "evidence", "edits"],
         },
@@ -303,6 +320,11 @@ def first_message(case: CaseFile, rule: RuleDiagnosis | None, nonce: str, has_re
         f"rule id: {rule.rule_id}\nsummary: {rule.summary}\nroot cause: {rule.root_cause}\n"
         f"confidence: {rule.confidence}\nevidence:\n"
         + "\n".join(f"  {line}" for line in rule.evidence)
+        + (
+            f"\ncause lies in: {rule.culprit.service} ({rule.culprit.state})"
+            if rule.culprit is not None
+            else ""
+        )
         if rule
         else "none"
     )
@@ -464,6 +486,7 @@ class _Conversation:
             unverified_evidence=failed,
             files_read=tuple(dict.fromkeys(self.tools.files_read)),
             steps=self.steps,
+            culprit=named_culprit(submit.arguments, self.case.services),
         )
 
     def _reply_error(self, submit: ToolCall, others: list[ToolResult], text: str) -> None:
@@ -494,6 +517,27 @@ class _Conversation:
 
     def _fail(self, message: str) -> None:
         raise LLMError(message, usage=self.usage)
+
+
+def named_culprit(raw: Any, services: Sequence[ServiceState]) -> Culprit | None:
+    """The service ``submit_diagnosis`` names in ``cause_service``, with its state as the
+    case file has it, when it is one of the case file's ``services``; None otherwise.
+
+    The name is untrusted and optional: one that names no listed service (another
+    project's, this service itself, made-up text, not a string) is dropped, and the
+    diagnosis stands without it. The state is never the model's."""
+    name = raw.get("cause_service") if isinstance(raw, dict) else None
+    if not isinstance(name, str) or not name.strip():
+        return None
+    named = next((s for s in services if s.service == name.strip()), None)
+    if named is None:
+        logger.info(
+            "The model named {!r} as the service where the cause lies; the case file lists no "
+            "such service, so the diagnosis is kept without it.",
+            name[:80],
+        )
+        return None
+    return Culprit.of(named)
 
 
 def _squash(text: str) -> str:

@@ -24,9 +24,10 @@ from loguru import logger
 
 from agent.clock import SYSTEM_CLOCK, Clock
 from agent.escalate.budget import daily_refusal, day_start, fingerprint, window_start
-from agent.escalate.casefile import EvidenceSource
+from agent.escalate.casefile import CaseFile, EvidenceSource
 from agent.escalate.gather import gather
 from agent.escalate.llm import Diagnoser, LLMError, Usage
+from agent.escalate.rules import Culprit
 from agent.escalate.rules import diagnose as rule_diagnose
 from agent.escalate.store import DiagnosisStore
 from agent.model import (
@@ -43,6 +44,13 @@ from agent.store.base import IncidentStore
 
 def new_diagnosis_id() -> DiagnosisId:
     return DiagnosisId(uuid.uuid4().hex)
+
+
+def with_culprit(diagnosis: Diagnosis, culprit: Culprit | None) -> Diagnosis:
+    """``diagnosis`` naming the other service where the cause lies, and its state, if any."""
+    if culprit is None:
+        return replace(diagnosis, cause_service=None, cause_state=None)
+    return replace(diagnosis, cause_service=culprit.service, cause_state=culprit.state)
 
 
 def with_usage(diagnosis: Diagnosis, usage: Usage) -> Diagnosis:
@@ -119,18 +127,21 @@ class DiagnosisService:
         model = self.llm.model.name if self.llm is not None else "-"
         fp = fingerprint(case, repo_head=self.repo_head(), model=model).key
         rule = rule_diagnose(case)
-        rule_record = Diagnosis(
-            id=new_diagnosis_id(),
-            incident_id=incident.id,
-            source=DiagnosisSource.RULES,
-            created_at=now,
-            summary=rule.summary,
-            root_cause=rule.root_cause,
-            confidence=rule.confidence,
-            evidence=rule.evidence,
-            rule_id=rule.rule_id,
-            case_file=text,
-            fingerprint=fp,
+        rule_record = with_culprit(
+            Diagnosis(
+                id=new_diagnosis_id(),
+                incident_id=incident.id,
+                source=DiagnosisSource.RULES,
+                created_at=now,
+                summary=rule.summary,
+                root_cause=rule.root_cause,
+                confidence=rule.confidence,
+                evidence=rule.evidence,
+                rule_id=rule.rule_id,
+                case_file=text,
+                fingerprint=fp,
+            ),
+            rule.culprit,
         )
         self.diagnoses.record_diagnosis(rule_record)
         logger.info(
@@ -147,7 +158,7 @@ class DiagnosisService:
 
         earlier = self.diagnoses.find_reusable(fp, since=window_start(now, self.window))
         if earlier is not None:
-            return self._reuse(incident, rule_record, earlier)
+            return self._reuse(incident, rule_record, earlier, case)
         spent = self.diagnoses.tokens_since(day_start(now))
         refusal = daily_refusal(spent=spent, daily_tokens=self.daily_tokens)
         if refusal is not None:
@@ -205,16 +216,19 @@ class DiagnosisService:
                 incident=incident,
             )
         record = with_usage(
-            replace(
-                base,
-                created_at=self.clock.now(),
-                summary=answer.summary,
-                root_cause=answer.root_cause,
-                confidence=answer.confidence,
-                evidence=answer.evidence,
-                edits=answer.edits,
-                no_edits_reason=answer.no_edits_reason,
-                unverified_evidence=answer.unverified_evidence,
+            with_culprit(
+                replace(
+                    base,
+                    created_at=self.clock.now(),
+                    summary=answer.summary,
+                    root_cause=answer.root_cause,
+                    confidence=answer.confidence,
+                    evidence=answer.evidence,
+                    edits=answer.edits,
+                    no_edits_reason=answer.no_edits_reason,
+                    unverified_evidence=answer.unverified_evidence,
+                ),
+                answer.culprit,
             ),
             answer.usage,
         )
@@ -231,7 +245,9 @@ class DiagnosisService:
             incident_id=incident.id, rule=rule_record, llm=record, incident=incident
         )
 
-    def _reuse(self, incident: Incident, rule: Diagnosis, earlier: Diagnosis) -> DiagnosisResult:
+    def _reuse(
+        self, incident: Incident, rule: Diagnosis, earlier: Diagnosis, case: CaseFile
+    ) -> DiagnosisResult:
         until = earlier.created_at + timedelta(seconds=self.window)
         if earlier.error is not None:
             error = (
@@ -258,6 +274,10 @@ class DiagnosisService:
             cache_creation_input_tokens=0,
             cache_read_input_tokens=0,
         )
+        # The cause is the same service, but its state is as this case file has it now.
+        named = next((s for s in case.services if s.service == copy.cause_service), None)
+        if named is not None:
+            copy = with_culprit(copy, Culprit.of(named))
         self.diagnoses.record_diagnosis(copy)
         logger.info(
             "Incident {} has the same failure fingerprint as incident {}; its diagnosis is "

@@ -731,9 +731,9 @@ def _record_diagnosis(cur: Cursor, d: Diagnosis) -> None:
         "INSERT INTO diagnoses (id, incident_id, source, rule_id, model, summary, root_cause,"
         " confidence, evidence, unverified_evidence, edits, no_edits_reason, case_file,"
         " fingerprint, input_tokens, output_tokens, cache_creation_input_tokens,"
-        " cache_read_input_tokens, error, reused_from, created_at)"
+        " cache_read_input_tokens, error, reused_from, created_at, cause_service, cause_state)"
         " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
-        " %s, %s) ON CONFLICT (id) DO NOTHING",
+        " %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING",
         (
             d.id,
             d.incident_id,
@@ -756,6 +756,8 @@ def _record_diagnosis(cur: Cursor, d: Diagnosis) -> None:
             d.error,
             d.reused_from,
             d.created_at,
+            d.cause_service,
+            d.cause_state,
         ),
     )
 

@@ -1,10 +1,11 @@
 """The review console and its JSON API.
 
 Pages: ``/`` (incidents, filtered and paged, with figures per service), ``/incidents/ID``
-(the timeline, both diagnoses side by side, the fixes, resolving by hand), ``/fixes``
-and ``/fixes/ID`` (the diagnosis, what verification did, the diff, approve and
-reject). They are rendered here, work without JavaScript, and load nothing from
-another origin. The JSON API under ``/api/`` returns the documents the CLI's
+(first, the other service where the cause lies, when a diagnosis names one; then the
+timeline, both diagnoses side by side, the fixes, resolving by hand), ``/fixes`` and
+``/fixes/ID`` (the diagnosis, what verification did, the diff, approve and reject).
+They are rendered here, work without JavaScript, and load nothing from another
+origin. The JSON API under ``/api/`` returns the documents the CLI's
 ``--json`` prints (agent/present.py) and makes the same decisions (agent/review.py).
 
 Who may do what is agent/web/auth.py's: the API wants ``Authorization: Bearer``;
@@ -447,16 +448,18 @@ class Console:
         fixes = self.store.fixes_of_incident(incident.id)
         notifications = self.store.notifications(incident.id)
         now = self.clock.now()
+        pair = present.diagnosis_pair(diagnoses)
         return {
             "section": "incidents",
             "now": now,
             "incident": incident,
+            "cause": present.cause_of(pair),
             "duration": present.duration_text(incident, now=now),
             "scope": present.scope_cell(incident.scope),
             "moments": present.timeline(
                 incident, diagnoses=diagnoses, fixes=fixes, notifications=notifications
             ),
-            "pair": present.diagnosis_pair(diagnoses),
+            "pair": pair,
             "quotes": present.evidence_quotes,
             "fixes": fixes,
             "diff_lines": present.diff_lines,

@@ -79,6 +79,8 @@ def test_the_columns_hold_what_people_query(postgres_url: str) -> None:
     assert unverified == ["a line that is not in the log"]
     assert edits[0] == {"path": "app.py", "old": "import flsk", "new": "import flask"}
     assert tokens == 1000
+    [(service, state)] = rows(postgres_url, "SELECT cause_service, cause_state FROM diagnoses")
+    assert (service, state) == ("db", "exited (exit code 137)")
     [(commit_id, verification, files)] = rows(
         postgres_url, "SELECT commit_id, verification, files FROM fixes"
     )

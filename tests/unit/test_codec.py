@@ -118,6 +118,8 @@ def a_diagnosis(**changes: Any) -> Diagnosis:
         "error": None,
         "reused_from": DiagnosisId("d0" * 16),
         "unverified_evidence": ("a quote the model made up",),
+        "cause_service": "db",
+        "cause_state": "exited (exit code 1)",
     }
     fields.update(changes)
     return Diagnosis(**fields)
@@ -235,11 +237,26 @@ def test_database_rows_with_real_datetimes_are_read_as_well() -> None:
             no_edits_reason="the rules propose no edits",
             reused_from=None,
             error="the daily token budget is spent",
+            cause_service=None,
+            cause_state=None,
         ),
     ],
 )
 def test_a_diagnosis_survives_a_trip_through_json(diagnosis: Diagnosis) -> None:
     assert diagnosis_from_dict(through_json(diagnosis_to_dict(diagnosis))) == diagnosis
+
+
+def test_a_diagnosis_names_the_service_where_the_cause_lies_and_its_state() -> None:
+    doc = diagnosis_to_dict(a_diagnosis())
+    assert (doc["cause_service"], doc["cause_state"]) == ("db", "exited (exit code 1)")
+
+
+def test_a_diagnosis_stored_before_causes_were_named_still_loads_without_one() -> None:
+    doc = through_json(diagnosis_to_dict(a_diagnosis()))
+    del doc["cause_service"], doc["cause_state"]
+    loaded = diagnosis_from_dict(doc)
+    assert (loaded.cause_service, loaded.cause_state) == (None, None)
+    assert loaded == a_diagnosis(cause_service=None, cause_state=None)
 
 
 def test_an_edit_that_creates_a_file_keeps_its_empty_old_text() -> None:

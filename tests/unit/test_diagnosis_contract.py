@@ -6,7 +6,8 @@ between the two wire formats: how a scripted answer is written and where a reque
 keeps its tool choice, tool results and first message. Every test then asks the same
 of both: the forced ``submit_diagnosis`` call, reading the repository through the
 tools, a resubmission after refused edits, the budgets that stop the loop, the quote
-check, data sent only inside nonce-tagged blocks, and the daily budget the diagnosis
+check, data sent only inside nonce-tagged blocks, the service named as where the cause
+lies (kept only when the case file lists it), and the daily budget the diagnosis
 service keeps across incidents.
 """
 
@@ -29,7 +30,7 @@ from fakes import FakeClock
 from agent.escalate import claude, openai_compat
 from agent.escalate.casefile import CaseFile
 from agent.escalate.llm import SUBMIT, Diagnoser, Limits, LLMError, LLMUnavailable, Model
-from agent.escalate.rules import diagnose
+from agent.escalate.rules import Culprit, diagnose
 from agent.escalate.worker import DiagnosisService
 from agent.model import Confidence, ContainerId, ContainerRef, Edit, Finding, Signal
 from agent.store.memory import MemoryStore
@@ -423,6 +424,42 @@ def test_each_diagnosis_has_a_nonce_of_its_own(side: Side, served: Served, repo:
         for b in served.bodies
     }
     assert len(nonces) == 2
+
+
+@pytest.mark.parametrize(
+    ("named", "kept"),
+    [
+        ("db", Culprit("db", "exited (exit code 137)")),
+        (" db ", Culprit("db", "exited (exit code 137)")),
+        ("cache", None),  # no such service in the project
+        ("app", None),  # the failing service itself: the cause is not elsewhere
+        ("db; DROP TABLE incidents", None),
+        (42, None),
+        (None, None),
+    ],
+)
+def test_a_cause_service_is_kept_only_when_the_case_file_lists_it_with_its_state_there(
+    side: Side, served: Served, named: object, kept: Culprit | None
+) -> None:
+    upstream = case_from_fixture("dependency_stopped")
+    db_line = "dependency db: exited (exit code 137)"
+    assert db_line in upstream.render()
+    answer = submission(
+        summary="app cannot start because db is down.",
+        evidence=[db_line],
+        edits=[],
+        no_edits_reason="db must be started; nothing in the repository is wrong.",
+        cause_service=named,
+        cause_state="healthy and fine",  # not in the schema; the state is never the model's
+    )
+    served.script += [side.call(SUBMIT, answer)]
+    result = diagnoser(side, served, None).diagnose(upstream, diagnose(upstream))
+
+    assert result.culprit == kept
+    assert result.summary == "app cannot start because db is down."
+    assert result.confidence is Confidence.HIGH
+    assert b'"cause_service"' in served.requests[0].raw
+    assert "cause lies in: db (exited (exit code 137))" in side.opening(served.bodies[0])
 
 
 def test_an_api_that_stays_overloaded_is_unavailable_after_the_sdk_retries(

@@ -4,6 +4,7 @@ no escalation goes unnotified, and Claude's edits become a recorded fix."""
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -261,3 +262,66 @@ def test_a_diagnosis_without_edits_makes_no_fix_and_says_what_claude_found() -> 
     [told] = sent.items
     assert told.kind is NotificationKind.DIAGNOSED
     assert told.body.startswith("The port literal has a typo.")
+
+
+def test_the_escalation_notification_leads_with_the_service_where_the_cause_lies() -> None:
+    data = load_fixture("dependency_stopped")
+    incidents, sent = MemoryStore(), Sent()
+    incident = open_incident(incidents, data["inspect"])
+    worker = worker_for(data, incidents, sent)
+    assert isinstance(worker.notices, EscalationNotices)
+    worker.notices.send(note(NotificationKind.ESCALATED, incident.id))
+    worker.escalated(incident)
+    worker.close(timeout=30)
+    [escalated] = sent.items
+    first, *rest = escalated.body.split("\n")
+    assert first == "The cause lies in db (exited (exit code 137)), not in app."
+    assert "body" in rest
+    assert "Diagnosis by medic's rules (dependency_unreachable): " in escalated.body
+
+
+def test_an_escalation_whose_cause_is_the_service_itself_starts_as_it_was() -> None:
+    data = load_fixture("missing_module")
+    incidents, sent = MemoryStore(), Sent()
+    incident = open_incident(incidents, data["inspect"])
+    worker = worker_for(data, incidents, sent)
+    assert isinstance(worker.notices, EscalationNotices)
+    worker.notices.send(note(NotificationKind.ESCALATED, incident.id))
+    worker.escalated(incident)
+    worker.close(timeout=30)
+    [escalated] = sent.items
+    assert escalated.body.startswith("body\n\n")
+    assert "The cause lies in" not in escalated.body
+
+
+def upstream(llm: Diagnosis) -> Diagnosis:
+    return replace(llm, cause_service="db", cause_state="exited (exit code 1)")
+
+
+def test_the_models_diagnosis_notification_leads_with_the_service_it_names() -> None:
+    fixes, sent = MemoryStore(), Sent()
+    incident = web_incident(fixes)
+    Followup(fixes=FixMaker(store=fixes, git=None, options=OPTIONS), notifier=sent).finished(
+        result_of(incident, upstream(llm_diagnosis(incident))), incident
+    )
+    [told] = sent.items
+    assert told.kind is NotificationKind.DIAGNOSED
+    lines = told.body.split("\n")
+    assert lines[:3] == [
+        "The cause lies in db (exited (exit code 1)), not in web.",
+        "",
+        "The port literal has a typo.",
+    ]
+
+
+def test_a_fix_notification_leads_with_the_service_the_diagnosis_names() -> None:
+    fixes, sent = MemoryStore(), Sent()
+    incident = web_incident(fixes)
+    maker = FixMaker(store=fixes, git=None, options=OPTIONS, clock=FakeClock(NOW))
+    edit = Edit("web/app.py", 'int("8080")', 'int("8081")')
+    Followup(fixes=maker, notifier=sent).finished(
+        result_of(incident, upstream(llm_diagnosis(incident, edit))), incident
+    )
+    [told] = sent.items
+    assert told.kind is NotificationKind.FIX_PROPOSED
+    assert told.body.split("\n")[0] == "The cause lies in db (exited (exit code 1)), not in web."

@@ -37,19 +37,18 @@ from agent.store.memory import MemoryStore
 NOW = datetime(2026, 11, 21, 15, 0, 0, tzinfo=UTC)
 
 
-def submit(**usage: int) -> Reply:
-    return tool_use(
-        SUBMIT,
-        {
-            "summary": "The worker image lacks the requests package.",
-            "root_cause": "requests is imported but not installed.",
-            "confidence": "high",
-            "evidence": ["ModuleNotFoundError: No module named 'requests'"],
-            "edits": [],
-            "no_edits_reason": "The image's requirements are outside the repository.",
-        },
-        **usage,
-    )
+def submit(*, cause_service: str | None = None, **usage: int) -> Reply:
+    answer: dict[str, Any] = {
+        "summary": "The worker image lacks the requests package.",
+        "root_cause": "requests is imported but not installed.",
+        "confidence": "high",
+        "evidence": ["ModuleNotFoundError: No module named 'requests'"],
+        "edits": [],
+        "no_edits_reason": "The image's requirements are outside the repository.",
+    }
+    if cause_service is not None:
+        answer["cause_service"] = cause_service
+    return tool_use(SUBMIT, answer, **usage)
 
 
 @pytest.fixture
@@ -114,6 +113,69 @@ def test_without_a_key_the_rules_diagnose_and_the_case_file_is_stored() -> None:
     stored = diagnoses.diagnoses(incident.id)
     assert [d.source for d in stored] == [DiagnosisSource.RULES]
     assert "ModuleNotFoundError: No module named 'requests'" in stored[0].case_file
+
+
+@pytest.mark.parametrize(
+    ("fixture", "service_name", "state"),
+    [
+        ("dependency_stopped", "db", "exited (exit code 137)"),
+        ("dependency_refused", "db", "running"),
+    ],
+)
+def test_the_rule_diagnosis_records_the_other_service_where_the_cause_lies(
+    fixture: str, service_name: str, state: str
+) -> None:
+    data = load_fixture(fixture)
+    incidents = diagnoses = MemoryStore()
+    incident = open_incident(incidents, data["inspect"])
+    result = service(None, incidents, diagnoses, data).diagnose(incident.id)
+    [stored] = diagnoses.diagnoses(incident.id)
+    assert (stored.cause_service, stored.cause_state) == (service_name, state)
+    assert result.rule == stored
+
+
+def test_a_rule_diagnosis_of_the_service_itself_names_no_other_service() -> None:
+    data = load_fixture("missing_module")
+    incidents = diagnoses = MemoryStore()
+    incident = open_incident(incidents, data["inspect"])
+    service(None, incidents, diagnoses, data).diagnose(incident.id)
+    [stored] = diagnoses.diagnoses(incident.id)
+    assert (stored.cause_service, stored.cause_state) == (None, None)
+
+
+def test_the_model_diagnosis_records_the_service_it_names_with_the_case_files_state(
+    fake: FakeAnthropic,
+) -> None:
+    data = load_fixture("dependency_stopped")
+    incidents = diagnoses = MemoryStore()
+    incident = open_incident(incidents, data["inspect"])
+    fake.script += [submit(cause_service="db")]
+    result = service(fake, incidents, diagnoses, data).diagnose(incident.id)
+    assert result.llm is not None
+    stored = diagnoses.diagnoses(incident.id)[-1]
+    assert stored == result.llm
+    assert (stored.cause_service, stored.cause_state) == ("db", "exited (exit code 137)")
+
+
+def test_a_reused_model_diagnosis_names_the_same_service_in_its_state_now(
+    fake: FakeAnthropic,
+) -> None:
+    data = load_fixture("dependency_stopped")
+    incidents = diagnoses = MemoryStore()
+    first = open_incident(incidents, data["inspect"])
+    svc = service(fake, incidents, diagnoses, data)
+    fake.script += [submit(cause_service="db")]
+    one = svc.diagnose(first.id)
+    incidents.set_status(first.id, first.status.RESOLVED, at=NOW)
+    for sibling in data["siblings"]:
+        if sibling["service"] == "db":
+            sibling.update(state="restarting", exit_code=None)
+    second = open_incident(incidents, data["inspect"])
+    two = svc.diagnose(second.id)
+    assert len(fake.requests) == 1
+    assert one.llm is not None and two.llm is not None and two.reused_from == one.llm.id
+    assert (one.llm.cause_service, one.llm.cause_state) == ("db", "exited (exit code 137)")
+    assert (two.llm.cause_service, two.llm.cause_state) == ("db", "restarting")
 
 
 def test_token_counts_recorded_equal_what_the_server_reported(fake: FakeAnthropic) -> None:
@@ -304,7 +366,15 @@ def test_the_json_document_has_exactly_the_contract_fields(fake: FakeAnthropic) 
     document = diagnose_document(service(fake, incidents, diagnoses, data).diagnose(incident.id))
     json.dumps(document)
     assert set(document) == {"incident_id", "rule", "llm", "reused_from", "error"}
-    assert set(document["rule"]) == {"id", "summary", "root_cause", "confidence", "evidence"}
+    assert set(document["rule"]) == {
+        "id",
+        "summary",
+        "root_cause",
+        "confidence",
+        "evidence",
+        "cause_service",
+        "cause_state",
+    }
     assert set(document["llm"]) == {
         "model",
         "summary",
@@ -315,7 +385,12 @@ def test_the_json_document_has_exactly_the_contract_fields(fake: FakeAnthropic) 
         "no_edits_reason",
         "input_tokens",
         "output_tokens",
+        "cause_service",
+        "cause_state",
     }
+    # The cause of a missing module lies in the worker itself.
+    assert document["rule"]["cause_service"] is None
+    assert document["llm"]["cause_state"] is None
 
 
 def test_the_text_shows_rules_and_claude_side_by_side_and_edits_as_a_diff() -> None:
@@ -349,3 +424,31 @@ def test_the_text_shows_rules_and_claude_side_by_side_and_edits_as_a_diff() -> N
     assert "--- a/requirements.txt" in text
     assert "+requests==2.32" in text
     assert "  an invented line" in text
+
+
+def test_medic_diagnose_leads_with_the_other_service_where_the_cause_lies() -> None:
+    from agent.escalate.worker import DiagnosisResult
+
+    data = load_fixture("dependency_stopped")
+    incidents = diagnoses = MemoryStore()
+    incident = open_incident(incidents, data["inspect"])
+    result = service(None, incidents, diagnoses, data).diagnose(incident.id)
+    document = diagnose_document(result)
+    assert document["rule"]["cause_service"] == "db"
+    assert document["rule"]["cause_state"] == "exited (exit code 137)"
+    lines = render_text(result).splitlines()
+    assert lines[:3] == [f"Incident {incident.id}", "", "Cause lies in db: exited (exit code 137)."]
+    summary = next(i for i, line in enumerate(lines) if line.startswith("Rules ("))
+    assert summary > 2
+    # The model's answer, when it names a service, leads instead.
+    llm = dataclasses.replace(
+        result.rule,
+        id=new_diagnosis_id(),
+        source=DiagnosisSource.LLM,
+        model="claude-sonnet-5-5",
+        cause_service="migrate",
+        cause_state="exited (exit code 1)",
+    )
+    both = DiagnosisResult(incident_id=incident.id, rule=result.rule, llm=llm)
+    assert render_text(both).splitlines()[2] == "Cause lies in migrate: exited (exit code 1)."
+    assert diagnose_document(both)["llm"]["cause_service"] == "migrate"

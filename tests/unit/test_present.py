@@ -269,3 +269,65 @@ def test_incidents_show_prints_the_pair_side_by_side_and_the_rest_one_line_each(
     # Without a rule diagnosis there is no pair: every diagnosis is a line of its own.
     only_llm = diagnoses_text([stale_llm])
     assert only_llm.startswith("\nOther diagnoses:\n") and "an earlier answer" in only_llm
+
+
+DB_DOWN = {"cause_service": "db", "cause_state": "exited (exit code 137)"}
+
+
+def test_the_cause_is_the_models_when_it_names_one_else_the_rules() -> None:
+    rule = diagnosis(5, DiagnosisSource.RULES, **DB_DOWN)
+    silent_llm = diagnosis(6, DiagnosisSource.LLM, model="m")
+    llm = diagnosis(6, DiagnosisSource.LLM, model="m", cause_service="cache", cause_state="running")
+    failed_llm = replace(llm, error="the call failed")
+
+    from_rules = present.cause_of(present.diagnosis_pair([rule, silent_llm]))
+    assert from_rules == present.Cause("db", "exited (exit code 137)", "rules", rule.id)
+    assert from_rules.line == "Cause lies in db: exited (exit code 137)."
+    assert from_rules.incidents_link == "/?service=db"
+    from_model = present.cause_of(present.diagnosis_pair([rule, llm]))
+    assert from_model == present.Cause("cache", "running", "m", llm.id)
+    assert present.cause_of(present.diagnosis_pair([rule, failed_llm])) == from_rules
+    assert present.cause_of(present.diagnosis_pair([diagnosis(5, DiagnosisSource.RULES)])) is None
+    assert present.cause_of(present.diagnosis_pair([])) is None
+
+
+def test_the_incidents_link_of_a_cause_is_the_listing_filtered_to_that_service() -> None:
+    odd = present.Cause("a b&c", None, "rules", "d1")
+    assert odd.incidents_link == "/?service=a+b%26c"
+    assert odd.line == "Cause lies in a b&c."
+
+
+def test_the_incident_document_and_its_diagnoses_carry_the_cause() -> None:
+    rule = diagnosis(5, DiagnosisSource.RULES, **DB_DOWN)
+    own = diagnosis(6, DiagnosisSource.LLM, model="m")
+    document = present.incident_detail(
+        escalated(), diagnoses=[rule, own], fixes=[], diff_of=lambda _fix: None, now=at(60)
+    )
+    [rules_doc, model_doc] = document["diagnoses"]
+    assert (rules_doc["cause_service"], rules_doc["cause_state"]) == (
+        "db",
+        "exited (exit code 137)",
+    )
+    assert (model_doc["cause_service"], model_doc["cause_state"]) == (None, None)
+    assert document["cause"] == {
+        "service": "db",
+        "state": "exited (exit code 137)",
+        "by": "rules",
+        "diagnosis_id": rule.id,
+    }
+    quiet = present.incident_detail(
+        escalated(), diagnoses=[own], fixes=[], diff_of=lambda _fix: None, now=at(60)
+    )
+    assert quiet["cause"] is None
+
+
+def test_incidents_show_leads_with_the_cause_before_any_summary() -> None:
+    from agent.cli_escalation import diagnoses_text
+
+    rule = diagnosis(5, DiagnosisSource.RULES, summary="app cannot reach db", **DB_DOWN)
+    text = diagnoses_text([rule])
+    assert text.startswith("Cause lies in db: exited (exit code 137).\n\n")
+    assert text.index("Cause lies in db") < text.index("app cannot reach db")
+    only_llm = diagnoses_text([diagnosis(2, DiagnosisSource.LLM, model="m", **DB_DOWN)])
+    assert only_llm.startswith("Cause lies in db: exited (exit code 137).\n")
+    assert "Cause lies in" not in diagnoses_text([diagnosis(5, DiagnosisSource.RULES)])
