@@ -78,9 +78,9 @@ def cause_line(service: str, state: str | None) -> str:
 
 def cause_sentence(d: Diagnosis, service: str) -> str:
     """The first line of a notification about ``service``'s incident whose cause lies in
-    another service: ``The cause lies in db (exited (exit code 1)), not in app.``"""
-    state = f" ({d.cause_state})" if d.cause_state else ""
-    return f"The cause lies in {d.cause_service}{state}, not in {service}."
+    another service: ``The cause lies in db, not in app: db is exited (exit code 1).``"""
+    state = f": {d.cause_service} is {d.cause_state}" if d.cause_state else ""
+    return f"The cause lies in {d.cause_service}, not in {service}{state}."
 
 
 COLUMN = 46

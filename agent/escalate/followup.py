@@ -16,8 +16,8 @@ Three parts, each given to the diagnosis worker (and to ``medic diagnose``):
   the model it makes the fix, and it says what happened in a notification.
 
 When a diagnosis finds the cause in another service of the compose project, its
-notification's body begins with that service and its state ("The cause lies in db
-(exited (exit code 1)), not in app."): what a person reads first is where to look.
+notification's body begins with that service and its state ("The cause lies in db,
+not in app: db is exited (exit code 1)."): what a person reads first is where to look.
 """
 
 from __future__ import annotations

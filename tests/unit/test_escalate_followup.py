@@ -275,7 +275,7 @@ def test_the_escalation_notification_leads_with_the_service_where_the_cause_lies
     worker.close(timeout=30)
     [escalated] = sent.items
     first, *rest = escalated.body.split("\n")
-    assert first == "The cause lies in db (exited (exit code 137)), not in app."
+    assert first == "The cause lies in db, not in app: db is exited (exit code 137)."
     assert "body" in rest
     assert "Diagnosis by medic's rules (dependency_unreachable): " in escalated.body
 
@@ -308,7 +308,7 @@ def test_the_models_diagnosis_notification_leads_with_the_service_it_names() -> 
     assert told.kind is NotificationKind.DIAGNOSED
     lines = told.body.split("\n")
     assert lines[:3] == [
-        "The cause lies in db (exited (exit code 1)), not in web.",
+        "The cause lies in db, not in web: db is exited (exit code 1).",
         "",
         "The port literal has a typo.",
     ]
@@ -324,4 +324,6 @@ def test_a_fix_notification_leads_with_the_service_the_diagnosis_names() -> None
     )
     [told] = sent.items
     assert told.kind is NotificationKind.FIX_PROPOSED
-    assert told.body.split("\n")[0] == "The cause lies in db (exited (exit code 1)), not in web."
+    assert (
+        told.body.split("\n")[0] == "The cause lies in db, not in web: db is exited (exit code 1)."
+    )
