@@ -31,6 +31,7 @@ from agent.escalate.llm import (
     ToolCall,
     ToolResults,
     Usage,
+    status_error,
 )
 
 _CACHED = {"type": "ephemeral"}
@@ -114,11 +115,7 @@ class ClaudeModel:
         except anthropic.APIConnectionError as e:
             raise LLMUnavailable(f"the Claude API could not be reached after retries ({e})") from e
         except anthropic.APIStatusError as e:
-            kind = (
-                LLMUnavailable
-                if e.status_code in (408, 409, 429) or e.status_code >= 500
-                else LLMError
-            )
+            kind = status_error(e.status_code)
             raise kind(f"the Claude API answered {e.status_code}: {_api_message(e)}") from e
         except anthropic.APIResponseValidationError as e:
             raise LLMError(f"the Claude API answered something unexpected ({e})") from e

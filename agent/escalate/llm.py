@@ -62,6 +62,14 @@ class LLMUnavailable(LLMError, TemporaryError):
     """The API did not answer (429, 529, 5xx, time-out) after the SDK's retries."""
 
 
+def status_error(status_code: int) -> type[LLMError]:
+    """The error for an HTTP status the API answered with: asking later may help after a
+    time-out, a conflict, a rate limit or a server error, and not after anything else."""
+    if status_code in (408, 409, 429) or status_code >= 500:
+        return LLMUnavailable
+    return LLMError
+
+
 @dataclass(frozen=True)
 class Usage:
     """Tokens and calls spent, summed over one conversation."""

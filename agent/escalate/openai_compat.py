@@ -38,6 +38,7 @@ from agent.escalate.llm import (
     ToolCall,
     ToolResults,
     Usage,
+    status_error,
 )
 
 #: The key sent when none is set: a local server asks for none, the SDK insists on one.
@@ -116,11 +117,7 @@ class ChatCompletionsModel:
         except openai.APIConnectionError as e:
             raise LLMUnavailable(f"{where} could not be reached after retries ({e})") from e
         except openai.APIStatusError as e:
-            kind = (
-                LLMUnavailable
-                if e.status_code in (408, 409, 429) or e.status_code >= 500
-                else LLMError
-            )
+            kind = status_error(e.status_code)
             raise kind(f"{where} answered {e.status_code}: {_api_message(e)}") from e
         except openai.APIResponseValidationError as e:
             raise LLMError(f"{where} answered something unexpected ({e})") from e

@@ -481,24 +481,16 @@ def _failed_dependencies(case: CaseFile) -> list[ServiceState]:
 
 def dependency_failed(case: CaseFile) -> RuleDiagnosis | None:
     """A one-shot job this service waits for (``service_completed_successfully``) failed."""
-    for dep in _failed_dependencies(case):
-        if not dep.must_complete:
-            continue
-        return RuleDiagnosis(
-            rule_id="dependency_failed",
-            summary=(
-                f"{_who(case)} depends on {dep.service}, which exited with code {dep.exit_code}."
-            ),
-            root_cause=(
-                f"The one-shot service {dep.service} (a migration or set-up job) that "
-                f"{_who(case)} depends on failed, so {_who(case)} starts without what it needs. "
-                f"Look at {dep.service}'s log first; healing {_who(case)} cannot help."
-            ),
-            confidence=Confidence.HIGH,
-            evidence=(dep.line(),),
-            culprit=Culprit.of(dep),
-        )
-    return None
+    dep = next((d for d in _failed_dependencies(case) if d.must_complete), None)
+    if dep is None:
+        return None
+    return _dependency_result(
+        case,
+        dep,
+        f"The one-shot service {dep.service} (a migration or set-up job) that {_who(case)} "
+        f"depends on failed, so {_who(case)} starts without what it needs.",
+        Confidence.HIGH,
+    )
 
 
 def dependency_exited(case: CaseFile) -> RuleDiagnosis | None:
@@ -506,24 +498,31 @@ def dependency_exited(case: CaseFile) -> RuleDiagnosis | None:
 
     Tried after the rules that read this service's own log, so that a dependency that
     happens to be down does not hide a cause this service's log names."""
-    for dep in _failed_dependencies(case):
-        if dep.must_complete:
-            continue
-        return RuleDiagnosis(
-            rule_id="dependency_failed",
-            summary=(
-                f"{_who(case)} depends on {dep.service}, which exited with code {dep.exit_code}."
-            ),
-            root_cause=(
-                f"{dep.service}, which {_who(case)} depends on, stopped with an error of its "
-                f"own (exit code {dep.exit_code}), so {_who(case)} cannot use it. Look at "
-                f"{dep.service}'s log first; healing {_who(case)} cannot help."
-            ),
-            confidence=Confidence.MEDIUM,
-            evidence=(dep.line(),),
-            culprit=Culprit.of(dep),
-        )
-    return None
+    dep = next((d for d in _failed_dependencies(case) if not d.must_complete), None)
+    if dep is None:
+        return None
+    return _dependency_result(
+        case,
+        dep,
+        f"{dep.service}, which {_who(case)} depends on, stopped with an error of its own "
+        f"(exit code {dep.exit_code}), so {_who(case)} cannot use it.",
+        Confidence.MEDIUM,
+    )
+
+
+def _dependency_result(
+    case: CaseFile, dep: ServiceState, cause: str, confidence: Confidence
+) -> RuleDiagnosis:
+    return RuleDiagnosis(
+        rule_id="dependency_failed",
+        summary=f"{_who(case)} depends on {dep.service}, which exited with code {dep.exit_code}.",
+        root_cause=(
+            f"{cause} Look at {dep.service}'s log first; healing {_who(case)} cannot help."
+        ),
+        confidence=confidence,
+        evidence=(dep.line(),),
+        culprit=Culprit.of(dep),
+    )
 
 
 _UNREACHABLE = re.compile(
