@@ -87,6 +87,19 @@ def _find(lines: Sequence[str], pattern: re.Pattern[str]) -> tuple[str, re.Match
     return None
 
 
+def _find_any(
+    lines: Sequence[str], patterns: Sequence[re.Pattern[str]]
+) -> tuple[str, re.Match[str]] | None:
+    """The newest line matching any of ``patterns`` (the first that matches it), and the
+    match."""
+    for line in reversed(lines):
+        for pattern in patterns:
+            match = pattern.search(line)
+            if match:
+                return line, match
+    return None
+
+
 def _dedupe(lines: Sequence[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(line for line in lines if line))
 
@@ -694,15 +707,8 @@ def _env_value(case: CaseFile, name: str) -> str | None:
 
 
 def missing_env(case: CaseFile) -> RuleDiagnosis | None:
-    named: tuple[str, str] | None = None
-    for line in reversed(case.logs):
-        for pattern in _MISSING_ENV:
-            match = pattern.search(line)
-            if match:
-                named = (line, match.group("var"))
-                break
-        if named:
-            break
+    hit = _find_any(case.logs, _MISSING_ENV)
+    named = (hit[0], hit[1].group("var")) if hit else None
     if named is None:
         key = _find(case.logs, _KEY_ERROR)
         if key is not None and any(_ENVIRON_FRAME.search(line) for line in case.logs):
@@ -850,16 +856,8 @@ def _covering_mount(case: CaseFile, path: str) -> Mount | None:
 
 
 def missing_file(case: CaseFile) -> RuleDiagnosis | None:
-    found = None
     specific = True
-    for line in reversed(case.logs):
-        for pattern in _MISSING_FILE:
-            match = pattern.search(line)
-            if match:
-                found = (line, match)
-                break
-        if found:
-            break
+    found = _find_any(case.logs, _MISSING_FILE)
     if found is None:
         found = _find(case.logs, _NO_SUCH_PATH)
         specific = False
@@ -906,15 +904,7 @@ _UPSTREAM = (
 
 
 def upstream_unresolvable(case: CaseFile) -> RuleDiagnosis | None:
-    found = None
-    for line in reversed(case.logs):
-        for pattern in _UPSTREAM:
-            match = pattern.search(line)
-            if match:
-                found = (line, match)
-                break
-        if found:
-            break
+    found = _find_any(case.logs, _UPSTREAM)
     if found is None:
         return None
     line, match = found
