@@ -12,17 +12,20 @@ What counts as configured differs by provider:
 Without that, no model is asked and nothing leaves the host; the rules diagnose
 alone. Only the adapter of the provider named is ever built, so with ``openai`` no
 Anthropic client exists and no request can go to Anthropic, whatever ANTHROPIC_*
-says.
+says. The adapters are imported only when one is built: each SDK costs tens of MiB of
+memory, which a medic with no model configured (or the other one) does not pay.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from agent.config import LlmSettings
-from agent.escalate import claude, openai_compat
-from agent.escalate.llm import Model
+
+if TYPE_CHECKING:
+    from agent.escalate.llm import Model
 
 #: The SDKs' own variables for each provider: the key, then the address.
 SDK_VARIABLES: Mapping[str, tuple[str, str]] = {
@@ -84,6 +87,8 @@ def missing(settings: LlmSettings) -> tuple[str, str]:
 def connect(found: Endpoint, *, timeout: float, max_retries: int) -> Model:
     """The adapter of ``found``'s provider, and only that one."""
     if found.provider == "openai":
+        from agent.escalate import openai_compat
+
         client = openai_compat.make_client(
             base_url=found.base_url,
             api_key=found.api_key,
@@ -91,6 +96,8 @@ def connect(found: Endpoint, *, timeout: float, max_retries: int) -> Model:
             max_retries=max_retries,
         )
         return openai_compat.ChatCompletionsModel(client, found.model)
+    from agent.escalate import claude
+
     assert found.api_key is not None
     return claude.ClaudeModel(
         claude.make_client(
@@ -107,12 +114,16 @@ def ask(found: Endpoint, *, timeout: float) -> str:
     """One tiny question to ``found``'s model (``medic doctor --llm``): its answer, or
     LLMError saying why there is none."""
     if found.provider == "openai":
+        from agent.escalate import openai_compat
+
         return openai_compat.ask_model(
             openai_compat.make_client(
                 base_url=found.base_url, api_key=found.api_key, timeout=timeout, max_retries=1
             ),
             found.model,
         )
+    from agent.escalate import claude
+
     assert found.api_key is not None
     return claude.ask_model(
         claude.make_client(

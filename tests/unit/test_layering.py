@@ -9,6 +9,8 @@ under agent/ and names each import that breaks it.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,6 +38,7 @@ PURE = frozenset(
         "agent.engine.translate",
         "agent.escalate.casefile",
         "agent.escalate.rules",
+        "agent.escalate.calibrate",
         "agent.escalate.redact",
         "agent.fixes.guardrails",
         "agent.fixes.compose_guard",
@@ -248,3 +251,15 @@ def test_the_checks_catch_what_they_are_for() -> None:
         "agent.healing.recorder.Recorder",
         "agent.supervisor",
     ]
+
+
+def test_no_model_sdk_is_imported_until_a_model_is_asked() -> None:
+    # Each SDK costs tens of MiB; a medic without a model (or with the other) never pays.
+    code = (
+        "import sys, agent.cli, agent.wiring, agent.supervisor, agent.escalate.worker; "
+        "print(sorted(m for m in ('anthropic', 'openai') if m in sys.modules))"
+    )
+    found = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert found == "[]"
