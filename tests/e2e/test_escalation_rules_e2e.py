@@ -144,7 +144,18 @@ def check_the_commands(incident_id: IncidentId, *, env: dict[str, str], postgres
     document = json.loads(done.stdout)
     assert set(document) == {"incident_id", "rule", "llm", "reused_from", "error"}
     assert document["incident_id"] == incident_id
-    assert set(document["rule"]) == {"id", "summary", "root_cause", "confidence", "evidence"}
+    # The documented fields, and where the cause lies (none here: the module is this
+    # service's own).
+    assert set(document["rule"]) == {
+        "id",
+        "summary",
+        "root_cause",
+        "confidence",
+        "evidence",
+        "cause_service",
+        "cause_state",
+    }
+    assert document["rule"]["cause_service"] is None
     assert document["rule"]["id"] == "missing_module"
     assert document["llm"] is None
     assert document["reused_from"] is None and document["error"] is None
