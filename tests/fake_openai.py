@@ -20,15 +20,12 @@ get the replies listed for it.
 from __future__ import annotations
 
 import json
-import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Mapping
 from typing import Any
 
-from fake_anthropic import Reply, Request
+from fake_http import Reply, ScriptedServer
 
 PATH = "/v1/chat/completions"
 
@@ -252,8 +249,12 @@ def _check_text(content: Any, number: int) -> None:
     raise Invalid(f"message {number}: content must be text")
 
 
-class FakeOpenAI:
+class FakeOpenAI(ScriptedServer):
     """The server; use ``running()`` so it is always shut down."""
+
+    request_id_header = "x-request-id"
+    server_error = "server_error"
+    url_suffix = "/v1"
 
     def __init__(
         self,
@@ -262,45 +263,12 @@ class FakeOpenAI:
         routes: Mapping[str, list[Reply]] | None = None,
         key: str | None = None,
     ) -> None:
-        self.script = list(script)
-        self.routes = {text: list(replies) for text, replies in (routes or {}).items()}
+        super().__init__(script, routes=routes)
         self.key = key
-        self.requests: list[Request] = []
         self.rejected: list[str] = []
-        self._lock = threading.Lock()
-        self._release = threading.Event()
-        fake = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("content-length") or 0)
-                raw = self.rfile.read(length)
-                headers = dict(self.headers.items())
-                with fake._lock:
-                    fake.requests.append(Request(self.path, headers, raw))
-                    reply = fake._answer(self.path, headers, raw)
-                if reply.before is not None:
-                    reply.before()
-                if reply.delay:
-                    fake._release.wait(reply.delay)
-                data = json.dumps(reply.body).encode()
-                try:
-                    self.send_response(reply.status)
-                    self.send_header("content-type", "application/json")
-                    self.send_header("content-length", str(len(data)))
-                    self.send_header("x-request-id", f"req_{uuid.uuid4().hex[:12]}")
-                    for name, value in reply.headers.items():
-                        self.send_header(name, value)
-                    self.end_headers()
-                    self.wfile.write(data)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client gave up (a time-out test)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
+    def error(self, status: int, kind: str, words: str) -> Reply:
+        return error(status, kind, words)
 
     def _answer(self, path: str, headers: dict[str, str], raw: bytes) -> Reply:
         auth = {k.lower(): v for k, v in headers.items()}.get("authorization")
@@ -312,39 +280,8 @@ class FakeOpenAI:
             check(json.loads(raw))
         except (ValueError, Invalid) as e:
             return self._refuse(400, "invalid_request_error", str(e))
-        body = raw.decode("utf-8", "replace")
-        matched = [text for text in self.routes if text in body]
-        if len(matched) > 1:
-            return error(500, "server_error", f"the request matches the routes {matched!r}")
-        replies = self.routes[matched[0]] if matched else self.script
-        if not replies:
-            return error(500, "server_error", "the fake server's script ran out")
-        return replies.pop(0)
+        return self._scripted(raw)
 
     def _refuse(self, status: int, kind: str, why: str) -> Reply:
         self.rejected.append(why)
         return error(status, kind, why)
-
-    @property
-    def url(self) -> str:
-        """The base URL a client is given, as for a real server: ``http://host:port/v1``."""
-        host, port = self.server.server_address[:2]
-        return f"http://{host!s}:{port}/v1"
-
-    @property
-    def bodies(self) -> list[dict[str, Any]]:
-        return [r.body for r in self.requests]
-
-    @contextmanager
-    def running(self) -> Iterator[FakeOpenAI]:
-        thread = threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        thread.start()
-        try:
-            yield self
-        finally:
-            self._release.set()
-            self.server.shutdown()
-            self.server.server_close()
-            thread.join()

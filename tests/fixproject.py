@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fake_anthropic import Reply, tool_use
+from fake_anthropic import tool_use
+from fake_http import Reply
 from fixrepo import Repo
 from helpers import wait_for
 from medic_process import QUICK_PLAYBOOK, medic_env

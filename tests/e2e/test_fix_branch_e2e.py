@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fake_anthropic import FakeAnthropic, Reply, tool_use
+from fake_anthropic import FakeAnthropic, tool_use
+from fake_http import Reply
 from fixproject import SERV_FOREVER, Project, fixing_env, prepare_state, wait_for_fixes
 from helpers import wait_for
 from medic_process import start, stop

@@ -25,6 +25,7 @@ import fake_anthropic
 import fake_openai
 import pytest
 from escalate_support import FixtureSource, case_from_fixture, load_fixture
+from fake_http import Reply, Request
 from fakes import FakeClock
 
 from agent.escalate import claude, openai_compat
@@ -41,8 +42,8 @@ NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 
 
 class Served(Protocol):
-    script: list[fake_anthropic.Reply]
-    requests: list[fake_anthropic.Request]
+    script: list[Reply]
+    requests: list[Request]
 
     @property
     def url(self) -> str: ...
@@ -60,13 +61,13 @@ class Side(Protocol):
 
     def model(self, url: str, *, max_retries: int = 0) -> Model: ...
 
-    def call(self, name: str, args: dict[str, Any], *, tokens: int = 1280) -> fake_anthropic.Reply:
+    def call(self, name: str, args: dict[str, Any], *, tokens: int = 1280) -> Reply:
         """A reply calling one tool; ``tokens`` is all it costs, input and output."""
         ...
 
-    def say(self, words: str) -> fake_anthropic.Reply: ...
+    def say(self, words: str) -> Reply: ...
 
-    def overloaded(self) -> fake_anthropic.Reply: ...
+    def overloaded(self) -> Reply: ...
 
     def choice(self, body: dict[str, Any]) -> str:
         """``auto`` or ``forced`` (forced to submit_diagnosis, and only it)."""
@@ -97,13 +98,13 @@ class AnthropicSide:
         )
         return claude.ClaudeModel(client, "claude-sonnet-5-5")
 
-    def call(self, name: str, args: dict[str, Any], *, tokens: int = 1280) -> fake_anthropic.Reply:
+    def call(self, name: str, args: dict[str, Any], *, tokens: int = 1280) -> Reply:
         return fake_anthropic.tool_use(name, args, input_tokens=tokens - 80, output_tokens=80)
 
-    def say(self, words: str) -> fake_anthropic.Reply:
+    def say(self, words: str) -> Reply:
         return fake_anthropic.text(words)
 
-    def overloaded(self) -> fake_anthropic.Reply:
+    def overloaded(self) -> Reply:
         return fake_anthropic.error(
             529, "overloaded_error", "Overloaded", **{"retry-after-ms": "10"}
         )
@@ -136,13 +137,13 @@ class OpenAISide:
         )
         return openai_compat.ChatCompletionsModel(client, "qwen3:8b")
 
-    def call(self, name: str, args: dict[str, Any], *, tokens: int = 1280) -> fake_anthropic.Reply:
+    def call(self, name: str, args: dict[str, Any], *, tokens: int = 1280) -> Reply:
         return fake_openai.tool_call(name, args, prompt_tokens=tokens - 80, completion_tokens=80)
 
-    def say(self, words: str) -> fake_anthropic.Reply:
+    def say(self, words: str) -> Reply:
         return fake_openai.text(words)
 
-    def overloaded(self) -> fake_anthropic.Reply:
+    def overloaded(self) -> Reply:
         return fake_openai.error(503, "server_error", "Overloaded", **{"retry-after-ms": "10"})
 
     def choice(self, body: dict[str, Any]) -> str:

@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 from escalate_support import case_from_fixture, load_fixture
-from fake_anthropic import FakeAnthropic, Reply, error, text, tool_use
+from fake_anthropic import FakeAnthropic, error, text, tool_use
+from fake_http import Reply
 
 from agent.escalate.casefile import CaseFile
 from agent.escalate.claude import ClaudeModel, make_client

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 from escalate_support import FixtureSource, load_fixture
-from fake_anthropic import FakeAnthropic, Reply, error, tool_use
+from fake_anthropic import FakeAnthropic, error, tool_use
+from fake_http import Reply
 from fakes import FakeClock
 
 from agent.escalate.budget import error_signature, fingerprint
