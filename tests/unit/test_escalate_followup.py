@@ -98,6 +98,19 @@ def test_closing_sends_what_is_held_then_closes_the_notifier() -> None:
     assert sent.closed
 
 
+def escalation_sent(data: dict[str, Any], incidents: MemoryStore, sent: Sent) -> Notification:
+    """Escalate an incident of ``data``'s container through a worker, and the one
+    notification that went out for it."""
+    incident = open_incident(incidents, data["inspect"])
+    worker = worker_for(data, incidents, sent)
+    assert isinstance(worker.notices, EscalationNotices)
+    worker.notices.send(note(NotificationKind.ESCALATED, incident.id))
+    worker.escalated(incident)
+    worker.close(timeout=30)
+    [escalated] = sent.items
+    return escalated
+
+
 def worker_for(data: dict[str, Any], incidents: MemoryStore, sent: Sent) -> DiagnosisWorker:
     service = DiagnosisService(
         incidents=incidents,
@@ -138,13 +151,7 @@ class Broken(MemoryStore):
 def test_a_failed_diagnosis_still_sends_the_escalation_saying_it_failed() -> None:
     data = load_fixture("missing_module")
     incidents, sent = Broken(), Sent()
-    incident = open_incident(incidents, data["inspect"])
-    worker = worker_for(data, incidents, sent)
-    assert isinstance(worker.notices, EscalationNotices)
-    worker.notices.send(note(NotificationKind.ESCALATED, incident.id))
-    worker.escalated(incident)
-    worker.close(timeout=30)
-    [escalated] = sent.items
+    escalated = escalation_sent(data, incidents, sent)
     assert escalated.body.startswith("body\n\nmedic could not diagnose it (the disk is on fire)")
 
 
@@ -267,13 +274,7 @@ def test_a_diagnosis_without_edits_makes_no_fix_and_says_what_claude_found() -> 
 def test_the_escalation_notification_leads_with_the_service_where_the_cause_lies() -> None:
     data = load_fixture("dependency_stopped")
     incidents, sent = MemoryStore(), Sent()
-    incident = open_incident(incidents, data["inspect"])
-    worker = worker_for(data, incidents, sent)
-    assert isinstance(worker.notices, EscalationNotices)
-    worker.notices.send(note(NotificationKind.ESCALATED, incident.id))
-    worker.escalated(incident)
-    worker.close(timeout=30)
-    [escalated] = sent.items
+    escalated = escalation_sent(data, incidents, sent)
     first, *rest = escalated.body.split("\n")
     assert first == "The cause lies in db, not in app: db is exited (exit code 137)."
     assert "body" in rest
@@ -283,13 +284,7 @@ def test_the_escalation_notification_leads_with_the_service_where_the_cause_lies
 def test_an_escalation_whose_cause_is_the_service_itself_starts_as_it_was() -> None:
     data = load_fixture("missing_module")
     incidents, sent = MemoryStore(), Sent()
-    incident = open_incident(incidents, data["inspect"])
-    worker = worker_for(data, incidents, sent)
-    assert isinstance(worker.notices, EscalationNotices)
-    worker.notices.send(note(NotificationKind.ESCALATED, incident.id))
-    worker.escalated(incident)
-    worker.close(timeout=30)
-    [escalated] = sent.items
+    escalated = escalation_sent(data, incidents, sent)
     assert escalated.body.startswith("body\n\n")
     assert "The cause lies in" not in escalated.body
 
