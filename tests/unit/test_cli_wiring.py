@@ -29,17 +29,18 @@ from agent.store.memory import MemoryStore
 
 
 def submit(edit: Edit) -> Any:
-    return tool_use(
-        SUBMIT,
-        {
-            "summary": "The service listens on the wrong port.",
-            "root_cause": "app.py hard-codes the port.",
-            "confidence": "medium",
-            "evidence": [],
-            "edits": [{"path": edit.path, "old": edit.old, "new": edit.new}],
-            "no_edits_reason": None,
-        },
-    )
+    return tool_use(SUBMIT, submission(edit))
+
+
+def submission(edit: Edit) -> dict[str, Any]:
+    return {
+        "summary": "The service listens on the wrong port.",
+        "root_cause": "app.py hard-codes the port.",
+        "confidence": "medium",
+        "evidence": [],
+        "edits": [{"path": edit.path, "old": edit.old, "new": edit.new}],
+        "no_edits_reason": None,
+    }
 
 
 def test_claudes_failed_edit_goes_back_once_and_the_fixed_one_becomes_a_branch(
@@ -80,17 +81,6 @@ def test_claudes_failed_edit_goes_back_once_and_the_fixed_one_becomes_a_branch(
     assert fix is not None and fix.status is FixStatus.PROPOSED, fix
     assert 'int("8081")' in repo.git("show", f"{fix.branch}:web/app.py")
     assert store.fixes_of_incident(incident.id) == [fix]
-
-
-def submission(edit: Edit) -> dict[str, Any]:
-    return {
-        "summary": "The service listens on the wrong port.",
-        "root_cause": "app.py hard-codes the port.",
-        "confidence": "medium",
-        "evidence": [],
-        "edits": [{"path": edit.path, "old": edit.old, "new": edit.new}],
-        "no_edits_reason": None,
-    }
 
 
 def test_with_the_openai_provider_a_local_server_is_asked_and_anthropic_never_is(
