@@ -25,6 +25,9 @@ from agent.model import (
 )
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "escalate"
+#: A secret the model-diagnosis tests plant in the case file, to prove it never leaves.
+DB_PASSWORD = "Tr0ub4dor&3-horse"
+MODULE_ERROR = "ModuleNotFoundError: No module named 'requests'"
 T0 = datetime(2026, 11, 21, 12, 0, 0, tzinfo=UTC)
 
 
@@ -117,3 +120,33 @@ class FixtureSource:
 
     def engine_platform(self) -> str:
         return str(self.data.get("platforms", {}).get("engine", ""))
+
+
+def case_with_secret(extra_log: Sequence[str] = ()) -> CaseFile:
+    """The missing_module failure with DB_PASSWORD in its environment and its log."""
+    data = load_fixture("missing_module")
+    inspect = json.loads(json.dumps(data["inspect"]))
+    inspect["Config"]["Env"].append(f"DB_PASSWORD={DB_PASSWORD}")
+    logs = [*data["logs"], f"db login with {DB_PASSWORD} ok", *extra_log]
+    return case_from_fixture("missing_module", inspect=inspect, log_lines=logs)
+
+
+def submission(**overrides: Any) -> dict[str, Any]:
+    """A model's submit_diagnosis input for that failure: requests added to
+    requirements.txt; ``overrides`` replace its fields."""
+    payload: dict[str, Any] = {
+        "summary": "The worker image lacks the requests package.",
+        "root_cause": "requirements.txt does not list requests, which app/worker.py imports.",
+        "confidence": "high",
+        "evidence": [MODULE_ERROR, "flask==3.0"],
+        "edits": [
+            {
+                "path": "requirements.txt",
+                "old": "flask==3.0\n",
+                "new": "flask==3.0\nrequests==2.32\n",
+            }
+        ],
+        "no_edits_reason": None,
+    }
+    payload.update(overrides)
+    return payload

@@ -13,7 +13,6 @@ service keeps across incidents.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
@@ -24,7 +23,15 @@ from typing import Any, Protocol
 import fake_anthropic
 import fake_openai
 import pytest
-from escalate_support import FixtureSource, case_from_fixture, load_fixture
+from escalate_support import (
+    DB_PASSWORD,
+    MODULE_ERROR,
+    FixtureSource,
+    case_from_fixture,
+    case_with_secret,
+    load_fixture,
+    submission,
+)
 from fake_http import Reply, Request
 from fakes import FakeClock
 
@@ -36,8 +43,6 @@ from agent.escalate.worker import DiagnosisService
 from agent.model import Confidence, ContainerId, ContainerRef, Edit, Finding, Signal
 from agent.store.memory import MemoryStore
 
-MODULE_ERROR = "ModuleNotFoundError: No module named 'requests'"
-DB_PASSWORD = "Tr0ub4dor&3-horse"
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 
 
@@ -210,30 +215,7 @@ def repo(tmp_path: Path) -> Path:
 
 
 def case(extra_log: Sequence[str] = ()) -> CaseFile:
-    data = load_fixture("missing_module")
-    inspect = json.loads(json.dumps(data["inspect"]))
-    inspect["Config"]["Env"].append(f"DB_PASSWORD={DB_PASSWORD}")
-    logs = [*data["logs"], f"db login with {DB_PASSWORD} ok", *extra_log]
-    return case_from_fixture("missing_module", inspect=inspect, log_lines=logs)
-
-
-def submission(**overrides: Any) -> dict[str, Any]:
-    payload: dict[str, Any] = {
-        "summary": "The worker image lacks the requests package.",
-        "root_cause": "requirements.txt does not list requests, which app/worker.py imports.",
-        "confidence": "high",
-        "evidence": [MODULE_ERROR, "flask==3.0"],
-        "edits": [
-            {
-                "path": "requirements.txt",
-                "old": "flask==3.0\n",
-                "new": "flask==3.0\nrequests==2.32\n",
-            }
-        ],
-        "no_edits_reason": None,
-    }
-    payload.update(overrides)
-    return payload
+    return case_with_secret(extra_log)
 
 
 def diagnoser(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import re
 from collections.abc import Iterator, Sequence
@@ -11,7 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from escalate_support import case_from_fixture, load_fixture
+from escalate_support import (
+    DB_PASSWORD,
+    MODULE_ERROR,
+    case_from_fixture,
+    case_with_secret,
+    load_fixture,
+    submission,
+)
 from fake_anthropic import FakeAnthropic, error, text, tool_use
 from fake_http import Reply
 
@@ -22,8 +28,6 @@ from agent.escalate.rules import diagnose
 from agent.model import Confidence, Edit
 
 API_KEY = "sk-ant-api03-test-key-for-the-fake-server-only-0000"
-DB_PASSWORD = "Tr0ub4dor&3-horse"
-MODULE_ERROR = "ModuleNotFoundError: No module named 'requests'"
 FORCED = {"type": "tool", "name": SUBMIT, "disable_parallel_tool_use": True}
 
 
@@ -47,30 +51,11 @@ def repo(tmp_path: Path) -> Path:
 
 
 def case() -> CaseFile:
-    data = load_fixture("missing_module")
-    inspect = json.loads(json.dumps(data["inspect"]))
-    inspect["Config"]["Env"].append(f"DB_PASSWORD={DB_PASSWORD}")
-    logs = [*data["logs"], f"db login with {DB_PASSWORD} ok"]
-    return case_from_fixture("missing_module", inspect=inspect, log_lines=logs)
+    return case_with_secret()
 
 
 def submit(usage: dict[str, int] | None = None, **overrides: Any) -> Reply:
-    payload: dict[str, Any] = {
-        "summary": "The worker image lacks the requests package.",
-        "root_cause": "requirements.txt does not list requests, which app/worker.py imports.",
-        "confidence": "high",
-        "evidence": [MODULE_ERROR, "flask==3.0"],
-        "edits": [
-            {
-                "path": "requirements.txt",
-                "old": "flask==3.0\n",
-                "new": "flask==3.0\nrequests==2.32\n",
-            }
-        ],
-        "no_edits_reason": None,
-    }
-    payload.update(overrides)
-    return tool_use(SUBMIT, payload, **(usage or {}))
+    return tool_use(SUBMIT, submission(**overrides), **(usage or {}))
 
 
 @pytest.fixture
