@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import docker
+from docs_block import write_block
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs" / "benchmarks.md"
@@ -120,18 +121,9 @@ def write_docs(r: dict[str, float]) -> str:
             END,
         ]
     )
-    text = DOCS.read_text()
-    if BEGIN in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + block + rest.split(END, 1)[1]
-    else:
-        text = (
-            text.rstrip()
-            + "\n\n## The medic container (`bench/container_bench.py`)\n\n"
-            + block
-            + "\n"
-        )
-    DOCS.write_text(text)
+    write_block(
+        DOCS, block, BEGIN, END, heading="## The medic container (`bench/container_bench.py`)\n\n"
+    )
     return block
 
 

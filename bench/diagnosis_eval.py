@@ -21,6 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
+from docs_block import write_block  # noqa: E402
 from escalate_support import case_from_fixture, fixture_names, load_fixture  # noqa: E402
 
 from agent.escalate.calibrate import Evaluation, ceilings, evaluate  # noqa: E402
@@ -92,14 +93,7 @@ def write_docs(evaluation: Evaluation) -> str:
             END,
         ]
     )
-    text = DOCS.read_text(encoding="utf-8")
-    if BEGIN in text:
-        head, rest = text.split(BEGIN, 1)
-        _, tail = rest.split(END, 1)
-        text = head + block + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    DOCS.write_text(text, encoding="utf-8")
+    write_block(DOCS, block, BEGIN, END)
     return block
 
 

@@ -33,6 +33,7 @@ import docker
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
+from docs_block import write_block  # noqa: E402
 from escalate_support import case_from_fixture, fixture_names, incident_for  # noqa: E402
 from fake_anthropic import FakeAnthropic, tool_use  # noqa: E402
 
@@ -245,23 +246,19 @@ def write_docs(
         END,
     ]
     block = "\n".join(lines)
-    text = DOCS.read_text(encoding="utf-8")
-    if BEGIN in text:
-        head, rest = text.split(BEGIN, 1)
-        _, tail = rest.split(END, 1)
-        text = head + block + tail
-    else:
-        text = (
-            text.rstrip("\n")
-            + "\n\n## Diagnosis (`bench/escalate_bench.py`)\n\n"
-            + "Engine requests and time to build a case file for a container with 10 MiB of "
-            + "logs (only the tail may be read), rule diagnosis time, and the bytes a typical "
-            + "Claude diagnosis sends, with the share prompt caching serves from the cache.\n"
-            + "Run it with `.venv/bin/python bench/escalate_bench.py`.\n\n"
-            + block
-            + "\n"
-        )
-    DOCS.write_text(text, encoding="utf-8")
+    write_block(
+        DOCS,
+        block,
+        BEGIN,
+        END,
+        heading=(
+            "## Diagnosis (`bench/escalate_bench.py`)\n\n"
+            "Engine requests and time to build a case file for a container with 10 MiB of "
+            "logs (only the tail may be read), rule diagnosis time, and the bytes a typical "
+            "Claude diagnosis sends, with the share prompt caching serves from the cache.\n"
+            "Run it with `.venv/bin/python bench/escalate_bench.py`.\n\n"
+        ),
+    )
     return block
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import docker
+from docs_block import write_block
 
 from agent import logs
 from agent.config import HealingSettings
@@ -188,12 +189,7 @@ def write_docs(rows: list[dict[str, float]], cycles: int) -> str:
         )
     lines.append(END)
     block = "\n".join(lines)
-    text = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n\n" + BEGIN + "\n" + END + "\n"
-    if BEGIN not in text:
-        text += "\n" + BEGIN + "\n" + END + "\n"
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    DOCS.write_text(head + block + tail)
+    write_block(DOCS, block, BEGIN, END)
     return block
 
 

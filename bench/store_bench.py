@@ -33,6 +33,7 @@ from typing import Any
 
 import docker
 import psycopg
+from docs_block import write_block
 
 from agent.errors import StoreUnavailable
 from agent.model import (
@@ -272,12 +273,7 @@ def write_docs(writes: dict[str, float], replays: list[dict[str, float]], interv
         END,
     ]
     block = "\n".join(lines)
-    text = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
-    if BEGIN not in text:
-        text = text.rstrip("\n") + "\n\n" + BEGIN + "\n" + END + "\n"
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    DOCS.write_text(head + block + tail)
+    write_block(DOCS, block, BEGIN, END)
     return block
 
 
