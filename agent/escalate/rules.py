@@ -426,11 +426,6 @@ def bad_config(case: CaseFile) -> RuleDiagnosis | None:
     )
 
 
-_MOUNT_ERROR = re.compile(
-    r"is a directory|not a directory|no such file or directory|"
-    r"\bEISDIR\b|\bENOTDIR\b|\bENOENT\b",
-    re.IGNORECASE,
-)
 _NO_SUCH = re.compile(r"no such file or directory|\bENOENT\b", re.IGNORECASE)
 _WRONG_KIND = re.compile(r"is a directory|not a directory|\bEISDIR\b|\bENOTDIR\b", re.IGNORECASE)
 _ENGINE_MOUNT = re.compile(
@@ -445,11 +440,12 @@ def missing_mount(case: CaseFile) -> RuleDiagnosis | None:
     if case.error and _ENGINE_MOUNT.search(case.error):
         return _mount_result(case, binds[0] if binds else None, case.error_line(), engine=True)
     for line in reversed(case.logs):
-        if not _MOUNT_ERROR.search(line):
+        wrong_kind = _WRONG_KIND.search(line) is not None
+        if not wrong_kind and not _NO_SUCH.search(line):
             continue
         # "No such file" on a file inside a mounted folder is missing_file's; the wrong
         # kind of file anywhere under the mount is this rule's.
-        exact = _NO_SUCH.search(line) is not None and _WRONG_KIND.search(line) is None
+        exact = not wrong_kind
         for mount in binds:
             if not mount.destination or mount.destination not in line:
                 continue
