@@ -40,8 +40,10 @@ from agent.store.ops import (
 class FlakyDatabase(OperationStore):
     """An honest stand-in for Postgres: applies operations idempotently, and can be down."""
 
-    def __init__(self) -> None:
+    def __init__(self, leases: FakeLeases | None = None) -> None:
+        """``leases``: the lease rows a live write's term is checked against."""
         self.rows = MemoryStore(max_resolved=None)
+        self.leases = leases
         self.down = False
         self.applied: list[Operation] = []
         self.keys: set[str] = set()
@@ -51,9 +53,11 @@ class FlakyDatabase(OperationStore):
         if self.down:
             raise StoreUnavailable("connection refused")
 
-    def apply(self, ops: Sequence[Operation]) -> None:
+    def apply(self, ops: Sequence[Operation], *, term: Term | None = None) -> None:
         with self.lock:
             self._check()
+            if term is not None and self.leases is not None:
+                self.leases.check(term)
             self._refuse_orphans(ops)
             for op in ops:
                 key = _key(op)

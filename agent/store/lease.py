@@ -18,6 +18,7 @@ real one, and the tests have an honest fake.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -46,6 +47,11 @@ class Claim:
     @property
     def term(self) -> Term:
         return Term(self.scope, self.holder, self.token)
+
+
+#: What a store asks before each incident or attempt write: the term to write under,
+#: or FencedOut when this medic may not write now (agent/leader.py's ``fence``).
+Fence = Callable[[], Term]
 
 
 class LeaseStore(ABC):
