@@ -386,6 +386,7 @@ def cmd_once(settings: Settings, *, as_json: bool) -> int:
     try:
         report = supervisor.run_once()
     finally:
+        supervisor.close_leadership()
         gateway.close()
         store.close()
     if as_json:
