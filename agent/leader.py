@@ -206,8 +206,8 @@ class LeaseLeader:
                 self._said_standing_by = True
                 logger.info(
                     "medic stands by: {} leads {} (lease term {}). This medic observes and "
-                    "serves its pages, records and does nothing, and takes over within {:g} s "
-                    "if that medic stops renewing its lease.",
+                    "serves its pages but records nothing and takes no action; it takes over "
+                    "within {:g} s if that medic stops renewing its lease.",
                     answer.holder,
                     self._describe,
                     answer.token,

@@ -94,11 +94,14 @@ def health_document(view: LoopView, *, now: datetime) -> tuple[bool, dict[str, o
     }
 
 
-def leadership_document(standing: Standing, *, holder: str, elected: bool) -> dict[str, object]:
+def leadership_document(
+    standing: Standing, *, scope: str, holder: str, elected: bool
+) -> dict[str, object]:
     """This medic's role as /status, /readyz and ``medic status`` show it: ``leader`` or
     ``standby`` and since when; who holds the lease and in which term; ``election``
     ``lease`` when a lease in Postgres decides, ``none`` when this medic is the only one."""
     return {
+        "scope": scope,
         "role": str(standing.role),
         "since": standing.since.isoformat(),
         "holder": holder,

@@ -240,7 +240,10 @@ class Supervisor:
         """Whether this medic leads its scope or stands by, and since when; safe from
         any thread (/status, /readyz)."""
         return leadership_document(
-            self._leader.standing(), holder=self._leader.holder, elected=self._leader.elected
+            self._leader.standing(),
+            scope=self._scope.describe(),
+            holder=self._leader.holder,
+            elected=self._leader.elected,
         )
 
     def status_document(self) -> dict[str, object]:

@@ -13,10 +13,11 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-from fakes import FakeClock, FakeDocker
+from fakes import T0, FakeClock, FakeDocker
 from helpers import logged
 from store_fakes import FakeLeases, FlakyDatabase
 
+from agent.cli import leadership_text
 from agent.config import HealingSettings
 from agent.errors import StoreUnavailable
 from agent.healing.act import Actor
@@ -38,10 +39,12 @@ from agent.model import (
     State,
     Wait,
 )
+from agent.store import MemoryStore
 from agent.store.base import Identity
 from agent.store.lease import Claim, LeaseStore, Term
 from agent.store.spool import SpoolingStore
 from agent.supervisor import NOT_LEADING, Supervisor
+from agent.wiring import readiness
 
 IDENTITY = Identity("ENGINE", "shop")
 LABELS = {"com.docker.compose.project": "shop", "com.docker.compose.service": "web"}
@@ -287,3 +290,40 @@ def test_without_a_lease_the_only_medic_leads_from_the_start(world: World) -> No
     assert world.starts() == 1
     assert medic.leadership()["role"] == str(Role.LEADER)
     assert medic.leadership()["election"] == "none"
+
+
+def test_status_readyz_and_metrics_say_leader_or_standby_and_since_when(world: World) -> None:
+    a, b = world.medic("a"), world.medic("b")
+    a.run_once()
+    world.clock.advance(1)
+    b.run_once()
+    lead, stand = a.leadership(), b.leadership()
+    assert a.status_document()["leadership"] == lead
+    assert lead == {
+        "scope": "compose project 'shop'",
+        "role": "leader",
+        "since": T0.isoformat(),
+        "holder": "a",
+        "leader": "a",
+        "term": 1,
+        "election": "lease",
+    }
+    assert stand["role"] == "standby" and stand["leader"] == "a" and stand["term"] is None
+    assert leadership_text(lead) == (
+        "This medic leads compose project 'shop' since 2026-11-21 12:00:00 "
+        "(lease term 1, holder a)."
+    )
+    assert leadership_text(stand) == (
+        "This medic stands by for compose project 'shop' since 2026-11-21 12:00:00 "
+        "(holder b); a leads it. It observes and does nothing until it takes the lease."
+    )
+    assert leadership_text(None) is None
+    _, ready = readiness(MemoryStore(), b)
+    assert ready["leadership"] == stand
+
+    def gauge(medic: Supervisor, name: str) -> float | None:
+        return medic.metrics.registry.get_sample_value(name)
+
+    assert (gauge(a, "medic_leader"), gauge(b, "medic_leader")) == (1.0, 0.0)
+    assert (gauge(a, "medic_lease_term"), gauge(b, "medic_lease_term")) == (1.0, 0.0)
+    assert gauge(a, "medic_leader_since_timestamp_seconds") == T0.timestamp()
