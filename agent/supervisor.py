@@ -41,7 +41,7 @@ from agent.healing.act import InFlight, Touch
 from agent.healing.decide import decide
 from agent.healing.detect import CrashLoopRule, detect_in
 from agent.healing.heal import Collect, Done, Healer, Parts
-from agent.healing.history import History, Reaction, Slot
+from agent.healing.history import History, Reaction, Slot, on_inspect
 from agent.healing.observe import Scope, explain, look_again, poll
 from agent.healing.recorder import EscalationHook, engine_account
 from agent.healing.signals import Prober
@@ -379,13 +379,18 @@ class Supervisor:
         slot, tracked = self._slots.track(snapshot.ref)
         if tracked is None or tracked.history.busy:
             return slot  # an action is in flight: the container is not judged at all
+        if not self._acting():
+            # Standing by: observed, never judged. Deaths it did not see live are not
+            # looked up in the engine's events: the leader's restarts look like a
+            # person's stops from here, and the lookup is the leader's to make.
+            self._slots.observed(
+                slot, on_inspect(tracked.history, snapshot), snapshot, cleared=False
+            )
+            return slot
         grace, window = self._healing.manual_stop_grace, self._healing.crash_loop_window
         history = explain(self._gateway, tracked.history, snapshot, grace=grace, window=window)
         if history is None:
             return slot  # who stopped it is unknown: look again at the next poll
-        if not self._acting():
-            self._slots.observed(slot, history, snapshot, cleared=False)
-            return slot  # standing by: observed, never judged
         with self._fenced():
             self._judge(slot, tracked, history, snapshot, sync=sync)
         return slot

@@ -185,17 +185,18 @@ class Healer:
                 f"(playbook {plan.playbook.name}, attempt {plan.attempt}).",
             )
             return
-        self._recorder.healing(plan)
         before = self._slots[slot]
         now = self._clock.now()
         ref = self._slots.plan_started(slot, plan, at=now).ref
         # Written before the action starts: a medic killed while it runs leaves a trace.
-        # Refused (FencedOut) when this medic's lease term is over: then nothing starts.
+        # Refused (FencedOut) when this medic's lease term is over: then nothing starts,
+        # and nothing is said to start.
         try:
             self._recorder.started(slot, plan, at=now)
         except FencedOut:
             self._slots.put(slot, before)
             raise
+        self._recorder.healing(plan)
         held = self._recorder.held(slot)
         announce = None
         if self._recorder.notifies:
