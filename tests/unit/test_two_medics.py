@@ -327,3 +327,34 @@ def test_status_readyz_and_metrics_say_leader_or_standby_and_since_when(world: W
     assert (gauge(a, "medic_leader"), gauge(b, "medic_leader")) == (1.0, 0.0)
     assert (gauge(a, "medic_lease_term"), gauge(b, "medic_lease_term")) == (1.0, 0.0)
     assert gauge(a, "medic_leader_since_timestamp_seconds") == T0.timestamp()
+
+
+def test_a_medic_that_steps_down_lets_go_and_gets_it_all_back_when_it_leads_again(
+    world: World,
+) -> None:
+    link = Link(world.leases)
+    a = world.medic("a", leases=link)
+    web = world.fake.add("shop-web-1", LABELS)
+    for _ in range(3):
+        world.fake.crash(web)
+        a.run_once()
+        world.clock.advance(61)
+        a.run_once()
+    [escalated] = a.status()
+    assert escalated["circuit"] == "open" and escalated["incidents"]
+    term = a.leadership()["term"]
+    assert isinstance(term, int)
+    link.down = True  # cut off past its lease: it stands by and lets go of everything
+    world.clock.advance(TIMING.acting)
+    a.run_once()
+    [let_go] = a.status()
+    assert a.leadership()["role"] == "standby"
+    assert let_go["circuit"] == "closed" and let_go["incidents"] == []
+    assert let_go["attempts_in_streak"] == 0
+    link.down = False  # back: nobody else took the lease, so it leads in a new term
+    world.clock.advance(TIMING.duration)
+    a.run_once()
+    [back] = a.status()
+    assert a.leadership()["term"] == term + 1
+    assert back["circuit"] == "open" and back["incidents"] == escalated["incidents"]
+    assert back["attempts_in_streak"] == escalated["attempts_in_streak"]
