@@ -180,10 +180,27 @@ def test_a_write_of_a_term_that_is_over_is_refused_and_nothing_is_stored(
         assert after == before
         assert rows(postgres_url, "SELECT status, term FROM incidents") == [("healing", 1)]
 
-        # The new leader's term writes.
+        # The new leader's term writes, one operation or a batch (sent in a pipeline).
         term[0] = Term(SCOPE, "b", 2)
         store.set_status(incident.id, IncidentStatus.ESCALATED, at=T0, note="by b")
         assert rows(postgres_url, "SELECT status, term FROM incidents") == [("escalated", 2)]
+        store.apply(
+            [
+                RecordAttempt(attempt(incident.id, T0 + timedelta(seconds=9)), term=2),
+                SetStatus(new_id(), incident.id, IncidentStatus.RESOLVED, T0, "by b", term=2),
+            ],
+            term=term[0],
+        )
+        assert rows(postgres_url, "SELECT status FROM incidents") == [("resolved",)]
+        with pytest.raises(FencedOut):
+            store.apply(
+                [
+                    RecordAttempt(attempt(incident.id, T0 + timedelta(seconds=10)), term=1),
+                    SetStatus(new_id(), incident.id, IncidentStatus.OPEN, T0, "by a", term=1),
+                ],
+                term=Term(SCOPE, "a", 1),
+            )
+        assert rows(postgres_url, "SELECT count(*) FROM attempts") == [(2,)]
     finally:
         store.close()
 
