@@ -409,13 +409,19 @@ def cmd_once(settings: Settings, *, as_json: bool) -> int:
     supervisor, gateway, store, _ = wiring.supervisor(settings)
     try:
         report = supervisor.run_once()
+        leadership = supervisor.leadership()
     finally:
         supervisor.close_leadership()
         gateway.close()
         store.close()
     if as_json:
-        dump_json(report_document(report, dry_run=settings.healing.dry_run))
+        document = report_document(report, dry_run=settings.healing.dry_run)
+        dump_json({**document, "leadership": leadership})
     else:
+        if leadership["role"] == "standby":
+            # Another medic leads the scope: this cycle only looked.
+            print(leadership_text(leadership))
+            print()
         print_report(report, dry_run=settings.healing.dry_run)
     if report.error:
         return EXIT_FAILED
