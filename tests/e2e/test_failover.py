@@ -196,9 +196,11 @@ def test_two_medics_restart_a_broken_service_once_per_break(
         time.sleep(3 * INTERVAL)  # room for a second restart, if any medic made one
         assert events.count("restart") == 3
     pair.alive()
-    assert len(lines(pair.logs["first"], "Healing it by playbook")) == 3
-    assert lines(pair.logs["second"], "Healing it by playbook") == []
-    assert lines(pair.logs["second"], " opened: ") == []
+    # One medic healed each break (the first, unless this machine starved it of its
+    # lease meanwhile, which moves the healing, never doubles it).
+    healing = [lines(log, "Healing it by playbook") for log in pair.logs.values()]
+    assert sum(map(len, healing)) == 3
+    assert sum(len(lines(log, " opened: ")) for log in pair.logs.values()) == 3
     with psycopg.connect(postgres_url) as conn:
         attempts = conn.execute("SELECT status, ok FROM attempts").fetchall()
     assert attempts == [("finished", True)] * 3
