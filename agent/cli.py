@@ -261,9 +261,9 @@ def cmd_run(settings: Settings) -> int:
         try:
             server = StatusServer(
                 health=supervisor.health,
-                ready=store.readiness,
+                ready=lambda: wiring.readiness(store, supervisor),
                 registry=supervisor.metrics.registry,
-                status=supervisor.status,
+                status=supervisor.status_document,
                 console=console,
                 port=settings.http.port,
             )
@@ -308,6 +308,10 @@ def cmd_status(url: str, *, as_json: bool) -> int:
     if as_json:
         dump_json(document)
         return EXIT_OK
+    role = leadership_text(document.get("leadership"))
+    if role:
+        print(role)
+        print()
     rows = []
     for c in document["containers"]:
         incidents = ", ".join(f"{i['id'][:8]} {i['signal']}" for i in c["incidents"]) or "-"
@@ -334,6 +338,26 @@ def cmd_status(url: str, *, as_json: bool) -> int:
         )
     table(["container", "service", "state", "health", "incidents", "attempts", "note"], rows)
     return EXIT_OK
+
+
+def leadership_text(leadership: object) -> str | None:
+    """One sentence on whether the medic that answered leads its scope, since when."""
+    if not isinstance(leadership, dict):
+        return None  # a medic from before leases
+    scope, since = leadership.get("scope") or "its scope", str(leadership.get("since") or "?")
+    when = f"{since[:10]} {since[11:19]}" if len(since) >= 19 else since
+    if leadership.get("role") == "leader":
+        if leadership.get("election") == "lease":
+            how = f"lease term {leadership.get('term')}, holder {leadership.get('holder')}"
+        else:
+            how = "the only medic: no lease decides"
+        return f"This medic leads {scope} since {when} ({how})."
+    leader = leadership.get("leader")
+    who = f"{leader} leads it" if leader else "no medic is known to lead it"
+    return (
+        f"This medic stands by for {scope} since {when} (holder {leadership.get('holder')}); "
+        f"{who}. It observes and does nothing until it takes the lease."
+    )
 
 
 def cmd_doctor(settings: Settings, *, as_json: bool, ask_llm: bool = False) -> int:
@@ -385,12 +409,19 @@ def cmd_once(settings: Settings, *, as_json: bool) -> int:
     supervisor, gateway, store, _ = wiring.supervisor(settings)
     try:
         report = supervisor.run_once()
+        leadership = supervisor.leadership()
     finally:
+        supervisor.close_leadership()
         gateway.close()
         store.close()
     if as_json:
-        dump_json(report_document(report, dry_run=settings.healing.dry_run))
+        document = report_document(report, dry_run=settings.healing.dry_run)
+        dump_json({**document, "leadership": leadership})
     else:
+        if leadership["role"] == "standby":
+            # Another medic leads the scope: this cycle only looked.
+            print(leadership_text(leadership))
+            print()
         print_report(report, dry_run=settings.healing.dry_run)
     if report.error:
         return EXIT_FAILED

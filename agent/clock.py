@@ -39,3 +39,15 @@ class SystemClock:
 
 
 SYSTEM_CLOCK = SystemClock()
+
+
+def steady() -> float:
+    """Seconds on a clock that never steps back and keeps counting while this process is
+    stopped or the host is suspended (``CLOCK_BOOTTIME`` on Linux, else the monotonic
+    clock). A medic measures how long ago it renewed its lease on it: a pause of the
+    process, a frozen VM or a suspended laptop all count, where a wall clock could be
+    set back and the plain monotonic clock stands still while the host sleeps."""
+    boottime = getattr(time, "CLOCK_BOOTTIME", None)
+    if boottime is not None:
+        return time.clock_gettime(boottime)
+    return time.monotonic()

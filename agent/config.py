@@ -152,6 +152,12 @@ class HealingSettings:
     dry_run: bool = field(default=False, metadata={"env": "MEDIC_DRY_RUN"})
     """Detect and decide, but take no action (MEDIC_DRY_RUN, or ``--dry-run``)."""
 
+    leader_election: bool = field(default=True, metadata={"env": "MEDIC_LEADER_ELECTION"})
+    """With MEDIC_DATABASE_URL, the medics of one scope elect one leader by a lease in
+    Postgres, and the others stand by (MEDIC_LEADER_ELECTION, docs/ha.md). ``false``:
+    this medic always acts, also while Postgres is unreachable for longer than a lease;
+    run only one medic per scope then. A dry run never takes the lease."""
+
     def __post_init__(self) -> None:
         if self.interval <= 0:
             raise ConfigError("MEDIC_INTERVAL must be more than 0 seconds, like 30.")

@@ -27,6 +27,7 @@ this drawing to the code)::
     │       └── _LeavesRepository   a file outside the repository          fixes.compose_guard
     ├── StoreError                  the incident store failed
     │   ├── StoreUnavailable        the database is out of reach (temporary)
+    │   ├── FencedOut               this medic no longer leads its scope
     │   ├── IncidentNotFound        no incident has that id                store.base
     │   ├── FixRecordedAlready      a new fix reuses a stored id           store.base
     │   ├── ForeignIncident         another medic's scope owns it          store.base
@@ -140,6 +141,15 @@ class StoreError(MedicError):
 
 class StoreUnavailable(StoreError, TemporaryError):
     """The incident store cannot be reached right now."""
+
+
+class FencedOut(StoreError):
+    """A write (or an action) of a medic that no longer leads its scope was refused.
+
+    Its lease ran out (it was paused, or could not reach Postgres to renew it), or
+    another medic took the lease over: the fencing token the write carried is not the
+    lease's any more, so nothing of it was stored. The medic steps down and stands by
+    (docs/ha.md)."""
 
 
 class FixError(MedicError):

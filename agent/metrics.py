@@ -53,6 +53,22 @@ class Metrics:
             "Incident-store writes waiting in the local spool for the database.",
             registry=r,
         )
+        self.leader = Gauge(
+            "medic_leader",
+            "1 while this medic leads its scope (it records and acts), 0 while it stands by.",
+            registry=r,
+        )
+        self.leader_since = Gauge(
+            "medic_leader_since_timestamp_seconds",
+            "When this medic took its role (leader or standby), as a Unix time.",
+            registry=r,
+        )
+        self.lease_term = Gauge(
+            "medic_lease_term",
+            "The lease term (fencing token) this medic leads in; 0 while it stands by or "
+            "leads without a lease.",
+            registry=r,
+        )
         self.llm_tokens = Counter(
             "medic_llm_tokens_total",
             "Tokens used by LLM diagnoses, by direction (input or output).",

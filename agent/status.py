@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from agent.leadership import Standing
 from agent.model import ActionResult, ContainerRef, Decision, Finding, Plan
 
 
@@ -90,4 +91,21 @@ def health_document(view: LoopView, *, now: datetime) -> tuple[bool, dict[str, o
         "interval_seconds": view.interval,
         "events_stream": "connected" if view.events_connected else "disconnected",
         "actions_in_flight": view.actions_in_flight,
+    }
+
+
+def leadership_document(
+    standing: Standing, *, scope: str, holder: str, elected: bool
+) -> dict[str, object]:
+    """This medic's role as /status, /readyz and ``medic status`` show it: ``leader`` or
+    ``standby`` and since when; who holds the lease and in which term; ``election``
+    ``lease`` when a lease in Postgres decides, ``none`` when this medic is the only one."""
+    return {
+        "scope": scope,
+        "role": str(standing.role),
+        "since": standing.since.isoformat(),
+        "holder": holder,
+        "leader": standing.leader,
+        "term": standing.term.token if standing.term is not None else None,
+        "election": "lease" if elected else "none",
     }

@@ -37,12 +37,15 @@ from agent.fixes.git import Git
 from agent.fixes.propose import FixOptions, edit_reviewer
 from agent.healing.observe import own_container_id, resolve_scope
 from agent.healing.playbooks import load_playbooks
+from agent.leader import LeaseLeader
+from agent.leadership import LeaseTiming
 from agent.model import Diagnosis, Fix, Incident, NotificationRecord
 from agent.notify import AppriseNotifier, NotificationQueue, Notifier
 from agent.review import Reviewer, fix_diff, rebuild_service
 from agent.store import IncidentStore, MemoryStore
 from agent.store.base import Identity
-from agent.store.postgres import PostgresStore
+from agent.store.lease import Fence
+from agent.store.postgres import PostgresLeases, PostgresStore
 from agent.store.spool import SpoolingStore
 from agent.supervisor import Supervisor
 from agent.web.console import Console
@@ -50,11 +53,15 @@ from agent.web.console import Console
 EXAMPLE_URL = "postgresql://medic:secret@db:5432/medic"
 
 
-def open_store(settings: StoreSettings, *, identity: Identity | None = None) -> IncidentStore:
+def open_store(
+    settings: StoreSettings, *, identity: Identity | None = None, fence: Fence | None = None
+) -> IncidentStore:
     """The store ``run`` and ``once`` record in: Postgres behind a spool, or memory only.
 
     ``identity`` is the medic's (its scope and Docker engine): the store stamps it on
-    the incidents it opens and resumes and resolves only those (docs/incidents.md)."""
+    the incidents it opens and resumes and resolves only those (docs/incidents.md).
+    ``fence`` is its leader's: each incident or attempt write carries its lease term
+    (docs/ha.md)."""
     if settings.database_url is None:
         logger.warning(
             "MEDIC_DATABASE_URL is not set, so incidents are kept in memory only and are lost "
@@ -69,7 +76,7 @@ def open_store(settings: StoreSettings, *, identity: Identity | None = None) -> 
         retention_days=settings.retention_days,
         identity=identity,
     )
-    store = SpoolingStore(backend, state_dir=settings.state_dir, identity=identity)
+    store = SpoolingStore(backend, state_dir=settings.state_dir, identity=identity, fence=fence)
     if store.reachable:
         logger.info("Incidents are recorded in Postgres at {}.", backend.where)
     return store
@@ -220,7 +227,11 @@ def supervisor(
     gateway.ping()
     scope = resolve_scope(settings.project, gateway, own_id=own_container_id())
     # One database, many medics: this one's incidents are those of its scope on this engine.
-    store = open_store(settings.store, identity=Identity(gateway.engine_id(), scope.project))
+    identity = Identity(gateway.engine_id(), scope.project)
+    leader = leader_of(settings, identity, describe=scope.describe())
+    store = open_store(
+        settings.store, identity=identity, fence=leader.fence if leader is not None else None
+    )
     notifier: Notifier | None = notifications(settings.notify, journal=store.record_notification)
     worker = None
     if diagnose and not healing.dry_run:
@@ -250,10 +261,34 @@ def supervisor(
         notifier=notifier,
         clock=clock,
         escalation=worker,
+        leader=leader,
     )
     supervisor.metrics.spool_depth.set_function(store.pending_changes)
     logger.debug("Loaded {} playbooks from {}.", len(playbooks), healing.playbooks)
     return supervisor, gateway, store, worker
+
+
+def leader_of(settings: Settings, identity: Identity, *, describe: str) -> LeaseLeader | None:
+    """The lease this medic leads by, when it shares a database with others of its
+    scope (docs/ha.md); None when it is the only one and always leads: no database,
+    MEDIC_LEADER_ELECTION=false, or a dry run (which must not keep a real medic from
+    acting)."""
+    url = settings.store.database_url
+    healing = settings.healing
+    if url is None or not healing.leader_election or healing.dry_run:
+        return None
+    return LeaseLeader(
+        PostgresLeases(url),
+        scope=identity.scope,
+        describe=f"{describe} on Docker engine {identity.engine_id[:12]}",
+        timing=LeaseTiming.for_interval(healing.interval),
+    )
+
+
+def readiness(store: IncidentStore, supervisor: Supervisor) -> tuple[bool, dict[str, object]]:
+    """/readyz: whether incidents are being recorded (the store), and this medic's role."""
+    ok, detail = store.readiness()
+    return ok, {**detail, "leadership": supervisor.leadership()}
 
 
 def optional_gateway(settings: DockerSettings) -> DockerSDKGateway | None:

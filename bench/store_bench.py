@@ -51,6 +51,7 @@ from agent.model import (
     Signal,
 )
 from agent.store import IncidentQuery, new_id
+from agent.store.lease import Term
 from agent.store.ops import Operation, OperationStore, RecordDiagnosis, RecordNotification
 from agent.store.postgres import PostgresStore, run_migrations
 from agent.store.spool import SpoolingStore
@@ -71,9 +72,9 @@ class Switchable(OperationStore):
         if not self.up:
             raise StoreUnavailable("switched off by the benchmark")
 
-    def apply(self, ops: Sequence[Operation]) -> None:
+    def apply(self, ops: Sequence[Operation], *, term: Term | None = None) -> None:
         self._check()
-        self.real.apply(ops)
+        self.real.apply(ops, term=term)
 
     def record_finding(self, finding: Finding) -> Incident:
         self._check()

@@ -65,8 +65,15 @@ class FakeClock:
 
     def __init__(self, start: datetime = T0) -> None:
         self._now = start
+        self._start = start
         self._lock = threading.Lock()
         self.slept: list[float] = []
+
+    def steady(self) -> float:
+        """Seconds since the clock's start: a steady clock (``agent.clock.steady``) that
+        moves with this one."""
+        with self._lock:
+            return (self._now - self._start).total_seconds()
 
     def now(self) -> datetime:
         with self._lock:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from agent.errors import FixNotFound, StoreUnavailable
+from agent.errors import FencedOut, FixNotFound, StoreUnavailable
 from agent.model import (
     Attempt,
     AttemptStatus,
@@ -22,6 +22,7 @@ from agent.model import (
     NotificationRecord,
 )
 from agent.store import IncidentNotFound, IncidentQuery, MemoryStore, new_id
+from agent.store.lease import Claim, LeaseStore, Term
 from agent.store.memory import append_evidence
 from agent.store.ops import (
     AddEvidence,
@@ -39,8 +40,10 @@ from agent.store.ops import (
 class FlakyDatabase(OperationStore):
     """An honest stand-in for Postgres: applies operations idempotently, and can be down."""
 
-    def __init__(self) -> None:
+    def __init__(self, leases: FakeLeases | None = None) -> None:
+        """``leases``: the lease rows a live write's term is checked against."""
         self.rows = MemoryStore(max_resolved=None)
+        self.leases = leases
         self.down = False
         self.applied: list[Operation] = []
         self.keys: set[str] = set()
@@ -50,9 +53,11 @@ class FlakyDatabase(OperationStore):
         if self.down:
             raise StoreUnavailable("connection refused")
 
-    def apply(self, ops: Sequence[Operation]) -> None:
+    def apply(self, ops: Sequence[Operation], *, term: Term | None = None) -> None:
         with self.lock:
             self._check()
+            if term is not None and self.leases is not None:
+                self.leases.check(term)
             self._refuse_orphans(ops)
             for op in ops:
                 key = _key(op)
@@ -191,3 +196,49 @@ def _key(op: Operation) -> str:
     if isinstance(op, RecordNotification):
         return f"notification:{op.record.id}"
     return f"status:{op.change_id}"
+
+
+class FakeLeases(LeaseStore):
+    """The lease rows of ``PostgresLeases`` in a dict, judged by ``now``: the database's
+    clock (a test's FakeClock). Can be down, as the database can."""
+
+    def __init__(self, now: Callable[[], datetime]) -> None:
+        self.now = now
+        self.rows: dict[str, Claim] = {}
+        self.down = False
+        self.claims = 0
+        self.lock = threading.Lock()
+
+    def claim(self, scope: str, holder: str, *, seconds: float) -> Claim:
+        with self.lock:
+            self.claims += 1
+            if self.down:
+                raise StoreUnavailable("connection refused")
+            now = self.now()
+            until = now + timedelta(seconds=seconds)
+            row = self.rows.get(scope)
+            if row is None:
+                row = Claim(scope, holder, 1, now, until)
+            elif row.holder == holder and row.expires_at > now:
+                row = replace(row, expires_at=until)
+            elif row.expires_at <= now:
+                row = Claim(scope, holder, row.token + 1, now, until)
+            else:
+                return row
+            self.rows[scope] = row
+            return row
+
+    def release(self, term: Term) -> None:
+        with self.lock:
+            if self.down:
+                raise StoreUnavailable("connection refused")
+            row = self.rows.get(term.scope)
+            if row is not None and row.term == term:
+                self.rows[term.scope] = replace(row, expires_at=min(row.expires_at, self.now()))
+
+    def check(self, term: Term) -> None:
+        """What Postgres checks in each fenced write's transaction."""
+        with self.lock:
+            row = self.rows.get(term.scope)
+            if row is None or row.term != term or row.expires_at <= self.now():
+                raise FencedOut(f"the lease of {term.scope} is not in term {term.token} any more")

@@ -146,10 +146,14 @@ class Actor:
         clock: Clock = SYSTEM_CLOCK,
         scope: Scope | None = None,
         touch: Callable[[Touch], None] | None = None,
+        gate: Callable[[], str | None] | None = None,
     ) -> None:
         """``scope`` None acts on any container except those labelled ``medic.ignore``;
-        ``touch`` hears of every container an action stops or replaces."""
+        ``touch`` hears of every container an action stops or replaces; ``gate``, asked
+        on the worker right before each action, says why medic may not act now (it no
+        longer leads its scope), or None."""
         self.gateway = gateway
+        self._gate = gate
         self.default_stop_timeout = stop_timeout
         self._clock = clock
         self._scope = scope
@@ -233,6 +237,11 @@ class Actor:
             ]
         results: list[ActionResult] = []
         for action in plan.actions:
+            stopped = self._gate() if self._gate is not None else None
+            if stopped is not None:
+                now = self._clock.now()
+                results.append(ActionResult(action, False, now, now, error=stopped))
+                break
             result = self.run_action(container, action, plan, announce=announce)
             results.append(result)
             if result.replaced_by is not None:

@@ -21,6 +21,7 @@ from loguru import logger
 from agent.clock import Clock
 from agent.config import HealingSettings
 from agent.engine.gateway import DockerGateway
+from agent.errors import FencedOut
 from agent.healing import actions, lifecycle
 from agent.healing.act import Actor, InFlight, Touch
 from agent.healing.detect import health_is_stale
@@ -70,6 +71,7 @@ class Parts:
         prober: Prober | None,
         escalation: EscalationHook | None,
         touch: Callable[[Touch], None],
+        gate: Callable[[], str | None] | None = None,
     ) -> Parts:
         actor = Actor(
             gateway,
@@ -78,6 +80,7 @@ class Parts:
             clock=clock,
             scope=scope,
             touch=touch,
+            gate=gate,
         )
         recorder = Recorder(
             store=store,
@@ -182,12 +185,18 @@ class Healer:
                 f"(playbook {plan.playbook.name}, attempt {plan.attempt}).",
             )
             return
-        self._recorder.healing(plan)
         before = self._slots[slot]
         now = self._clock.now()
         ref = self._slots.plan_started(slot, plan, at=now).ref
         # Written before the action starts: a medic killed while it runs leaves a trace.
-        self._recorder.started(slot, plan, at=now)
+        # Refused (FencedOut) when this medic's lease term is over: then nothing starts,
+        # and nothing is said to start.
+        try:
+            self._recorder.started(slot, plan, at=now)
+        except FencedOut:
+            self._slots.put(slot, before)
+            raise
+        self._recorder.healing(plan)
         held = self._recorder.held(slot)
         announce = None
         if self._recorder.notifies:

@@ -22,6 +22,11 @@ One error policy for the store, because the store must never stop healing:
   crashed database), but each loss is logged as an error that says what to fix,
   and counted in ``lost_changes`` and the ``medic_store_lost_changes_total`` metric.
 
+* ``FencedOut``: Postgres refused the write because this medic's lease term is over
+  (docs/ha.md). That is not swallowed either: it goes up to the supervisor, which
+  stands by. A recorder standing by (``stand_by``) holds no incident and writes
+  nothing, and tells nobody, until ``take_over``.
+
 Escalation plugs in here behind one call: an ``EscalationHook`` given to the
 constructor is called once for each incident right after it is stored as
 escalated (on the decision thread; the hook must hand long work to a thread of
@@ -43,7 +48,7 @@ from loguru import logger
 from prometheus_client import Counter
 
 from agent.clock import Clock
-from agent.errors import StoreError
+from agent.errors import FencedOut, StoreError
 from agent.healing import actions
 from agent.healing.history import Slot
 from agent.metrics import Metrics
@@ -171,12 +176,26 @@ class Recorder:
         self._held: dict[Slot, Held] = {}
         self._running: dict[Slot, Attempt] = {}
         """The attempt recorded as running for each slot's plan in flight."""
+        self._acting = True
         self.lost_changes = 0
         self._lost = Counter(
             "medic_store_lost_changes_total",
             "Incident changes lost because neither Postgres nor the spool could take them.",
             registry=metrics.registry,
         )
+
+    # --- leading and standing by ---------------------------------------------------------
+
+    def stand_by(self) -> None:
+        """Another medic leads: let go of every incident, and write nothing from now on."""
+        self._acting = False
+        self._held.clear()
+        self._running.clear()
+        self._publish()
+
+    def take_over(self) -> None:
+        """This medic leads: it records again (``seed`` brings back the incidents)."""
+        self._acting = True
 
     # --- reading -----------------------------------------------------------------------
 
@@ -477,17 +496,25 @@ class Recorder:
         )
 
     def interrupted(
-        self, attempt: Attempt, container: ContainerRef, *, account: str, found_at: datetime
+        self,
+        attempt: Attempt,
+        container: ContainerRef,
+        *,
+        account: str,
+        found_at: datetime,
+        took_over: bool = False,
     ) -> None:
-        """An attempt a previous medic started and never ended (it was killed meanwhile):
-        recorded as interrupted, with ``account``, what the engine says happened since."""
+        """An attempt a previous medic started and never ended (it was killed meanwhile,
+        or lost the lead): recorded as interrupted, with ``account``, what the engine
+        says happened since. ``took_over``: this medic found it when it took the lease."""
+        when = "this medic took the lead of its scope" if took_over else "medic started again"
         ended = replace(
             attempt,
             status=AttemptStatus.INTERRUPTED,
             finished_at=None,
             ok=False,
             error=f"medic stopped before it ended; found at {found_at:%Y-%m-%d %H:%M:%S} UTC "
-            "when medic started again",
+            f"when {when}",
             output=account,
         )
         self._call(
@@ -658,7 +685,7 @@ class Recorder:
         dedupe: str = "",
     ) -> None:
         """Queue a notification; the notifier sends it off the healing path."""
-        if self._notifier is None:
+        if self._notifier is None or not self._acting:
             return
         key = notification_key(ref, signal)
         note = Notification(kind, incident_id, key, title, body, self._clock.now(), dedupe)
@@ -668,9 +695,14 @@ class Recorder:
         self._metrics.open_incidents.set(len(self._held))
 
     def _call(self, what: str, fn: Callable[[], R], *, slot: Slot | None = None) -> R | None:
-        """Run one store call under the error policy in the module docstring."""
+        """Run one store call under the error policy in the module docstring; none while
+        standing by."""
+        if not self._acting:
+            return None
         try:
             return fn()
+        except FencedOut:
+            raise
         except IncidentNotFound as e:
             held = self._held.pop(slot, None) if slot is not None else None
             logger.warning(

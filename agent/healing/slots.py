@@ -284,6 +284,22 @@ class Slots:
                 reverted.append(tracked.ref)
         return reverted
 
+    def stand_by(self) -> None:
+        """Another medic leads: forget backoff, streaks, circuits and wake times (they
+        come back from the store when this one leads again); keep what was observed."""
+        for slot, tracked in list(self._slots.items()):
+            self.put(
+                slot,
+                replace(
+                    tracked,
+                    healing=HealingState(),
+                    used=(),
+                    wake_at=None,
+                    said="",
+                    well_since=None,
+                ),
+            )
+
     def seed(self, incidents: Iterable[Incident]) -> None:
         """Backoff and open circuits from the active incidents a previous medic left."""
         for incident in incidents:

@@ -32,6 +32,7 @@ from agent.model import (
     NotificationRecord,
     ReviewMark,
 )
+from agent.store.lease import Fence, Term
 
 #: An incident keeps at most this many evidence entries: the first ones and the newest.
 MAX_EVIDENCE = 50
@@ -120,6 +121,15 @@ class IncidentStore(ABC):
 
     #: The medic this store records for; None reads (and opens) incidents of any scope.
     identity: Identity | None = None
+
+    #: Asked before each incident or attempt write when a lease decides which medic
+    #: acts (docs/ha.md): the term to write under, or FencedOut. None: no lease.
+    fence: Fence | None = None
+
+    def term(self) -> Term | None:
+        """The term this store's next incident or attempt write goes under (FencedOut
+        when this medic may not write now); None without a lease."""
+        return self.fence() if self.fence is not None else None
 
     @property
     def scope(self) -> str | None:

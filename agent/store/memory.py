@@ -51,6 +51,7 @@ from agent.store.base import (
     fix_not_found,
     new_incident,
 )
+from agent.store.lease import Fence
 
 #: Resolved incidents kept in memory, besides every active one; the least recently
 #: used go first.
@@ -79,10 +80,17 @@ class MemoryStore(IncidentStore):
     """Incidents in a dict, guarded by a lock so the supervisor's threads can share it."""
 
     def __init__(
-        self, *, max_resolved: int | None = MAX_RESOLVED_KEPT, identity: Identity | None = None
+        self,
+        *,
+        max_resolved: int | None = MAX_RESOLVED_KEPT,
+        identity: Identity | None = None,
+        fence: Fence | None = None,
     ) -> None:
-        """``max_resolved=None`` keeps every resolved incident (a stand-in for a database)."""
+        """``max_resolved=None`` keeps every resolved incident (a stand-in for a database).
+        ``fence`` is asked before each incident or attempt write, and refuses it by
+        raising FencedOut (as Postgres would)."""
         self.identity = identity
+        self.fence = fence
         self._diagnoses: dict[IncidentId, list[Diagnosis]] = {}
         self._diagnosis_ids: set[DiagnosisId] = set()
         self._fixes: dict[FixId, Fix] = {}
@@ -129,6 +137,7 @@ class MemoryStore(IncidentStore):
     def record_finding(self, finding: Finding) -> Incident:
         entry = EvidenceEntry(finding.observed_at, finding.summary, dict(finding.evidence))
         with self._lock:
+            self.term()
             for incident in self._incidents.values():
                 if (
                     incident.is_active
@@ -149,6 +158,7 @@ class MemoryStore(IncidentStore):
 
     def record_attempt(self, attempt: Attempt) -> None:
         with self._lock:
+            self.term()
             if attempt.id in self._attempt_ids:
                 self._complete(attempt)
                 return
@@ -202,6 +212,7 @@ class MemoryStore(IncidentStore):
         with self._lock:
             incident = self._find(incident_id)
             self.check_own(incident)
+            self.term()
             updated = replace(
                 incident,
                 status=status,
@@ -218,6 +229,7 @@ class MemoryStore(IncidentStore):
         with self._lock:
             incident = self._find(incident_id)
             self.check_own(incident)
+            self.term()
             moved = replace(
                 incident,
                 container=container,

@@ -6,6 +6,12 @@ the active one) and then writes one of these. Each carries the id of the row it
 creates, made by medic, so writing it twice stores it once: that is what lets
 the spool be replayed after an outage, or after a crash half-way through a
 replay, without duplicates. Each operation is one JSON line in the spool.
+
+The operations on incidents and attempts carry the lease ``term`` (fencing token,
+agent/store/lease.py) of the medic that made them, when it led by a lease. A live
+write is refused unless that term is still the lease's; a spooled one, replayed
+later, is kept as history, and changes an incident only when no later term has
+written to it (docs/ha.md).
 """
 
 from __future__ import annotations
@@ -53,6 +59,7 @@ from agent.model import (
     Signal,
 )
 from agent.store.base import IncidentStore, new_id
+from agent.store.lease import Term
 
 
 @dataclass(frozen=True)
@@ -61,6 +68,7 @@ class OpenIncident:
 
     incident: Incident
     entry_id: str
+    term: int | None = None
 
 
 @dataclass(frozen=True)
@@ -77,6 +85,7 @@ class AddEvidence:
     summary: str
     evidence: Evidence = field(default_factory=dict)
     signal: Signal | None = None
+    term: int | None = None
 
 
 @dataclass(frozen=True)
@@ -90,6 +99,7 @@ class RecordAttempt:
     """
 
     attempt: Attempt
+    term: int | None = None
 
 
 @dataclass(frozen=True)
@@ -101,6 +111,7 @@ class SetStatus:
     status: IncidentStatus
     at: datetime
     note: str | None = None
+    term: int | None = None
 
 
 @dataclass(frozen=True)
@@ -114,6 +125,7 @@ class MoveIncident:
     container: ContainerRef
     at: datetime
     note: str
+    term: int | None = None
 
 
 @dataclass(frozen=True)
@@ -157,6 +169,15 @@ Operation = (
     | RecordFix
     | RecordNotification
 )
+
+#: The operations on incidents and attempts: the ones a lease fences.
+FENCED = (OpenIncident, AddEvidence, RecordAttempt, SetStatus, MoveIncident)
+
+
+def term_of(op: Operation) -> int | None:
+    """The lease term an operation was made in; None when none was held, or it is not
+    an operation on incidents or attempts."""
+    return op.term if isinstance(op, FENCED) else None
 
 
 class BadSpoolLine(StoreError):
@@ -207,6 +228,9 @@ def to_json(op: Operation) -> str:
             "at": op.at.isoformat(),
             "note": op.note,
         }
+    term = term_of(op)
+    if term is not None:
+        doc["term"] = term
     return json.dumps(doc, separators=(",", ":"), sort_keys=True)
 
 
@@ -218,10 +242,13 @@ def from_json(line: str) -> Operation:
         raise BadSpoolLine(f"the spool line {line[:80]!r} cannot be read: {e}") from e
     kind = doc.get("op") if isinstance(doc, dict) else None
     try:
+        term = _term(doc)
         if kind == "open_incident":
             if "container_name" in doc:
                 doc = _earlier_open_incident(doc)
-            return OpenIncident(incident_from_dict(doc), entry_id=text_field(doc, "entry_id"))
+            return OpenIncident(
+                incident_from_dict(doc), entry_id=text_field(doc, "entry_id"), term=term
+            )
         if kind == "add_evidence":
             entry = evidence_entry_from_dict(doc)
             return AddEvidence(
@@ -231,9 +258,10 @@ def from_json(line: str) -> Operation:
                 summary=entry.summary,
                 evidence=entry.evidence,
                 signal=enum_field(doc, "signal", Signal) if doc.get("signal") else None,
+                term=term,
             )
         if kind == "record_attempt":
-            return RecordAttempt(attempt_from_dict(doc))
+            return RecordAttempt(attempt_from_dict(doc), term=term)
         if kind == "record_diagnosis":
             return RecordDiagnosis(diagnosis_from_dict(doc))
         if kind == "record_fix":
@@ -247,6 +275,7 @@ def from_json(line: str) -> Operation:
                 container=container_from_fields(doc),
                 at=time_field(doc, "at"),
                 note=text_field(doc, "note"),
+                term=term,
             )
         if kind == "set_status":
             return SetStatus(
@@ -255,10 +284,22 @@ def from_json(line: str) -> Operation:
                 status=enum_field(doc, "status", IncidentStatus),
                 at=time_field(doc, "at"),
                 note=optional_text_field(doc, "note"),
+                term=term,
             )
     except CodecError as e:
         raise BadSpoolLine(f"the spool line {line[:80]!r} cannot be read: {e}") from e
     raise BadSpoolLine(f"the spool line {line[:80]!r} holds an unknown operation {kind!r}")
+
+
+def _term(doc: dict[str, Any]) -> int | None:
+    """The lease term of a spool line; None on lines written without one (or before
+    medics held leases)."""
+    term = doc.get("term")
+    if term is None:
+        return None
+    if isinstance(term, bool) or not isinstance(term, int) or term < 1:
+        raise CodecError(f"term must be a positive whole number, not {term!r}")
+    return term
 
 
 def _earlier_open_incident(doc: dict[str, Any]) -> dict[str, Any]:
@@ -285,8 +326,13 @@ class OperationStore(IncidentStore):
     """A store that can apply operations made elsewhere, in order, all or none."""
 
     @abstractmethod
-    def apply(self, ops: Sequence[Operation]) -> None:
+    def apply(self, ops: Sequence[Operation], *, term: Term | None = None) -> None:
         """Write ``ops`` in one transaction; already-stored ones change nothing.
+
+        With ``term`` (a live write of a leading medic) the transaction first checks
+        that ``term`` is still the lease's and raises FencedOut, writing nothing, when
+        it is not. Without it (a replay of the spool, or no lease) the operations are
+        written as history: each changes an incident only when no later term has.
 
         Raises StoreUnavailable when the store cannot be reached (nothing was
         written) and StoreError when an operation cannot be stored at all.
@@ -297,5 +343,7 @@ class OperationStore(IncidentStore):
     ) -> Incident:
         found = self.get(incident_id)
         self.check_own(found)
-        self.apply([MoveIncident(new_id(), found.id, container, at, note)])
+        term = self.term()
+        token = term.token if term is not None else None
+        self.apply([MoveIncident(new_id(), found.id, container, at, note, token)], term=term)
         return self.get(found.id)

@@ -6,6 +6,11 @@ errors are translated here: a connection that cannot be made or is lost becomes
 the CLI decide what to do by type. Every write is an idempotent operation keyed
 by an id medic made (see ``agent.store.ops``), so a spool replay stores each row
 once. Health observations are sampled here and pruned after the retention period.
+
+The leases of ``agent.store.lease`` live here too (``PostgresLeases``), and every
+incident or attempt write made under a term checks that term against the lease row
+in its own transaction (``_check_term``), so a medic that no longer leads writes
+nothing (docs/ha.md).
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from agent.codec import (
     notification_record_from_dict,
     verification_to_dict,
 )
-from agent.errors import FixNotFound, StoreError, StoreUnavailable
+from agent.errors import FencedOut, FixNotFound, StoreError, StoreUnavailable
 from agent.model import (
     ACTIVE_STATUSES,
     SEVERITY,
@@ -65,6 +70,7 @@ from agent.store.base import (
     new_id,
     new_incident,
 )
+from agent.store.lease import Claim, Fence, LeaseStore, Term
 from agent.store.migrate import migrate
 from agent.store.ops import (
     AddEvidence,
@@ -126,10 +132,15 @@ def _one_line(error: BaseException) -> str:
     return text or type(error).__name__
 
 
-def connect(url: str) -> psycopg.Connection[Row]:
-    """A connection in autocommit mode; StoreUnavailable saying what failed, where."""
+def connect(url: str, *, prepare: bool = True) -> psycopg.Connection[Row]:
+    """A connection in autocommit mode; StoreUnavailable saying what failed, where.
+
+    ``prepare=False`` never prepares statements on the server, which a pooler in
+    transaction mode (PgBouncer before 1.21) cannot follow from one transaction to
+    the next."""
+    options = dict(_CONNECT_OPTIONS) if prepare else {**_CONNECT_OPTIONS, "prepare_threshold": None}
     try:
-        return psycopg.connect(url, autocommit=True, row_factory=dict_row, **_CONNECT_OPTIONS)
+        return psycopg.connect(url, autocommit=True, row_factory=dict_row, **options)
     except psycopg.OperationalError as e:
         raise StoreUnavailable(
             f"cannot connect to Postgres at {describe_url(url)}: {_one_line(e)}"
@@ -177,8 +188,12 @@ class PostgresStore(OperationStore):
         retention_days: int = 30,
         now: Callable[[], datetime] = utcnow,
         identity: Identity | None = None,
+        fence: Fence | None = None,
     ) -> None:
+        """``fence``: asked for the term of each incident or attempt write, which is
+        checked against the lease in the write's transaction (None: no lease)."""
         self.identity = identity
+        self.fence = fence
         self._url = url
         self._migrated = not migrate
         self._observation_interval = timedelta(seconds=observation_interval)
@@ -279,18 +294,25 @@ class PostgresStore(OperationStore):
 
     # --- writes --------------------------------------------------------------------------------
 
-    def apply(self, ops: Sequence[Operation]) -> None:
+    def apply(self, ops: Sequence[Operation], *, term: Term | None = None) -> None:
         if not ops:
             return
 
         def write(cur: Cursor) -> None:
+            if term is not None:
+                _check_term(cur, term)
             for op in ops:
                 _apply(cur, op)
 
         self._run(write, pipeline=len(ops) > 1)
 
     def record_finding(self, finding: Finding) -> Incident:
+        term = self.term()
+        token = term.token if term is not None else None
+
         def write(cur: Cursor) -> IncidentId:
+            if term is not None:
+                _check_term(cur, term)
             cur.execute(
                 "SELECT id FROM incidents WHERE container_id = %s"
                 " AND status = ANY(%s) AND scope IS NOT DISTINCT FROM %s FOR UPDATE",
@@ -308,17 +330,20 @@ class PostgresStore(OperationStore):
                         finding.summary,
                         dict(finding.evidence),
                         signal=finding.signal,
+                        term=token,
                     ),
                 )
                 return incident_id
             incident = new_incident(finding, scope=self.scope)
-            _apply(cur, OpenIncident(incident, new_id()))
+            _apply(cur, OpenIncident(incident, new_id(), term=token))
             return incident.id
 
         return self.get(self._run(write))
 
     def record_attempt(self, attempt: Attempt) -> None:
-        self.apply([RecordAttempt(attempt)])
+        term = self.term()
+        token = term.token if term is not None else None
+        self.apply([RecordAttempt(attempt, term=token)], term=term)
 
     def set_status(
         self,
@@ -330,7 +355,9 @@ class PostgresStore(OperationStore):
     ) -> Incident:
         found = self.get(incident_id)
         self.check_own(found)
-        self.apply([SetStatus(new_id(), found.id, status, at, note)])
+        term = self.term()
+        token = term.token if term is not None else None
+        self.apply([SetStatus(new_id(), found.id, status, at, note, token)], term=term)
         return self.get(found.id)
 
     # --- reads ---------------------------------------------------------------------------------
@@ -618,6 +645,102 @@ class PostgresStore(OperationStore):
                 return total
 
 
+class PostgresLeases(LeaseStore):
+    """The leases of ``agent.store.lease`` in Postgres, over a connection of their own,
+    so that a slow incident write never holds up a renewal.
+
+    A claim is one statement in autocommit mode that judges expiry by ``now()``, the
+    database's clock; it holds no session state, so it works through a pooler in
+    transaction mode and after any reconnect (docs/ha.md). The schema is brought up to
+    date on the first connection, as the incident store does.
+    """
+
+    def __init__(self, url: str, *, migrate: bool = True) -> None:
+        self._url = url
+        self._migrated = not migrate
+        self._conn: psycopg.Connection[Row] | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def where(self) -> str:
+        return describe_url(self._url)
+
+    def claim(self, scope: str, holder: str, *, seconds: float) -> Claim:
+        def claim(conn: psycopg.Connection[Row]) -> Claim:
+            # The SET's expressions read the row as it was: a holder renewing in time
+            # keeps its term; a new holder, or one whose lease ran out, starts the next.
+            row = conn.execute(
+                "INSERT INTO leases AS l (scope, holder, token, acquired_at, renewed_at,"
+                " expires_at) VALUES (%(scope)s, %(holder)s, 1, now(), now(),"
+                " now() + make_interval(secs => %(seconds)s))"
+                " ON CONFLICT (scope) DO UPDATE SET"
+                " token = CASE WHEN l.holder = EXCLUDED.holder AND l.expires_at > now()"
+                "  THEN l.token ELSE l.token + 1 END,"
+                " acquired_at = CASE WHEN l.holder = EXCLUDED.holder AND l.expires_at > now()"
+                "  THEN l.acquired_at ELSE now() END,"
+                " holder = EXCLUDED.holder, renewed_at = now(), expires_at = EXCLUDED.expires_at"
+                " WHERE l.holder = EXCLUDED.holder OR l.expires_at <= now()"
+                " RETURNING scope, holder, token, acquired_at, expires_at",
+                {"scope": scope, "holder": holder, "seconds": float(seconds)},
+            ).fetchone()
+            if row is None:
+                row = conn.execute(
+                    "SELECT scope, holder, token, acquired_at, expires_at FROM leases"
+                    " WHERE scope = %s",
+                    (scope,),
+                ).fetchone()
+            if row is None:  # pragma: no cover - a row was there a moment ago
+                raise StoreError(f"the lease of {scope} vanished while it was claimed")
+            return Claim(
+                row["scope"], row["holder"], row["token"], row["acquired_at"], row["expires_at"]
+            )
+
+        return self._run(claim)
+
+    def release(self, term: Term) -> None:
+        def release(conn: psycopg.Connection[Row]) -> None:
+            conn.execute(
+                "UPDATE leases SET expires_at = least(expires_at, now())"
+                " WHERE scope = %s AND holder = %s AND token = %s",
+                (term.scope, term.holder, term.token),
+            )
+
+        self._run(release)
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop()
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                self._conn.close()
+        self._conn = None
+
+    def _run(self, fn: Callable[[psycopg.Connection[Row]], T]) -> T:
+        """Run ``fn`` on the lease connection, made (and migrated) when needed; psycopg's
+        errors translated, and a broken connection dropped for the next claim to
+        replace. No retry here: the next claim comes within a fraction of an interval."""
+        with self._lock:
+            try:
+                if self._conn is None or self._conn.closed:
+                    self._conn = connect(self._url, prepare=False)
+                if not self._migrated:
+                    migrate(self._conn)
+                    self._migrated = True
+                return fn(self._conn)
+            except StoreError:
+                raise
+            except (psycopg.OperationalError, psycopg.InterfaceError) as e:
+                self._drop()
+                raise StoreUnavailable(
+                    f"lost the connection to Postgres at {self.where}: {_one_line(e)}"
+                ) from e
+            except psycopg.Error as e:
+                self._drop()
+                raise StoreError(f"Postgres refused a lease claim: {_one_line(e)}") from e
+
+
 def _prefix(text: str) -> str:
     escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return escaped + "%"
@@ -775,12 +898,44 @@ def _record_fix(cur: Cursor, fix: Fix) -> None:
     )
 
 
+#: The incident is changed only when no later lease term has written to it: a change a
+#: former leader spooled and replays after another medic took over stays history.
+_NOT_OLDER = "(%(term)s::bigint IS NULL OR incidents.term IS NULL OR incidents.term <= %(term)s)"
+
+
+def _check_term(cur: Cursor, term: Term) -> None:
+    """FencedOut unless ``term`` is the lease's term and has not run out, by the
+    database's clock; the row is locked (FOR SHARE) until the write's transaction
+    ends, so no medic takes the lease over in between."""
+    cur.execute(
+        "SELECT 1 FROM leases WHERE scope = %s AND holder = %s AND token = %s"
+        " AND expires_at > now() FOR SHARE",
+        (term.scope, term.holder, term.token),
+    )
+    if cur.fetchone() is not None:
+        return
+    cur.execute(
+        "SELECT holder, token, expires_at > now() AS live FROM leases WHERE scope = %s",
+        (term.scope,),
+    )
+    row = cur.fetchone()
+    if row is None:
+        now = "nobody holds it"
+    elif row["token"] != term.token or row["holder"] != term.holder:
+        now = f"{row['holder']} holds it in term {row['token']}"
+    else:
+        now = "it ran out"
+    raise FencedOut(f"the lease of {term.scope} is not in term {term.token} any more: {now}")
+
+
 def _apply(cur: Cursor, op: Operation) -> None:
     """Write one operation; a second write of the same operation changes nothing.
 
     Apart from opening an incident, each is one statement whose UPDATE only runs when
     its INSERT stored a new row, so a batch needs no answers until its commit and
-    can be sent in one pipeline.
+    can be sent in one pipeline. An operation's ``term`` is the lease term it was made
+    in: the incident remembers the latest (``incidents.term``), and a change of an
+    older term leaves the incident as a later term made it (its row is kept).
     """
     if isinstance(op, OpenIncident):
         _open(cur, op)
@@ -790,46 +945,52 @@ def _apply(cur: Cursor, op: Operation) -> None:
         cur.execute(
             "WITH new AS ("
             " INSERT INTO incident_evidence (id, incident_id, observed_at, summary, evidence)"
-            " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING RETURNING incident_id)"
-            " UPDATE incidents SET updated_at = greatest(updated_at, %s),"
+            " VALUES (%(id)s, %(incident)s, %(at)s, %(summary)s, %(evidence)s)"
+            " ON CONFLICT (id) DO NOTHING RETURNING incident_id)"
+            " UPDATE incidents SET updated_at = greatest(updated_at, %(at)s),"
             # One failure episode takes the name of its gravest signal (exits that
             # become a crash loop); the fingerprint follows the signal.
-            " signal = CASE WHEN array_position(%s::text[], %s::text)"
-            "  < array_position(%s::text[], signal) THEN %s::text ELSE signal END,"
-            " fingerprint = CASE WHEN array_position(%s::text[], %s::text)"
-            "  < array_position(%s::text[], signal)"
+            " signal = CASE WHEN array_position(%(severity)s::text[], %(signal)s::text)"
+            "  < array_position(%(severity)s::text[], signal) THEN %(signal)s::text"
+            "  ELSE signal END,"
+            " fingerprint = CASE WHEN array_position(%(severity)s::text[], %(signal)s::text)"
+            "  < array_position(%(severity)s::text[], signal)"
             "  THEN coalesce(project, '-') || '/' || coalesce(service, container_name)"
-            "   || '/' || %s::text ELSE fingerprint END"
+            "   || '/' || %(signal)s::text ELSE fingerprint END,"
+            " term = greatest(term, %(term)s::bigint)"
             " FROM new WHERE incidents.id = new.incident_id",
-            (
-                op.entry_id,
-                op.incident_id,
-                op.observed_at,
-                op.summary,
-                Jsonb(dict(op.evidence)),
-                op.observed_at,
-                *((_SEVERITY, signal, _SEVERITY, signal) * 2),
-            ),
+            {
+                "id": op.entry_id,
+                "incident": op.incident_id,
+                "at": op.observed_at,
+                "summary": op.summary,
+                "evidence": Jsonb(dict(op.evidence)),
+                "severity": _SEVERITY,
+                "signal": signal,
+                "term": op.term,
+            },
         )
     elif isinstance(op, MoveIncident):
         # The evidence entry keys the move: a replay inserts nothing and moves nothing.
         cur.execute(
             "WITH new AS ("
             " INSERT INTO incident_evidence (id, incident_id, observed_at, summary, evidence)"
-            " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING RETURNING incident_id)"
-            " UPDATE incidents SET container_id = %s, container_name = %s,"
-            " updated_at = greatest(updated_at, %s)"
-            " FROM new WHERE incidents.id = new.incident_id",
-            (
-                op.entry_id,
-                op.incident_id,
-                op.at,
-                op.note,
-                Jsonb({}),
-                op.container.id,
-                op.container.name,
-                op.at,
-            ),
+            " VALUES (%(id)s, %(incident)s, %(at)s, %(note)s, %(evidence)s)"
+            " ON CONFLICT (id) DO NOTHING RETURNING incident_id)"
+            " UPDATE incidents SET container_id = %(container_id)s,"
+            " container_name = %(container_name)s, updated_at = greatest(updated_at, %(at)s),"
+            " term = greatest(term, %(term)s::bigint)"
+            f" FROM new WHERE incidents.id = new.incident_id AND {_NOT_OLDER}",
+            {
+                "id": op.entry_id,
+                "incident": op.incident_id,
+                "at": op.at,
+                "note": op.note,
+                "evidence": Jsonb({}),
+                "container_id": op.container.id,
+                "container_name": op.container.name,
+                "term": op.term,
+            },
         )
     elif isinstance(op, RecordDiagnosis):
         _record_diagnosis(cur, op.diagnosis)
@@ -853,7 +1014,8 @@ def _apply(cur: Cursor, op: Operation) -> None:
         cur.execute(
             "WITH new AS ("
             " INSERT INTO attempts (id, incident_id, playbook, action, started_at, finished_at,"
-            " ok, error, output, status) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " ok, error, output, status) VALUES (%(id)s, %(incident)s, %(playbook)s,"
+            " %(action)s, %(started)s, %(finished)s, %(ok)s, %(error)s, %(output)s, %(status)s)"
             " ON CONFLICT (id) DO UPDATE SET incident_id = EXCLUDED.incident_id,"
             " action = EXCLUDED.action, started_at = EXCLUDED.started_at,"
             " finished_at = EXCLUDED.finished_at, ok = EXCLUDED.ok,"
@@ -862,43 +1024,49 @@ def _apply(cur: Cursor, op: Operation) -> None:
             " RETURNING incident_id)"
             " UPDATE incidents SET"
             " status = CASE WHEN status = 'open' THEN 'healing' ELSE status END,"
-            " updated_at = greatest(updated_at, %s)"
+            " updated_at = greatest(updated_at, %(updated)s),"
+            " term = greatest(term, %(term)s::bigint)"
             " FROM new WHERE incidents.id = new.incident_id",
-            (
-                a.id,
-                a.incident_id,
-                a.playbook,
-                a.action,
-                a.started_at,
-                a.finished_at,
-                a.ok,
-                a.error,
-                a.output,
-                str(a.status),
-                a.finished_at or a.started_at,
-            ),
+            {
+                "id": a.id,
+                "incident": a.incident_id,
+                "playbook": a.playbook,
+                "action": a.action,
+                "started": a.started_at,
+                "finished": a.finished_at,
+                "ok": a.ok,
+                "error": a.error,
+                "output": a.output,
+                "status": str(a.status),
+                "updated": a.finished_at or a.started_at,
+                "term": op.term,
+            },
         )
     else:
-        resolved = op.status is IncidentStatus.RESOLVED
-        cur.execute(
-            "WITH new AS ("
-            " INSERT INTO incident_status_changes (id, incident_id, status, at, note)"
-            " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING RETURNING incident_id)"
-            " UPDATE incidents SET status = %s, updated_at = %s, resolved_at = %s,"
-            " note = coalesce(%s, note)"
-            " FROM new WHERE incidents.id = new.incident_id",
-            (
-                op.change_id,
-                op.incident_id,
-                str(op.status),
-                op.at,
-                op.note,
-                str(op.status),
-                op.at,
-                op.at if resolved else None,
-                op.note,
-            ),
-        )
+        _set_status(cur, op)
+
+
+def _set_status(cur: Cursor, op: SetStatus) -> None:
+    resolved = op.status is IncidentStatus.RESOLVED
+    cur.execute(
+        "WITH new AS ("
+        " INSERT INTO incident_status_changes (id, incident_id, status, at, note)"
+        " VALUES (%(id)s, %(incident)s, %(status)s, %(at)s, %(note)s)"
+        " ON CONFLICT (id) DO NOTHING RETURNING incident_id)"
+        " UPDATE incidents SET status = %(status)s, updated_at = %(at)s,"
+        " resolved_at = %(resolved_at)s, note = coalesce(%(note)s, note),"
+        " term = greatest(term, %(term)s::bigint)"
+        f" FROM new WHERE incidents.id = new.incident_id AND {_NOT_OLDER}",
+        {
+            "id": op.change_id,
+            "incident": op.incident_id,
+            "status": str(op.status),
+            "at": op.at,
+            "note": op.note,
+            "resolved_at": op.at if resolved else None,
+            "term": op.term,
+        },
+    )
 
 
 def _open(cur: Cursor, op: OpenIncident) -> None:
@@ -906,30 +1074,46 @@ def _open(cur: Cursor, op: OpenIncident) -> None:
     cur.execute("SELECT 1 FROM incidents WHERE id = %s", (i.id,))
     if cur.fetchone() is not None:
         return  # written before: a replay
-    # Another incident for this container may be active in the database:
-    # opened by a medic that ran before this one, while this one could not see
-    # Postgres. The newer one carries on; the older one is closed, saying why.
+    # Another incident for this container may be active in the database: opened by
+    # a medic that ran before this one while this one could not see Postgres (the
+    # newer one carries on; the older one is closed, saying why), or opened by a
+    # medic that took the lease over while this one, its former leader, could not
+    # see Postgres (that later term's incident carries on, and this one is kept as
+    # history, resolved).
     cur.execute(
-        "SELECT id FROM incidents WHERE container_id = %s AND status = ANY(%s)"
+        "SELECT id, term FROM incidents WHERE container_id = %s AND status = ANY(%s)"
         " AND (scope IS NOT DISTINCT FROM %s OR scope IS NULL) FOR UPDATE",
         (i.container.id, list(_ACTIVE), i.scope),
     )
-    for row in cur.fetchall():
-        _apply(
-            cur,
-            SetStatus(
-                change_id=f"{i.id}-supersedes-{row['id']}",
-                incident_id=IncidentId(row["id"]),
-                status=IncidentStatus.RESOLVED,
-                at=i.opened_at,
-                note=f"superseded by incident {i.id[:8]}, opened while Postgres was unreachable",
-            ),
-        )
+    active = cur.fetchall()
+    later = [r for r in active if op.term is not None and (r["term"] or 0) > op.term]
     first = i.evidence[0] if i.evidence else EvidenceEntry(i.opened_at, i.summary)
+    status, note, term = str(i.status), i.note, op.term
+    if later:
+        newest = max(later, key=lambda r: r["term"])
+        status, term = str(IncidentStatus.RESOLVED), newest["term"]
+        note = (
+            f"superseded by incident {newest['id'][:8]}, which the medic that took the lease "
+            f"over (term {newest['term']}) opened while this one's medic could not reach Postgres"
+        )
+    else:
+        for row in active:
+            _set_status(
+                cur,
+                SetStatus(
+                    change_id=f"{i.id}-supersedes-{row['id']}",
+                    incident_id=IncidentId(row["id"]),
+                    status=IncidentStatus.RESOLVED,
+                    at=i.opened_at,
+                    note=f"superseded by incident {i.id[:8]}, opened while Postgres was "
+                    "unreachable",
+                    term=op.term,
+                ),
+            )
     cur.execute(
         "INSERT INTO incidents (id, project, service, container_id, container_name, signal,"
-        " status, summary, fingerprint, opened_at, updated_at, scope)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        " status, summary, fingerprint, opened_at, updated_at, scope, term, resolved_at, note)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
         (
             i.id,
             i.container.project,
@@ -937,12 +1121,15 @@ def _open(cur: Cursor, op: OpenIncident) -> None:
             i.container.id,
             i.container.name,
             str(i.signal),
-            str(i.status),
+            status,
             i.summary,
             i.fingerprint,
             i.opened_at,
             i.opened_at,
             i.scope,
+            term,
+            i.opened_at if later else None,
+            note,
         ),
     )
     cur.execute(
@@ -950,3 +1137,9 @@ def _open(cur: Cursor, op: OpenIncident) -> None:
         " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING",
         (op.entry_id, i.id, first.observed_at, first.summary, Jsonb(dict(first.evidence))),
     )
+    if later:
+        cur.execute(
+            "INSERT INTO incident_status_changes (id, incident_id, status, at, note)"
+            " VALUES (%s, %s, 'resolved', %s, %s) ON CONFLICT (id) DO NOTHING",
+            (f"{i.id}-superseded", i.id, i.opened_at, note),
+        )

@@ -27,6 +27,13 @@ A spooling store made with an ``Identity`` stamps its scope on the incidents it
 opens, and its active incidents (the supervisor's start-up and every check) are
 only those of its scope, read from Postgres or from the view.
 
+A spooling store made with a ``fence`` (a medic that leads by a lease, docs/ha.md)
+asks it before each incident or attempt change: FencedOut (nothing written, nothing
+spooled, the view unchanged) when the medic may not act now. A change written to
+Postgres carries the term, which Postgres checks in the same transaction; a change
+spooled carries it too, and is written later as history (the medic spools only
+while its own clock says its lease holds, and stops acting when it runs out).
+
 Health observations are samples, not history: they are not spooled.
 """
 
@@ -45,7 +52,7 @@ from loguru import logger
 
 from agent.clock import utcnow
 from agent.codec import format_duration
-from agent.errors import FixNotFound, StoreError, StoreUnavailable
+from agent.errors import FencedOut, FixNotFound, StoreError, StoreUnavailable
 from agent.model import (
     Attempt,
     ContainerId,
@@ -68,6 +75,7 @@ from agent.store.base import (
     IncidentStore,
     new_id,
 )
+from agent.store.lease import Fence, Term
 from agent.store.memory import MemoryStore
 from agent.store.ops import (
     AddEvidence,
@@ -114,8 +122,10 @@ class SpoolingStore(IncidentStore):
         sleep: Callable[[float], object] | None = None,
         now: Callable[[], datetime] = utcnow,
         identity: Identity | None = None,
+        fence: Fence | None = None,
     ) -> None:
         self.identity = identity
+        self.fence = fence
         self._backend = backend
         self._state_dir = state_dir
         self.path = state_dir / SPOOL_FILE
@@ -146,6 +156,8 @@ class SpoolingStore(IncidentStore):
 
     def record_finding(self, finding: Finding) -> Incident:
         with self._lock:
+            term = self.term()
+            token = term.token if term is not None else None
             active = {i.id: i for i in self._view.active_incidents(finding.container.id)}
             incident = self._view.record_finding(finding)
             op: Operation
@@ -157,18 +169,21 @@ class SpoolingStore(IncidentStore):
                     finding.summary,
                     dict(finding.evidence),
                     signal=finding.signal,
+                    term=token,
                 )
             else:
-                op = OpenIncident(incident, new_id())
-            self._write(op, incident.id, before=active.get(incident.id))
+                op = OpenIncident(incident, new_id(), term=token)
+            self._write(op, incident.id, before=active.get(incident.id), term=term)
             return incident
 
     def record_attempt(self, attempt: Attempt) -> None:
         with self._lock:
+            term = self.term()
             self._know(attempt.incident_id)
             before = self._known(attempt.incident_id)
             self._view.record_attempt(attempt)
-            self._write(RecordAttempt(attempt), attempt.incident_id, before=before)
+            op = RecordAttempt(attempt, term=term.token if term is not None else None)
+            self._write(op, attempt.incident_id, before=before, term=term)
 
     def set_status(
         self,
@@ -179,21 +194,24 @@ class SpoolingStore(IncidentStore):
         note: str | None = None,
     ) -> Incident:
         with self._lock:
+            term = self.term()
+            token = term.token if term is not None else None
             before = self._own_before_change(incident_id)
             incident = self._view.set_status(incident_id, status, at=at, note=note)
-            self._write(
-                SetStatus(new_id(), incident.id, status, at, note), incident.id, before=before
-            )
+            op = SetStatus(new_id(), incident.id, status, at, note, token)
+            self._write(op, incident.id, before=before, term=term)
             return incident
 
     def move_incident(
         self, incident_id: IncidentId, container: ContainerRef, *, at: datetime, note: str
     ) -> Incident:
         with self._lock:
+            term = self.term()
+            token = term.token if term is not None else None
             before = self._own_before_change(incident_id)
             incident = self._view.move_incident(incident_id, container, at=at, note=note)
-            op = MoveIncident(new_id(), incident.id, container, at, note)
-            self._write(op, incident.id, before=before)
+            op = MoveIncident(new_id(), incident.id, container, at, note, token)
+            self._write(op, incident.id, before=before, term=term)
             return incident
 
     def get(self, incident_id: str) -> Incident:
@@ -394,20 +412,24 @@ class SpoolingStore(IncidentStore):
 
     # --- writing and spooling ------------------------------------------------------------------
 
-    def _write(self, op: Operation, incident_id: IncidentId, *, before: Incident | None) -> None:
-        """Store ``op``, already applied to the view; when it cannot be stored anywhere,
-        put the view back to ``before`` so it does not know more than was kept."""
+    def _write(
+        self, op: Operation, incident_id: IncidentId, *, before: Incident | None, term: Term | None
+    ) -> None:
+        """Store ``op``, already applied to the view; when it cannot be stored anywhere
+        (or Postgres refused its term), put the view back to ``before`` so it does not
+        know more than was kept."""
         try:
-            self._store(op)
-        except SpoolError:
+            self._store(op, term=term)
+        except (SpoolError, FencedOut):
             self._view.restore(incident_id, before)
             raise
 
-    def _store(self, op: Operation) -> None:
-        """Write ``op`` to Postgres, or to the spool while Postgres is away. Hold the lock."""
+    def _store(self, op: Operation, *, term: Term | None = None) -> None:
+        """Write ``op`` to Postgres (checking ``term`` in the same transaction), or to the
+        spool while Postgres is away. Hold the lock."""
         if self._flush():
             try:
-                self._backend.apply([op])
+                self._backend.apply([op], term=term)
                 return
             except StoreUnavailable as e:
                 self._went_down(e)

@@ -4,8 +4,10 @@ console with its JSON API when MEDIC_UI_TOKEN is set.
 /healthz says whether the loop is alive (the last poll finished within three
 intervals) and whether the events stream is connected; a Docker HEALTHCHECK or an
 orchestrator restarts medic when it is not. /readyz says whether incidents are being
-recorded: the database answers, or the local spool is taking the writes. /metrics is
-Prometheus text. /status is what ``medic status`` shows. These four need no token, as
+recorded: the database answers, or the local spool is taking the writes; and whether
+this medic leads its scope or stands by (a standby is ready: it serves its pages).
+/metrics is Prometheus text. /status is what ``medic status`` shows: this medic's
+role and every supervised container. These four need no token, as
 before the console existed, and never touch Docker or the database.
 
 Every answer carries headers that keep a browser from framing, sniffing or caching
@@ -80,7 +82,7 @@ def health_routes(
     registry: CollectorRegistry,
     status: Callable[[], Any] | None,
 ) -> list[BaseRoute]:
-    """/healthz, /readyz, /metrics and (with ``status``) /status."""
+    """/healthz, /readyz, /metrics and (with ``status``, which makes its document) /status."""
 
     def check(which: Check) -> Response:
         try:
@@ -107,7 +109,7 @@ def health_routes(
         show = status
 
         def status_page(request: Request) -> Response:
-            return _json({"containers": show()})
+            return _json(show())
 
         routes.append(Route("/status", status_page))
     return routes

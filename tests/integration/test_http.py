@@ -46,7 +46,7 @@ def medic() -> Iterator[tuple[Supervisor, FakeDocker, FakeClock, str, list[bool]
         health=supervisor.health,
         ready=lambda: (ready[0], {"status": "ok" if ready[0] else "spool failing"}),
         registry=supervisor.metrics.registry,
-        status=supervisor.status,
+        status=supervisor.status_document,
         host="127.0.0.1",
         port=0,
     )
@@ -116,3 +116,7 @@ def test_status_shows_each_container_with_its_incidents_and_circuit(
     assert [i["signal"] for i in web["incidents"]] == ["exited"]
     assert web["attempts_in_streak"] == 1
     assert web["circuit"] == "closed"
+    # The only medic of its scope (no database) leads, since it started.
+    leadership = json.loads(body)["leadership"]
+    assert leadership["role"] == "leader" and leadership["election"] == "none"
+    assert leadership["since"] == T0.isoformat()

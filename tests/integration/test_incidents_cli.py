@@ -24,8 +24,9 @@ from agent.model import (
     Signal,
 )
 from agent.store import new_id
+from agent.store.base import Identity
 from agent.store.migrate import available
-from agent.store.postgres import PostgresStore, run_migrations
+from agent.store.postgres import PostgresLeases, PostgresStore, run_migrations
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 WEB = ContainerRef(ContainerId("a" * 64), "shop-web-1", "shop", "web")
@@ -33,13 +34,14 @@ API = ContainerRef(ContainerId("b" * 64), "shop-api-1", "shop", "api")
 
 
 def medic(
-    *args: str, url: str | None, state_dir: Path | None = None
+    *args: str, url: str | None, state_dir: Path | None = None, **settings: str
 ) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "MEDIC_DATABASE_URL"}
     if url is not None:
         env["MEDIC_DATABASE_URL"] = url
     if state_dir is not None:
         env["MEDIC_STATE_DIR"] = str(state_dir)
+    env.update(settings)
     return subprocess.run(
         [sys.executable, "-m", "agent", *args],
         capture_output=True,
@@ -315,6 +317,9 @@ def test_once_spools_while_postgres_is_unreachable_and_the_next_start_writes_it(
         compose_project.name,
         url="postgresql://medic:secret@127.0.0.1:1/medic",
         state_dir=tmp_path,
+        # Without Postgres no medic can hold the lease of its scope, and would stand by:
+        # this is the lone medic that heals through an outage (docs/ha.md).
+        MEDIC_LEADER_ELECTION="false",
     )
     assert away.returncode == 0, away.stderr
     warnings = [line for line in away.stderr.splitlines() if "WARNING" in line]
@@ -350,3 +355,28 @@ def test_once_without_a_database_says_incidents_stay_in_memory(
     assert "MEDIC_DATABASE_URL is not set" in warning
     assert "kept in memory only" in warning
     assert not (tmp_path / "spool.jsonl").exists()
+
+
+def test_once_stands_by_while_another_medic_leads_the_scope(
+    compose_project: ComposeProject, postgres_url: str, tmp_path: Path, docker_client: Any
+) -> None:
+    job = exits_once(compose_project, "job")
+    scope = Identity(docker_client.info()["ID"], compose_project.name).scope
+    leases = PostgresLeases(postgres_url)
+    try:
+        leases.claim(scope, "the-leader:1:abc", seconds=600)
+    finally:
+        leases.close()
+    done = medic("once", "--project", compose_project.name, url=postgres_url, state_dir=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(
+        f"This medic stands by for compose project '{compose_project.name}'"
+    )
+    assert "the-leader:1:abc leads it" in done.stdout
+    job.reload()
+    assert job.status == "exited"  # left to the leader
+    assert parse(medic("incidents", "--all", "--json", url=postgres_url)) == []
+    as_json = medic(
+        "once", "--project", compose_project.name, "--json", url=postgres_url, state_dir=tmp_path
+    )
+    assert json.loads(as_json.stdout)["leadership"]["leader"] == "the-leader:1:abc"

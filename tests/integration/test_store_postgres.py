@@ -50,6 +50,7 @@ TABLES = {
     "diagnoses",
     "fixes",
     "notifications",
+    "leases",
     "medic_schema_migrations",
 }
 #: Every migration file, in order: all of them run on an empty database.

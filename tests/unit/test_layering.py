@@ -26,6 +26,7 @@ PURE = frozenset(
         "agent.errors",
         "agent.clock",
         "agent.scope",
+        "agent.leadership",
         "agent.healing.history",
         "agent.healing.lifecycle",
         "agent.healing.detect",
@@ -50,6 +51,7 @@ PURE = frozenset(
         "agent.codec",
         "agent.store.base",
         "agent.store.ops",
+        "agent.store.lease",
     }
 )
 

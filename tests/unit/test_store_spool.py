@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from helpers import wait_for
 from loguru import logger
-from store_fakes import FlakyDatabase
+from store_fakes import FakeLeases, FlakyDatabase
 
-from agent.errors import StoreError, StoreUnavailable
+from agent.errors import FencedOut, StoreError, StoreUnavailable
 from agent.model import (
     Attempt,
     AttemptId,
@@ -28,6 +28,8 @@ from agent.model import (
     Signal,
 )
 from agent.store import IncidentNotFound, IncidentStore, MemoryStore, new_id
+from agent.store.base import new_incident
+from agent.store.lease import Term
 from agent.store.memory import MAX_RESOLVED_KEPT
 from agent.store.migrate import available
 from agent.store.ops import (
@@ -391,12 +393,12 @@ class FailsAfter(FlakyDatabase):
         super().__init__()
         self.batches_left: int | None = None
 
-    def apply(self, ops: Sequence[Operation]) -> None:
+    def apply(self, ops: Sequence[Operation], *, term: Term | None = None) -> None:
         if self.batches_left is not None:
             if self.batches_left == 0:
                 raise StoreUnavailable("the server closed the connection")
             self.batches_left -= 1
-        super().apply(ops)
+        super().apply(ops, term=term)
 
 
 def test_a_replay_cut_short_keeps_exactly_what_was_not_committed(tmp_path: Path) -> None:
@@ -429,10 +431,10 @@ class Refuses(FlakyDatabase):
         super().__init__()
         self.refused = refused
 
-    def apply(self, ops: Sequence[Operation]) -> None:
+    def apply(self, ops: Sequence[Operation], *, term: Term | None = None) -> None:
         if any(isinstance(op, RecordAttempt) and op.attempt.id == self.refused for op in ops):
             raise StoreError("new row violates check constraint")
-        super().apply(ops)
+        super().apply(ops, term=term)
 
 
 def test_a_change_the_database_refuses_is_set_aside_and_the_rest_written(tmp_path: Path) -> None:
@@ -585,4 +587,80 @@ def test_the_spools_view_of_postgres_is_bounded_and_the_database_keeps_everythin
     # An incident the view forgot is read from the database.
     assert store.get(made[0].id).status is IncidentStatus.RESOLVED
     assert [i.id for i in store.active_incidents()] == [active.id]
+    store.close()
+
+
+# --- a medic that leads by a lease (docs/ha.md) ----------------------------------------------
+
+
+def test_every_operation_on_incidents_keeps_its_lease_term_in_the_spool() -> None:
+    incident = new_incident(finding(T0), scope="project=shop@ENGINE")
+    ops: list[Operation] = [
+        OpenIncident(incident, new_id(), term=3),
+        AddEvidence(new_id(), incident.id, T0, "again", {}, signal=Signal.EXITED, term=3),
+        RecordAttempt(attempt(incident.id, T0), term=3),
+        SetStatus(new_id(), incident.id, IncidentStatus.ESCALATED, T0, "why", term=3),
+        MoveIncident(new_id(), incident.id, WEB, T0, "moved", term=3),
+    ]
+    for op in ops:
+        line = to_json(op)
+        assert json.loads(line)["term"] == 3
+        assert from_json(line) == op
+    unleased = to_json(RecordAttempt(attempt(incident.id, T0)))
+    assert "term" not in json.loads(unleased)
+    assert from_json(unleased) == RecordAttempt(from_json(unleased).attempt)  # type: ignore[union-attr]
+    with pytest.raises(BadSpoolLine, match="term must be a positive whole number"):
+        from_json(to_json(ops[0]).replace('"term":3', '"term":"3"'))
+
+
+def test_a_medic_that_may_not_act_writes_and_spools_nothing(tmp_path: Path) -> None:
+    leading = [True]
+
+    def fence() -> Term:
+        if not leading[0]:
+            raise FencedOut("this medic does not lead")
+        return Term("project=shop@ENGINE", "a", 1)
+
+    db = FlakyDatabase()
+    store = SpoolingStore(db, state_dir=tmp_path, retry_delays=(3600,), fence=fence)
+    incident = store.record_finding(finding(T0))
+    leading[0] = False
+    db.down = True
+    with pytest.raises(FencedOut):
+        store.record_finding(finding(T0 + timedelta(seconds=5), "exited again"))
+    with pytest.raises(FencedOut):
+        store.record_attempt(attempt(incident.id, T0))
+    with pytest.raises(FencedOut):
+        store.set_status(incident.id, IncidentStatus.RESOLVED, at=T0)
+    assert store.pending_changes() == 0
+    assert not (tmp_path / "spool.jsonl").exists() or spooled_lines(tmp_path / "spool.jsonl") == []
+    db.down = False
+    assert [len(i.evidence) for i in store.active_incidents()] == [1]
+    store.close()
+
+
+def test_a_leader_spools_under_its_term_and_the_replay_is_written_after_a_takeover(
+    tmp_path: Path,
+) -> None:
+    """The leader spools while Postgres is away from it; another medic takes the lease
+    (term 2); the spooled changes are history, written without the live term check."""
+    clock_now = [T0]
+    leases = FakeLeases(lambda: clock_now[0])
+    scope = "project=shop@ENGINE"
+    first = leases.claim(scope, "a", seconds=3).term
+    db = FlakyDatabase(leases)
+    store = SpoolingStore(db, state_dir=tmp_path, retry_delays=(3600,), fence=lambda: first)
+    db.down = True
+    incident = store.record_finding(finding(T0))
+    store.record_attempt(attempt(incident.id, T0))
+    assert [line["term"] for line in spooled_lines(tmp_path / "spool.jsonl")] == [1, 1]
+    clock_now[0] = T0 + timedelta(seconds=10)
+    assert leases.claim(scope, "b", seconds=3).token == 2
+    db.down = False
+    assert store.replay() is True
+    assert len(db.rows.get(incident.id).attempts) == 1
+    # A live write of the old term is refused by the database now.
+    with pytest.raises(FencedOut):
+        store.record_attempt(attempt(incident.id, T0 + timedelta(seconds=11)))
+    assert len(db.rows.get(incident.id).attempts) == 1
     store.close()
