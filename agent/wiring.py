@@ -218,9 +218,12 @@ def supervisor(
         clock=clock,
     )
     gateway.ping()
-    scope = resolve_scope(settings.project, gateway, own_id=own_container_id())
+    scope = resolve_scope(
+        settings.project, gateway, own_id=own_container_id(), stack=settings.stack
+    )
     # One database, many medics: this one's incidents are those of its scope on this engine.
-    store = open_store(settings.store, identity=Identity(gateway.engine_id(), scope.project))
+    identity = Identity(gateway.engine_id(), scope.project, stack=scope.stack)
+    store = open_store(settings.store, identity=identity)
     notifier: Notifier | None = notifications(settings.notify, journal=store.record_notification)
     worker = None
     if diagnose and not healing.dry_run:

@@ -234,6 +234,7 @@ class Recorder:
         held = self._held.get(slot)
         if not findings:
             return Recorded(held.incident_id if held else None)
+        held = self._followed(slot, held, findings[0].container)
         opened = False
         for finding in findings:
             self._metrics.findings.labels(signal=str(finding.signal)).inc()
@@ -475,6 +476,19 @@ class Recorder:
             container.short_id,
             held.incident_id[:8],
         )
+
+    def _followed(self, slot: Slot, held: Held | None, container: ContainerRef) -> Held | None:
+        """Swarm replaced the slot's task by a new one (a new container): the episode goes
+        on in it, so the incident follows it rather than a second one being opened."""
+        if held is None or container.swarm is None or held.container.id == container.id:
+            return held
+        self.moved(
+            slot,
+            container,
+            note=f"Swarm replaced task {held.container.name} by {container.name} in slot "
+            f"{container.swarm.slot_name}; the episode goes on in the new task",
+        )
+        return self._held.get(slot)
 
     def interrupted(
         self, attempt: Attempt, container: ContainerRef, *, account: str, found_at: datetime
