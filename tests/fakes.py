@@ -274,6 +274,15 @@ class FakeDocker(DockerGateway):
         service.status(task_id, desired_state="shutdown", state="failed")
         return self.add_task(service, slot)
 
+    def swarm_stops(self, container: FakeContainer, *, desired: str = "shutdown") -> None:
+        """Swarm stops a task's container (SIGTERM, its events), as it does for an update
+        or an unhealthy task; no request of medic's. ``desired`` shutdown: the task is
+        marked shut down on purpose, as an update does (else leave it to the caller)."""
+        self._stop(container, timeout=10)
+        if desired == "shutdown":
+            service, task_id, _ = self._task_of(container)
+            service.status(task_id, desired_state="shutdown", state="shutdown")
+
     def task_failed(self, container: FakeContainer) -> None:
         """Swarm saw the task's container end and did not replace it (its restart policy
         says no, or its attempts are used up)."""

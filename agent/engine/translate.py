@@ -12,7 +12,7 @@ makes the requests.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -200,7 +200,7 @@ def project_container_from_list(entry: Mapping[str, Any]) -> ProjectContainer:
 
 
 def swarm_service_from_inspect(
-    attrs: Mapping[str, Any], tasks: list[Mapping[str, Any]] | tuple[()] = ()
+    attrs: Mapping[str, Any], tasks: Sequence[Mapping[str, Any]] = ()
 ) -> SwarmService:
     """A service from ``GET /services/{id}`` and its tasks from ``GET /tasks``."""
     spec = attrs.get("Spec") or {}
