@@ -9,7 +9,6 @@ policy at work, ``force_update`` replaces each slot's task.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import timedelta
 
 import pytest
 from factories import supervisor_on
@@ -239,25 +238,31 @@ def test_swarms_kill_of_a_task_is_a_death_never_a_persons_stop() -> None:
 def test_only_a_starting_task_takes_its_slot_over_and_old_tasks_late_events_are_ignored() -> None:
     stack = Stack(SwarmRestart.ANY)
     fake = stack.fake
-    first = ContainerRef.from_labels(stack.first.id, stack.first.name, stack.first.labels)
+
+    def ref(c: FakeContainer) -> ContainerRef:
+        return ContainerRef.from_labels(c.id, c.name, c.labels)
+
+    def event(c: FakeContainer, kind: str) -> Reaction:
+        at = stack.clock.now()
+        return slots.event(ref(c), kind=kind, at=at, detail="", signal=None, grace=1, window=1)[1]
+
     slots = Slots()
-    slot, _ = slots.track(first)
+    slot, _ = slots.track(ref(stack.first))
     fake.crash(stack.first)
-    for _ in range(5):  # more tasks than a slot remembers former ids of
-        fake.swarm_replaces(stack.current() if _ else stack.first)
-    newest = stack.current()
-    ref = ContainerRef.from_labels(newest.id, newest.name, newest.labels)
-    now = stack.clock.now() + timedelta(seconds=1)
-    assert slots.event(ref, kind="start", at=now, detail="", signal=None, grace=1, window=1)[0] == (
-        slot
-    )
+    unseen = fake.swarm_replaces(stack.first)  # a task medic never saw (it was down)
+    fake.crash(unseen)
+    newest = fake.swarm_replaces(unseen)
+
+    assert event(newest, "start") is Reaction.CHECK_IF_TROUBLED
     assert slots[slot].ref.id == newest.id
-    # The oldest task's container is removed by Swarm's task history limit later.
-    _, reaction = slots.event(
-        first, kind="destroy", at=now, detail="", signal=None, grace=1, window=1
-    )
-    assert reaction is Reaction.NOTHING
-    assert slots[slot].ref.id == newest.id
+    # Late events of a task older than the slot's current one, which the slot never
+    # knew (its die, Swarm removing its container by the task history limit), are
+    # not the slot's present: they neither take it over nor count.
+    for kind in ("die", "destroy"):
+        assert event(unseen, kind) is Reaction.NOTHING
+        assert slots[slot].ref.id == newest.id
+    assert slots[slot].history.deaths == ()
+    assert event(newest, "die") is Reaction.CHECK
 
 
 # --- scope and identity ---------------------------------------------------------------------
