@@ -234,7 +234,7 @@ class Recorder:
         held = self._held.get(slot)
         if not findings:
             return Recorded(held.incident_id if held else None)
-        held = self._followed(slot, held, findings[0].container)
+        held = self.follow(slot, findings[0].container)
         opened = False
         for finding in findings:
             self._metrics.findings.labels(signal=str(finding.signal)).inc()
@@ -477,9 +477,11 @@ class Recorder:
             held.incident_id[:8],
         )
 
-    def _followed(self, slot: Slot, held: Held | None, container: ContainerRef) -> Held | None:
-        """Swarm replaced the slot's task by a new one (a new container): the episode goes
-        on in it, so the incident follows it rather than a second one being opened."""
+    def follow(self, slot: Slot, container: ContainerRef) -> Held | None:
+        """The slot's incident, moved to ``container`` when that is a new task Swarm put in
+        the slot: the episode goes on in it, so the incident follows it (and resolves on
+        it) rather than a second one being opened."""
+        held = self._held.get(slot)
         if held is None or container.swarm is None or held.container.id == container.id:
             return held
         self.moved(
