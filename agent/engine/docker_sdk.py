@@ -211,10 +211,9 @@ def translate_errors(what: str) -> Iterator[None]:
         raise ContainerGone(f"{what}: the container no longer exists") from e
     except docker.errors.APIError as e:
         explanation = _clause(e.explanation or str(e))
-        if "not a swarm manager" in explanation.lower() or "not part of a swarm" in (
-            explanation.lower()
-        ):
-            # A worker answers 503 to every question about services, for good.
+        if any(words in explanation.lower() for words in _NOT_A_MANAGER_WORDS):
+            # A worker (or an engine in no swarm) answers 503 to every question about
+            # services, for good: not a server error worth retrying.
             raise NotSwarmManager(f"{what}: {_NOT_A_MANAGER}") from e
         if e.status_code is not None and e.status_code >= 500:
             raise DockerServerError(f"{what}: the Docker engine failed: {explanation}") from e
@@ -225,6 +224,8 @@ def translate_errors(what: str) -> Iterator[None]:
         raise DockerUnavailable(f"{what}: {_clause(str(e))}") from e
 
 
+#: How the engine says it cannot answer for Swarm services.
+_NOT_A_MANAGER_WORDS = ("not a swarm manager", "not part of a swarm")
 _NOT_A_MANAGER = (
     "this Docker engine is not a Swarm manager, and only a manager can read or update a "
     "service; run medic on a manager node, or have a person run docker service update --force"
