@@ -377,6 +377,7 @@ def cmd_doctor(settings: Settings, *, as_json: bool, ask_llm: bool = False) -> i
     results = run_checks(
         os.environ,
         project=settings.project,
+        stack=settings.stack,
         playbooks=settings.healing.playbooks,
         connect=connect,
         probe_database=probe_database,

@@ -423,7 +423,12 @@ class Settings:
 
     project: str | None = field(default=None, metadata={"env": "MEDIC_PROJECT"})
     """Compose project to supervise (MEDIC_PROJECT, or ``--project``). Unset: medic's own
-    container's project, else only containers labelled ``medic.enable=true``."""
+    container's project (or Swarm stack), else only containers labelled
+    ``medic.enable=true``."""
+
+    stack: str | None = field(default=None, metadata={"env": "MEDIC_STACK"})
+    """Swarm stack to supervise (MEDIC_STACK): the tasks of ``docker stack deploy -c FILE
+    STACK`` on this node's engine. Unset: as for MEDIC_PROJECT (docs/swarm.md)."""
 
     log_format: str = field(default="text", metadata={"env": "MEDIC_LOG_FORMAT"})
     """``text`` for people, ``json`` for one JSON object a line (MEDIC_LOG_FORMAT)."""
@@ -457,6 +462,10 @@ class Settings:
     warns of each at start and ``medic doctor`` lists them (``unknown_variables``)."""
 
     def __post_init__(self) -> None:
+        if self.project and self.stack:
+            raise ConfigError(
+                "Set MEDIC_PROJECT (a compose project) or MEDIC_STACK (a Swarm stack), not both."
+            )
         if self.log_format not in ("text", "json"):
             raise ConfigError(f"MEDIC_LOG_FORMAT must be text or json, not {self.log_format!r}.")
         if self.log_level.upper() not in ("TRACE", "DEBUG", "INFO", "WARNING", "ERROR"):

@@ -60,22 +60,25 @@ def check_docker(
     )
 
 
-def check_scope(project: str | None, gateway: DockerSDKGateway | None) -> CheckResult:
+def check_scope(
+    project: str | None, gateway: DockerSDKGateway | None, *, stack: str | None = None
+) -> CheckResult:
     if gateway is None:
         return CheckResult(
             "scope", False, "not checked: Docker is unreachable", "Fix docker first."
         )
     own = own_container_id()
     try:
-        scope = resolve_scope(project, gateway, own_id=own)
+        scope = resolve_scope(project, gateway, own_id=own, stack=stack)
         count = len(gateway.list_containers(scope.label_filter))
     except MedicError as e:
         return CheckResult("scope", False, str(e), "Fix docker first.")
-    where = (
-        "from MEDIC_PROJECT"
-        if project
-        else ("from medic's own container" if scope.project else "no project: opt-in by label")
-    )
+    if stack or project:
+        where = "from MEDIC_STACK" if stack else "from MEDIC_PROJECT"
+    elif scope.project or scope.stack:
+        where = "from medic's own container"
+    else:
+        where = "no project: opt-in by label"
     detail = f"{scope.describe()} ({where}); {count} container(s) in scope"
     if count == 0:
         return CheckResult(
@@ -215,6 +218,7 @@ def run_checks(
     project: str | None,
     playbooks: Path,
     connect: Callable[[], DockerSDKGateway],
+    stack: str | None = None,
     probe_database: Callable[[str], str] | None,
     ask_llm: Callable[[Endpoint], str] | None = None,
     llm: LlmSettings | None = None,
@@ -224,7 +228,7 @@ def run_checks(
     try:
         return [
             docker_result,
-            check_scope(project, gateway),
+            check_scope(project, gateway, stack=stack),
             check_playbooks(playbooks),
             check_database(environ, probe_database),
             check_repository(environ),

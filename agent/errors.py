@@ -19,6 +19,7 @@ this drawing to the code)::
     │   ├── DockerServerError       the engine answered 5xx (temporary)
     │   ├── ContainerGone           the container is gone (permanent)
     │   └── DockerRequestError      the request was refused, 4xx (permanent)
+    │       └── NotSwarmManager     Swarm services need a manager (permanent)
     ├── ActionError                 an action did not do its job (permanent)
     │   └── ComposeError            compose cannot read the project        engine.compose_graph
     │       ├── UnresolvedVariable  a ${VAR} unset, or a bad $             engine.compose_graph
@@ -129,6 +130,11 @@ class ContainerGone(DockerError):
 
 class DockerRequestError(DockerError):
     """The engine refused the request (4xx other than 404); retrying will not help."""
+
+
+class NotSwarmManager(DockerRequestError):
+    """The engine is a Swarm worker (or in no swarm): only a manager reads or updates
+    services. Asking again will not help."""
 
 
 class ActionError(MedicError):

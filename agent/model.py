@@ -8,6 +8,7 @@ floats, because that is how playbooks and settings write them.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -24,6 +25,19 @@ SERVICE_LABEL = "com.docker.compose.service"
 IGNORE_LABEL = "medic.ignore"
 ENABLE_LABEL = "medic.enable"
 PLAYBOOK_LABEL = "medic.playbook"
+
+#: Labels Docker Swarm puts on every task container, and the one ``docker stack deploy``
+#: adds (the stack's name). See ``SwarmTask``.
+SWARM_SERVICE_NAME_LABEL = "com.docker.swarm.service.name"
+SWARM_SERVICE_ID_LABEL = "com.docker.swarm.service.id"
+SWARM_TASK_ID_LABEL = "com.docker.swarm.task.id"
+SWARM_TASK_NAME_LABEL = "com.docker.swarm.task.name"
+SWARM_NODE_ID_LABEL = "com.docker.swarm.node.id"
+STACK_LABEL = "com.docker.stack.namespace"
+
+#: A task container's name: ``<service>.<replica number or node id>.<task id>``; task ids
+#: are 25 lower-case letters and digits.
+_TASK_NAME = re.compile(r"^(?P<slot>.+\.[^.]+)\.(?P<task>[0-9a-z]{25})$")
 
 #: Evidence is flat so it serialises to JSON and prints as a table without surprises.
 EvidenceValue = str | int | float | bool | None
@@ -170,13 +184,100 @@ ACTIVE_STATUSES = frozenset({IncidentStatus.OPEN, IncidentStatus.HEALING, Incide
 
 
 @dataclass(frozen=True)
+class SwarmTask:
+    """What a Swarm task container's labels say of the task and its service.
+
+    Swarm replaces a failed task by a new one, in a new container with a new id and
+    name, in the same *slot*: the replica number of a replicated service, the node of a
+    global one. medic keeps one failure episode per slot (``slot_name``), so a task
+    Swarm replaces goes on as the same incident, and it heals through the service
+    (agent/healing/swarm.py), never by restarting a task container.
+    """
+
+    service_id: str
+    service_name: str
+    """The Swarm service's name: ``<stack>_<service>`` for a service of a stack."""
+    task_id: str
+    task_name: str
+    node_id: str
+    stack: str | None = None
+
+    @classmethod
+    def from_labels(cls, labels: Mapping[str, str]) -> SwarmTask | None:
+        """The task a container's labels describe; None for a container Swarm did not make."""
+        service_id = labels.get(SWARM_SERVICE_ID_LABEL)
+        service_name = labels.get(SWARM_SERVICE_NAME_LABEL)
+        task_id = labels.get(SWARM_TASK_ID_LABEL)
+        if not (service_id and service_name and task_id):
+            return None
+        return cls(
+            service_id=service_id,
+            service_name=service_name,
+            task_id=task_id,
+            task_name=labels.get(SWARM_TASK_NAME_LABEL) or f"{service_name}.?.{task_id}",
+            node_id=labels.get(SWARM_NODE_ID_LABEL) or "",
+            stack=labels.get(STACK_LABEL) or None,
+        )
+
+    @property
+    def service(self) -> str:
+        """The service's name as its stack file writes it (``web`` for ``shop_web``), so a
+        playbook's ``services: [web]`` matches it under compose and under Swarm alike."""
+        if self.stack and self.service_name.startswith(f"{self.stack}_"):
+            return self.service_name[len(self.stack) + 1 :]
+        return self.service_name
+
+    @property
+    def slot(self) -> str:
+        """The replica number (replicated service) or node id (global service) the task
+        runs in, read from its name ``<service>.<slot>.<task id>``."""
+        middle = self.task_name.removeprefix(f"{self.service_name}.").removesuffix(
+            f".{self.task_id}"
+        )
+        if middle and middle != self.task_name and "." not in middle and middle != "?":
+            return middle
+        return self.node_id or self.task_id
+
+    @property
+    def slot_name(self) -> str:
+        """``<service>.<slot>``: the task's name without its task id, the same for every
+        task Swarm puts in this slot."""
+        return f"{self.service_name}.{self.slot}"
+
+
+def task_slot_name(container_name: str) -> str | None:
+    """``shop_web.1`` for a task container named ``shop_web.1.<task id>``; None for a name
+    Swarm did not give. For a container known only by what the store keeps (no labels)."""
+    found = _TASK_NAME.match(container_name.lstrip("/"))
+    return found.group("slot") if found else None
+
+
+@dataclass(frozen=True)
 class ContainerRef:
-    """Who a container is: enough to name it in a log line, a table or a database row."""
+    """Who a container is: enough to name it in a log line, a table or a database row.
+
+    For a Swarm task, ``project`` is its stack and ``service`` its service's name in the
+    stack file; ``swarm`` says the rest (None for any other container, and for one read
+    back from the store, which keeps only the four fields above).
+    """
 
     id: ContainerId
     name: str
     project: str | None
     service: str | None
+    swarm: SwarmTask | None = field(default=None, compare=False)
+
+    @classmethod
+    def from_labels(cls, container_id: str, name: str, labels: Mapping[str, str]) -> ContainerRef:
+        """The container's identity from its labels: compose's, else Swarm's."""
+        swarm = SwarmTask.from_labels(labels)
+        return cls(
+            id=ContainerId(container_id),
+            name=name.lstrip("/"),
+            project=labels.get(PROJECT_LABEL) or (swarm.stack if swarm else None),
+            service=labels.get(SERVICE_LABEL) or (swarm.service if swarm else None),
+            swarm=swarm,
+        )
 
     @property
     def short_id(self) -> str:
@@ -184,7 +285,9 @@ class ContainerRef:
 
     @property
     def label(self) -> str:
-        """How log lines name the container: its service where compose gave one."""
+        """How log lines name the container: its service where compose or Swarm gave one."""
+        if self.swarm is not None:
+            return f"{self.name} (Swarm service {self.swarm.service_name})"
         if self.service and self.service != self.name:
             return f"{self.name} (service {self.service})"
         return self.name
@@ -218,6 +321,9 @@ class ContainerSnapshot:
     health_interval: float | None = None
     ip_addresses: tuple[str, ...] = ()
     restart_policy: str | None = None
+    created_at: datetime | None = None
+    """When the container was made (engine time): which of a Swarm slot's task containers
+    is the current one."""
 
     @property
     def is_healthy(self) -> bool:

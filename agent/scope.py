@@ -2,9 +2,10 @@
 
 One scope decides for every part of medic: the poll, the events stream, and every
 action the actor carries out (restart_dependents included). A container is out of
-scope when it belongs to another project (or does not opt in when medic runs with
-no project), when it is labelled ``medic.ignore`` with any true value, or when it
-is medic's own container. Label truthiness has one parser, ``label_is_true``.
+scope when it belongs to another compose project or Swarm stack (or does not opt in
+when medic runs with neither), when it is labelled ``medic.ignore`` with any true
+value, or when it is medic's own container. Label truthiness has one parser,
+``label_is_true``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from agent.model import ENABLE_LABEL, IGNORE_LABEL, PROJECT_LABEL, ContainerId
+from agent.model import ENABLE_LABEL, IGNORE_LABEL, PROJECT_LABEL, STACK_LABEL, ContainerId
 
 #: Spellings of "true" in a label value, compared without case or surrounding spaces.
 TRUE_VALUES = frozenset({"true", "1", "yes", "on"})
@@ -25,7 +26,8 @@ def label_is_true(value: str | None) -> bool:
 
 @dataclass(frozen=True)
 class Scope:
-    """The containers medic may act on: one compose project, or those that opt in.
+    """The containers medic may act on: one compose project, one Swarm stack (the tasks
+    of ``docker stack deploy -c FILE STACK``), or those that opt in.
 
     medic's own container (``own_id``, read from /proc by ``observe.own_container_id``)
     and any labelled ``medic.ignore=true`` are never in scope.
@@ -33,10 +35,13 @@ class Scope:
 
     project: str | None
     own_id: ContainerId | None = None
+    stack: str | None = None
 
     @property
     def label_filter(self) -> str:
         """The label the engine filters on, so out-of-scope containers cost nothing."""
+        if self.stack:
+            return f"{STACK_LABEL}={self.stack}"
         if self.project:
             return f"{PROJECT_LABEL}={self.project}"
         return f"{ENABLE_LABEL}=true"
@@ -54,6 +59,8 @@ class Scope:
             return False
         if label_is_true(labels.get(IGNORE_LABEL)):
             return False
+        if self.stack:
+            return labels.get(STACK_LABEL) == self.stack
         if self.project:
             return labels.get(PROJECT_LABEL) == self.project
         return label_is_true(labels.get(ENABLE_LABEL))
@@ -69,6 +76,8 @@ class Scope:
         return None
 
     def describe(self) -> str:
+        if self.stack:
+            return f"Swarm stack {self.stack!r}"
         if self.project:
             return f"compose project {self.project!r}"
         return "containers labelled medic.enable=true"

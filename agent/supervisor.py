@@ -42,7 +42,7 @@ from agent.healing.decide import decide
 from agent.healing.detect import CrashLoopRule, detect_in
 from agent.healing.heal import Collect, Done, Healer, Parts
 from agent.healing.history import History, Reaction, Slot, on_inspect
-from agent.healing.observe import Scope, explain, look_again, poll
+from agent.healing.observe import Scope, explain, look_again, poll, review_for_swarm
 from agent.healing.recorder import EscalationHook, engine_account
 from agent.healing.signals import Prober
 from agent.healing.slots import Slots, Tracked
@@ -419,6 +419,7 @@ class Supervisor:
             now=self._clock.now(),
             used=tracked.used,
         )
+        decision, findings = review_for_swarm(self._gateway, decision, findings)
         if self._report is not None:
             self._report.add(findings, decision)
         self._recorder.record(slot, findings)

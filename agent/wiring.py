@@ -225,9 +225,11 @@ def supervisor(
         clock=clock,
     )
     gateway.ping()
-    scope = resolve_scope(settings.project, gateway, own_id=own_container_id())
+    scope = resolve_scope(
+        settings.project, gateway, own_id=own_container_id(), stack=settings.stack
+    )
     # One database, many medics: this one's incidents are those of its scope on this engine.
-    identity = Identity(gateway.engine_id(), scope.project)
+    identity = Identity(gateway.engine_id(), scope.project, stack=scope.stack)
     leader = leader_of(settings, identity, describe=scope.describe())
     store = open_store(
         settings.store, identity=identity, fence=leader.fence if leader is not None else None

@@ -19,7 +19,12 @@ Honest about what matters to medic:
   which loses its in-memory event history as the real one does;
 * the engine can be away for a while (``engine_down``): every request, ``ping``
   included, fails with ``DockerUnavailable`` until ``engine_up`` or until the
-  injected clock reaches the time it was told to come back.
+  injected clock reaches the time it was told to come back;
+* Swarm services (``add_service``, ``add_task``) keep their tasks as a manager does:
+  a task container carries Swarm's labels and name, ``force_update`` replaces each
+  slot's task by a new one in a new container (stop first, as Swarm's default update
+  order), ``swarm_replaces`` does what a restart policy does, and a worker
+  (``manager = False``) refuses both with ``NotSwarmManager``.
 
 Every request is counted in ``requests``, and stamped with the injected clock's
 time in ``timeline``.
@@ -49,9 +54,33 @@ from agent.engine.gateway import (
     ProjectContainer,
     SandboxRequest,
     SandboxResult,
+    SwarmRestart,
+    SwarmService,
+    SwarmTaskStatus,
 )
-from agent.errors import ContainerGone, DockerError, DockerRequestError, DockerUnavailable
-from agent.model import ContainerId, ContainerRef, ContainerSnapshot, Health, State
+from agent.errors import (
+    ContainerGone,
+    DockerError,
+    DockerRequestError,
+    DockerUnavailable,
+    NotSwarmManager,
+)
+from agent.model import (
+    STACK_LABEL,
+    SWARM_NODE_ID_LABEL,
+    SWARM_SERVICE_ID_LABEL,
+    SWARM_SERVICE_NAME_LABEL,
+    SWARM_TASK_ID_LABEL,
+    SWARM_TASK_NAME_LABEL,
+    ContainerId,
+    ContainerRef,
+    ContainerSnapshot,
+    Health,
+    State,
+)
+
+#: The node id of the fake engine, as a swarm of one node would have.
+NODE_ID = "node0fakeengine0000000000"
 
 T0 = datetime(2026, 11, 21, 12, 0, 0, tzinfo=UTC)
 
@@ -103,6 +132,28 @@ class FakeContainer:
     term_exit_code: int | None = SIGTERM_EXIT
     """The exit code when it gets SIGTERM; None: it ignores SIGTERM and is killed."""
     health_checked_at: datetime | None = None
+    created_at: datetime | None = None
+
+
+@dataclass
+class FakeService:
+    """A Swarm service of the fake engine, and its tasks as the manager keeps them."""
+
+    id: str
+    name: str
+    stack: str | None = None
+    restart: SwarmRestart = SwarmRestart.ANY
+    max_attempts: int = 0
+    global_mode: bool = False
+    version: int = 1
+    force_update: int = 0
+    container_labels: dict[str, str] = field(default_factory=dict)
+    tasks: list[SwarmTaskStatus] = field(default_factory=list)
+    containers: dict[str, str] = field(default_factory=dict)
+    """Each task's container id, by task id."""
+
+    def status(self, task_id: str, **changes: str) -> None:
+        self.tasks = [replace(t, **changes) if t.id == task_id else t for t in self.tasks]
 
 
 class _Stream(EventStream):
@@ -148,6 +199,9 @@ class FakeDocker(DockerGateway):
         """Other images the engine has (MEDIC_VERIFY_IMAGE, say)."""
         self.sandboxes: list[SandboxRequest] = []
         self.sandbox_results: list[SandboxResult] = []
+        self.services: dict[str, FakeService] = {}
+        self.manager = True
+        """Whether the engine is a Swarm manager (a worker cannot read or update services)."""
 
     # --- test controls ---
     def engine_now(self) -> datetime:
@@ -158,12 +212,95 @@ class FakeDocker(DockerGateway):
         self._count += 1
         c = FakeContainer(id=f"{self._count:064x}", name=name, labels=dict(labels))
         c.started_at = self.engine_now()
+        # Made one after another, even within one tick of the injected clock.
+        c.created_at = c.started_at + timedelta(microseconds=self._count)
         for key, value in state.items():
             setattr(c, key, value)
         if c.state is State.EXITED and c.finished_at is None:
             c.finished_at = self.engine_now()
         self.containers[c.id] = c
         return c
+
+    def add_service(
+        self,
+        name: str,
+        *,
+        stack: str | None = None,
+        restart: SwarmRestart = SwarmRestart.ANY,
+        max_attempts: int = 0,
+        labels: Mapping[str, str] | None = None,
+    ) -> FakeService:
+        """A Swarm service (``stack``: deployed by docker stack deploy, named
+        ``<stack>_<name>``); its task containers get ``labels`` besides Swarm's."""
+        full = f"{stack}_{name}" if stack else name
+        service = FakeService(
+            id=uuid.uuid4().hex[:25],
+            name=full,
+            stack=stack,
+            restart=restart,
+            max_attempts=max_attempts,
+            container_labels=dict(labels or {}),
+        )
+        self.services[service.id] = service
+        return service
+
+    def add_task(self, service: FakeService, slot: str = "1", **state: object) -> FakeContainer:
+        """A new task of ``service`` in ``slot``, running unless ``state`` says otherwise,
+        in a container named and labelled as Swarm does; its start event is emitted."""
+        task_id = uuid.uuid4().hex[:25]
+        labels = {
+            **service.container_labels,
+            SWARM_SERVICE_ID_LABEL: service.id,
+            SWARM_SERVICE_NAME_LABEL: service.name,
+            SWARM_TASK_ID_LABEL: task_id,
+            SWARM_TASK_NAME_LABEL: f"{service.name}.{slot}.{task_id}",
+            SWARM_NODE_ID_LABEL: NODE_ID,
+            "com.docker.swarm.task": "",
+        }
+        if service.stack:
+            labels[STACK_LABEL] = service.stack
+        c = self.add(f"{service.name}.{slot}.{task_id}", labels, **state)
+        running = c.state is State.RUNNING
+        service.tasks.append(
+            SwarmTaskStatus(
+                id=task_id,
+                slot=slot,
+                desired_state="running",
+                state="running" if running else "failed",
+            )
+        )
+        service.containers[task_id] = c.id
+        if running:
+            self.emit(c, "start")
+        return c
+
+    def swarm_replaces(self, container: FakeContainer) -> FakeContainer:
+        """What a restart policy does with an ended task: it is failed and shut down,
+        and a new task starts in its slot."""
+        service, task_id, slot = self._task_of(container)
+        service.status(task_id, desired_state="shutdown", state="failed")
+        return self.add_task(service, slot)
+
+    def swarm_stops(self, container: FakeContainer, *, desired: str = "shutdown") -> None:
+        """Swarm stops a task's container (SIGTERM, its events), as it does for an update
+        or an unhealthy task; no request of medic's. ``desired`` shutdown: the task is
+        marked shut down on purpose, as an update does (else leave it to the caller)."""
+        self._stop(container, timeout=10)
+        if desired == "shutdown":
+            service, task_id, _ = self._task_of(container)
+            service.status(task_id, desired_state="shutdown", state="shutdown")
+
+    def task_failed(self, container: FakeContainer) -> None:
+        """Swarm saw the task's container end and did not replace it (its restart policy
+        says no, or its attempts are used up)."""
+        service, task_id, _ = self._task_of(container)
+        service.status(task_id, desired_state="shutdown", state="failed")
+
+    def _task_of(self, container: FakeContainer) -> tuple[FakeService, str, str]:
+        service = self.services[container.labels[SWARM_SERVICE_ID_LABEL]]
+        task_id = container.labels[SWARM_TASK_ID_LABEL]
+        status = next(t for t in service.tasks if t.id == task_id)
+        return service, task_id, status.slot
 
     def fail(self, request: str, error: Exception, times: int = 1) -> None:
         """Make the next ``times`` requests of that kind fail with ``error``."""
@@ -245,12 +382,8 @@ class FakeDocker(DockerGateway):
 
     def _snapshot(self, c: FakeContainer, *, detailed: bool) -> ContainerSnapshot:
         return ContainerSnapshot(
-            ref=ContainerRef(
-                ContainerId(c.id),
-                c.name,
-                c.labels.get("com.docker.compose.project"),
-                c.labels.get("com.docker.compose.service"),
-            ),
+            ref=ContainerRef.from_labels(c.id, c.name, c.labels),
+            created_at=c.created_at,
             labels=dict(c.labels),
             image="fake",
             state=c.state,
@@ -342,6 +475,50 @@ class FakeDocker(DockerGateway):
         del self.containers[old.id]
         self.emit(old, "destroy")
         return ContainerId(new.id)
+
+    def swarm_service(self, service_id: str) -> SwarmService:
+        self._request("swarm_service")
+        return self._service_view(self._service(service_id), tasks=True)
+
+    def force_update(self, service_id: str) -> SwarmService:
+        """As a manager: the counter and the version go up, and each slot's task is
+        replaced (the old container stopped first, then the new one started)."""
+        self._request("force_update")
+        service = self._service(service_id)
+        service.force_update += 1
+        service.version += 1
+        slots = dict.fromkeys(t.slot for t in service.tasks)
+        for slot in slots:
+            for task in [t for t in service.tasks if t.slot == slot and t.meant_to_run]:
+                old = self.containers.get(service.containers.get(task.id, ""))
+                if old is not None and old.state is State.RUNNING:
+                    self._stop(old, timeout=10)
+                service.status(task.id, desired_state="shutdown", state="shutdown")
+            self.add_task(service, slot)
+        return self._service_view(service, tasks=False)
+
+    def _service(self, service_id: str) -> FakeService:
+        if not self.manager:
+            raise NotSwarmManager(
+                "Reading Swarm service: this Docker engine is not a Swarm manager"
+            )
+        found = self.services.get(service_id)
+        if found is None:
+            raise DockerRequestError(f"Swarm service {service_id[:12]}: no longer exists")
+        return found
+
+    @staticmethod
+    def _service_view(service: FakeService, *, tasks: bool) -> SwarmService:
+        return SwarmService(
+            id=service.id,
+            name=service.name,
+            version=service.version,
+            force_update=service.force_update,
+            global_mode=service.global_mode,
+            restart=service.restart,
+            max_attempts=service.max_attempts,
+            tasks=tuple(service.tasks) if tasks else (),
+        )
 
     def build_image(self, spec: BuildRequest) -> BuildResult:
         """Succeeds when the context (the folder, or the tar in ``spec.archive``) holds the

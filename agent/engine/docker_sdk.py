@@ -64,6 +64,7 @@ from agent.engine.gateway import (
     SandboxRequest,
     SandboxResult,
     SandboxUntil,
+    SwarmService,
 )
 from agent.engine.translate import (
     create_args_from_inspect,
@@ -72,6 +73,7 @@ from agent.engine.translate import (
     project_container_from_list,
     snapshot_from_inspect,
     snapshot_from_list,
+    swarm_service_from_inspect,
 )
 from agent.errors import (
     ContainerGone,
@@ -79,6 +81,7 @@ from agent.errors import (
     DockerRequestError,
     DockerServerError,
     DockerUnavailable,
+    NotSwarmManager,
     TemporaryError,
 )
 from agent.model import PROJECT_LABEL, ContainerId, ContainerSnapshot, Health
@@ -208,6 +211,10 @@ def translate_errors(what: str) -> Iterator[None]:
         raise ContainerGone(f"{what}: the container no longer exists") from e
     except docker.errors.APIError as e:
         explanation = _clause(e.explanation or str(e))
+        if any(words in explanation.lower() for words in _NOT_A_MANAGER_WORDS):
+            # A worker (or an engine in no swarm) answers 503 to every question about
+            # services, for good: not a server error worth retrying.
+            raise NotSwarmManager(f"{what}: {_NOT_A_MANAGER}") from e
         if e.status_code is not None and e.status_code >= 500:
             raise DockerServerError(f"{what}: the Docker engine failed: {explanation}") from e
         raise DockerRequestError(f"{what}: the Docker engine refused: {explanation}") from e
@@ -215,6 +222,14 @@ def translate_errors(what: str) -> Iterator[None]:
         raise DockerUnavailable(f"{what}: the Docker engine did not answer ({e})") from e
     except docker.errors.DockerException as e:
         raise DockerUnavailable(f"{what}: {_clause(str(e))}") from e
+
+
+#: How the engine says it cannot answer for Swarm services.
+_NOT_A_MANAGER_WORDS = ("not a swarm manager", "not part of a swarm")
+_NOT_A_MANAGER = (
+    "this Docker engine is not a Swarm manager, and only a manager can read or update a "
+    "service; run medic on a manager node, or have a person run docker service update --force"
+)
 
 
 def _clause(text: str) -> str:
@@ -314,6 +329,19 @@ def _last_words(error: BaseException) -> str:
 def _since_param(at: datetime) -> str:
     # Docker takes fractional Unix seconds; the SDK's own datetime conversion assumes naive UTC.
     return f"{at.timestamp():.9f}"
+
+
+#: Reads and updates of a service's spec when another update slips in between.
+_UPDATE_TRIES = 3
+
+
+@contextmanager
+def _service_gone(what: str) -> Iterator[None]:
+    """The engine's 404 for a service is not about a container."""
+    try:
+        yield
+    except ContainerGone as e:
+        raise DockerRequestError(f"{what}: the Swarm service no longer exists") from e
 
 
 class _SDKEventStream(EventStream):
@@ -590,6 +618,46 @@ class DockerSDKGateway(DockerGateway):
                 name,
                 e,
             )
+
+    # --- Swarm services ---------------------------------------------------------------
+
+    def swarm_service(self, service_id: str) -> SwarmService:
+        what = f"Reading Swarm service {service_id[:12]}"
+        with _service_gone(what):
+            attrs = self._call(what, self._api.inspect_service, service_id)
+            tasks = self._call(
+                f"Listing the tasks of Swarm service {service_id[:12]}",
+                self._api.tasks,
+                filters={"service": [service_id]},
+            )
+        return swarm_service_from_inspect(attrs, list(tasks or ()))
+
+    def force_update(self, service_id: str) -> SwarmService:
+        what = f"Forcing an update of Swarm service {service_id[:12]}"
+        with _service_gone(what):
+            for _ in range(_UPDATE_TRIES):
+                attrs = self._call(what, self._api.inspect_service, service_id)
+                current = swarm_service_from_inspect(attrs)
+                try:
+                    # Not retried as a whole: an update the engine applied before failing
+                    # to answer must not become two rolling updates. The version makes a
+                    # concurrent change of the spec a refusal rather than a lost update.
+                    with translate_errors(what):
+                        self._api.update_service(
+                            service_id,
+                            version=current.version,
+                            task_template={"ForceUpdate": current.force_update + 1},
+                            fetch_current_spec=True,
+                        )
+                except DockerRequestError as e:
+                    if "out of sequence" in str(e):
+                        continue  # someone updated the service meanwhile: read it again
+                    raise
+                after = self._call(what, self._api.inspect_service, service_id)
+                return swarm_service_from_inspect(after)
+        raise DockerRequestError(
+            f"{what}: the service's spec kept changing under medic ({_UPDATE_TRIES} tries)"
+        )
 
     def build_image(self, spec: BuildRequest) -> BuildResult:
         what = f"Building image {spec.tag} from {spec.context}"

@@ -17,8 +17,6 @@ from enum import StrEnum
 
 from agent.model import (
     IGNORE_LABEL,
-    PROJECT_LABEL,
-    SERVICE_LABEL,
     ContainerId,
     ContainerRef,
     ContainerSnapshot,
@@ -64,12 +62,7 @@ class DockerEvent:
     @property
     def ref(self) -> ContainerRef:
         """Who the event is about; events carry the container's labels as attributes."""
-        return ContainerRef(
-            id=self.container_id,
-            name=self.name.lstrip("/"),
-            project=self.attributes.get(PROJECT_LABEL),
-            service=self.attributes.get(SERVICE_LABEL),
-        )
+        return ContainerRef.from_labels(self.container_id, self.name, self.attributes)
 
 
 @dataclass(frozen=True)
@@ -225,6 +218,67 @@ class ProjectContainer:
         return self.state is State.CREATED or (self.state is State.EXITED and self.exit_code == 0)
 
 
+class SwarmRestart(StrEnum):
+    """A Swarm service's ``restart_policy.condition``: when Swarm replaces a task that
+    ended."""
+
+    ANY = "any"
+    ON_FAILURE = "on-failure"
+    NONE = "none"
+
+
+#: Task states (``docker service ps``) in which the task's container has ended.
+TASK_ENDED_STATES = frozenset({"complete", "shutdown", "failed", "rejected", "remove", "orphaned"})
+
+#: Desired states in which Swarm means a task to run: ``running``, or ``ready`` while a
+#: replacement waits out the restart policy's delay.
+TASK_MEANT_TO_RUN = frozenset({"new", "pending", "assigned", "accepted", "ready", "running"})
+
+
+@dataclass(frozen=True)
+class SwarmTaskStatus:
+    """One task of a Swarm service as the manager sees it (``docker service ps``)."""
+
+    id: str
+    slot: str
+    """The replica number of a replicated service, the node id of a global one: the
+    same as ``SwarmTask.slot`` of its container."""
+    desired_state: str
+    """What Swarm wants of the task: ``running``, ``ready``, ``shutdown``…"""
+    state: str
+    """Where the task is: ``running``, ``failed``, ``shutdown``, ``complete``…"""
+    error: str | None = None
+    """Why it failed (``task: non-zero exit (1)``), when it did."""
+
+    @property
+    def meant_to_run(self) -> bool:
+        return self.desired_state in TASK_MEANT_TO_RUN
+
+
+@dataclass(frozen=True)
+class SwarmService:
+    """A Swarm service as a manager sees it, with the tasks it keeps (running ones and
+    the last few ended ones, ``task_history_limit``)."""
+
+    id: str
+    name: str
+    version: int
+    """The spec's version index; every update raises it."""
+    force_update: int
+    """``TaskTemplate.ForceUpdate``: the counter ``docker service update --force`` raises."""
+    global_mode: bool
+    restart: SwarmRestart
+    max_attempts: int = 0
+    """``restart_policy.max_attempts``; 0: no limit."""
+    tasks: tuple[SwarmTaskStatus, ...] = ()
+
+    def in_slot(self, slot: str) -> tuple[SwarmTaskStatus, ...]:
+        return tuple(t for t in self.tasks if t.slot == slot)
+
+    def task(self, task_id: str) -> SwarmTaskStatus | None:
+        return next((t for t in self.tasks if t.id == task_id), None)
+
+
 class EventStream(ABC):
     """A live stream of events; iterate it, and close it from another thread to stop."""
 
@@ -277,6 +331,18 @@ class DockerGateway(ABC):
         Volumes are kept, anonymous ones included; if anything fails before the old
         container is removed, the old one is put back as it was.
         """
+
+    @abstractmethod
+    def swarm_service(self, service_id: str) -> SwarmService:
+        """The Swarm service and its tasks (two requests). ``NotSwarmManager`` when this
+        engine is not a manager of its swarm (only managers know services);
+        DockerRequestError when the service is gone."""
+
+    @abstractmethod
+    def force_update(self, service_id: str) -> SwarmService:
+        """``docker service update --force``: raise the service's ``ForceUpdate`` counter,
+        so that Swarm replaces its tasks by its update policy. Returns the service as it
+        is after the update (without its tasks). ``NotSwarmManager`` as above."""
 
     @abstractmethod
     def build_image(self, spec: BuildRequest) -> BuildResult:

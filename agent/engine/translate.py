@@ -12,13 +12,20 @@ makes the requests.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from agent.engine.gateway import OUTPUT_LIMIT, DockerEvent, LogLine, ProjectContainer
+from agent.engine.gateway import (
+    OUTPUT_LIMIT,
+    DockerEvent,
+    LogLine,
+    ProjectContainer,
+    SwarmRestart,
+    SwarmService,
+    SwarmTaskStatus,
+)
 from agent.model import (
-    PROJECT_LABEL,
     SERVICE_LABEL,
     ContainerId,
     ContainerRef,
@@ -58,12 +65,7 @@ def _state(text: str | None) -> State:
 
 
 def _ref(container_id: str, name: str, labels: Mapping[str, str]) -> ContainerRef:
-    return ContainerRef(
-        id=ContainerId(container_id),
-        name=name.lstrip("/"),
-        project=labels.get(PROJECT_LABEL),
-        service=labels.get(SERVICE_LABEL),
-    )
+    return ContainerRef.from_labels(container_id, name, labels)
 
 
 def snapshot_from_list(entry: Mapping[str, Any], now: datetime) -> ContainerSnapshot:
@@ -85,7 +87,15 @@ def snapshot_from_list(entry: Mapping[str, Any], now: datetime) -> ContainerSnap
         exit_code=int(exit_match.group(1)) if exit_match else None,
         ip_addresses=_ip_addresses(entry.get("NetworkSettings")),
         observed_at=now,
+        created_at=_unix_time(entry.get("Created")),
     )
+
+
+def _unix_time(value: object) -> datetime | None:
+    """The list call's ``Created``: Unix seconds."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+        return datetime.fromtimestamp(value, UTC)
+    return None
 
 
 #: Docker's health-check interval when the container's configuration leaves it at 0.
@@ -132,6 +142,7 @@ def snapshot_from_inspect(attrs: Mapping[str, Any], now: datetime) -> ContainerS
         health_interval=_health_interval(config) if health_info else None,
         restart_policy=policy,
         ip_addresses=_ip_addresses(attrs.get("NetworkSettings")),
+        created_at=parse_time(attrs.get("Created")),
     )
 
 
@@ -182,6 +193,47 @@ def project_container_from_list(entry: Mapping[str, Any]) -> ProjectContainer:
         state=_state(entry.get("State")),
         network_mode=str((entry.get("HostConfig") or {}).get("NetworkMode") or ""),
         exit_code=int(exit_match.group(1)) if exit_match else None,
+    )
+
+
+# --- Swarm services ---------------------------------------------------------------------
+
+
+def swarm_service_from_inspect(
+    attrs: Mapping[str, Any], tasks: Sequence[Mapping[str, Any]] = ()
+) -> SwarmService:
+    """A service from ``GET /services/{id}`` and its tasks from ``GET /tasks``."""
+    spec = attrs.get("Spec") or {}
+    template = spec.get("TaskTemplate") or {}
+    policy = template.get("RestartPolicy") or {}
+    try:
+        # Swarm's default when a service sets none is "any".
+        restart = SwarmRestart(str(policy.get("Condition") or "any"))
+    except ValueError:
+        restart = SwarmRestart.ANY
+    global_mode = "Global" in (spec.get("Mode") or {})
+    return SwarmService(
+        id=str(attrs.get("ID") or ""),
+        name=str(spec.get("Name") or ""),
+        version=int((attrs.get("Version") or {}).get("Index") or 0),
+        force_update=int(template.get("ForceUpdate") or 0),
+        global_mode=global_mode,
+        restart=restart,
+        max_attempts=int(policy.get("MaxAttempts") or 0),
+        tasks=tuple(_task_status(t, global_mode) for t in tasks),
+    )
+
+
+def _task_status(task: Mapping[str, Any], global_mode: bool) -> SwarmTaskStatus:
+    status = task.get("Status") or {}
+    slot = task.get("Slot")
+    return SwarmTaskStatus(
+        id=str(task.get("ID") or ""),
+        # A global service's tasks have no slot number: each node is its slot.
+        slot=str(task.get("NodeID") or "") if global_mode or not slot else str(slot),
+        desired_state=str(task.get("DesiredState") or ""),
+        state=str(status.get("State") or ""),
+        error=str(status.get("Err") or "") or None,
     )
 
 

@@ -184,6 +184,12 @@ class Actor:
         outcome = Outcome()
         error: str | None = None
         try:
+            refused = actions.swarm_refusal(container, action)
+            if refused is not None:
+                # Swarm owns its task containers: restarting one would fight it.
+                raise ActionError(
+                    f"medic does not {action.kind} {container.label}, a Swarm task: {refused}"
+                )
             hands = _Hands(self, plan, announce)
             outcome = actions.kind_of(action).run(hands, container, action)
         except MedicError as e:

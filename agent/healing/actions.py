@@ -14,6 +14,11 @@ and add its row to the table in docs/actions.md (a test checks the table lists e
 kind). If it needs the engine to do something no kind does yet, the gateway
 (agent/engine/gateway.py) and its fake (tests/fakes.py) grow a method.
 
+An entry also says what it becomes on a Swarm task container (``under_swarm``):
+medic never restarts, starts, stops or recreates a container Swarm owns, so a kind
+that would is translated into a forced update of the task's service, or refused with
+the reason (agent/healing/swarm.py applies it; the actor refuses the rest).
+
 Pure: an entry's ``run`` acts only through the ``Hands`` it is given.
 """
 
@@ -125,6 +130,11 @@ class ActionType(ABC):
         """A problem with options that each read well but do not go together."""
         return None
 
+    def under_swarm(self, action: Action) -> tuple[Action, ...] | str:
+        """What the action becomes on a Swarm task container: the actions to run in its
+        place (``(action,)``: itself), or why it is refused there."""
+        return f"{self.name} acts on the container itself, and Swarm owns its task containers"
+
     def describe(self, action: Action) -> str:
         """How logs, tables and notifications name the action."""
         timeout = action.seconds("timeout")
@@ -181,6 +191,20 @@ def leaves_stopped(plan: Plan) -> bool:
     return bool(changes) and KINDS[changes[-1].kind].leaves_stopped
 
 
+def swarm_refusal(container: ContainerRef, action: Action) -> str | None:
+    """Why the action must not run as it is on this container, a Swarm task: None when
+    it may (it runs inside the container, or goes through the service)."""
+    if container.swarm is None or action.kind not in KINDS:
+        return None
+    becomes = KINDS[action.kind].under_swarm(action)
+    if becomes == (action,):
+        return None
+    if isinstance(becomes, str):
+        return becomes
+    instead = ", then ".join(describe(a) for a in becomes)
+    return f"on a Swarm task medic does {instead} instead"
+
+
 def plural(n: int, noun: str) -> str:
     return f"{n} {noun}{'s' if n != 1 else ''}"
 
@@ -199,6 +223,9 @@ def _exit(code: int | None) -> str:
 
 
 _STOP: Mapping[str, Option] = {"timeout": Option(OptionType.STOP_TIMEOUT)}
+
+#: The kind a Swarm task's restart, start and recreate become.
+FORCE_UPDATE = "force_update"
 
 
 def _touched(hands: Hands, container: ContainerRef, request: Callable[[], object]) -> Outcome:
@@ -236,6 +263,9 @@ class Restart(ActionType):
     options = _STOP
     stops = True
 
+    def under_swarm(self, action: Action) -> tuple[Action, ...] | str:
+        return (Action(FORCE_UPDATE),)
+
     def run(self, hands: Hands, container: ContainerRef, action: Action) -> Outcome:
         timeout = hands.stop_timeout(action)
         return _touched(
@@ -249,6 +279,10 @@ class Start(ActionType):
     summary = "Start a stopped container."
     starts = True
 
+    def under_swarm(self, action: Action) -> tuple[Action, ...] | str:
+        # A task's container is never started again: Swarm runs a new task instead.
+        return (Action(FORCE_UPDATE),)
+
     def run(self, hands: Hands, container: ContainerRef, action: Action) -> Outcome:
         return _touched(hands, container, lambda: hands.gateway.start(container.id))
 
@@ -260,6 +294,12 @@ class Stop(ActionType):
     options = _STOP
     stops = True
     leaves_stopped = True
+
+    def under_swarm(self, action: Action) -> tuple[Action, ...] | str:
+        return (
+            "a stopped task is a failed task to Swarm, which starts another in its place; "
+            "to stop a service, scale it to 0 (docker service scale NAME=0)"
+        )
 
     def run(self, hands: Hands, container: ContainerRef, action: Action) -> Outcome:
         timeout = hands.stop_timeout(action)
@@ -278,6 +318,9 @@ class Exec(ActionType):
 
     def describe(self, action: Action) -> str:
         return f"exec {' '.join(action.words('command'))}"
+
+    def under_swarm(self, action: Action) -> tuple[Action, ...] | str:
+        return (action,)
 
     def run(self, hands: Hands, container: ContainerRef, action: Action) -> Outcome:
         output = _in_container(
@@ -301,6 +344,10 @@ class Recreate(ActionType):
     options = _STOP
     stops = True
 
+    def under_swarm(self, action: Action) -> tuple[Action, ...] | str:
+        # A new task from the service's spec is what a recreate means under Swarm.
+        return (Action(FORCE_UPDATE),)
+
     def run(self, hands: Hands, container: ContainerRef, action: Action) -> Outcome:
         with hands.touching(container):
             new_id = ContainerId(
@@ -318,6 +365,13 @@ class Rebuild(ActionType):
     )
     options = _STOP
     stops = True
+
+    def under_swarm(self, action: Action) -> tuple[Action, ...] | str:
+        return (
+            "rebuild builds from a compose build context on this host, and a Swarm service "
+            "runs its image on any node; build and push the image, then run docker service "
+            "update --image"
+        )
 
     def run(self, hands: Hands, container: ContainerRef, action: Action) -> Outcome:
         return hands.rebuild(container, hands.stop_timeout(action))
@@ -377,6 +431,13 @@ class CacheClear(ActionType):
             )
         return None
 
+    def under_swarm(self, action: Action) -> tuple[Action, ...] | str:
+        if not action.flag("restart"):
+            return (action,)
+        kept = {k: v for k, v in action.options if k not in ("restart", "timeout")}
+        # The clearing runs in the task's container; its restart goes through the service.
+        return (Action(self.name, **kept), Action(FORCE_UPDATE))
+
     def describe(self, action: Action) -> str:
         parts = []
         if action.words("paths"):
@@ -427,6 +488,12 @@ class RestartDependents(ActionType):
     options = _STOP
     stops = True
 
+    def under_swarm(self, action: Action) -> tuple[Action, ...] | str:
+        return (
+            "Swarm services have no compose dependency order, and medic restarts no task "
+            "container; update the dependent services with docker service update --force"
+        )
+
     def run(self, hands: Hands, container: ContainerRef, action: Action) -> Outcome:
         return Outcome(hands.restart_dependents(container, hands.stop_timeout(action)))
 
@@ -440,6 +507,9 @@ class Notify(ActionType):
     def describe(self, action: Action) -> str:
         message = action.text("message")
         return f"notify {message!r}" if message else self.name
+
+    def under_swarm(self, action: Action) -> tuple[Action, ...] | str:
+        return (action,)
 
     def run(self, hands: Hands, container: ContainerRef, action: Action) -> Outcome:
         hands.announce(container, action)
@@ -469,6 +539,9 @@ class Reload(ActionType):
     def describe(self, action: Action) -> str:
         return f"reload (SIG{action.text('signal') or 'HUP'})"
 
+    def under_swarm(self, action: Action) -> tuple[Action, ...] | str:
+        return (action,)
+
     def run(self, hands: Hands, container: ContainerRef, action: Action) -> Outcome:
         signal = action.text("signal") or "HUP"
         _in_container(
@@ -479,3 +552,32 @@ class Reload(ActionType):
             timeout=30.0,
         )
         return Outcome(f"sent SIG{signal} to the main process")
+
+
+@register
+class ForceUpdate(ActionType):
+    name = FORCE_UPDATE
+    summary = (
+        "Force a rolling update of the Swarm service the task container belongs to (as "
+        "`docker service update --force`): Swarm replaces its tasks by the service's update "
+        "policy. Only for Swarm tasks; restart, start and recreate become this on one."
+    )
+    stops = True
+
+    def under_swarm(self, action: Action) -> tuple[Action, ...] | str:
+        return (action,)
+
+    def run(self, hands: Hands, container: ContainerRef, action: Action) -> Outcome:
+        task = container.swarm
+        if task is None:
+            raise ActionError(
+                f"{container.label} is no Swarm task, so it has no service to update; use "
+                "restart or recreate for it"
+            )
+        with hands.touching(container):
+            service = hands.gateway.force_update(task.service_id)
+        return Outcome(
+            f"forced an update of Swarm service {service.name or task.service_name} "
+            f"(update counter {service.force_update}, spec version {service.version}); Swarm "
+            "replaces its tasks"
+        )

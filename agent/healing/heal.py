@@ -259,7 +259,7 @@ class Healer:
     def settle(self, slot: Slot, snapshot: ContainerSnapshot, findings: list[Finding]) -> None:
         """Resolve the slot's incident once every signal it showed is clear for the settle
         period; otherwise look again when it could be."""
-        tracked, held = self._slots[slot], self._recorder.held(slot)
+        tracked, held = self._slots[slot], self._recorder.follow(slot, snapshot.ref)
         now = self._clock.now()
         stale = health_is_stale(snapshot, tracked.history.acted_until)
         wake = lifecycle.health_recheck_at(snapshot, stale=stale, now=now)

@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from agent.model import ContainerRef, ContainerSnapshot, State
+from agent.model import ContainerRef, ContainerSnapshot, State, task_slot_name
 
 #: Two deaths closer than this are the same death seen twice (event and inspect).
 SAME_DEATH = timedelta(seconds=1)
@@ -50,7 +50,10 @@ class Slot:
     """Where a container sits in its stack; a recreated container takes the same slot.
 
     Replicas of one service (``web-1``, ``web-2``) are different slots: they have
-    different names, and a recreate keeps the name.
+    different names, and a recreate keeps the name. A Swarm task's slot is its
+    service's slot (``shop_web.1``, or ``shop_web.<node id>`` for a global service):
+    the task Swarm starts in place of a failed one takes the same slot, though its
+    container has a new name.
     """
 
     project: str | None
@@ -59,7 +62,10 @@ class Slot:
 
     @classmethod
     def of(cls, ref: ContainerRef) -> Slot:
-        return cls(ref.project, ref.service, ref.name)
+        if ref.swarm is not None:
+            return cls(ref.project, ref.service, ref.swarm.slot_name)
+        # A task container read back from the store has no labels, only its name.
+        return cls(ref.project, ref.service, task_slot_name(ref.name) or ref.name)
 
 
 @dataclass(frozen=True)
@@ -192,11 +198,15 @@ def on_event(
     signal: str | None = None,
     grace: float,
     window: float,
+    orchestrated: bool = False,
 ) -> tuple[History, Reaction]:
     """Fold one Docker event (engine time ``at``) into the history.
 
     ``grace``: a death this many seconds after a person's kill is that person's doing.
-    ``window``: the crash-loop window, for pruning deaths.
+    ``window``: the crash-loop window, for pruning deaths. ``orchestrated``: the
+    container is a Swarm task, whose stops and kills are Swarm's (or a person's that
+    Swarm takes for a failure): never a person's stop for medic to respect, so its
+    deaths count, and the review against its service says what to do.
     """
     if kind in ("start", "stop"):
         history = _ended_by_event(history, kind, at)
@@ -205,7 +215,7 @@ def on_event(
     if kind == "kill" and not stops(kind, signal):
         return history, Reaction.NOTHING
     if kind in ("kill", "stop"):
-        if ours:
+        if ours or orchestrated:
             return history, Reaction.NOTHING
         history = replace(history, kill_at=at)
         if kind == "stop":

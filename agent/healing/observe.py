@@ -2,7 +2,9 @@
 
 A poll is one list request for the whole scope. Only containers whose summary
 says something may be wrong get an inspect request: a healthy stack costs one
-request per cycle, however many containers it has.
+request per cycle, however many containers it has. Of a Swarm slot's task
+containers only the newest is seen; a plan for a Swarm task is reviewed against its
+service as a manager sees it (``review_for_swarm``) before anything is recorded.
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ from pathlib import Path
 
 from loguru import logger
 
-from agent.engine.gateway import DockerGateway
-from agent.errors import ContainerGone, DockerError
+from agent.engine.gateway import DockerGateway, SwarmService
+from agent.errors import ContainerGone, DockerError, NotSwarmManager
+from agent.healing import swarm
 from agent.healing.history import (
     SAME_DEATH,
     History,
@@ -24,7 +27,18 @@ from agent.healing.history import (
     unexplained_death,
     with_past_events,
 )
-from agent.model import PROJECT_LABEL, ContainerId, ContainerRef, ContainerSnapshot, State
+from agent.model import (
+    PROJECT_LABEL,
+    STACK_LABEL,
+    ContainerId,
+    ContainerRef,
+    ContainerSnapshot,
+    Decision,
+    Finding,
+    Plan,
+    State,
+    SwarmTask,
+)
 from agent.scope import Scope, label_is_true
 
 _CONTAINER_ID_IN_PATH = re.compile(r"/(?:docker/containers|docker)/([0-9a-f]{64})(?:/|$|\.scope)")
@@ -37,6 +51,7 @@ __all__ = [
     "own_container_id",
     "poll",
     "resolve_scope",
+    "review_for_swarm",
 ]
 
 
@@ -54,9 +69,16 @@ def own_container_id(proc: Path = Path("/proc")) -> ContainerId | None:
 
 
 def resolve_scope(
-    project: str | None, gateway: DockerGateway, *, own_id: ContainerId | None
+    project: str | None,
+    gateway: DockerGateway,
+    *,
+    own_id: ContainerId | None,
+    stack: str | None = None,
 ) -> Scope:
-    """MEDIC_PROJECT if set; else the project of medic's own container; else opt-in."""
+    """MEDIC_PROJECT or MEDIC_STACK if set; else the compose project or Swarm stack of
+    medic's own container; else opt-in."""
+    if stack:
+        return Scope(project=None, own_id=own_id, stack=stack)
     if project:
         return Scope(project=project, own_id=own_id)
     if own_id is not None:
@@ -72,6 +94,10 @@ def resolve_scope(
             detected = me.labels.get(PROJECT_LABEL)
             if detected:
                 return Scope(project=detected, own_id=own_id)
+            # Deployed by docker stack deploy: medic supervises the stack it is part of.
+            in_stack = me.labels.get(STACK_LABEL)
+            if in_stack:
+                return Scope(project=None, own_id=own_id, stack=in_stack)
     return Scope(project=None, own_id=own_id)
 
 
@@ -81,9 +107,10 @@ def poll(gateway: DockerGateway, scope: Scope) -> list[ContainerSnapshot]:
     A container that vanishes between the two requests is skipped with a log line.
     """
     seen: list[ContainerSnapshot] = []
-    for summary in gateway.list_containers(scope.label_filter):
-        if not scope.includes(summary.ref.id, summary.labels):
-            continue
+    listed = [
+        s for s in gateway.list_containers(scope.label_filter) if scope.includes(s.ref.id, s.labels)
+    ]
+    for summary in swarm.current_tasks(listed):
         if not summary.needs_closer_look:
             seen.append(summary)
             continue
@@ -134,7 +161,10 @@ def explain(
     died = unexplained_death(history, snapshot) if snapshot.detailed else None
     if died is None:
         return history
-    if snapshot.state is not State.EXITED:
+    if snapshot.state is not State.EXITED or snapshot.ref.swarm is not None:
+        # Nobody stops a Swarm task for medic to respect: Swarm stops the tasks it
+        # replaces, and a person's docker stop is a failed task to Swarm. Whether Swarm
+        # replaces it is for the review against its service (review_for_swarm).
         return note_death(history, died, window=window)
     since = died - timedelta(seconds=grace)
     if snapshot.started_at is not None:
@@ -171,3 +201,36 @@ def explain(
             history.stopped_at,
         )
     return history
+
+
+def review_for_swarm(
+    gateway: DockerGateway, decision: Decision | None, findings: list[Finding]
+) -> tuple[Decision | None, list[Finding]]:
+    """A plan for a Swarm task container, reviewed against its service as the manager
+    sees it (agent/healing/swarm.py): what to do instead, and the findings to record
+    (none when Swarm ended the task on purpose). Anything else passes unchanged."""
+    if not isinstance(decision, Plan) or decision.finding.container.swarm is None:
+        return decision, findings
+    task = decision.finding.container.swarm
+    service, unreadable = _read_service(gateway, task)
+    review = swarm.under_swarm(decision, task, service, unreadable=unreadable)
+    for note in review.notes:
+        logger.bind(container=decision.finding.container.name).info("{}.", note)
+    return review.decision, [] if review.dismissed else findings
+
+
+def _read_service(
+    gateway: DockerGateway, task: SwarmTask
+) -> tuple[SwarmService | None, str | None]:
+    try:
+        return gateway.swarm_service(task.service_id), None
+    except NotSwarmManager as e:
+        return None, str(e)
+    except DockerError as e:
+        logger.warning(
+            "Could not read Swarm service {}: {}. medic leaves its task to Swarm and looks "
+            "again at the next poll.",
+            task.service_name,
+            e,
+        )
+        return None, str(e)

@@ -253,6 +253,7 @@ class Recorder:
         held = self._held.get(slot)
         if not findings:
             return Recorded(held.incident_id if held else None)
+        held = self.follow(slot, findings[0].container)
         opened = False
         for finding in findings:
             self._metrics.findings.labels(signal=str(finding.signal)).inc()
@@ -494,6 +495,21 @@ class Recorder:
             container.short_id,
             held.incident_id[:8],
         )
+
+    def follow(self, slot: Slot, container: ContainerRef) -> Held | None:
+        """The slot's incident, moved to ``container`` when that is a new task Swarm put in
+        the slot: the episode goes on in it, so the incident follows it (and resolves on
+        it) rather than a second one being opened."""
+        held = self._held.get(slot)
+        if held is None or container.swarm is None or held.container.id == container.id:
+            return held
+        self.moved(
+            slot,
+            container,
+            note=f"Swarm replaced task {held.container.name} by {container.name} in slot "
+            f"{container.swarm.slot_name}; the episode goes on in the new task",
+        )
+        return self._held.get(slot)
 
     def interrupted(
         self,

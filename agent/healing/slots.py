@@ -86,11 +86,13 @@ class Slots:
     def update(self, slot: Slot, **changes: object) -> Tracked:
         return self.put(slot, replace(self._slots[slot], **changes))  # type: ignore[arg-type]
 
-    def track(self, ref: ContainerRef) -> tuple[Slot, Tracked | None]:
+    def track(self, ref: ContainerRef, *, takes_over: bool = True) -> tuple[Slot, Tracked | None]:
         """The slot of a container seen in a snapshot or event, tracked from now on.
 
         None for a container a recreate left behind, and for the one replacing it
         while medic's recreate is still in flight: neither is judged on its own.
+        ``takes_over`` False: a container the slot does not know yet does not take it
+        over either (None): a Swarm slot's event of a task older than its current one.
         """
         slot = self.of(ref)
         tracked = self._slots.get(slot)
@@ -98,7 +100,7 @@ class Slots:
             return slot, self.put(slot, Tracked(History(ref)))
         if tracked.ref.id == ref.id:
             return slot, tracked
-        if ref.id in tracked.former or tracked.history.busy:
+        if ref.id in tracked.former or tracked.history.busy or not takes_over:
             return slot, None
         # Another container took the slot (recreated outside medic): it carries on.
         return slot, self.moved(slot, ref)
@@ -237,9 +239,12 @@ class Slots:
         """Fold one Docker event into its slot's history (agent/history.on_event).
 
         STOPPED_BY_PERSON is returned only when the container was not already taken as
-        stopped; nothing but that is asked while an action is in flight.
+        stopped; nothing but that is asked while an action is in flight. A Swarm task
+        takes over its slot by starting (Swarm's new task in place of the old one);
+        the late events of an older task of the slot are not its present.
         """
-        slot, tracked = self.track(ref)
+        orchestrated = ref.swarm is not None
+        slot, tracked = self.track(ref, takes_over=not orchestrated or kind == "start")
         if tracked is None:
             return slot, Reaction.NOTHING  # a container medic replaced, or its replacement
         history, reaction = hist.on_event(
@@ -250,6 +255,7 @@ class Slots:
             signal=signal,
             grace=grace,
             window=window,
+            orchestrated=orchestrated,
         )
         stopped = reaction is Reaction.STOPPED_BY_PERSON
         self.put(

@@ -62,6 +62,9 @@ class Identity:
 
     engine_id: str
     project: str | None = None
+    stack: str | None = None
+    """A Swarm stack instead of a compose project: each node's medic watches the stack's
+    tasks on its own engine, so the engine id keeps their incidents apart."""
 
     def __post_init__(self) -> None:
         if not self.engine_id.strip():
@@ -69,9 +72,12 @@ class Identity:
 
     @property
     def scope(self) -> str:
-        """The text stored in ``incidents.scope``: ``project=shop@<engine id>`` or
-        ``label=medic.enable@<engine id>``."""
-        what = f"project={self.project}" if self.project else "label=medic.enable"
+        """The text stored in ``incidents.scope``: ``project=shop@<engine id>``,
+        ``stack=shop@<engine id>`` or ``label=medic.enable@<engine id>``."""
+        if self.stack:
+            what = f"stack={self.stack}"
+        else:
+            what = f"project={self.project}" if self.project else "label=medic.enable"
         return f"{what}@{self.engine_id}"
 
 

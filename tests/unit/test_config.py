@@ -28,6 +28,7 @@ from agent.errors import ConfigError
 #: breaks every deployment that sets it, so this list changes only on purpose.
 ENV_NAMES = (
     "MEDIC_PROJECT",
+    "MEDIC_STACK",
     "MEDIC_INTERVAL",
     "MEDIC_PLAYBOOKS",
     "MEDIC_SETTLE",
@@ -91,6 +92,7 @@ def test_the_environment_variables_are_exactly_the_documented_ones() -> None:
 #: Each setting and its value when nothing is set.
 DEFAULTS: tuple[tuple[str, object], ...] = (
     ("project", None),
+    ("stack", None),
     ("log_format", "text"),
     ("log_level", "INFO"),
     ("extra", {}),
@@ -171,12 +173,13 @@ def test_the_groups_are_the_parts_of_settings() -> None:
     s = Settings()
     assert {name: type(getattr(s, name)) for name in GROUPS} == GROUPS
     top = {f.name for f in fields(Settings)} - set(GROUPS)
-    assert top == {"project", "log_format", "log_level", "extra"}
+    assert top == {"project", "stack", "log_format", "log_level", "extra"}
 
 
 #: Each variable, the attribute it sets, a value to write and what that value reads as.
 EACH_VARIABLE: tuple[tuple[str, str, str, object], ...] = (
     ("MEDIC_PROJECT", "project", "shop", "shop"),
+    ("MEDIC_STACK", "stack", "shop", "shop"),
     ("MEDIC_LOG_FORMAT", "log_format", "json", "json"),
     ("MEDIC_LOG_LEVEL", "log_level", "debug", "debug"),
     ("MEDIC_DOCKER_RETRY_ATTEMPTS", "docker.retry_attempts", "2", 2),

@@ -14,7 +14,13 @@ import requests.exceptions
 
 from agent.engine.docker_sdk import DockerSDKGateway
 from agent.engine.gateway import SandboxLimits, SandboxRequest
-from agent.errors import ContainerGone, DockerRequestError, DockerServerError, DockerUnavailable
+from agent.errors import (
+    ContainerGone,
+    DockerRequestError,
+    DockerServerError,
+    DockerUnavailable,
+    NotSwarmManager,
+)
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 CID = "a" * 64
@@ -211,3 +217,78 @@ def test_removing_a_missing_image_is_not_an_error() -> None:
             raise docker.errors.ImageNotFound(f"No such image: {tag}")
 
     assert gateway(Images(), []).remove_image("medic-candidate/web:gone") is False
+
+
+# --- Swarm services -----------------------------------------------------------------------
+
+
+class SwarmAPI:
+    """A manager's service API, or a worker's (every answer a 503, as the engine's)."""
+
+    def __init__(self, *, worker: bool = False, conflicts: int = 0) -> None:
+        self.worker = worker
+        self.conflicts = conflicts
+        self.version = 7
+        self.counter = 1
+        self.updates: list[dict[str, Any]] = []
+
+    def _refuse(self) -> None:
+        if self.worker:
+            raise api_error(
+                503,
+                "This node is not a swarm manager. Worker nodes can't be used to view or "
+                "modify cluster state. Please run this command on a manager node or promote "
+                "the current node to a manager.",
+            )
+
+    def inspect_service(self, service: str) -> dict[str, Any]:
+        self._refuse()
+        if service == "gone":
+            raise docker.errors.NotFound("service gone not found")
+        return {
+            "ID": service,
+            "Version": {"Index": self.version},
+            "Spec": {
+                "Name": "shop_web",
+                "Mode": {"Replicated": {"Replicas": 1}},
+                "TaskTemplate": {"ForceUpdate": self.counter},
+            },
+        }
+
+    def tasks(self, filters: dict[str, Any]) -> list[dict[str, Any]]:
+        self._refuse()
+        return [{"ID": "t1", "Slot": 1, "DesiredState": "running", "Status": {"State": "running"}}]
+
+    def update_service(self, service: str, **kwargs: Any) -> dict[str, Any]:
+        self._refuse()
+        self.updates.append(kwargs)
+        if self.conflicts:
+            self.conflicts -= 1
+            self.version += 1  # someone else's update slipped in
+            raise api_error(400, "update out of sequence")
+        self.version += 1
+        self.counter = kwargs["task_template"]["ForceUpdate"]
+        return {"Warnings": None}
+
+
+def test_a_forced_update_raises_the_services_counter_at_the_version_it_read() -> None:
+    api = SwarmAPI(conflicts=1)
+    updated = gateway(api, []).force_update("svc")
+    assert [u["version"] for u in api.updates] == [7, 8]  # read again after the conflict
+    assert api.updates[-1]["task_template"] == {"ForceUpdate": 2}
+    assert api.updates[-1]["fetch_current_spec"] is True
+    assert (updated.force_update, updated.version) == (2, 9)
+
+
+def test_a_worker_says_once_that_services_need_a_manager_and_is_not_asked_again() -> None:
+    sleeps: list[float] = []
+    with pytest.raises(NotSwarmManager, match=r"not a Swarm manager.*run medic on a manager"):
+        gateway(SwarmAPI(worker=True), sleeps).swarm_service("svc")
+    with pytest.raises(NotSwarmManager):
+        gateway(SwarmAPI(worker=True), sleeps).force_update("svc")
+    assert sleeps == []  # permanent: no retries
+
+
+def test_a_service_that_is_gone_is_said_so_not_taken_for_a_container() -> None:
+    with pytest.raises(DockerRequestError, match="the Swarm service no longer exists"):
+        gateway(SwarmAPI(), []).swarm_service("gone")

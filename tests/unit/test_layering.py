@@ -31,6 +31,7 @@ PURE = frozenset(
         "agent.healing.lifecycle",
         "agent.healing.detect",
         "agent.healing.decide",
+        "agent.healing.swarm",
         "agent.status",
         "agent.healing.slots",
         "agent.healing.actions",
