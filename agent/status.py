@@ -9,12 +9,16 @@ ever see a complete one, and never read the decision thread's state.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from operator import itemgetter
+from typing import Generic, TypeVar
 
 from agent.leadership import Standing
 from agent.model import ActionResult, ContainerRef, Decision, Finding, Plan
+
+K = TypeVar("K", bound=Hashable)
 
 
 @dataclass
@@ -51,23 +55,45 @@ class ContainerView:
     action_in_flight: bool
 
 
-def status_document(views: Iterable[ContainerView]) -> tuple[dict[str, object], ...]:
-    """Every container, by name, as /status serves them under ``containers``."""
-    return tuple(
-        {
-            "container": v.container,
-            "service": v.service,
-            "state": v.state,
-            "health": v.health,
-            "incidents": [{"id": iid, "signal": signal} for iid, signal in v.incidents],
-            "attempts_in_streak": v.attempts_in_streak,
-            "next_look_at": v.next_look_at.isoformat() if v.next_look_at else None,
-            "circuit": "open" if v.circuit_open else "closed",
-            "stopped_by_person": v.stopped_by_person,
-            "action_in_flight": v.action_in_flight,
-        }
-        for v in sorted(views, key=lambda v: v.container)
-    )
+def container_entry(v: ContainerView) -> dict[str, object]:
+    """One container as /status serves it under ``containers``."""
+    return {
+        "container": v.container,
+        "service": v.service,
+        "state": v.state,
+        "health": v.health,
+        "incidents": [{"id": iid, "signal": signal} for iid, signal in v.incidents],
+        "attempts_in_streak": v.attempts_in_streak,
+        "next_look_at": v.next_look_at.isoformat() if v.next_look_at else None,
+        "circuit": "open" if v.circuit_open else "closed",
+        "stopped_by_person": v.stopped_by_person,
+        "action_in_flight": v.action_in_flight,
+    }
+
+
+class StatusBoard(Generic[K]):
+    """Every container of /status, by name, rebuilt only where a slot changed.
+
+    A change costs the slots it touched, not every container: rebuilding the whole
+    list after each event made a burst of events on a large host cost events times
+    containers (a project of 1,000 containers restarting sends some 5,000 events).
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[K, dict[str, object]] = {}
+        self.document: tuple[dict[str, object], ...] = ()
+
+    def update(self, views: Mapping[K, ContainerView | None]) -> tuple[dict[str, object], ...]:
+        """Replace the entries of the slots in ``views`` (None: the slot is gone)."""
+        if not views:
+            return self.document
+        for key, view in views.items():
+            if view is None:
+                self._entries.pop(key, None)
+            else:
+                self._entries[key] = container_entry(view)
+        self.document = tuple(sorted(self._entries.values(), key=itemgetter("container")))
+        return self.document
 
 
 @dataclass(frozen=True)

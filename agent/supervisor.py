@@ -48,20 +48,30 @@ from agent.healing.signals import Prober
 from agent.healing.slots import Slots, Tracked
 from agent.leader import Leader, Sole
 from agent.metrics import Metrics
-from agent.model import AttemptStatus, ContainerId, ContainerSnapshot, Incident, Playbook
+from agent.model import (
+    AttemptStatus,
+    ContainerId,
+    ContainerSnapshot,
+    Incident,
+    Playbook,
+    Signal,
+)
 from agent.notify import Notifier
 from agent.status import (
     CycleReport,
     LoopView,
+    StatusBoard,
     health_document,
     leadership_document,
-    status_document,
 )
 from agent.store import IncidentStore
 
 #: Seconds after the engine's last event within which a stop is taken for the engine's
 #: own shutdown when the stream then drops (added to the stop timeout).
 ENGINE_SHUTDOWN_MARGIN = 5.0
+
+#: Messages handled after one the loop woke for, before /status is built again.
+BATCH = 256
 
 
 @dataclass(frozen=True)
@@ -137,6 +147,8 @@ class Supervisor:
         self.last_cycle_at: datetime | None = None
         self._report: CycleReport | None = None
         self._status: tuple[dict[str, object], ...] = ()
+        self._board: StatusBoard[Slot] = StatusBoard()
+        self._shown: dict[Slot, tuple[str, Signal]] = {}
         self._next_poll = clock.now()
         self._leader: Leader = leader or Sole(since=self._started_at)
         self._leads = False
@@ -198,6 +210,7 @@ class Supervisor:
                 except queue.Empty:
                     continue
                 self._handle(message)
+                self._drain(limit=BATCH)  # a burst of events is published once
                 self._publish()
         finally:
             self._shutdown(events)
@@ -391,9 +404,27 @@ class Supervisor:
         history = explain(self._gateway, tracked.history, snapshot, grace=grace, window=window)
         if history is None:
             return slot  # who stopped it is unknown: look again at the next poll
+        if history is tracked.history and self._quiet(slot, tracked, snapshot):
+            return slot
         with self._fenced():
             self._judge(slot, tracked, history, snapshot, sync=sync)
         return slot
+
+    def _quiet(self, slot: Slot, tracked: Tracked, snapshot: ContainerSnapshot) -> bool:
+        """A healthy container, seen as it was last judged, with no healing under way and
+        nothing watched: judging it again finds, decides and changes nothing. Most of a
+        large host is this at every poll, so it is told apart before the judgement."""
+        healing = tracked.healing
+        return (
+            snapshot.is_healthy
+            and tracked.state == snapshot.state
+            and tracked.health == snapshot.health
+            and not healing.attempts
+            and not healing.circuit_open
+            and tracked.wake_at is None
+            and self._recorder.held(slot) is None
+            and not self._watcher.watching(snapshot.ref.id)
+        )
 
     def _judge(
         self,
@@ -477,8 +508,15 @@ class Supervisor:
 
     def _publish(self) -> None:
         # Built on the loop thread after every change and swapped in whole: readers on
-        # other threads (the HTTP server) never see the loop's state half-changed.
-        self._status = status_document(self._slots.views(self._recorder.incidents()))
+        # other threads (the HTTP server) never see the loop's state half-changed. Only
+        # the slots that changed, or whose incident did, are built again.
+        incidents = self._recorder.incidents()
+        changed = self._slots.changed()
+        shown, self._shown = self._shown, incidents
+        changed.update(s for s in {*incidents, *shown} if incidents.get(s) != shown.get(s))
+        if changed:
+            views = {slot: self._slots.view(slot, incidents.get(slot)) for slot in changed}
+            self._status = self._board.update(views)
 
     # --- the loop's plumbing -----------------------------------------------------------------
 
@@ -498,10 +536,13 @@ class Supervisor:
         else:
             self._on_event(message)
 
-    def _drain(self, *, events: bool = True) -> None:
+    def _drain(self, *, events: bool = True, limit: int | None = None) -> None:
         """Handle what is in the inbox now (in ``run_once`` the actor works on this
-        thread, and at shutdown only finished plans and touches still matter)."""
-        while True:
+        thread, and at shutdown only finished plans and touches still matter); at most
+        ``limit`` messages, so that a steady stream never holds the next poll back."""
+        handled = 0
+        while limit is None or handled < limit:
+            handled += 1
             try:
                 message = self._inbox.get_nowait()
             except queue.Empty:

@@ -12,7 +12,7 @@ container left behind under its ``-replaced-`` name is never judged on its own.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
@@ -64,6 +64,11 @@ class Slots:
     def __init__(self) -> None:
         self._slots: dict[Slot, Tracked] = {}
         self._ids: dict[ContainerId, Slot] = {}
+        # Kept up to date by put and pop, so that the loop's work per event does not
+        # grow with the number of containers: the slots with a wake time, and those
+        # changed since /status was last built.
+        self._wakes: dict[Slot, datetime] = {}
+        self._changed: set[Slot] = set()
 
     def __getitem__(self, slot: Slot) -> Tracked:
         return self._slots[slot]
@@ -81,6 +86,11 @@ class Slots:
     def put(self, slot: Slot, tracked: Tracked) -> Tracked:
         self._slots[slot] = tracked
         self._ids[tracked.ref.id] = slot
+        self._changed.add(slot)
+        if tracked.wake_at is None:
+            self._wakes.pop(slot, None)
+        else:
+            self._wakes[slot] = tracked.wake_at
         return tracked
 
     def update(self, slot: Slot, **changes: object) -> Tracked:
@@ -119,6 +129,8 @@ class Slots:
         if tracked is not None:
             for cid in (tracked.ref.id, *tracked.former):
                 self._ids.pop(cid, None)
+            self._wakes.pop(slot, None)
+            self._changed.add(slot)
         return tracked
 
     def busy(self, container_id: ContainerId) -> bool:
@@ -135,13 +147,13 @@ class Slots:
 
     def due(self, now: datetime) -> list[Slot]:
         """The slots whose next look is due; their wake time is cleared."""
-        due = [s for s, t in self._slots.items() if t.wake_at is not None and t.wake_at <= now]
+        due = [s for s, at in self._wakes.items() if at <= now]
         for slot in due:
             self.update(slot, wake_at=None)
         return due
 
     def wake_times(self) -> list[datetime]:
-        return [t.wake_at for t in self._slots.values() if t.wake_at is not None]
+        return list(self._wakes.values())
 
     # --- state changes ---------------------------------------------------------------------
 
@@ -321,23 +333,26 @@ class Slots:
             used = (*tracked.used, *(a.playbook for a in incident.attempts))
             self.put(slot, replace(tracked, healing=healing, used=tuple(dict.fromkeys(used))))
 
-    def views(self, incidents: Mapping[Slot, tuple[str, Signal]]) -> list[ContainerView]:
-        """What /status shows of each slot; ``incidents``: each slot's active incident."""
-        views = []
-        for slot, t in self._slots.items():
-            held = incidents.get(slot)
-            views.append(
-                ContainerView(
-                    container=t.ref.name,
-                    service=t.ref.service,
-                    state=t.state,
-                    health=t.health,
-                    incidents=((held[0], str(held[1])),) if held else (),
-                    attempts_in_streak=len(t.healing.attempts),
-                    next_look_at=t.wake_at,
-                    circuit_open=t.healing.circuit_open,
-                    stopped_by_person=t.history.stopped_by_person,
-                    action_in_flight=t.history.busy,
-                )
-            )
-        return views
+    def changed(self) -> set[Slot]:
+        """The slots put or popped since the last call (what /status must rebuild)."""
+        changed, self._changed = self._changed, set()
+        return changed
+
+    def view(self, slot: Slot, held: tuple[str, Signal] | None) -> ContainerView | None:
+        """What /status shows of a slot (None once it is gone); ``held``: its active
+        incident and the signal it goes by."""
+        t = self._slots.get(slot)
+        if t is None:
+            return None
+        return ContainerView(
+            container=t.ref.name,
+            service=t.ref.service,
+            state=t.state,
+            health=t.health,
+            incidents=((held[0], str(held[1])),) if held else (),
+            attempts_in_streak=len(t.healing.attempts),
+            next_look_at=t.wake_at,
+            circuit_open=t.healing.circuit_open,
+            stopped_by_person=t.history.stopped_by_person,
+            action_in_flight=t.history.busy,
+        )

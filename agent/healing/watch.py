@@ -150,6 +150,10 @@ class Watcher:
             if last is not None:
                 watched.last_line[name] = last
 
+    def watching(self, container_id: ContainerId) -> bool:
+        """Whether the container's logs or probe are watched (it may have findings)."""
+        return container_id in self._watched
+
     def findings(self, snapshot: ContainerSnapshot) -> list[Finding]:
         """The log_match and probe_failed findings for one running container."""
         watched = self._watched.get(snapshot.ref.id)
