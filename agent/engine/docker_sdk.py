@@ -67,12 +67,12 @@ from agent.engine.gateway import (
     SwarmService,
 )
 from agent.engine.translate import (
+    Lister,
     create_args_from_inspect,
     event_from_json,
     parse_log_line,
     project_container_from_list,
     snapshot_from_inspect,
-    snapshot_from_list,
     swarm_service_from_inspect,
 )
 from agent.errors import (
@@ -383,6 +383,7 @@ class DockerSDKGateway(DockerGateway):
         retries; ``sleep`` replaces only the waiting, for tests that read the delays."""
         self._client = client
         self._api = client.api
+        self._lister = Lister()  # what never changes of each listed container, kept
         self._now = clock.now
         self._retry_attempts = retry_attempts
         self._retry_max_delay = retry_max_delay
@@ -464,7 +465,7 @@ class DockerSDKGateway(DockerGateway):
             filters={"label": [label_filter]},
         )
         now = self._now()
-        return [snapshot_from_list(e, now) for e in entries]
+        return self._lister.snapshots(entries, now)
 
     def inspect(self, container_id: str) -> ContainerSnapshot:
         attrs = self._call(

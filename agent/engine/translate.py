@@ -12,7 +12,8 @@ makes the requests.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -57,11 +58,11 @@ def parse_time(text: str | None) -> datetime | None:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
 
 
+_STATES = {str(state): state for state in State}
+
+
 def _state(text: str | None) -> State:
-    try:
-        return State(text or "created")
-    except ValueError:
-        return State.CREATED
+    return _STATES.get(text or "", State.CREATED)
 
 
 def _ref(container_id: str, name: str, labels: Mapping[str, str]) -> ContainerRef:
@@ -70,25 +71,69 @@ def _ref(container_id: str, name: str, labels: Mapping[str, str]) -> ContainerRe
 
 def snapshot_from_list(entry: Mapping[str, Any], now: datetime) -> ContainerSnapshot:
     """A snapshot from one entry of ``GET /containers/json``."""
-    labels: dict[str, str] = dict(entry.get("Labels") or {})
-    names = entry.get("Names") or [entry["Id"][:12]]
-    status = str(entry.get("Status") or "")
-    health_match = _HEALTH_IN_STATUS.search(status)
-    health = Health.NONE
-    if health_match:
-        health = Health.STARTING if "starting" in health_match.group(1) else Health(health_match[1])
-    exit_match = _EXIT_IN_STATUS.match(status)
-    return ContainerSnapshot(
-        ref=_ref(entry["Id"], names[0], labels),
-        labels=labels,
-        image=str(entry.get("Image") or ""),
-        state=_state(entry.get("State")),
-        health=health,
-        exit_code=int(exit_match.group(1)) if exit_match else None,
-        ip_addresses=_ip_addresses(entry.get("NetworkSettings")),
-        observed_at=now,
-        created_at=_unix_time(entry.get("Created")),
-    )
+    return Lister().snapshots([entry], now)[0]
+
+
+@dataclass(frozen=True)
+class _Fixed:
+    """What never changes for one container id and name: its labels (Docker cannot
+    change a container's labels), the identity read from them, its creation time."""
+
+    labels: dict[str, str]
+    ref: ContainerRef
+    created_at: datetime | None
+
+
+class Lister:
+    """Snapshots from the list call, poll after poll.
+
+    Of every container in the last listing it keeps what cannot change, so that a poll
+    of a large host does not read each container's labels again: the list call is
+    most of a healthy cycle's cost. Only the containers of the last listing are kept.
+    Another thread's listing at the same time costs the memory of the one before, never
+    a wrong snapshot: what is kept for an id and name depends on nothing else.
+    """
+
+    def __init__(self) -> None:
+        self._fixed: dict[tuple[str, str], _Fixed] = {}
+
+    def snapshots(
+        self, entries: Iterable[Mapping[str, Any]], now: datetime
+    ) -> list[ContainerSnapshot]:
+        before, fixed = self._fixed, {}
+        snapshots = []
+        for entry in entries:
+            cid = entry["Id"]
+            names = entry.get("Names") or [cid[:12]]
+            key = (cid, names[0])
+            known = before.get(key)
+            if known is None:
+                labels: dict[str, str] = dict(entry.get("Labels") or {})
+                ref = ContainerRef.from_labels(cid, names[0], labels)
+                known = _Fixed(labels, ref, _unix_time(entry.get("Created")))
+            fixed[key] = known
+            status = str(entry.get("Status") or "")
+            health_match = _HEALTH_IN_STATUS.search(status)
+            health = Health.NONE
+            if health_match:
+                word = health_match.group(1)
+                health = Health.STARTING if "starting" in word else Health(word)
+            exit_match = _EXIT_IN_STATUS.match(status)
+            snapshots.append(
+                ContainerSnapshot(
+                    ref=known.ref,
+                    labels=known.labels,
+                    image=str(entry.get("Image") or ""),
+                    state=_state(entry.get("State")),
+                    health=health,
+                    exit_code=int(exit_match.group(1)) if exit_match else None,
+                    ip_addresses=_ip_addresses(entry.get("NetworkSettings")),
+                    observed_at=now,
+                    created_at=known.created_at,
+                )
+            )
+        self._fixed = fixed
+        return snapshots
 
 
 def _unix_time(value: object) -> datetime | None:

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from agent.engine.translate import (
+    Lister,
     event_from_json,
     parse_time,
     snapshot_from_inspect,
@@ -122,3 +123,42 @@ def test_events_are_typed_and_health_status_splits_into_kind_and_detail() -> Non
     assert (event.ref.id, event.ref.name, event.ref.service) == (CID, "shop-web-1", "web")
     assert event.at == datetime.fromtimestamp(1_700_000_000.25, UTC)
     assert event_from_json({"Type": "network", "Action": "connect"}) is None
+
+
+def _entry(cid: str, name: str, status: str = "Up 3 minutes", **extra: object) -> dict[str, object]:
+    return {
+        "Id": cid,
+        "Names": [f"/{name}"],
+        "Image": "shop/web",
+        "State": "running",
+        "Status": status,
+        "Created": 1_764_000_000,
+        "Labels": {"com.docker.compose.project": "shop", "com.docker.compose.service": "web"},
+        "NetworkSettings": {"Networks": {"shop_default": {"IPAddress": "172.18.0.5"}}},
+        **extra,
+    }
+
+
+def test_a_listing_poll_after_poll_gives_what_a_fresh_translation_gives() -> None:
+    lister = Lister()
+    later = datetime(2026, 11, 21, 12, 0, 30, tzinfo=UTC)
+    first = lister.snapshots([_entry(CID, "shop-web-1")], NOW)
+    entries = [_entry(CID, "shop-web-1", "Up 4 minutes (unhealthy)"), _entry("b" * 64, "x")]
+    again = lister.snapshots(entries, later)
+    assert again == [snapshot_from_list(e, later) for e in entries]
+    assert again[0].health is Health.UNHEALTHY
+    assert again[0].observed_at == later
+    # What cannot change for a container is read once and kept.
+    assert again[0].ref is first[0].ref
+    assert again[0].labels is first[0].labels
+
+
+def test_a_renamed_container_is_read_again_and_a_gone_one_is_forgotten() -> None:
+    lister = Lister()
+    (before,) = lister.snapshots([_entry(CID, "shop-web-1")], NOW)
+    (renamed,) = lister.snapshots([_entry(CID, "shop-web-old")], NOW)
+    assert renamed.ref.name == "shop-web-old"
+    assert renamed.ref is not before.ref
+    lister.snapshots([], NOW)
+    (back,) = lister.snapshots([_entry(CID, "shop-web-old")], NOW)
+    assert back.ref is not renamed.ref
