@@ -54,7 +54,6 @@ from agent.review import (
 )
 from agent.status import CycleReport
 from agent.store import IncidentQuery
-from agent.store.postgres import PostgresStore, run_migrations
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -365,6 +364,8 @@ def cmd_doctor(settings: Settings, *, as_json: bool, ask_llm: bool = False) -> i
         return DockerSDKGateway.from_env(retry_attempts=1)
 
     def probe_database(url: str) -> str:
+        from agent.store.postgres import PostgresStore
+
         store = PostgresStore(url, migrate=False)
         try:
             return store.describe()
@@ -569,6 +570,8 @@ def _playbook_summary(playbook: Playbook) -> dict[str, object]:
 
 
 def cmd_migrate(settings: Settings) -> int:
+    from agent.store.postgres import run_migrations
+
     with wiring.database(settings.store) as store:
         assert settings.store.database_url is not None
         applied = run_migrations(settings.store.database_url)

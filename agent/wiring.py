@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from loguru import logger
 
@@ -45,10 +46,11 @@ from agent.review import Reviewer, fix_diff, rebuild_service
 from agent.store import IncidentStore, MemoryStore
 from agent.store.base import Identity
 from agent.store.lease import Fence
-from agent.store.postgres import PostgresLeases, PostgresStore
-from agent.store.spool import SpoolingStore
 from agent.supervisor import Supervisor
 from agent.web.console import Console
+
+if TYPE_CHECKING:  # the Postgres driver is loaded only when a database is set
+    from agent.store.postgres import PostgresStore
 
 EXAMPLE_URL = "postgresql://medic:secret@db:5432/medic"
 
@@ -69,6 +71,9 @@ def open_store(
             EXAMPLE_URL,
         )
         return MemoryStore(identity=identity)
+    from agent.store.postgres import PostgresStore
+    from agent.store.spool import SpoolingStore
+
     backend = PostgresStore(
         settings.database_url,
         migrate=True,
@@ -91,6 +96,8 @@ def database(settings: StoreSettings) -> Iterator[PostgresStore]:
             f"set MEDIC_DATABASE_URL to the incident database, like {EXAMPLE_URL}, "
             "to use this command."
         )
+    from agent.store.postgres import PostgresStore
+
     store = PostgresStore(settings.database_url, migrate=False)
     try:
         yield store
@@ -279,6 +286,8 @@ def leader_of(settings: Settings, identity: Identity, *, describe: str) -> Lease
     healing = settings.healing
     if url is None or not healing.leader_election or healing.dry_run:
         return None
+    from agent.store.postgres import PostgresLeases
+
     return LeaseLeader(
         PostgresLeases(url),
         scope=identity.scope,
@@ -370,7 +379,11 @@ def console(
     say in the log how they went."""
     assert settings.http.ui_token is not None
     url = settings.store.database_url
-    review_store: IncidentStore = PostgresStore(url, migrate=False) if url else store
+    review_store: IncidentStore = store
+    if url:
+        from agent.store.postgres import PostgresStore
+
+        review_store = PostgresStore(url, migrate=False)
     repo = settings.fixes.repo
 
     def diff_of(fix: Fix, diagnosis: Diagnosis | None) -> str | None:

@@ -266,3 +266,15 @@ def test_no_model_sdk_is_imported_until_a_model_is_asked() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.strip()
     assert found == "[]"
+
+
+def test_the_postgres_driver_is_loaded_only_with_a_database() -> None:
+    # psycopg and libpq cost some 9 MiB: a medic keeping incidents in memory never pays.
+    code = (
+        "import sys, agent.cli, agent.wiring, agent.supervisor; "
+        "print(sorted(m for m in ('psycopg', 'agent.store.postgres') if m in sys.modules))"
+    )
+    found = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert found == "[]"
