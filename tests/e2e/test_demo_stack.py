@@ -211,6 +211,18 @@ def test_the_demo_stack_heals_a_broken_service_and_says_so(demo: Demo) -> None:
     assert 'medic_actions_total{kind="restart",outcome="ok"} 1.0' in metrics.splitlines()
 
 
+def test_the_medic_image_checks_its_health_without_starting_python(demo: Demo) -> None:
+    medic = demo.container("medic")
+    probe = medic.attrs["Config"]["Healthcheck"]["Test"]
+    assert probe[:2] == ["CMD", "bash"]
+    assert not any("python" in part for part in probe)
+    # The engine runs it every 30 s; the first run makes the container healthy.
+    wait_for(lambda: health(medic) == "healthy", timeout=120, message="medic's own check passed")
+    # The same probe fails where /healthz does not answer 200.
+    code, _ = medic.exec_run(probe[1:], environment={"MEDIC_HTTP_PORT": "1"})
+    assert code != 0
+
+
 def test_medic_is_given_the_demo_repository_and_writes_its_git_as_its_owner(demo: Demo) -> None:
     medic = demo.container("medic")
     env = medic.attrs["Config"]["Env"]
