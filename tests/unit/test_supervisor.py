@@ -10,6 +10,7 @@ from factories import supervisor_on
 from fakes import FakeClock, FakeDocker
 from helpers import wait_for
 
+from agent import status
 from agent.config import HealingSettings
 from agent.errors import StoreUnavailable
 from agent.healing.observe import Scope
@@ -304,3 +305,33 @@ def test_a_recreated_container_keeps_its_backoff_so_a_recreate_loop_still_escala
     [incident] = store.list_incidents()
     assert incident.status is IncidentStatus.ESCALATED
     assert len(incident.attempts) == 2
+
+
+def test_a_burst_of_events_rebuilds_the_status_of_no_container_but_theirs(
+    running: list[Supervisor], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Rebuilding every container's status after each event made a burst on a large
+    # host cost events times containers.
+    fake = FakeDocker()
+    for n in range(300):
+        fake.add(f"shop-web-{n}", labels("web"))
+    api = fake.add("shop-api-1", labels("api"))
+    built: list[str] = []
+    entry = status.container_entry
+
+    def counted(view: status.ContainerView) -> dict[str, object]:
+        built.append(view.container)
+        return entry(view)
+
+    monkeypatch.setattr(status, "container_entry", counted)
+    s = supervisor(fake, interval=300)  # one poll, then only events
+    run_in_thread(s, running)
+    wait_for(lambda: len(s.status()) == 301 and s.events_connected, timeout=5, message="polled")
+    built.clear()
+    for _ in range(50):
+        fake.emit(api, "kill", signal="28")  # SIGWINCH: the engine says so, nothing dies
+    fake.crash(api)
+    wait_for(lambda: "start" in fake.requests, timeout=5, message="the crash healed")
+    wait_for(lambda: "shop-api-1" in built, timeout=5, message="api's status rebuilt")
+    assert set(built) == {"shop-api-1"}
+    assert len(s.status()) == 301
