@@ -1,10 +1,11 @@
 """The /status and /healthz documents, built by pure functions from frozen views,
 and the report of one cycle that ``medic once`` prints.
 
-The decision thread builds a ``ContainerView`` per container after every change
-(a poll, an event, a finished action, a person resolving an incident) and swaps
-the finished tuple in whole; readers on other threads (the HTTP server) only
-ever see a complete one, and never read the decision thread's state.
+After every change (a poll, an event, a finished action, a person resolving an
+incident) the decision thread builds a ``ContainerView`` of each container that
+changed, and ``StatusBoard`` swaps the finished tuple in whole; readers on other
+threads (the HTTP server) only ever see a complete one, and never read the decision
+thread's state.
 """
 
 from __future__ import annotations
