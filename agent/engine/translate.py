@@ -74,66 +74,103 @@ def snapshot_from_list(entry: Mapping[str, Any], now: datetime) -> ContainerSnap
     return Lister().snapshots([entry], now)[0]
 
 
-@dataclass(frozen=True)
-class _Fixed:
-    """What never changes for one container id and name: its labels (Docker cannot
-    change a container's labels), the identity read from them, its creation time."""
+@dataclass(slots=True)
+class _Known:
+    """One container of the last listing: what never changes for its id and name (its
+    labels, which Docker cannot change, the identity read from them, its creation
+    time), and the parts of its entry that may, with the snapshot read from them."""
 
     labels: dict[str, str]
     ref: ContainerRef
     created_at: datetime | None
+    listed: tuple[object, ...]
+    snapshot: ContainerSnapshot
 
 
 class Lister:
     """Snapshots from the list call, poll after poll.
 
-    Of every container in the last listing it keeps what cannot change, so that a poll
-    of a large host does not read each container's labels again: the list call is
-    most of a healthy cycle's cost. Only the containers of the last listing are kept.
+    A container listed as it was at the last poll (same state, status text, image and
+    networks) gets the last snapshot again, stamped with this poll's time; one listed
+    anew is read in full, its labels only when its id or name is new. On a large host
+    most containers are listed as they were, and reading each entry in full was most
+    of a healthy cycle's cost. Only the containers of the last listing are kept.
     Another thread's listing at the same time costs the memory of the one before, never
     a wrong snapshot: what is kept for an id and name depends on nothing else.
     """
 
     def __init__(self) -> None:
-        self._fixed: dict[tuple[str, str], _Fixed] = {}
+        self._known: dict[tuple[str, str], _Known] = {}
 
     def snapshots(
         self, entries: Iterable[Mapping[str, Any]], now: datetime
     ) -> list[ContainerSnapshot]:
-        before, fixed = self._fixed, {}
+        before, known = self._known, {}
         snapshots = []
         for entry in entries:
             cid = entry["Id"]
             names = entry.get("Names") or [cid[:12]]
             key = (cid, names[0])
-            known = before.get(key)
-            if known is None:
-                labels: dict[str, str] = dict(entry.get("Labels") or {})
-                ref = ContainerRef.from_labels(cid, names[0], labels)
-                known = _Fixed(labels, ref, _unix_time(entry.get("Created")))
-            fixed[key] = known
-            status = str(entry.get("Status") or "")
-            health_match = _HEALTH_IN_STATUS.search(status)
-            health = Health.NONE
-            if health_match:
-                word = health_match.group(1)
-                health = Health.STARTING if "starting" in word else Health(word)
-            exit_match = _EXIT_IN_STATUS.match(status)
-            snapshots.append(
-                ContainerSnapshot(
-                    ref=known.ref,
-                    labels=known.labels,
-                    image=str(entry.get("Image") or ""),
-                    state=_state(entry.get("State")),
-                    health=health,
-                    exit_code=int(exit_match.group(1)) if exit_match else None,
-                    ip_addresses=_ip_addresses(entry.get("NetworkSettings")),
-                    observed_at=now,
-                    created_at=known.created_at,
-                )
+            listed = (
+                entry.get("State"),
+                entry.get("Status"),
+                entry.get("Image"),
+                entry.get("NetworkSettings"),
             )
-        self._fixed = fixed
+            last = before.get(key)
+            if last is not None and last.listed == listed:
+                # The same reading again: another thread's listing may restamp it too.
+                snapshot = last.snapshot = _restamped(last.snapshot, now)
+                known[key] = last
+            else:
+                if last is None:
+                    labels: dict[str, str] = dict(entry.get("Labels") or {})
+                    ref = ContainerRef.from_labels(cid, names[0], labels)
+                    created_at = _unix_time(entry.get("Created"))
+                else:
+                    labels, ref, created_at = last.labels, last.ref, last.created_at
+                snapshot = _from_entry(entry, now, labels, ref, created_at)
+                known[key] = _Known(labels, ref, created_at, listed, snapshot)
+            snapshots.append(snapshot)
+        self._known = known
         return snapshots
+
+
+def _from_entry(
+    entry: Mapping[str, Any],
+    now: datetime,
+    labels: dict[str, str],
+    ref: ContainerRef,
+    created_at: datetime | None,
+) -> ContainerSnapshot:
+    status = str(entry.get("Status") or "")
+    health_match = _HEALTH_IN_STATUS.search(status)
+    health = Health.NONE
+    if health_match:
+        word = health_match.group(1)
+        health = Health.STARTING if "starting" in word else Health(word)
+    exit_match = _EXIT_IN_STATUS.match(status)
+    return ContainerSnapshot(
+        ref=ref,
+        labels=labels,
+        image=str(entry.get("Image") or ""),
+        state=_state(entry.get("State")),
+        health=health,
+        exit_code=int(exit_match.group(1)) if exit_match else None,
+        ip_addresses=_ip_addresses(entry.get("NetworkSettings")),
+        observed_at=now,
+        created_at=created_at,
+    )
+
+
+def _restamped(snapshot: ContainerSnapshot, now: datetime) -> ContainerSnapshot:
+    """The same reading seen again at ``now``. Copied field by field rather than built
+    through ``__init__`` (a frozen dataclass sets each of its 21 fields one call at a
+    time): equal in every field to what ``__init__`` would build."""
+    again = object.__new__(ContainerSnapshot)
+    again.__dict__.update(snapshot.__dict__)
+    again.__dict__["observed_at"] = now
+    return again
 
 
 def _unix_time(value: object) -> datetime | None:

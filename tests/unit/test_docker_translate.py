@@ -142,15 +142,30 @@ def _entry(cid: str, name: str, status: str = "Up 3 minutes", **extra: object) -
 def test_a_listing_poll_after_poll_gives_what_a_fresh_translation_gives() -> None:
     lister = Lister()
     later = datetime(2026, 11, 21, 12, 0, 30, tzinfo=UTC)
-    first = lister.snapshots([_entry(CID, "shop-web-1")], NOW)
-    entries = [_entry(CID, "shop-web-1", "Up 4 minutes (unhealthy)"), _entry("b" * 64, "x")]
+    first = lister.snapshots([_entry(CID, "shop-web-1"), _entry("c" * 64, "y")], NOW)
+    entries = [
+        _entry(CID, "shop-web-1", "Up 4 minutes (unhealthy)"),
+        _entry("b" * 64, "x"),
+        _entry("c" * 64, "y"),  # listed as it was
+    ]
     again = lister.snapshots(entries, later)
     assert again == [snapshot_from_list(e, later) for e in entries]
     assert again[0].health is Health.UNHEALTHY
-    assert again[0].observed_at == later
+    assert [s.observed_at for s in again] == [later] * 3
+    assert first[1].observed_at == NOW  # the earlier snapshot is left as it was
     # What cannot change for a container is read once and kept.
     assert again[0].ref is first[0].ref
     assert again[0].labels is first[0].labels
+    # A container listed as it was is the same reading, stamped again.
+    assert again[2] is not first[1]
+    assert again[2].ref is first[1].ref
+    third = lister.snapshots(
+        [_entry("c" * 64, "y", "Exited (3) 1 second ago", State="exited")], later
+    )
+    assert third == [
+        snapshot_from_list(_entry("c" * 64, "y", "Exited (3) 1 second ago", State="exited"), later)
+    ]
+    assert third[0].exit_code == 3
 
 
 def test_a_renamed_container_is_read_again_and_a_gone_one_is_forgotten() -> None:
