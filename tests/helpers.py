@@ -5,10 +5,14 @@ The docker SDK is untyped, so its objects are typed ``Any`` here.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
 import docker.errors
@@ -199,3 +203,27 @@ class ComposeProject:
         self.containers.clear()
         if errors:
             raise errors[0]
+
+
+#: The local Debian base the end-to-end tests build medic's image on (CI has it).
+MEDIC_BASE_IMAGE = "medic-test/bookworm-python:latest"
+
+
+def build_medic_image(tag: str, *, timeout: float = 900) -> None:
+    """medic's image from this checkout, as README builds it, on the local base."""
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run(
+        ["scripts/build-image"],
+        cwd=root,
+        env={
+            **os.environ,
+            "BASE_IMAGE": MEDIC_BASE_IMAGE,
+            "MEDIC_IMAGE": tag,
+            "PYTHON": sys.executable,
+        },
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert done.returncode == 0, f"scripts/build-image:\n{done.stdout}\n{done.stderr}"

@@ -21,7 +21,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -31,14 +30,13 @@ from typing import Any
 import docker
 import docker.errors
 import pytest
-from helpers import BUSYBOX_IMAGE, health_status, wait_for
+from helpers import BUSYBOX_IMAGE, MEDIC_BASE_IMAGE, build_medic_image, health_status, wait_for
 
 pytestmark = pytest.mark.docker
 
 ROOT = Path(__file__).resolve().parents[2]
 OVERLAY = ROOT / "compose" / "medic.yml"
 POSTGRES_IMAGE = "medic-test/postgres:15"
-BASE_IMAGE = "medic-test/bookworm-python:latest"
 
 # The context goes through a variable with a default, as compose files often write it:
 # medic substitutes it the way compose did.
@@ -140,21 +138,7 @@ class Deployment:
         return done
 
     def build_medic_image(self) -> None:
-        done = subprocess.run(
-            ["scripts/build-image"],
-            cwd=ROOT,
-            env={
-                **os.environ,
-                "BASE_IMAGE": BASE_IMAGE,
-                "MEDIC_IMAGE": self.medic_image,
-                "PYTHON": sys.executable,
-            },
-            capture_output=True,
-            text=True,
-            timeout=600,
-            check=False,
-        )
-        assert done.returncode == 0, f"scripts/build-image:\n{done.stdout}\n{done.stderr}"
+        build_medic_image(self.medic_image)
 
     def container(self, client: Any, service: str) -> Any:
         found = client.containers.list(
@@ -184,7 +168,7 @@ class Deployment:
 @pytest.fixture
 def deployment(docker_client: Any, busybox_image: str) -> Iterator[Deployment]:
     del busybox_image
-    for image in (POSTGRES_IMAGE, BASE_IMAGE):
+    for image in (POSTGRES_IMAGE, MEDIC_BASE_IMAGE):
         try:
             docker_client.images.get(image)
         except docker.errors.ImageNotFound:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
-import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -30,14 +29,13 @@ from typing import Any
 import docker
 import docker.errors
 import pytest
-from helpers import BUSYBOX_IMAGE, wait_for
+from helpers import BUSYBOX_IMAGE, MEDIC_BASE_IMAGE, build_medic_image, wait_for
 
 pytestmark = pytest.mark.docker
 
 ROOT = Path(__file__).resolve().parents[2]
 STACK_FILE = ROOT / "compose" / "medic-swarm.yml"
 POSTGRES_IMAGE = "medic-test/postgres:15"
-BASE_IMAGE = "medic-test/bookworm-python:latest"
 STACK_LABEL = "com.docker.stack.namespace"
 GATEWAY_BRIDGE = "docker_gwbridge"
 
@@ -121,21 +119,7 @@ class Swarm:
             self._reader.join(timeout=10)
 
     def build_medic_image(self) -> None:
-        done = subprocess.run(
-            ["scripts/build-image"],
-            cwd=ROOT,
-            env={
-                **os.environ,
-                "BASE_IMAGE": BASE_IMAGE,
-                "MEDIC_IMAGE": self.medic_image,
-                "PYTHON": sys.executable,
-            },
-            capture_output=True,
-            text=True,
-            timeout=900,
-            check=False,
-        )
-        assert done.returncode == 0, f"scripts/build-image:\n{done.stdout}\n{done.stderr}"
+        build_medic_image(self.medic_image)
 
     # --- what runs ----------------------------------------------------------------------
 
@@ -209,7 +193,7 @@ def _node_state(client: Any) -> str:
 @pytest.fixture
 def swarm(docker_client: Any, busybox_image: str, tmp_path: Path) -> Iterator[Swarm]:
     del busybox_image
-    for image in (POSTGRES_IMAGE, BASE_IMAGE):
+    for image in (POSTGRES_IMAGE, MEDIC_BASE_IMAGE):
         try:
             docker_client.images.get(image)
         except docker.errors.ImageNotFound:

@@ -256,25 +256,22 @@ def test_the_checks_catch_what_they_are_for() -> None:
     ]
 
 
-def test_no_model_sdk_is_imported_until_a_model_is_asked() -> None:
-    # Each SDK costs tens of MiB; a medic without a model (or with the other) never pays.
-    code = (
-        "import sys, agent.cli, agent.wiring, agent.supervisor, agent.escalate.worker; "
-        "print(sorted(m for m in ('anthropic', 'openai') if m in sys.modules))"
-    )
+def loaded_by_importing(importing: str, watched: tuple[str, ...]) -> list[str]:
+    """Which of ``watched`` a fresh interpreter has loaded after importing ``importing``."""
+    code = f"import sys, {importing}; print(sorted(m for m in {watched!r} if m in sys.modules))"
     found = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.strip()
-    assert found == "[]"
+    return list(ast.literal_eval(found))
+
+
+def test_no_model_sdk_is_imported_until_a_model_is_asked() -> None:
+    # Each SDK costs tens of MiB; a medic without a model (or with the other) never pays.
+    importing = "agent.cli, agent.wiring, agent.supervisor, agent.escalate.worker"
+    assert loaded_by_importing(importing, ("anthropic", "openai")) == []
 
 
 def test_the_postgres_driver_is_loaded_only_with_a_database() -> None:
     # psycopg and libpq cost some 9 MiB: a medic keeping incidents in memory never pays.
-    code = (
-        "import sys, agent.cli, agent.wiring, agent.supervisor; "
-        "print(sorted(m for m in ('psycopg', 'agent.store.postgres') if m in sys.modules))"
-    )
-    found = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    ).stdout.strip()
-    assert found == "[]"
+    importing = "agent.cli, agent.wiring, agent.supervisor"
+    assert loaded_by_importing(importing, ("psycopg", "agent.store.postgres")) == []
