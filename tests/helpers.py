@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import docker.errors
+import pytest
 from docker.models.containers import _create_container_args
 from loguru import logger
 
@@ -227,3 +228,12 @@ def build_medic_image(tag: str, *, timeout: float = 900) -> None:
         check=False,
     )
     assert done.returncode == 0, f"scripts/build-image:\n{done.stdout}\n{done.stderr}"
+
+
+def require_images(client: Any, *images: str) -> None:
+    """Fail the test, saying how to build them, when local images it needs are missing."""
+    for image in images:
+        try:
+            client.images.get(image)
+        except docker.errors.ImageNotFound:
+            pytest.fail(f"Image {image} is missing; build it with tests/images/build.")

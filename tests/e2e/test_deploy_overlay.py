@@ -30,7 +30,14 @@ from typing import Any
 import docker
 import docker.errors
 import pytest
-from helpers import BUSYBOX_IMAGE, MEDIC_BASE_IMAGE, build_medic_image, health_status, wait_for
+from helpers import (
+    BUSYBOX_IMAGE,
+    MEDIC_BASE_IMAGE,
+    build_medic_image,
+    health_status,
+    require_images,
+    wait_for,
+)
 
 pytestmark = pytest.mark.docker
 
@@ -168,11 +175,7 @@ class Deployment:
 @pytest.fixture
 def deployment(docker_client: Any, busybox_image: str) -> Iterator[Deployment]:
     del busybox_image
-    for image in (POSTGRES_IMAGE, MEDIC_BASE_IMAGE):
-        try:
-            docker_client.images.get(image)
-        except docker.errors.ImageNotFound:
-            pytest.fail(f"Image {image} is missing; build it with tests/images/build.")
+    require_images(docker_client, POSTGRES_IMAGE, MEDIC_BASE_IMAGE)
     parent = Path(tempfile.mkdtemp(prefix="medic-deploy-"))
     stack = Deployment(parent)
     try:

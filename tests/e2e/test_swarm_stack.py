@@ -29,7 +29,7 @@ from typing import Any
 import docker
 import docker.errors
 import pytest
-from helpers import BUSYBOX_IMAGE, MEDIC_BASE_IMAGE, build_medic_image, wait_for
+from helpers import BUSYBOX_IMAGE, MEDIC_BASE_IMAGE, build_medic_image, require_images, wait_for
 
 pytestmark = pytest.mark.docker
 
@@ -193,11 +193,7 @@ def _node_state(client: Any) -> str:
 @pytest.fixture
 def swarm(docker_client: Any, busybox_image: str, tmp_path: Path) -> Iterator[Swarm]:
     del busybox_image
-    for image in (POSTGRES_IMAGE, MEDIC_BASE_IMAGE):
-        try:
-            docker_client.images.get(image)
-        except docker.errors.ImageNotFound:
-            pytest.fail(f"Image {image} is missing; build it with tests/images/build.")
+    require_images(docker_client, POSTGRES_IMAGE, MEDIC_BASE_IMAGE)
     if _node_state(docker_client) != "inactive":
         pytest.fail(
             "The test engine is in a swarm already; this test makes and leaves a swarm of its "
