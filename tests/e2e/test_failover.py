@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -181,20 +182,36 @@ def break_and_heal(web: Any, events: Events, pair: Pair, n: int) -> None:
     pair.alive()
 
 
-def test_two_medics_restart_a_broken_service_once_per_break(
+@dataclass
+class Scene:
+    """A service broken on demand, the engine's own events about it, and two medics."""
+
+    web: Any
+    events: Events
+    pair: Pair
+
+
+@pytest.fixture
+def scene(
     tmp_path: Path,
-    postgres_url: str,
     compose_project: ComposeProject,
     docker_client: Any,
+    postgres_url: str,
     processes: list[subprocess.Popen[bytes]],
-) -> None:
+) -> Iterator[Scene]:
     web = broken_web(compose_project, docker_client)
     with engine_events(docker_client, web.id) as events:
-        pair = Pair(tmp_path, postgres_url, compose_project, processes)
-        for n in (1, 2, 3):
-            break_and_heal(web, events, pair, n)
-        time.sleep(3 * INTERVAL)  # room for a second restart, if any medic made one
-        assert events.count("restart") == 3
+        yield Scene(web, events, Pair(tmp_path, postgres_url, compose_project, processes))
+
+
+def test_two_medics_restart_a_broken_service_once_per_break(
+    scene: Scene, postgres_url: str
+) -> None:
+    web, events, pair = scene.web, scene.events, scene.pair
+    for n in (1, 2, 3):
+        break_and_heal(web, events, pair, n)
+    time.sleep(3 * INTERVAL)  # room for a second restart, if any medic made one
+    assert events.count("restart") == 3
     pair.alive()
     # One medic healed each break (the first, unless this machine starved it of its
     # lease meanwhile, which moves the healing, never doubles it).
@@ -207,26 +224,20 @@ def test_two_medics_restart_a_broken_service_once_per_break(
 
 
 def test_a_killed_leader_is_followed_by_the_standby_which_heals_the_next_break(
-    tmp_path: Path,
-    postgres_url: str,
-    compose_project: ComposeProject,
-    docker_client: Any,
-    processes: list[subprocess.Popen[bytes]],
+    scene: Scene, postgres_url: str
 ) -> None:
-    web = broken_web(compose_project, docker_client)
-    with engine_events(docker_client, web.id) as events:
-        pair = Pair(tmp_path, postgres_url, compose_project, processes)
-        break_and_heal(web, events, pair, 1)
+    web, events, pair = scene.web, scene.events, scene.pair
+    break_and_heal(web, events, pair, 1)
 
-        pair.first.send_signal(signal.SIGKILL)
-        pair.first.wait(timeout=30)
-        killed = time.monotonic()
-        web.exec_run(["touch", "/tmp/broken"])
-        wait_for(lambda: events.count("restart") >= 2, timeout=TIMEOUT, message="restart 2")
-        healed_after = time.monotonic() - killed
-        wait_for(lambda: health_status(web) == "healthy", timeout=TIMEOUT, message="healthy")
-        time.sleep(3 * INTERVAL)
-        assert events.count("restart") == 2
+    pair.first.send_signal(signal.SIGKILL)
+    pair.first.wait(timeout=30)
+    killed = time.monotonic()
+    web.exec_run(["touch", "/tmp/broken"])
+    wait_for(lambda: events.count("restart") >= 2, timeout=TIMEOUT, message="restart 2")
+    healed_after = time.monotonic() - killed
+    wait_for(lambda: health_status(web) == "healthy", timeout=TIMEOUT, message="healthy")
+    time.sleep(3 * INTERVAL)
+    assert events.count("restart") == 2
     assert pair.second.poll() is None, pair.logs["second"].read_text()
     assert leader_pid(postgres_url) == pair.second.pid
     held = lease(postgres_url)
@@ -240,36 +251,30 @@ def test_a_killed_leader_is_followed_by_the_standby_which_heals_the_next_break(
 
 
 def test_a_paused_leader_resumes_as_a_standby_and_steps_down_in_one_line(
-    tmp_path: Path,
-    postgres_url: str,
-    compose_project: ComposeProject,
-    docker_client: Any,
-    processes: list[subprocess.Popen[bytes]],
+    scene: Scene, postgres_url: str
 ) -> None:
-    web = broken_web(compose_project, docker_client)
-    with engine_events(docker_client, web.id) as events:
-        pair = Pair(tmp_path, postgres_url, compose_project, processes)
-        pair.first.send_signal(signal.SIGSTOP)
-        try:
-            wait_for(
-                lambda: leader_pid(postgres_url) == pair.second.pid,
-                timeout=TIMEOUT,
-                message="the second medic taking the lease over",
-            )
-            break_and_heal(web, events, pair, 1)
-            # Broken again as the old leader resumes: both see it; only one may act.
-            web.exec_run(["touch", "/tmp/broken"])
-        finally:
-            pair.first.send_signal(signal.SIGCONT)
-        wait_for(lambda: events.count("restart") >= 2, timeout=TIMEOUT, message="restart 2")
+    web, events, pair = scene.web, scene.events, scene.pair
+    pair.first.send_signal(signal.SIGSTOP)
+    try:
         wait_for(
-            lambda: lines(pair.logs["first"], "stepped down"),
+            lambda: leader_pid(postgres_url) == pair.second.pid,
             timeout=TIMEOUT,
-            message="the resumed medic saying it stepped down",
+            message="the second medic taking the lease over",
         )
-        wait_for(lambda: health_status(web) == "healthy", timeout=TIMEOUT, message="healthy")
-        time.sleep(3 * INTERVAL)
-        assert events.count("restart") == 2
+        break_and_heal(web, events, pair, 1)
+        # Broken again as the old leader resumes: both see it; only one may act.
+        web.exec_run(["touch", "/tmp/broken"])
+    finally:
+        pair.first.send_signal(signal.SIGCONT)
+    wait_for(lambda: events.count("restart") >= 2, timeout=TIMEOUT, message="restart 2")
+    wait_for(
+        lambda: lines(pair.logs["first"], "stepped down"),
+        timeout=TIMEOUT,
+        message="the resumed medic saying it stepped down",
+    )
+    wait_for(lambda: health_status(web) == "healthy", timeout=TIMEOUT, message="healthy")
+    time.sleep(3 * INTERVAL)
+    assert events.count("restart") == 2
     pair.alive()
     first = pair.logs["first"]
     [stepped] = lines(first, "stepped down")
