@@ -411,20 +411,11 @@ class Supervisor:
         return slot
 
     def _quiet(self, slot: Slot, tracked: Tracked, snapshot: ContainerSnapshot) -> bool:
-        """A healthy container seen by the list call as it was last seen, with no healing
-        under way, no incident and nothing watched: judging it again would find, decide
-        and change nothing. Most of a large host is this at every poll, so it is told
-        apart before the judgement. (An inspect snapshot is always judged: its health
-        check time may call for a second look after an action.)"""
-        healing = tracked.healing
+        """A container at rest (``Tracked.at_rest``) with no incident and nothing watched.
+        Most of a large host is this at every poll, so it is told apart before the
+        judgement."""
         return (
-            snapshot.is_healthy
-            and not snapshot.detailed
-            and tracked.state == snapshot.state
-            and tracked.health == snapshot.health
-            and not healing.attempts
-            and not healing.circuit_open
-            and tracked.wake_at is None
+            tracked.at_rest(snapshot)
             and self._recorder.held(slot) is None
             and not self._watcher.watching(snapshot.ref.id)
         )

@@ -57,6 +57,22 @@ class Tracked:
     def ref(self) -> ContainerRef:
         return self.history.container
 
+    def at_rest(self, snapshot: ContainerSnapshot) -> bool:
+        """Whether ``snapshot`` shows the slot as it was last seen, healthy, by the list
+        call, with no healing under way: judging it again would find, decide and change
+        nothing, unless an incident is held or its logs or probe are watched (which
+        the supervisor knows). An inspect snapshot is always judged: its health check
+        time may call for a second look after an action."""
+        return (
+            snapshot.is_healthy
+            and not snapshot.detailed
+            and self.state == snapshot.state
+            and self.health == snapshot.health
+            and not self.healing.attempts
+            and not self.healing.circuit_open
+            and self.wake_at is None
+        )
+
 
 class Slots:
     """Every slot medic tracks, and which container id sits in which."""

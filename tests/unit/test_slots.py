@@ -3,11 +3,12 @@ work per event does not grow with the number of containers."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from agent.healing.history import Slot
 from agent.healing.slots import Slots
-from agent.model import ContainerId, ContainerRef, Signal
+from agent.model import ContainerId, ContainerRef, ContainerSnapshot, Health, Signal, State
 
 T0 = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
 
@@ -57,3 +58,27 @@ def test_seen_again_unchanged_a_slot_is_not_changed() -> None:
     slots.track(ref(1))
     assert slots.changed() == set()
     assert isinstance(slot, Slot)
+
+
+def test_a_slot_is_at_rest_only_when_seen_healthy_as_before_with_no_healing_under_way() -> None:
+    slots = Slots()
+    slot, tracked = slots.track(ref(1))
+    assert tracked is not None
+    seen = ContainerSnapshot(
+        ref=ref(1),
+        labels={},
+        image="shop/web",
+        state=State.RUNNING,
+        health=Health.NONE,
+        exit_code=None,
+        observed_at=T0,
+    )
+    assert not tracked.at_rest(seen)  # never seen before
+    tracked = slots.update(slot, state="running", health="none")
+    assert tracked.at_rest(seen)
+    assert not tracked.at_rest(replace(seen, detailed=True))
+    assert not tracked.at_rest(replace(seen, health=Health.UNHEALTHY))
+    assert not slots.update(slot, wake_at=T0).at_rest(seen)
+    slots.update(slot, wake_at=None)
+    healing = replace(tracked.healing, attempts=(T0,))
+    assert not slots.update(slot, healing=healing).at_rest(seen)
